@@ -1,0 +1,286 @@
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "rollway/crypto.h"
+#include "rollway/murmur3.h"
+#include "rollway/router.h"
+
+namespace rollway {
+namespace {
+
+// A uniform double in (0, 1) from the top 52 bits; every step is exact in IEEE double, so
+// the Python oracle reproduces it bit for bit.
+inline double unit_interval(uint64_t bits) {
+  return (static_cast<double>(bits >> 12) + 0.5) * 0x1p-52;
+}
+
+int pick_stage(const RouterConfig& config, uint64_t hash_low) {
+  int best = -1;
+  int with_traffic = 0;
+  for (size_t i = 0; i < config.stages.size(); ++i) {
+    if (config.stages[i].takes_traffic()) {
+      ++with_traffic;
+      best = static_cast<int>(i);
+    }
+  }
+  if (with_traffic <= 1) return best;  // the common single-stage case needs no logarithm
+  best = -1;
+  double best_score = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < config.stages.size(); ++i) {
+    const StageEntry& stage = config.stages[i];
+    if (!stage.takes_traffic()) continue;
+    const double u = unit_interval(fmix64(hash_low ^ stage.salt));
+    const double score = -std::log(u) * stage.score_scale;
+    if (score < best_score) {  // strict: ties go to the earlier stage
+      best_score = score;
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
+int pick_version(const StageEntry& stage, uint64_t hash_high) {
+  if (stage.hash_order.empty()) return -1;
+  const double point = unit_interval(fmix64(hash_high ^ stage.salt));
+  for (size_t i = 0; i < stage.hash_order.size(); ++i) {
+    if (point < stage.hash_thresholds[i]) return stage.hash_order[i];
+  }
+  return stage.hash_order.back();  // unreachable: the last threshold is 1
+}
+
+// The tiebreak between the version a session wants and the one its hash gives, once both
+// are known to have capacity. Versions are listed oldest first, so a larger index is newer.
+Reason tiebreak(const StageEntry& stage, int wanted, int computed, int* routed) {
+  const int target = stage.direction_target;
+  switch (stage.direction) {
+    case DirectionState::kSteady:
+      // No deploy is moving: a session stays where it is; only new sessions follow capacity.
+      *routed = wanted;
+      return Reason::kKept;
+    case DirectionState::kForward:
+      // Already on the target, or on something newer than its hash says: stay. Otherwise
+      // the session is on a draining version and moves forward.
+      if (wanted == target || (computed != target && wanted > computed)) {
+        *routed = wanted;
+        return Reason::kKept;
+      }
+      *routed = computed;
+      return Reason::kMovedForward;
+    case DirectionState::kRollback:
+      // The mirror image: never move a session to something newer during a rollback.
+      if (wanted == target || (computed != target && wanted < computed)) {
+        *routed = wanted;
+        return Reason::kKept;
+      }
+      *routed = computed;
+      return Reason::kMovedRollback;
+  }
+  *routed = computed;
+  return Reason::kMovedForward;
+}
+
+inline int find_available(const StageEntry& stage, std::string_view name) {
+  if (name.empty()) return -1;
+  const int index = stage.find_version(name);
+  return (index >= 0 && stage.versions[index].capacity > 0) ? index : -1;
+}
+
+// Chooses the version inside `stage` for a session with the given wanted version.
+void route_in_stage(const StageEntry& stage, uint64_t hash_high, std::string_view wanted_name,
+                    Decision& d) {
+  if (stage.mode == StageMode::kBlueGreen) {
+    d.version = stage.active_slot;
+    d.reason = Reason::kBlueGreen;
+    return;
+  }
+  const int computed = pick_version(stage, hash_high);
+  if (wanted_name.empty()) {
+    d.version = computed;
+    d.reason = Reason::kHashed;
+    return;
+  }
+  const int wanted = find_available(stage, wanted_name);
+  if (wanted < 0) {
+    d.version = computed;
+    d.reason = Reason::kUnavailable;
+  } else if (wanted == computed) {
+    d.version = computed;
+    d.reason = Reason::kAffinity;
+  } else if (computed < 0) {
+    // Only not-yet-admitted capacity is left and the session already wants it.
+    d.version = wanted;
+    d.reason = Reason::kKept;
+  } else {
+    d.reason = tiebreak(stage, wanted, computed, &d.version);
+  }
+}
+
+inline int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+}  // namespace
+
+const char* reason_name(Reason reason) {
+  switch (reason) {
+    case Reason::kHashed: return "hashed";
+    case Reason::kAffinity: return "affinity";
+    case Reason::kKept: return "kept";
+    case Reason::kMovedForward: return "moved_forward";
+    case Reason::kMovedRollback: return "moved_rollback";
+    case Reason::kUnavailable: return "unavailable";
+    case Reason::kBlueGreen: return "blue_green";
+    case Reason::kOverride: return "override";
+    case Reason::kNoCapacity: return "no_capacity";
+  }
+  return "unknown";
+}
+
+const char* override_status_name(OverrideStatus status) {
+  switch (status) {
+    case OverrideStatus::kNone: return "none";
+    case OverrideStatus::kApplied: return "applied";
+    case OverrideStatus::kRejected: return "rejected";
+  }
+  return "unknown";
+}
+
+OverrideRequest parse_override(std::string_view value, std::string_view secret, int64_t now,
+                               int64_t max_ttl_seconds) noexcept {
+  OverrideRequest result;
+  if (secret.empty() || value.empty() || value.size() > kMaxOverrideLength) return result;
+  constexpr std::string_view kMacField = ";mac=";
+  const size_t mac_at = value.rfind(kMacField);
+  if (mac_at == std::string_view::npos) return result;
+  const std::string_view signed_part = value.substr(0, mac_at);
+  const std::string_view mac_hex = value.substr(mac_at + kMacField.size());
+  if (mac_hex.size() != 64) return result;
+
+  bool have_exp = false;
+  size_t start = 0;
+  while (start <= signed_part.size()) {
+    size_t end = signed_part.find(';', start);
+    if (end == std::string_view::npos) end = signed_part.size();
+    const std::string_view field = signed_part.substr(start, end - start);
+    const size_t eq = field.find('=');
+    if (eq == std::string_view::npos) return result;
+    const std::string_view key = field.substr(0, eq);
+    const std::string_view val = field.substr(eq + 1);
+    if (val.empty()) return result;
+    if (key == "stage" && result.stage.empty()) {
+      result.stage = val;
+    } else if (key == "version" && result.version.empty()) {
+      result.version = val;
+    } else if (key == "exp" && !have_exp) {
+      if (val.size() > 12) return result;
+      int64_t exp = 0;
+      for (char c : val) {
+        if (c < '0' || c > '9') return result;
+        exp = exp * 10 + (c - '0');
+      }
+      result.expires_at = exp;
+      have_exp = true;
+    } else {
+      return result;  // unknown or repeated field
+    }
+    start = end + 1;
+  }
+  if (!have_exp || result.expires_at <= now || result.expires_at - now > max_ttl_seconds) {
+    return result;
+  }
+  const Sha256Digest mac = hmac_sha256(secret, signed_part);
+  unsigned char expected[32];
+  for (size_t i = 0; i < 32; ++i) {
+    const int hi = hex_value(mac_hex[2 * i]);
+    const int lo = hex_value(mac_hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return result;
+    expected[i] = static_cast<unsigned char>((hi << 4) | lo);
+  }
+  if (!constant_time_equal(std::string_view(reinterpret_cast<const char*>(mac.data()), 32),
+                           std::string_view(reinterpret_cast<const char*>(expected), 32))) {
+    return result;
+  }
+  result.valid = true;
+  return result;
+}
+
+namespace {
+
+Decision decide_impl(const RouterConfig& config, const RouteRequest& request, bool fixed_random,
+                     uint64_t random_bits) noexcept {
+  Decision d;
+  const TokenKey* key = config.token_key_or_null();
+  const ParsedToken token = parse_token(request.routing_id, request.now, config.ttl_seconds, key);
+  d.id_status = token.status;
+  std::string_view routing_key = token.routing_key;
+  if (token.status != IdStatus::kValid) {
+    d.new_id = fixed_random ? mint_token_with(request.now, key, random_bits)
+                            : mint_token(request.now, key);
+    d.minted = true;
+    routing_key = d.new_id.routing_key();
+  }
+  const Hash128 h = murmur3_x64_128(routing_key.data(), routing_key.size(), 0);
+  const std::string_view wanted =
+      request.app_version.empty() ? request.version_cookie : request.app_version;
+
+  bool overridden = false;
+  if (!request.override_value.empty()) {
+    d.override_status = OverrideStatus::kRejected;
+    const OverrideRequest ov = parse_override(request.override_value, config.override_secret,
+                                              request.now, config.override_max_ttl_seconds);
+    if (ov.valid) {
+      const int stage = ov.stage.empty() ? pick_stage(config, h.low) : config.find_stage(ov.stage);
+      if (stage >= 0) {
+        const StageEntry& entry = config.stages[stage];
+        Decision trial = d;
+        trial.stage = stage;
+        if (!ov.version.empty()) {
+          trial.version = find_available(entry, ov.version);
+          trial.reason = Reason::kOverride;
+        } else {
+          route_in_stage(entry, h.high, wanted, trial);
+        }
+        if (trial.version >= 0 && entry.versions[trial.version].capacity > 0) {
+          d = trial;
+          d.override_status = OverrideStatus::kApplied;
+          overridden = true;
+        }
+      }
+    }
+  }
+
+  if (!overridden) {
+    d.stage = pick_stage(config, h.low);
+    if (d.stage < 0) {
+      d.reason = Reason::kNoCapacity;
+      return d;
+    }
+    route_in_stage(config.stages[d.stage], h.high, wanted, d);
+    if (d.version < 0) {  // defensive: a stage that takes traffic always has a version
+      d.stage = -1;
+      d.reason = Reason::kNoCapacity;
+      return d;
+    }
+  }
+
+  const std::string& routed = config.stages[d.stage].versions[d.version].name;
+  d.refresh = !request.app_version.empty() && request.app_version != routed &&
+              request.version_cookie != routed;
+  return d;
+}
+
+}  // namespace
+
+Decision decide(const RouterConfig& config, const RouteRequest& request) noexcept {
+  return decide_impl(config, request, false, 0);
+}
+
+Decision decide_with_random(const RouterConfig& config, const RouteRequest& request,
+                            uint64_t random_bits) noexcept {
+  return decide_impl(config, request, true, random_bits);
+}
+
+}  // namespace rollway
