@@ -37,7 +37,7 @@ const json& require_object(const json& value, const std::string& path) {
 
 const json& require_member(const json& object, const char* key, const std::string& path) {
   const json* value = member(object, key);
-  if (value == nullptr) fail(path + "." + key, "is required");
+  if (value == nullptr) fail(path.empty() ? std::string(key) : path + "." + key, "is required");
   return *value;
 }
 
@@ -259,8 +259,8 @@ std::shared_ptr<const RouterConfig> parse_router_config(std::string_view text,
   require_object(root, "config");
   auto config = std::make_shared<RouterConfig>();
 
-  config->service = as_name(require_member(root, "service", "config"), "service");
-  const json& generation = require_member(root, "generation", "config");
+  config->service = as_name(require_member(root, "service", ""), "service");
+  const json& generation = require_member(root, "generation", "");
   // nlohmann stores every non-negative integer literal as unsigned.
   if (!generation.is_number_unsigned()) fail("generation", "must be an integer >= 0");
   config->generation = generation.get<uint64_t>();
@@ -299,7 +299,7 @@ std::shared_ptr<const RouterConfig> parse_router_config(std::string_view text,
     }
   }
 
-  const json& stages = require_member(root, "stages", "config");
+  const json& stages = require_member(root, "stages", "");
   if (!stages.is_array() || stages.empty()) fail("stages", "must be a non-empty list");
   if (stages.size() > kMaxStages) fail("stages", "has more than 64 stages");
   std::unordered_set<std::string> names;

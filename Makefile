@@ -1,0 +1,46 @@
+# One entry point for people and CI. `make demo` and `make test` each do the whole set-up
+# a fresh Debian machine needs (system packages, a virtualenv, the build) and then run.
+# Every set-up step is idempotent and skipped when already done.
+
+PYTHON ?= python3
+VENV ?= .venv
+STAMPS := .stamps
+APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk
+VPY := $(VENV)/bin/python
+SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' \) 2>/dev/null) CMakeLists.txt pyproject.toml
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMPS)/installed
+
+$(STAMPS)/system:
+	@mkdir -p $(STAMPS)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: $(STAMPS)/system
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	@touch $@
+
+# The package is built non-editable into the venv, like a user's `pip install .`.
+$(STAMPS)/installed: $(STAMPS)/venv $(SOURCES)
+	$(VPY) -m pip install -q ".[test]"
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/rollway route --config envoy-config/filter-config.example.json --sessions 200000
+
+test: setup
+	$(VPY) -m pytest
+
+bench: setup
+	$(VPY) benchmarks/core.py
+
+clean:
+	rm -rf $(VENV) $(STAMPS) build

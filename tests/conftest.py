@@ -1,0 +1,54 @@
+"""Shared helpers for the test suite: config builders and hypothesis settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, os.path.dirname(__file__))  # the oracle lives beside the tests
+
+# Deterministic in CI (same examples every run, no flaky shrink timing); more examples
+# locally with HYPOTHESIS_PROFILE=thorough.
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", max_examples=3000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+NOW = 1_750_000_000
+
+
+def rolling(name: str, weight: float, versions: list[tuple], state: str = "steady",
+            target: str | None = None) -> dict:
+    """versions: (name, capacity) or (name, capacity, admitted), oldest first."""
+    stage = {
+        "name": name, "weight": weight, "mode": "rolling",
+        "versions": [
+            {"name": v[0], "capacity": v[1], "cluster": f"web.{name}.{v[0]}",
+             **({"admitted": v[2]} if len(v) > 2 else {})}
+            for v in versions
+        ],
+        "direction": {"state": state, **({"target": target} if target else {})},
+    }
+    return stage
+
+
+def blue_green(name: str, weight: float, active: str, blue: tuple, green: tuple) -> dict:
+    return {
+        "name": name, "weight": weight, "mode": "blue_green", "active": active,
+        "slots": {
+            "blue": {"version": blue[0], "capacity": blue[1], "cluster": f"web.{name}.blue"},
+            "green": {"version": green[0], "capacity": green[1], "cluster": f"web.{name}.green"},
+        },
+    }
+
+
+def config(*stages: dict, **extra) -> str:
+    doc = {"service": "web", "generation": 1,
+           "routing_id": {"cookie": "rw_rid", "ttl_seconds": 86400}, "stages": list(stages)}
+    doc.update(extra)
+    return json.dumps(doc)
