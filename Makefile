@@ -9,7 +9,7 @@ APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench-core clean
 
 setup: $(STAMPS)/installed
 
@@ -39,7 +39,7 @@ demo: setup
 test: setup
 	$(VPY) -m pytest
 
-bench: setup
+bench-core: setup
 	$(VPY) benchmarks/core.py
 
 clean:

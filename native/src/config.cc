@@ -235,10 +235,13 @@ std::string secret_for(const Secrets& secrets, const std::string& key_id, const 
 }  // namespace
 
 int StageEntry::find_version(std::string_view wanted) const {
+  // No early exit: the loop is a handful of length checks, and on the request path which
+  // version matches is data-dependent.
+  int found = -1;
   for (size_t i = 0; i < versions.size(); ++i) {
-    if (versions[i].name == wanted) return static_cast<int>(i);
+    found = (found < 0 && same_name(versions[i].name, wanted)) ? static_cast<int>(i) : found;
   }
-  return -1;
+  return found;
 }
 
 int RouterConfig::find_stage(std::string_view wanted) const {
@@ -312,6 +315,9 @@ std::shared_ptr<const RouterConfig> parse_router_config(std::string_view text,
     config->stages.push_back(std::move(stage));
   }
   if (!(total_weight > 0)) fail("stages", "every stage has weight 0");
+  for (size_t i = 0; i < config->stages.size(); ++i) {
+    if (config->stages[i].takes_traffic()) config->stages_with_traffic.push_back(static_cast<int>(i));
+  }
   return config;
 }
 

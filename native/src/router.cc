@@ -16,26 +16,19 @@ inline double unit_interval(uint64_t bits) {
 }
 
 int pick_stage(const RouterConfig& config, uint64_t hash_low) {
+  const std::vector<int>& live = config.stages_with_traffic;
+  if (live.size() <= 1) return live.empty() ? -1 : live[0];  // no logarithm needed
   int best = -1;
-  int with_traffic = 0;
-  for (size_t i = 0; i < config.stages.size(); ++i) {
-    if (config.stages[i].takes_traffic()) {
-      ++with_traffic;
-      best = static_cast<int>(i);
-    }
-  }
-  if (with_traffic <= 1) return best;  // the common single-stage case needs no logarithm
-  best = -1;
   double best_score = std::numeric_limits<double>::infinity();
-  for (size_t i = 0; i < config.stages.size(); ++i) {
+  for (const int i : live) {
     const StageEntry& stage = config.stages[i];
-    if (!stage.takes_traffic()) continue;
     const double u = unit_interval(fmix64(hash_low ^ stage.salt));
     const double score = -std::log(u) * stage.score_scale;
-    if (score < best_score) {  // strict: ties go to the earlier stage
-      best_score = score;
-      best = static_cast<int>(i);
-    }
+    // Strict comparison: ties go to the earlier stage. Written as selects, not a branch:
+    // which stage wins is random per session, so a branch mispredicts constantly.
+    const bool better = score < best_score;
+    best = better ? i : best;
+    best_score = better ? score : best_score;
   }
   return best;
 }
@@ -43,10 +36,12 @@ int pick_stage(const RouterConfig& config, uint64_t hash_low) {
 int pick_version(const StageEntry& stage, uint64_t hash_high) {
   if (stage.hash_order.empty()) return -1;
   const double point = unit_interval(fmix64(hash_high ^ stage.salt));
-  for (size_t i = 0; i < stage.hash_order.size(); ++i) {
-    if (point < stage.hash_thresholds[i]) return stage.hash_order[i];
-  }
-  return stage.hash_order.back();  // unreachable: the last threshold is 1
+  // Count the thresholds at or below the point instead of branching out of the loop: the
+  // interval a session falls into is random, so an early exit mispredicts.
+  size_t below = 0;
+  const size_t n = stage.hash_thresholds.size();
+  for (size_t i = 0; i < n; ++i) below += stage.hash_thresholds[i] <= point ? 1 : 0;
+  return stage.hash_order[below < n ? below : n - 1];  // the last threshold is 1 > point
 }
 
 // The tiebreak between the version a session wants and the one its hash gives, once both
@@ -267,8 +262,8 @@ Decision decide_impl(const RouterConfig& config, const RouteRequest& request, bo
   }
 
   const std::string& routed = config.stages[d.stage].versions[d.version].name;
-  d.refresh = !request.app_version.empty() && request.app_version != routed &&
-              request.version_cookie != routed;
+  d.refresh = !request.app_version.empty() && !same_name(request.app_version, routed) &&
+              !same_name(request.version_cookie, routed);
   return d;
 }
 

@@ -1,6 +1,7 @@
 #include "rollway/token.h"
 
 #include <chrono>
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -11,22 +12,38 @@ namespace {
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
-// Lowercase hex only: one canonical spelling per token.
-inline int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
+// Lowercase hex only: one canonical spelling per token. Checked and decoded eight
+// characters at a time in a 64-bit word (SWAR): random ids mix digits and letters, and a
+// per-character loop spent most of a decision on branches.
+constexpr uint64_t kOnes = 0x0101010101010101ULL;
+constexpr uint64_t kHigh = 0x8080808080808080ULL;
+
+inline uint64_t load8(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;  // little-endian: the first character is the lowest byte
 }
 
-inline bool parse_hex_u64(std::string_view text, uint64_t* out) {
-  uint64_t v = 0;
-  for (char c : text) {
-    const int d = hex_value(c);
-    if (d < 0) return false;
-    v = (v << 4) | static_cast<uint64_t>(d);
-  }
-  *out = v;
-  return true;
+// High bit of each byte set where lo <= byte <= hi (bytes must be < 0x80).
+inline uint64_t bytes_between(uint64_t x, uint64_t lo, uint64_t hi) {
+  const uint64_t at_least_lo = (x | kHigh) - lo * kOnes;
+  const uint64_t at_most_hi = (hi * kOnes | kHigh) - x;
+  return at_least_lo & at_most_hi & kHigh;
+}
+
+inline bool is_hex8(uint64_t x) {
+  if (x & kHigh) return false;
+  return (bytes_between(x, '0', '9') | bytes_between(x, 'a', 'f')) == kHigh;
+}
+
+// Eight validated hex characters to their 32-bit value, first character most significant.
+inline uint32_t decode_hex8(uint64_t x) {
+  uint64_t v = (x & 0x0f0f0f0f0f0f0f0fULL) + ((x >> 6) & kOnes) * 9;  // 'a' = 0x61 -> 1 + 9
+  v = __builtin_bswap64(v);
+  v = (v | (v >> 4)) & 0x00ff00ff00ff00ffULL;
+  v = (v | (v >> 8)) & 0x0000ffff0000ffffULL;
+  v = (v | (v >> 16)) & 0x00000000ffffffffULL;
+  return static_cast<uint32_t>(v);
 }
 
 inline void write_hex(char* dst, uint64_t value, int digits) {
@@ -72,16 +89,23 @@ ParsedToken parse_token(std::string_view value, int64_t now, int64_t ttl_seconds
     result.status = IdStatus::kMalformed;
     return result;
   }
-  uint64_t issued = 0;
-  uint64_t ignored = 0;
+  const char* p = value.data();
+  const uint64_t issued_text = load8(p + 1);
+  const uint64_t key_hi = load8(p + kRoutingKeyOffset);
+  const uint64_t key_lo = load8(p + kRoutingKeyOffset + 8);
+  bool ok = is_hex8(issued_text) && is_hex8(key_hi) && is_hex8(key_lo);
   uint64_t mac = 0;
-  if (!parse_hex_u64(value.substr(1, 8), &issued) ||
-      !parse_hex_u64(value.substr(kRoutingKeyOffset, kRoutingKeyLength), &ignored) ||
-      (value.size() == kSignedTokenLength &&
-       !parse_hex_u64(value.substr(kUnsignedTokenLength, 16), &mac))) {
+  if (value.size() == kSignedTokenLength) {
+    const uint64_t mac_hi = load8(p + kUnsignedTokenLength);
+    const uint64_t mac_lo = load8(p + kUnsignedTokenLength + 8);
+    ok = ok && is_hex8(mac_hi) && is_hex8(mac_lo);
+    mac = (static_cast<uint64_t>(decode_hex8(mac_hi)) << 32) | decode_hex8(mac_lo);
+  }
+  if (!ok) {
     result.status = IdStatus::kMalformed;
     return result;
   }
+  const uint64_t issued = decode_hex8(issued_text);
   if (key != nullptr) {
     if (value.size() != kSignedTokenLength ||
         siphash24(key->bytes, value.substr(0, kUnsignedTokenLength)) != mac) {

@@ -78,6 +78,12 @@ struct StageEntry {
   int find_version(std::string_view name) const;
 };
 
+// Name equality for the hot path: length and first byte decide almost every mismatch
+// without an out-of-line memcmp call.
+inline bool same_name(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && (a.empty() || (a[0] == b[0] && a.compare(b) == 0));
+}
+
 using Secrets = std::unordered_map<std::string, std::string>;
 
 struct RouterConfig {
@@ -102,6 +108,7 @@ struct RouterConfig {
   int64_t override_max_ttl_seconds = 3600;
 
   std::vector<StageEntry> stages;
+  std::vector<int> stages_with_traffic;  // derived: indices of stages that take traffic
 
   int find_stage(std::string_view name) const;
   const TokenKey* token_key_or_null() const { return has_token_key ? &token_key : nullptr; }
