@@ -39,26 +39,29 @@ def _cmd_route(args: argparse.Namespace) -> int:
     ]
     wanted = [args.wanted] * len(ids)
     batch = router.route_many(ids, wanted if args.wanted else None, now)
-    shares = collections.Counter(zip(batch.stage, batch.version))
+    # Each column is built once: a BatchDecisions attribute makes a new list per access.
+    stages, versions, clusters = batch.stage, batch.version, batch.cluster
+    reasons, refresh, minted = batch.reason, batch.refresh, batch.new_routing_id
+    shares = collections.Counter(zip(stages, versions))
     rows = [
         {
-            "routing_id": ids[i] if ids[i] else batch.new_routing_id[i],
-            "stage": batch.stage[i],
-            "version": batch.version[i],
-            "cluster": batch.cluster[i],
-            "reason": batch.reason[i],
-            "refresh": batch.refresh[i],
-            "minted": batch.new_routing_id[i] is not None,
+            "routing_id": ids[i] or minted[i],
+            "stage": stages[i],
+            "version": versions[i],
+            "cluster": clusters[i],
+            "reason": reasons[i],
+            "refresh": refresh[i],
+            "minted": minted[i] is not None,
         }
         for i in range(len(batch))
-    ]
+    ] if args.id else []
     summary = [
         {"stage": stage, "version": version, "sessions": count, "share": count / len(ids)}
         for (stage, version), count in sorted(shares.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
     ]
     if args.json:
         json.dump({"service": router.service, "generation": router.generation,
-                   "decisions": rows if args.id else [], "shares": summary}, sys.stdout, indent=2)
+                   "decisions": rows, "shares": summary}, sys.stdout, indent=2)
         print()
         return 0
     print(f"service {router.service}  generation {router.generation}  sessions {len(ids)}")
