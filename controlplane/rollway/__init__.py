@@ -20,7 +20,10 @@ from rollway._core import (
     parse_routing_id,
 )
 
+from rollway.envoy_config import filter_library_path
+
 __all__ = [
+    "filter_library_path",
     "BatchDecisions",
     "Decision",
     "Router",

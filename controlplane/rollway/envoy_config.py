@@ -1,0 +1,177 @@
+"""Envoy bootstraps for Rollway: static (no control plane) and ADS (everything over xDS).
+
+The filter is Envoy's dynamic-module HTTP filter loading ``librollway_filter.so``; the
+route sends each request to the cluster named in the header the filter writes, and falls
+back to a 503 when the filter found no capacity (it then removes the header)::
+
+    from rollway import envoy_config
+    doc = envoy_config.static_bootstrap(filter_config, {"web.prod.v1": [("127.0.0.1", 8081)]},
+                                        listen_port=10000, admin_port=9901)
+    json.dump(doc, open("envoy.json", "w"))     # envoy -c envoy.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+MODULE_NAME = "rollway_filter"
+FILTER_NAME = "rollway"
+FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+            "HttpConnectionManager")
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+ECDS_RESOURCE_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+DEFAULT_CLUSTER_HEADER = "x-rw-cluster"
+
+
+def filter_library_path() -> str:
+    """The installed ``librollway_filter.so``."""
+    path = Path(__file__).parent / "_filter" / f"lib{MODULE_NAME}.so"
+    if not path.is_file():
+        raise FileNotFoundError(f"librollway_filter.so is not installed at {path}; reinstall rollway")
+    return str(path)
+
+
+def module_search_path() -> str:
+    """The directory to put in ``ENVOY_DYNAMIC_MODULES_SEARCH_PATH``."""
+    return os.path.dirname(filter_library_path())
+
+
+def envoy_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment for running Envoy with the Rollway module on its search path."""
+    env = dict(os.environ if base is None else base)
+    env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = module_search_path()
+    return env
+
+
+def filter_typed_config(filter_config: Mapping | str) -> dict:
+    """The DynamicModuleFilter message carrying a Rollway filter config (JSON text)."""
+    value = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
+    return {
+        "@type": FILTER_TYPE,
+        "dynamic_module_config": {"name": MODULE_NAME},
+        "filter_name": FILTER_NAME,
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
+    }
+
+
+def ecds_resource(filter_config: Mapping | str) -> dict:
+    """The ECDS resource (TypedExtensionConfig) for the filter."""
+    return {"@type": ECDS_RESOURCE_TYPE, "name": FILTER_NAME, "typed_config": filter_typed_config(filter_config)}
+
+
+def route_config(cluster_header: str = DEFAULT_CLUSTER_HEADER, name: str = "rollway") -> dict:
+    return {
+        "name": name,
+        "virtual_hosts": [{
+            "name": "rollway",
+            "domains": ["*"],
+            "routes": [
+                {"match": {"prefix": "/", "headers": [{"name": cluster_header, "present_match": True}]},
+                 "route": {"cluster_header": cluster_header}},
+                {"match": {"prefix": "/"},
+                 "direct_response": {"status": 503, "body": {"inline_string": "rollway: no capacity\n"}}},
+            ],
+        }],
+    }
+
+
+def _listener(listen_port: int, rollway_filter: dict, route: dict, *, address: str = "127.0.0.1") -> dict:
+    return {
+        "name": "rollway_ingress",
+        "address": {"socket_address": {"address": address, "port_value": listen_port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": HCM_TYPE,
+                "stat_prefix": "ingress",
+                **route,
+                "http_filters": [rollway_filter,
+                                 {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+            },
+        }]}],
+    }
+
+
+def static_cluster(name: str, endpoints: Iterable[tuple[str, int]]) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+            for host, port in endpoints
+        ]}]},
+    }
+
+
+def _admin(admin_port: int) -> dict:
+    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}
+
+
+def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterable[tuple[str, int]]], *,
+                     listen_port: int, admin_port: int, ecds_path: str | None = None,
+                     cluster_header: str = DEFAULT_CLUSTER_HEADER) -> dict:
+    """Runs with no control plane: filter config inline (or, with ``ecds_path``, from a file
+    watched for updates), static clusters."""
+    if ecds_path is None:
+        rollway_filter = {"name": FILTER_NAME, "typed_config": filter_typed_config(filter_config)}
+    else:
+        write_ecds_file(ecds_path, filter_config)
+        rollway_filter = {"name": FILTER_NAME, "config_discovery": {
+            "config_source": {"path_config_source": {"path": ecds_path}, "resource_api_version": "V3"},
+            "type_urls": [FILTER_TYPE],
+        }}
+    return {
+        "admin": _admin(admin_port),
+        "static_resources": {
+            "listeners": [_listener(listen_port, rollway_filter, {"route_config": route_config(cluster_header)})],
+            "clusters": [static_cluster(name, eps) for name, eps in clusters.items()],
+        },
+    }
+
+
+def write_ecds_file(path: str, filter_config: Mapping | str, version: str | None = None) -> None:
+    """Atomically replaces a file-based ECDS source (Envoy watches it for moves)."""
+    doc = {"version_info": version or "0", "resources": [ecds_resource(filter_config)]}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(doc, handle)
+    os.replace(tmp, path)
+
+
+def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: int, admin_port: int,
+                  cluster: str = "rollway") -> dict:
+    """Everything from the control plane over one ADS stream: listener with the filter (its
+    config over ECDS), route, clusters (CDS) and endpoints (EDS)."""
+    ads_source = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {"id": node_id, "cluster": cluster},
+        "admin": _admin(admin_port),
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "rollway_xds"}}],
+                "set_node_on_first_message_only": True,
+            },
+            "lds_config": ads_source,
+            "cds_config": ads_source,
+        },
+        "static_resources": {"clusters": [{
+            "name": "rollway_xds",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                },
+            },
+            "load_assignment": {"cluster_name": "rollway_xds", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": xds_host, "port_value": xds_port}}}}]}]},
+        }]},
+    }

@@ -1,0 +1,415 @@
+// librollway_filter.so: the Rollway routing core as an Envoy HTTP dynamic module.
+//
+// Three layers, as in Envoy's own SDKs:
+//   1. the C ABI (envoy_abi.h): extern "C" hooks at the bottom of this file, each a
+//      noexcept trampoline that catches everything, so no exception ever reaches Envoy;
+//   2. a small typed layer (HostStream) over Envoy's callbacks;
+//   3. the logic: read cookies and headers, call rollway::decide(), write the cluster
+//      header and the response cookies. The routing rules themselves live in native/.
+//
+// Per request: no JSON, no allocation except the small per-stream object.
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <new>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cookies.h"
+#include "envoy_abi.h"
+#include "rollway/router.h"
+
+#define ROLLWAY_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace rollway::filter {
+namespace {
+
+constexpr const char kAbiVersion[] = "v0.2.0";  // Envoy 1.40.0
+constexpr const char kFilterName[] = "rollway";
+
+inline envoy_dynamic_module_type_module_buffer buf(std::string_view s) {
+  return {s.data(), s.size()};
+}
+
+void log(envoy_dynamic_module_type_log_level level, const std::string& message) {
+  envoy_dynamic_module_callback_log(level, buf(message));
+}
+
+// ---- counters ---------------------------------------------------------------------------
+
+enum Counter : size_t {
+  kRequests = 0,       // labels: stage, version
+  kIdsMinted,
+  kBadCookies,         // label: reason (malformed, expired, bad_signature)
+  kForwardMoves,
+  kRollbackMoves,
+  kTiebreakKept,
+  kUnavailableMoves,
+  kRefreshSignals,
+  kOverridesApplied,
+  kOverridesRejected,
+  kNoCapacity,
+  kConfigsRejected,
+  kCounterCount,
+};
+
+struct CounterSpec {
+  const char* name;
+  const char* labels[2];
+  size_t label_count;
+};
+
+constexpr CounterSpec kCounterSpecs[kCounterCount] = {
+    {"rollway_requests", {"stage", "version"}, 2},
+    {"rollway_ids_minted", {}, 0},
+    {"rollway_bad_cookies", {"reason"}, 1},
+    {"rollway_forward_moves", {}, 0},
+    {"rollway_rollback_moves", {}, 0},
+    {"rollway_tiebreak_kept", {}, 0},
+    {"rollway_unavailable_moves", {}, 0},
+    {"rollway_refresh_signals", {}, 0},
+    {"rollway_overrides_applied", {}, 0},
+    {"rollway_overrides_rejected", {}, 0},
+    {"rollway_no_capacity", {}, 0},
+    {"rollway_configs_rejected", {}, 0},
+};
+
+// ---- config -------------------------------------------------------------------------------
+
+// One per accepted filter config (one per ECDS update). Immutable after config_new; shared
+// read-only by every worker. Envoy keeps it alive while any stream filter made from it
+// exists (its config object owns ours and is held by each filter), so stream filters keep
+// a plain pointer.
+struct FilterConfig {
+  std::shared_ptr<const RouterConfig> router;
+  size_t counter_id[kCounterCount] = {};
+  bool counter_ok[kCounterCount] = {};
+  std::string cookie_attributes;  // "; Path=/; Max-Age=N; HttpOnly; SameSite=Lax[; Secure]"
+};
+
+void define_counters(void* config_envoy, FilterConfig& config) {
+  for (size_t i = 0; i < kCounterCount; ++i) {
+    const CounterSpec& spec = kCounterSpecs[i];
+    envoy_dynamic_module_type_module_buffer labels[2];
+    for (size_t j = 0; j < spec.label_count; ++j) labels[j] = buf(spec.labels[j]);
+    config.counter_ok[i] =
+        envoy_dynamic_module_callback_http_filter_config_define_counter(
+            config_envoy, buf(spec.name), spec.label_count ? labels : nullptr, spec.label_count,
+            &config.counter_id[i]) == envoy_dynamic_module_type_metrics_result_Success;
+  }
+}
+
+// Secrets come from a file named in the config ("secrets_file": a JSON object of key id ->
+// secret string), read once per config. They never travel in the config itself, so they
+// stay out of Envoy's config dump and logs.
+Secrets load_secrets(std::string_view config_json) {
+  Secrets secrets;
+  const auto doc = nlohmann::json::parse(config_json.begin(), config_json.end(), nullptr, false);
+  if (!doc.is_object()) return secrets;  // the core reports the JSON error with its field
+  const auto it = doc.find("secrets_file");
+  if (it == doc.end()) return secrets;
+  if (!it->is_string()) throw ConfigError("secrets_file: must be a path");
+  const std::string path = it->get<std::string>();
+  std::ifstream file(path);
+  if (!file) throw ConfigError("secrets_file: cannot read '" + path + "'");
+  std::stringstream content;
+  content << file.rdbuf();
+  const auto keys = nlohmann::json::parse(content.str(), nullptr, false);
+  if (!keys.is_object()) throw ConfigError("secrets_file: '" + path + "' is not a JSON object");
+  for (auto entry = keys.begin(); entry != keys.end(); ++entry) {
+    if (!entry.value().is_string()) {
+      throw ConfigError("secrets_file: key '" + entry.key() + "' must map to a string");
+    }
+    secrets[entry.key()] = entry.value().get<std::string>();
+  }
+  return secrets;
+}
+
+FilterConfig* new_config(void* config_envoy, std::string_view json) {
+  auto config = std::make_unique<FilterConfig>();
+  define_counters(config_envoy, *config);
+  try {
+    config->router = parse_router_config(json, load_secrets(json));
+  } catch (const ConfigError& error) {
+    if (config->counter_ok[kConfigsRejected]) {
+      envoy_dynamic_module_callback_http_filter_config_increment_counter(
+          config_envoy, config->counter_id[kConfigsRejected], nullptr, 0, 1);
+    }
+    log(envoy_dynamic_module_type_log_level_Error,
+        std::string("rollway: filter config rejected, previous config keeps serving: ") + error.what());
+    return nullptr;
+  }
+  const RouterConfig& router = *config->router;
+  config->cookie_attributes = "; Path=/; Max-Age=" + std::to_string(router.ttl_seconds) +
+                              "; HttpOnly; SameSite=Lax";
+  if (router.cookie_secure) config->cookie_attributes += "; Secure";
+  log(envoy_dynamic_module_type_log_level_Info,
+      "rollway: filter config accepted: service " + router.service + ", generation " +
+          std::to_string(router.generation) + ", " + std::to_string(router.stages.size()) + " stages");
+  return config.release();
+}
+
+// ---- typed layer over the per-stream callbacks ---------------------------------------------
+
+class HostStream {
+ public:
+  explicit HostStream(void* envoy) : envoy_(envoy) {}
+
+  // Value `index` of a request header, or empty. Valid until the next header modification.
+  std::string_view request_header(std::string_view key, size_t index = 0, size_t* count = nullptr) const {
+    envoy_dynamic_module_type_envoy_buffer out{nullptr, 0};
+    size_t values = 0;
+    if (!envoy_dynamic_module_callback_http_get_header(
+            envoy_, envoy_dynamic_module_type_http_header_type_RequestHeader, buf(key), &out, index,
+            &values)) {
+      values = 0;
+    }
+    if (count != nullptr) *count = values;
+    if (out.ptr == nullptr) return {};
+    return std::string_view(out.ptr, out.length);
+  }
+
+  void set_request_header(std::string_view key, std::string_view value) const {
+    envoy_dynamic_module_callback_http_set_header(
+        envoy_, envoy_dynamic_module_type_http_header_type_RequestHeader, buf(key), buf(value));
+  }
+  void remove_request_header(std::string_view key) const {
+    envoy_dynamic_module_callback_http_set_header(
+        envoy_, envoy_dynamic_module_type_http_header_type_RequestHeader, buf(key), {nullptr, 0});
+  }
+  void add_response_header(std::string_view key, std::string_view value) const {
+    envoy_dynamic_module_callback_http_add_header(
+        envoy_, envoy_dynamic_module_type_http_header_type_ResponseHeader, buf(key), buf(value));
+  }
+  void set_response_header(std::string_view key, std::string_view value) const {
+    envoy_dynamic_module_callback_http_set_header(
+        envoy_, envoy_dynamic_module_type_http_header_type_ResponseHeader, buf(key), buf(value));
+  }
+  void clear_route_cache() const { envoy_dynamic_module_callback_http_clear_route_cache(envoy_); }
+
+  void count(const FilterConfig& config, Counter counter, std::string_view label1 = {},
+             std::string_view label2 = {}) const {
+    if (!config.counter_ok[counter]) return;
+    envoy_dynamic_module_type_module_buffer labels[2] = {buf(label1), buf(label2)};
+    const size_t n = kCounterSpecs[counter].label_count;
+    envoy_dynamic_module_callback_http_filter_increment_counter(
+        envoy_, config.counter_id[counter], n ? labels : nullptr, n, 1);
+  }
+
+ private:
+  void* envoy_;
+};
+
+// ---- the logic ----------------------------------------------------------------------------
+
+// What the request phase decided and the response phase must write.
+struct StreamFilter {
+  explicit StreamFilter(const FilterConfig* c) : config(c) {}
+  const FilterConfig* config;
+  const std::string* routed_version = nullptr;  // owned by config->router
+  bool set_version_cookie = false;
+  bool refresh = false;
+  bool minted = false;
+  MintedToken new_id;
+};
+
+constexpr size_t kSetCookieBuffer = 1024;  // names <= 128, token <= 41, version <= 128
+
+void on_request_headers(HostStream host, StreamFilter& stream) {
+  const FilterConfig& config = *stream.config;
+  const RouterConfig& router = *config.router;
+
+  CookieMatch routing_cookie;
+  CookieMatch version_cookie;
+  size_t cookie_headers = 0;
+  const std::string_view first = host.request_header("cookie", 0, &cookie_headers);
+  if (cookie_headers > 0 &&
+      !scan_cookie_header(first, router.routing_cookie, router.version_cookie, &routing_cookie,
+                          &version_cookie)) {
+    for (size_t i = 1; i < cookie_headers; ++i) {
+      if (scan_cookie_header(host.request_header("cookie", i), router.routing_cookie,
+                             router.version_cookie, &routing_cookie, &version_cookie)) {
+        break;
+      }
+    }
+  }
+
+  RouteRequest request;
+  request.routing_id = routing_cookie.value;
+  request.version_cookie = version_cookie.value;
+  request.app_version = host.request_header(router.app_version_header);
+  request.override_value = host.request_header(router.override_header);
+  request.now = static_cast<int64_t>(std::time(nullptr));
+  const Decision d = decide(router, request);
+
+  // From here on the header views above may be invalidated by our own writes.
+  if (d.routed()) {
+    const VersionEntry& version = router.stages[d.stage].versions[d.version];
+    // Always overwrite: a client-sent cluster header must never choose the cluster.
+    host.set_request_header(router.cluster_header, version.cluster);
+    stream.routed_version = &version.name;
+    stream.set_version_cookie = !same_name(request.version_cookie, version.name);
+    stream.refresh = d.refresh;
+    host.count(config, kRequests, router.stages[d.stage].name, version.name);
+  } else {
+    host.remove_request_header(router.cluster_header);
+    host.count(config, kNoCapacity);
+  }
+  if (!request.override_value.empty()) host.remove_request_header(router.override_header);
+  host.clear_route_cache();
+
+  if (d.minted) {
+    stream.minted = true;
+    stream.new_id = d.new_id;
+    host.count(config, kIdsMinted);
+    if (d.id_status != IdStatus::kAbsent) host.count(config, kBadCookies, id_status_name(d.id_status));
+  }
+  switch (d.reason) {
+    case Reason::kMovedForward: host.count(config, kForwardMoves); break;
+    case Reason::kMovedRollback: host.count(config, kRollbackMoves); break;
+    case Reason::kKept: host.count(config, kTiebreakKept); break;
+    case Reason::kUnavailable: host.count(config, kUnavailableMoves); break;
+    default: break;
+  }
+  if (d.override_status == OverrideStatus::kApplied) host.count(config, kOverridesApplied);
+  if (d.override_status == OverrideStatus::kRejected) host.count(config, kOverridesRejected);
+}
+
+// Writes "name=value<attributes>" into out; false if it would not fit (never truncates).
+bool format_cookie(char (&out)[kSetCookieBuffer], size_t* length, std::string_view name,
+                   std::string_view value, std::string_view attributes) {
+  const size_t total = name.size() + 1 + value.size() + attributes.size();
+  if (total > sizeof out) return false;
+  char* p = out;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = '=';
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  std::memcpy(p, attributes.data(), attributes.size());
+  *length = total;
+  return true;
+}
+
+void on_response_headers(HostStream host, StreamFilter& stream) {
+  const FilterConfig& config = *stream.config;
+  const RouterConfig& router = *config.router;
+  char cookie[kSetCookieBuffer];
+  size_t length = 0;
+  if (stream.minted &&
+      format_cookie(cookie, &length, router.routing_cookie, stream.new_id.view(), config.cookie_attributes)) {
+    host.add_response_header("set-cookie", std::string_view(cookie, length));
+  }
+  if (stream.routed_version != nullptr && stream.set_version_cookie &&
+      format_cookie(cookie, &length, router.version_cookie, *stream.routed_version,
+                    config.cookie_attributes)) {
+    host.add_response_header("set-cookie", std::string_view(cookie, length));
+  }
+  if (stream.routed_version != nullptr && stream.refresh) {
+    host.set_response_header(router.refresh_header, *stream.routed_version);
+    host.count(config, kRefreshSignals);
+  }
+}
+
+}  // namespace
+}  // namespace rollway::filter
+
+// ---- the C ABI: noexcept trampolines ----------------------------------------------------------
+
+using rollway::filter::FilterConfig;
+using rollway::filter::HostStream;
+using rollway::filter::StreamFilter;
+
+// Called once when Envoy loads the module. Returns our ABI version (static storage).
+ROLLWAY_EXPORT const char* envoy_dynamic_module_on_program_init() {
+  return rollway::filter::kAbiVersion;
+}
+
+// Main thread. `name`/`config` are Envoy's, valid only during the call: the core copies what
+// it keeps. Returns a FilterConfig* we own, or NULL to reject (Envoy keeps the previous one).
+ROLLWAY_EXPORT void* envoy_dynamic_module_on_http_filter_config_new(
+    void* config_envoy, envoy_dynamic_module_type_envoy_buffer name,
+    envoy_dynamic_module_type_envoy_buffer config) noexcept {
+  try {
+    const std::string_view filter_name(name.ptr != nullptr ? name.ptr : "", name.ptr != nullptr ? name.length : 0);
+    if (filter_name != rollway::filter::kFilterName) {
+      rollway::filter::log(envoy_dynamic_module_type_log_level_Error,
+                           "rollway: unknown filter_name '" + std::string(filter_name) +
+                               "' (this module provides 'rollway')");
+      return nullptr;
+    }
+    const std::string_view json(config.ptr != nullptr ? config.ptr : "", config.ptr != nullptr ? config.length : 0);
+    return rollway::filter::new_config(config_envoy, json);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+// Any thread (after an ECDS update, the last stream holding the config may be on a worker).
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_config_destroy(void* config) noexcept {
+  delete static_cast<FilterConfig*>(config);
+}
+
+// Worker thread, once per stream. Returns a StreamFilter* we own until filter_destroy.
+ROLLWAY_EXPORT void* envoy_dynamic_module_on_http_filter_new(void* config, void* /*filter_envoy*/) noexcept {
+  if (config == nullptr) return nullptr;
+  return new (std::nothrow) StreamFilter(static_cast<const FilterConfig*>(config));
+}
+
+ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envoy, void* filter,
+                                                                       bool /*end_of_stream*/) noexcept {
+  try {
+    if (filter != nullptr) rollway::filter::on_request_headers(HostStream(filter_envoy), *static_cast<StreamFilter*>(filter));
+  } catch (...) {
+    // Routing must never take Envoy down; the request proceeds on whatever route matched.
+  }
+  return kEnvoyFilterContinue;
+}
+
+ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* filter_envoy, void* filter,
+                                                                        bool /*end_of_stream*/) noexcept {
+  try {
+    if (filter != nullptr) rollway::filter::on_response_headers(HostStream(filter_envoy), *static_cast<StreamFilter*>(filter));
+  } catch (...) {
+  }
+  return kEnvoyFilterContinue;
+}
+
+ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_request_body(void*, void*, bool) noexcept {
+  return kEnvoyFilterContinue;
+}
+ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void*, void*) noexcept {
+  return kEnvoyFilterContinue;
+}
+ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_response_body(void*, void*, bool) noexcept {
+  return kEnvoyFilterContinue;
+}
+ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void*, void*) noexcept {
+  return kEnvoyFilterContinue;
+}
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_stream_complete(void*, void*) noexcept {}
+
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_destroy(void* filter) noexcept {
+  delete static_cast<StreamFilter*>(filter);
+}
+
+// Hooks Envoy requires every HTTP module to export; Rollway starts no callouts, streams or
+// scheduled work and does not react to watermarks, so they do nothing.
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_http_callout_done(void*, void*, uint64_t, int, void*,
+                                                                          size_t, void*, size_t) noexcept {}
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_http_stream_headers(void*, void*, uint64_t, void*,
+                                                                            size_t, bool) noexcept {}
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_http_stream_data(void*, void*, uint64_t, const void*,
+                                                                         size_t, bool) noexcept {}
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_http_stream_trailers(void*, void*, uint64_t, void*,
+                                                                             size_t) noexcept {}
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_http_stream_complete(void*, void*, uint64_t) noexcept {}
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_http_stream_reset(void*, void*, uint64_t, int) noexcept {}
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_scheduled(void*, void*, uint64_t) noexcept {}
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(void*, void*) noexcept {}
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(void*, void*) noexcept {}
