@@ -114,7 +114,7 @@ def _admin(admin_port: int) -> dict:
 
 def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterable[tuple[str, int]]], *,
                      listen_port: int, admin_port: int, ecds_path: str | None = None,
-                     cluster_header: str = DEFAULT_CLUSTER_HEADER) -> dict:
+                     cluster_header: str = DEFAULT_CLUSTER_HEADER, node_id: str = "rollway-static") -> dict:
     """Runs with no control plane: filter config inline (or, with ``ecds_path``, from a file
     watched for updates), static clusters."""
     if ecds_path is None:
@@ -126,6 +126,7 @@ def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterab
             "type_urls": [FILTER_TYPE],
         }}
     return {
+        "node": {"id": node_id, "cluster": "rollway"},  # xDS (ECDS too) requires a node identity
         "admin": _admin(admin_port),
         "static_resources": {
             "listeners": [_listener(listen_port, rollway_filter, {"route_config": route_config(cluster_header)})],
