@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 STAMPS := .stamps
-APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk
+APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-dev
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 

@@ -91,6 +91,8 @@ def test_all_zero_weights_rejected():
     ("", r"^config: invalid JSON"),
     ("{", r"^config: invalid JSON"),
     ("[]", r"^config: must be an object"),
+    ("63333333e333333", r"^config: invalid JSON.*number overflow"),  # found by the fuzzer
+    ('{"service": "web", "generation": 1e999, "stages": []}', r"^config: invalid JSON"),
     ('{"service": "web", "generation": 1, "stages": [1]}', r"^stages\[0\]: must be an object"),
 ])
 def test_not_a_config(text, message):

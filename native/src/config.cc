@@ -256,7 +256,9 @@ std::shared_ptr<const RouterConfig> parse_router_config(std::string_view text,
   json root;
   try {
     root = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& error) {
+  } catch (const json::exception& error) {
+    // parse_error, and also out_of_range for numbers that overflow a double ("1e999"):
+    // found by the config fuzzer. Every JSON failure is a ConfigError, never an escape.
     throw ConfigError(std::string("config: invalid JSON: ") + error.what());
   }
   require_object(root, "config");

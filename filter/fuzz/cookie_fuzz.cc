@@ -1,0 +1,60 @@
+// libFuzzer target: Cookie header parsing and everything a request's bytes reach in the
+// core (token parsing, override parsing, the decision) under ASan and UBSan.
+//
+// Input layout: a control byte, then the bytes split into [cookie header | app version |
+// override] at two positions taken from the control byte and the length.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "cookies.h"
+#include "rollway/router.h"
+
+namespace {
+
+const rollway::RouterConfig& config() {
+  static const auto parsed = rollway::parse_router_config(R"({
+    "service": "web", "generation": 1,
+    "routing_id": {"cookie": "rw_rid", "ttl_seconds": 86400, "signing_key_id": "rid"},
+    "override": {"key_id": "ops"},
+    "stages": [
+      {"name": "prod", "weight": 9, "mode": "rolling", "direction": {"state": "forward", "target": "v2"},
+       "versions": [{"name": "v1", "capacity": 3, "cluster": "a"}, {"name": "v2", "capacity": 1, "cluster": "b"},
+                    {"name": "v3", "capacity": 1, "cluster": "c", "admitted": false}]},
+      {"name": "bg", "weight": 1, "mode": "blue_green", "active": "blue",
+       "slots": {"blue": {"version": "v1", "capacity": 1, "cluster": "d"},
+                 "green": {"version": "v2", "capacity": 1, "cluster": "e"}}}]})",
+      {{"rid", "fuzzing-routing-id-secret"}, {"ops", "fuzzing-operator-secret"}});
+  return *parsed;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const std::string_view all(reinterpret_cast<const char*>(data) + 1, size - 1);
+  const size_t cut1 = all.empty() ? 0 : (data[0] * 7u) % (all.size() + 1);
+  const size_t cut2 = cut1 + (all.size() - cut1) / 2;
+  const std::string_view header = all.substr(0, cut1);
+  const std::string_view app_version = all.substr(cut1, cut2 - cut1);
+  const std::string_view override_value = all.substr(cut2);
+
+  rollway::CookieMatch rid;
+  rollway::CookieMatch version;
+  rollway::scan_cookie_header(header, "rw_rid", "rw_ver", &rid, &version);
+  if (rid.found && (rid.value.data() < header.data() || rid.value.data() + rid.value.size() > header.data() + header.size())) {
+    __builtin_trap();  // a match must point inside the header
+  }
+
+  rollway::RouteRequest request;
+  request.routing_id = rid.value;
+  request.version_cookie = version.value;
+  request.app_version = app_version;
+  request.override_value = override_value;
+  request.now = 1750000000;
+  const rollway::Decision d = rollway::decide(config(), request);
+  if (d.routed() && static_cast<size_t>(d.stage) >= config().stages.size()) __builtin_trap();
+  if (d.minted && d.new_id.length != rollway::kSignedTokenLength) __builtin_trap();
+  return 0;
+}

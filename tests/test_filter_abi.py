@@ -1,0 +1,242 @@
+"""The module's C ABI driven directly through cffi, beside a fake Envoy host library.
+
+No Envoy here: tests/fake_envoy/fake_envoy_host.c exports the callbacks the module imports,
+keeps headers and counters in memory, and lets these tests look at what the hooks did.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import cffi
+import pytest
+
+import rollway
+
+HERE = Path(__file__).parent
+REQUEST, RESPONSE = 0, 2
+
+ffi = cffi.FFI()
+ffi.cdef("""
+typedef struct { const char* ptr; size_t length; } buffer;
+
+const char* envoy_dynamic_module_on_program_init(void);
+void* envoy_dynamic_module_on_http_filter_config_new(void* config_envoy, buffer name, buffer config);
+void envoy_dynamic_module_on_http_filter_config_destroy(void* config);
+void* envoy_dynamic_module_on_http_filter_new(void* config, void* filter_envoy);
+int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envoy, void* filter, bool end_of_stream);
+int envoy_dynamic_module_on_http_filter_request_body(void* filter_envoy, void* filter, bool end_of_stream);
+int envoy_dynamic_module_on_http_filter_response_headers(void* filter_envoy, void* filter, bool end_of_stream);
+void envoy_dynamic_module_on_http_filter_stream_complete(void* filter_envoy, void* filter);
+void envoy_dynamic_module_on_http_filter_destroy(void* filter);
+
+void fake_reset_stream(void);
+void fake_reset_all(void);
+void fake_add_header(int kind, const char* key, const char* value, size_t length);
+size_t fake_header_count(int kind, const char* key);
+const char* fake_header(int kind, const char* key, size_t index);
+int fake_route_cache_clears(void);
+size_t fake_defined_counters(void);
+const char* fake_counter_name(size_t id);
+uint64_t fake_counter(const char* key);
+const char* fake_last_log(void);
+int fake_last_log_level(void);
+""")
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fake_envoy") / "libfake_envoy_host.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(out), str(HERE / "fake_envoy" / "fake_envoy_host.c")],
+                   check=True)
+    host = ffi.dlopen(str(out), ffi.RTLD_NOW | ffi.RTLD_GLOBAL)
+    module = ffi.dlopen(rollway.filter_library_path(), ffi.RTLD_NOW)
+    return host, module
+
+
+def make_config(capacities=None, **extra) -> dict:
+    capacities = capacities if capacities is not None else {"v1": 5, "v2": 5}
+    doc = {"service": "web", "generation": 3,
+           "routing_id": {"cookie": "rw_rid", "ttl_seconds": 600},
+           "stages": [{"name": "prod", "weight": 1, "mode": "rolling",
+                       "versions": [{"name": v, "capacity": c, "cluster": f"web.prod.{v}"}
+                                    for v, c in capacities.items()],
+                       "direction": {"state": "forward", "target": "v2"}}]}
+    doc.update(extra)
+    return doc
+
+
+def buf(data: bytes):
+    keep = ffi.new("char[]", data) if data else ffi.NULL
+    return keep, (keep, len(data))
+
+
+def config_new(module, name: bytes, config: bytes):
+    k1, name_buf = buf(name)
+    k2, config_buf = buf(config)
+    return module.envoy_dynamic_module_on_http_filter_config_new(ffi.cast("void*", 0x1), name_buf, config_buf)
+
+
+class Stream:
+    """One request/response through the hooks."""
+
+    def __init__(self, host, module, config):
+        self.host, self.module = host, module
+        host.fake_reset_stream()
+        self.filter = module.envoy_dynamic_module_on_http_filter_new(config, ffi.cast("void*", 0x2))
+        assert self.filter != ffi.NULL
+
+    def request(self, headers: list[tuple[str, bytes | str]]) -> None:
+        for key, value in headers:
+            raw = value.encode() if isinstance(value, str) else value
+            self.host.fake_add_header(REQUEST, key.encode(), raw, len(raw))
+        assert self.module.envoy_dynamic_module_on_http_filter_request_headers(ffi.cast("void*", 0x2), self.filter, True) == 0
+
+    def respond(self) -> None:
+        assert self.module.envoy_dynamic_module_on_http_filter_response_headers(ffi.cast("void*", 0x2), self.filter, False) == 0
+        self.module.envoy_dynamic_module_on_http_filter_stream_complete(ffi.cast("void*", 0x2), self.filter)
+        self.module.envoy_dynamic_module_on_http_filter_destroy(self.filter)
+
+    def header(self, kind: int, key: str, index: int = 0) -> str | None:
+        value = self.host.fake_header(kind, key.encode(), index)
+        return None if value == ffi.NULL else ffi.string(value).decode()
+
+    def headers(self, kind: int, key: str) -> list[str]:
+        return [self.header(kind, key, i) for i in range(self.host.fake_header_count(kind, key.encode()))]
+
+
+@pytest.fixture
+def config(libs):
+    host, module = libs
+    host.fake_reset_all()
+    cfg = config_new(module, b"rollway", json.dumps(make_config()).encode())
+    assert cfg != ffi.NULL, ffi.string(host.fake_last_log())
+    yield cfg
+    module.envoy_dynamic_module_on_http_filter_config_destroy(cfg)
+
+
+def test_program_init_reports_the_envoy_1_40_abi(libs):
+    assert ffi.string(libs[1].envoy_dynamic_module_on_program_init()) == b"v0.2.0"
+
+
+def test_config_new_defines_the_counters_and_logs_acceptance(libs, config):
+    host, _ = libs
+    names = {ffi.string(host.fake_counter_name(i)).decode() for i in range(host.fake_defined_counters())}
+    assert {"rollway_requests", "rollway_ids_minted", "rollway_bad_cookies", "rollway_forward_moves",
+            "rollway_tiebreak_kept", "rollway_refresh_signals", "rollway_overrides_rejected",
+            "rollway_configs_rejected"} <= names
+    assert b"generation 3" in ffi.string(host.fake_last_log())
+
+
+@pytest.mark.parametrize("name,config,message", [
+    (b"rollway", b"{not json", b"config: invalid JSON"),
+    (b"rollway", json.dumps(make_config({"v1": -1})).encode(), b"stages[0].versions[0].capacity"),
+    (b"rollway", b"", b"config: invalid JSON"),
+    (b"other", json.dumps(make_config()).encode(), b"unknown filter_name 'other'"),
+    (b"rollway", json.dumps(make_config(secrets_file="/nonexistent/keys.json")).encode(),
+     b"secrets_file: cannot read"),
+])
+def test_a_bad_config_is_rejected_with_a_clear_log_line(libs, name, config, message):
+    host, module = libs
+    host.fake_reset_all()
+    assert config_new(module, name, config) == ffi.NULL
+    assert message in ffi.string(host.fake_last_log())
+    assert host.fake_last_log_level() == 4  # error
+    if name == b"rollway":
+        assert host.fake_counter(b"rollway_configs_rejected") == 1
+
+
+def test_null_buffers_do_not_crash(libs):
+    host, module = libs
+    host.fake_reset_all()
+    assert module.envoy_dynamic_module_on_http_filter_config_new(ffi.NULL, (ffi.NULL, 0), (ffi.NULL, 0)) == ffi.NULL
+    assert module.envoy_dynamic_module_on_http_filter_new(ffi.NULL, ffi.NULL) == ffi.NULL
+    assert module.envoy_dynamic_module_on_http_filter_request_headers(ffi.NULL, ffi.NULL, True) == 0
+    assert module.envoy_dynamic_module_on_http_filter_response_headers(ffi.NULL, ffi.NULL, True) == 0
+    module.envoy_dynamic_module_on_http_filter_destroy(ffi.NULL)
+    module.envoy_dynamic_module_on_http_filter_config_destroy(ffi.NULL)
+
+
+def test_a_new_session_is_routed_the_cluster_header_overwritten_and_cookies_set(libs, config):
+    host, module = libs
+    s = Stream(host, module, config)
+    s.request([("x-rw-cluster", "web.prod.evil"), ("x-rw-cluster", "second")])
+    cluster = s.headers(REQUEST, "x-rw-cluster")
+    assert len(cluster) == 1 and cluster[0] in ("web.prod.v1", "web.prod.v2")
+    assert host.fake_route_cache_clears() == 1
+    s.respond()
+    cookies = s.headers(RESPONSE, "set-cookie")
+    assert len(cookies) == 2
+    rid = cookies[0].split(";")[0].split("=", 1)[1]
+    assert cookies[0] == f"rw_rid={rid}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
+    version = rollway.Router(json.dumps(make_config())).route(rid, now=time.time()).version
+    assert cluster[0] == f"web.prod.{version}"
+    assert cookies[1] == f"rw_ver={version}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
+    assert host.fake_counter(f"rollway_requests|prod|{version}".encode()) == 1
+    assert host.fake_counter(b"rollway_ids_minted") == 1
+
+
+def test_cookies_are_found_across_several_cookie_headers(libs, config):
+    host, module = libs
+    rid = rollway.new_routing_id()
+    version = rollway.Router(json.dumps(make_config())).route(rid, now=time.time()).version
+    s = Stream(host, module, config)
+    s.request([("cookie", "a=1; b=2"), ("cookie", "c=3"), ("cookie", f"rw_ver={version}; rw_rid={rid}")])
+    assert s.header(REQUEST, "x-rw-cluster") == f"web.prod.{version}"
+    s.respond()
+    assert s.headers(RESPONSE, "set-cookie") == []  # valid id, version cookie already right
+
+
+@pytest.mark.parametrize("value", [b"\xff\xfe\x00garbage", b"rw_rid=" + b"\x00" * 25, b";" * 10000,
+                                   b"rw_rid=" + b"1" * 100000, b"rw_rid=\"", b"="])
+def test_hostile_cookie_bytes_get_a_fresh_id(libs, config, value):
+    host, module = libs
+    s = Stream(host, module, config)
+    s.request([("cookie", value)])
+    assert s.header(REQUEST, "x-rw-cluster") in ("web.prod.v1", "web.prod.v2")
+    s.respond()
+    assert s.headers(RESPONSE, "set-cookie")[0].startswith("rw_rid=1")
+
+
+def test_refresh_header_and_forward_move(libs):
+    host, module = libs
+    host.fake_reset_all()
+    cfg = config_new(module, b"rollway", json.dumps(make_config({"v1": 0, "v2": 5})).encode())
+    try:
+        s = Stream(host, module, cfg)
+        s.request([("cookie", f"rw_rid={rollway.new_routing_id()}; rw_ver=v1"), ("x-app-version", "v1")])
+        assert s.header(REQUEST, "x-rw-cluster") == "web.prod.v2"
+        s.respond()
+        assert s.header(RESPONSE, "x-rw-refresh") == "v2"
+        assert host.fake_counter(b"rollway_refresh_signals") == 1
+        assert host.fake_counter(b"rollway_unavailable_moves") == 1
+    finally:
+        module.envoy_dynamic_module_on_http_filter_config_destroy(cfg)
+
+
+def test_no_capacity_removes_the_cluster_header(libs):
+    host, module = libs
+    host.fake_reset_all()
+    cfg = config_new(module, b"rollway", json.dumps(make_config({"v1": 0, "v2": 0})).encode())
+    assert cfg != ffi.NULL, ffi.string(host.fake_last_log())
+    try:
+        s = Stream(host, module, cfg)
+        s.request([("x-rw-cluster", "web.prod.v1")])
+        assert s.headers(REQUEST, "x-rw-cluster") == []
+        assert host.fake_route_cache_clears() == 1
+        s.respond()
+        assert host.fake_counter(b"rollway_no_capacity") == 1
+    finally:
+        module.envoy_dynamic_module_on_http_filter_config_destroy(cfg)
+
+
+def test_an_override_header_is_never_forwarded_and_an_unsigned_one_is_counted(libs, config):
+    host, module = libs
+    s = Stream(host, module, config)
+    s.request([("x-rw-override", f"version=v1;exp={int(time.time()) + 60}")])
+    assert s.headers(REQUEST, "x-rw-override") == []
+    s.respond()
+    assert host.fake_counter(b"rollway_overrides_rejected") == 1

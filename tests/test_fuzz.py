@@ -1,0 +1,20 @@
+"""Bounded fuzzing in CI: the cookie/request target and the config target, built with
+libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer, must run with no finding."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+SECONDS = int(os.environ.get("ROLLWAY_FUZZ_SECONDS", "30"))
+
+
+def test_fuzz_targets_run_clean(tmp_path):
+    out = subprocess.run([str(ROOT / "filter" / "fuzz" / "build_and_run.sh"), str(tmp_path), str(SECONDS)],
+                         capture_output=True, text=True, timeout=SECONDS * 2 + 600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    runs = [int(n) for n in re.findall(r"Done (\d+) runs", log)]
+    assert len(runs) == 2 and all(n > 1000 for n in runs), log[-2000:]
+    assert not [p for p in tmp_path.iterdir() if re.search(r"(crash|leak|timeout|oom)-", p.name)]
