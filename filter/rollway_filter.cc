@@ -65,18 +65,18 @@ struct CounterSpec {
 };
 
 constexpr CounterSpec kCounterSpecs[kCounterCount] = {
-    {"rollway_requests", {"stage", "version"}, 2},
-    {"rollway_ids_minted", {}, 0},
-    {"rollway_bad_cookies", {"reason"}, 1},
-    {"rollway_forward_moves", {}, 0},
-    {"rollway_rollback_moves", {}, 0},
-    {"rollway_tiebreak_kept", {}, 0},
-    {"rollway_unavailable_moves", {}, 0},
-    {"rollway_refresh_signals", {}, 0},
-    {"rollway_overrides_applied", {}, 0},
-    {"rollway_overrides_rejected", {}, 0},
-    {"rollway_no_capacity", {}, 0},
-    {"rollway_configs_rejected", {}, 0},
+    {"requests", {"stage", "version"}, 2},
+    {"ids_minted", {}, 0},
+    {"bad_cookies", {"reason"}, 1},
+    {"forward_moves", {}, 0},
+    {"rollback_moves", {}, 0},
+    {"tiebreak_kept", {}, 0},
+    {"unavailable_moves", {}, 0},
+    {"refresh_signals", {}, 0},
+    {"overrides_applied", {}, 0},
+    {"overrides_rejected", {}, 0},
+    {"no_capacity", {}, 0},
+    {"configs_rejected", {}, 0},
 };
 
 // ---- config -------------------------------------------------------------------------------

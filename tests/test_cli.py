@@ -40,3 +40,36 @@ def test_bad_config_is_a_clear_error(tmp_path):
     assert "stages[0].weight: must be a number >= 0" in out.stderr
     missing = run("route", "--config", str(tmp_path / "nope.json"))
     assert missing.returncode != 0 and "cannot read config" in missing.stderr
+
+
+def test_envoy_config_static_is_a_bootstrap_envoy_accepts(tmp_path):
+    from envoy_harness import ENVOY_BINARY
+
+    clusters = ["web.canary.v1=127.0.0.1:8001", "web.prod.v1=127.0.0.1:8002", "web.prod.v2=127.0.0.1:8003",
+                "web.legacy.blue=127.0.0.1:8004", "web.legacy.green=127.0.0.1:8005"]
+    out = run("envoy-config", "--static", "--filter-config", str(EXAMPLE), *[a for c in clusters for a in ("--cluster", c)])
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    module = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"][0]["typed_config"]["dynamic_module_config"]
+    assert pathlib.Path(module["module"]["local"]["filename"]).is_file()
+    path = tmp_path / "bootstrap.json"
+    path.write_text(out.stdout)
+    check = subprocess.run([ENVOY_BINARY, "--mode", "validate", "-c", str(path)], capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+
+
+def test_envoy_config_names_missing_clusters_and_bad_endpoints():
+    out = run("envoy-config", "--static", "--filter-config", str(EXAMPLE), "--cluster", "web.prod.v1=127.0.0.1:1")
+    assert out.returncode == 2 and "no --cluster given for web.canary.v1" in out.stderr
+    bad = run("envoy-config", "--static", "--filter-config", str(EXAMPLE), "--cluster", "x=nohostport")
+    assert bad.returncode != 0 and "bad endpoint" in bad.stderr
+
+
+def test_envoy_config_ads():
+    out = run("envoy-config", "--ads", "--xds", "127.0.0.1:18000", "--node-id", "edge-1")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["node"]["id"] == "edge-1"
+    assert doc["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"

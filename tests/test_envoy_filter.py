@@ -158,7 +158,7 @@ def test_app_version_affinity_and_the_refresh_header(tmp_path, backends):
         assert again.json["backend"] == "v2" and again.header("x-rw-refresh") is None
         reloaded = proc.get("/", {"cookie": cookie_header(rid, "v2"), "x-app-version": "v2"})
         assert reloaded.header("x-rw-refresh") is None
-        assert proc.stats()["dynamicmodulescustom.rollway_refresh_signals"] == 1
+        assert proc.stats()["rollway.refresh_signals"] == 1
     finally:
         proc.stop()
 
@@ -179,8 +179,8 @@ def test_a_signed_override_works_and_an_unsigned_one_does_not(envoy_5050):
         r = envoy_5050.get("/", {"cookie": cookie_header(rid), "x-rw-override": bad})
         assert r.json["backend"] == "v1"
     stats = envoy_5050.stats()
-    assert stats["dynamicmodulescustom.rollway_overrides_applied"] == 1
-    assert stats["dynamicmodulescustom.rollway_overrides_rejected"] == 4
+    assert stats["rollway.overrides_applied"] == 1
+    assert stats["rollway.overrides_rejected"] == 4
 
 
 def test_no_capacity_anywhere_is_a_503_not_a_crash(tmp_path, backends):
@@ -188,7 +188,7 @@ def test_no_capacity_anywhere_is_a_503_not_a_crash(tmp_path, backends):
     try:
         r = proc.get("/", {"x-rw-cluster": "web.prod.v1"})
         assert r.status == 503 and b"no capacity" in r.body
-        assert proc.stats()["dynamicmodulescustom.rollway_no_capacity"] == 1
+        assert proc.stats()["rollway.no_capacity"] == 1
     finally:
         proc.stop()
 
@@ -235,7 +235,7 @@ def test_the_module_counters_appear_in_stats(envoy_5050):
     envoy_5050.get("/")                                  # minted
     envoy_5050.get("/", {"cookie": "rw_rid=nonsense"})   # bad cookie, minted
     stats = envoy_5050.stats()
-    prefix = "dynamicmodulescustom.rollway_"
+    prefix = "rollway."
     assert stats[prefix + "ids_minted"] == 2
     assert stats[prefix + "bad_cookies.reason.malformed"] == 1
     per_version = {k: v for k, v in stats.items() if k.startswith(prefix + "requests.stage.prod.version.")}

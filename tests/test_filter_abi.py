@@ -125,9 +125,9 @@ def test_program_init_reports_the_envoy_1_40_abi(libs):
 def test_config_new_defines_the_counters_and_logs_acceptance(libs, config):
     host, _ = libs
     names = {ffi.string(host.fake_counter_name(i)).decode() for i in range(host.fake_defined_counters())}
-    assert {"rollway_requests", "rollway_ids_minted", "rollway_bad_cookies", "rollway_forward_moves",
-            "rollway_tiebreak_kept", "rollway_refresh_signals", "rollway_overrides_rejected",
-            "rollway_configs_rejected"} <= names
+    assert {"requests", "ids_minted", "bad_cookies", "forward_moves",
+            "tiebreak_kept", "refresh_signals", "overrides_rejected",
+            "configs_rejected"} <= names
     assert b"generation 3" in ffi.string(host.fake_last_log())
 
 
@@ -146,7 +146,7 @@ def test_a_bad_config_is_rejected_with_a_clear_log_line(libs, name, config, mess
     assert message in ffi.string(host.fake_last_log())
     assert host.fake_last_log_level() == 4  # error
     if name == b"rollway":
-        assert host.fake_counter(b"rollway_configs_rejected") == 1
+        assert host.fake_counter(b"configs_rejected") == 1
 
 
 def test_null_buffers_do_not_crash(libs):
@@ -175,8 +175,8 @@ def test_a_new_session_is_routed_the_cluster_header_overwritten_and_cookies_set(
     version = rollway.Router(json.dumps(make_config())).route(rid, now=time.time()).version
     assert cluster[0] == f"web.prod.{version}"
     assert cookies[1] == f"rw_ver={version}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
-    assert host.fake_counter(f"rollway_requests|prod|{version}".encode()) == 1
-    assert host.fake_counter(b"rollway_ids_minted") == 1
+    assert host.fake_counter(f"requests|prod|{version}".encode()) == 1
+    assert host.fake_counter(b"ids_minted") == 1
 
 
 def test_cookies_are_found_across_several_cookie_headers(libs, config):
@@ -211,8 +211,8 @@ def test_refresh_header_and_forward_move(libs):
         assert s.header(REQUEST, "x-rw-cluster") == "web.prod.v2"
         s.respond()
         assert s.header(RESPONSE, "x-rw-refresh") == "v2"
-        assert host.fake_counter(b"rollway_refresh_signals") == 1
-        assert host.fake_counter(b"rollway_unavailable_moves") == 1
+        assert host.fake_counter(b"refresh_signals") == 1
+        assert host.fake_counter(b"unavailable_moves") == 1
     finally:
         module.envoy_dynamic_module_on_http_filter_config_destroy(cfg)
 
@@ -228,7 +228,7 @@ def test_no_capacity_removes_the_cluster_header(libs):
         assert s.headers(REQUEST, "x-rw-cluster") == []
         assert host.fake_route_cache_clears() == 1
         s.respond()
-        assert host.fake_counter(b"rollway_no_capacity") == 1
+        assert host.fake_counter(b"no_capacity") == 1
     finally:
         module.envoy_dynamic_module_on_http_filter_config_destroy(cfg)
 
@@ -239,4 +239,4 @@ def test_an_override_header_is_never_forwarded_and_an_unsigned_one_is_counted(li
     s.request([("x-rw-override", f"version=v1;exp={int(time.time()) + 60}")])
     assert s.headers(REQUEST, "x-rw-override") == []
     s.respond()
-    assert host.fake_counter(b"rollway_overrides_rejected") == 1
+    assert host.fake_counter(b"overrides_rejected") == 1

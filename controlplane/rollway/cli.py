@@ -2,6 +2,10 @@
 
 Subcommands so far:
 
+``rollway envoy-config --static --filter-config FILE --cluster NAME=HOST:PORT[,HOST:PORT] ...``
+``rollway envoy-config --ads --xds HOST:PORT --node-id ID``
+    Print a ready Envoy bootstrap (JSON) with the installed filter module's path filled in.
+
 ``rollway route --config FILE [--now T] [--sessions N | --id TOKEN ...] [--json]``
     Route routing ids (or N freshly minted sessions) against a filter config with the C++
     core and print each decision, plus the share of sessions per stage/version.
@@ -77,6 +81,52 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_cluster(spec: str) -> tuple[str, list[tuple[str, int]]]:
+    name, eq, endpoints = spec.partition("=")
+    if not eq or not name or not endpoints:
+        raise argparse.ArgumentTypeError(f"--cluster {spec!r}: expected NAME=HOST:PORT[,HOST:PORT...]")
+    parsed = []
+    for endpoint in endpoints.split(","):
+        host, colon, port = endpoint.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise argparse.ArgumentTypeError(f"--cluster {spec!r}: bad endpoint {endpoint!r} (want HOST:PORT)")
+        parsed.append((host, int(port)))
+    return name, parsed
+
+
+def _cmd_envoy_config(args: argparse.Namespace) -> int:
+    from rollway import envoy_config
+
+    if args.static:
+        if not args.filter_config:
+            print("rollway: --static needs --filter-config FILE", file=sys.stderr)
+            return 2
+        text = _read_config(args.filter_config)
+        try:
+            router = Router(text)  # validate before handing it to Envoy
+        except ValueError as error:
+            print(f"rollway: invalid filter config {args.filter_config!r}: {error}", file=sys.stderr)
+            return 2
+        clusters = dict(args.cluster or [])
+        wanted = {v["cluster"] for s in router.stages for v in s["versions"]}
+        missing = sorted(wanted - clusters.keys())
+        if missing:
+            print("rollway: no --cluster given for " + ", ".join(missing), file=sys.stderr)
+            return 2
+        doc = envoy_config.static_bootstrap(text, clusters, listen_port=args.listen_port,
+                                            admin_port=args.admin_port, ecds_path=args.ecds_path)
+    else:
+        host, _, port = (args.xds or "").rpartition(":")
+        if not host or not port.isdigit():
+            print("rollway: --ads needs --xds HOST:PORT", file=sys.stderr)
+            return 2
+        doc = envoy_config.ads_bootstrap(xds_host=host, xds_port=int(port), node_id=args.node_id,
+                                         listen_port=args.listen_port, admin_port=args.admin_port)
+    json.dump(doc, sys.stdout, indent=2)
+    print()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollway", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--wanted", help="the app version the sessions run")
     route.add_argument("--json", action="store_true", help="machine-readable output")
     route.set_defaults(func=_cmd_route)
+
+    envoy = sub.add_parser("envoy-config", help="print an Envoy bootstrap that loads the Rollway filter")
+    mode = envoy.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--static", action="store_true", help="filter config inline, static clusters")
+    mode.add_argument("--ads", action="store_true", help="everything from the control plane over ADS")
+    envoy.add_argument("--filter-config", help="(--static) filter config JSON file")
+    envoy.add_argument("--cluster", action="append", type=_parse_cluster,
+                       help="(--static) NAME=HOST:PORT[,HOST:PORT], one per cluster the config names")
+    envoy.add_argument("--ecds-path", help="(--static) take the filter config from this file (ECDS), watched")
+    envoy.add_argument("--xds", help="(--ads) control plane HOST:PORT")
+    envoy.add_argument("--node-id", default="rollway-envoy", help="(--ads) this Envoy's node id")
+    envoy.add_argument("--listen-port", type=int, default=10000)
+    envoy.add_argument("--admin-port", type=int, default=9901)
+    envoy.set_defaults(func=_cmd_envoy_config)
     return parser
 
 

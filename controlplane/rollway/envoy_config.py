@@ -25,6 +25,7 @@ HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connectio
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 ECDS_RESOURCE_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 DEFAULT_CLUSTER_HEADER = "x-rw-cluster"
+METRICS_NAMESPACE = "rollway"
 
 
 def filter_library_path() -> str:
@@ -52,7 +53,10 @@ def filter_typed_config(filter_config: Mapping | str) -> dict:
     value = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
     return {
         "@type": FILTER_TYPE,
-        "dynamic_module_config": {"name": MODULE_NAME},
+        # The module by absolute path (no search-path environment needed) and our own stats
+        # namespace: counters appear as rollway.<name> (Prometheus: envoy_rollway_<name>_total).
+        "dynamic_module_config": {"name": MODULE_NAME, "module": {"local": {"filename": filter_library_path()}},
+                                  "metrics_namespace": METRICS_NAMESPACE},
         "filter_name": FILTER_NAME,
         "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
     }
