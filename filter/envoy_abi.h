@@ -78,7 +78,8 @@ bool envoy_dynamic_module_callback_http_add_header(
 // was resolved before this filter ran.
 void envoy_dynamic_module_callback_http_clear_route_cache(void* filter_envoy_ptr);
 
-// Only inside on_http_filter_config_new. Label names: our buffers, copied by Envoy.
+// Only inside on_http_filter_config_new. Label names: our buffers, copied by Envoy. (We
+// define every counter without labels: labelled increments resolve the name per call.)
 envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_config_define_counter(
     void* filter_config_envoy_ptr, envoy_dynamic_module_type_module_buffer name,
     envoy_dynamic_module_type_module_buffer* label_names, size_t label_names_length,

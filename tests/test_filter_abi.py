@@ -125,9 +125,9 @@ def test_program_init_reports_the_envoy_1_40_abi(libs):
 def test_config_new_defines_the_counters_and_logs_acceptance(libs, config):
     host, _ = libs
     names = {ffi.string(host.fake_counter_name(i)).decode() for i in range(host.fake_defined_counters())}
-    assert {"requests", "ids_minted", "bad_cookies", "forward_moves",
-            "tiebreak_kept", "refresh_signals", "overrides_rejected",
-            "configs_rejected"} <= names
+    assert {"requests.stage.prod.version.v1", "requests.stage.prod.version.v2", "ids_minted",
+            "bad_cookies.reason.malformed", "bad_cookies.reason.expired", "forward_moves",
+            "tiebreak_kept", "refresh_signals", "overrides_rejected", "configs_rejected"} <= names
     assert b"generation 3" in ffi.string(host.fake_last_log())
 
 
@@ -175,7 +175,7 @@ def test_a_new_session_is_routed_the_cluster_header_overwritten_and_cookies_set(
     version = rollway.Router(json.dumps(make_config())).route(rid, now=time.time()).version
     assert cluster[0] == f"web.prod.{version}"
     assert cookies[1] == f"rw_ver={version}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
-    assert host.fake_counter(f"requests|prod|{version}".encode()) == 1
+    assert host.fake_counter(f"requests.stage.prod.version.{version}".encode()) == 1
     assert host.fake_counter(b"ids_minted") == 1
 
 
