@@ -226,6 +226,7 @@ def test_ecds_update_changes_routing_without_restart_and_a_bad_update_is_rejecte
                    what="Envoy to reject the bad config")
         assert {proc.get("/", {"cookie": cookie_header(r)}).json["backend"] for r in ids} == {"v3"}
         assert "stages[0].versions[0].capacity: must be a number >= 0" in proc.log_path.read_text()
+        assert proc.stats()["rollway.configs_rejected"] == 1
         assert proc.process.poll() is None
     finally:
         proc.stop()
