@@ -67,9 +67,16 @@ def test_envoy_config_names_missing_clusters_and_bad_endpoints():
     assert bad.returncode != 0 and "bad endpoint" in bad.stderr
 
 
-def test_envoy_config_ads():
+def test_envoy_config_ads(tmp_path):
+    from envoy_harness import ENVOY_BINARY
+
     out = run("envoy-config", "--ads", "--xds", "127.0.0.1:18000", "--node-id", "edge-1")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["node"]["id"] == "edge-1"
     assert doc["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    path = tmp_path / "ads.json"
+    path.write_text(out.stdout)
+    check = subprocess.run([ENVOY_BINARY, "--mode", "validate", "-c", str(path)], capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
