@@ -52,3 +52,60 @@ def config(*stages: dict, **extra) -> str:
            "routing_id": {"cookie": "rw_rid", "ttl_seconds": 86400}, "stages": list(stages)}
     doc.update(extra)
     return json.dumps(doc)
+
+
+# -- control-plane fixtures: a real ZooKeeper and both store backends --------------------
+
+import uuid  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory):
+    from zk_harness import ZooKeeperServer
+
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["zk", "file"])
+def store_url(request, tmp_path):
+    if request.param == "zk":
+        server = request.getfixturevalue("zookeeper")
+        return f"zk://{server.hosts}/t-{uuid.uuid4().hex[:10]}"
+    return f"file://{tmp_path}/store"
+
+
+@pytest.fixture
+def open_stores():
+    """Opens stores for a test and stops them all afterwards."""
+    from rollway.store import open_store
+
+    opened = []
+
+    def make(url, **options):
+        store = open_store(url, **options)
+        store.start()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        try:
+            store.stop()
+        except Exception:
+            pass
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        _time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

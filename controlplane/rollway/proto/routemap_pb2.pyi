@@ -1,0 +1,165 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RouteMapRevision(_message.Message):
+    __slots__ = ("service", "revision", "document", "author", "reason", "time")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    revision: int
+    document: str
+    author: str
+    reason: str
+    time: float
+    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., document: _Optional[str] = ..., author: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...
+
+class ValidateRequest(_message.Message):
+    __slots__ = ("document", "sample_size")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    document: str
+    sample_size: int
+    def __init__(self, document: _Optional[str] = ..., sample_size: _Optional[int] = ...) -> None: ...
+
+class StageChange(_message.Message):
+    __slots__ = ("stage", "current_share", "proposed_share", "stage_change_share", "version_change_share")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_CHANGE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_CHANGE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    current_share: float
+    proposed_share: float
+    stage_change_share: float
+    version_change_share: float
+    def __init__(self, stage: _Optional[str] = ..., current_share: _Optional[float] = ..., proposed_share: _Optional[float] = ..., stage_change_share: _Optional[float] = ..., version_change_share: _Optional[float] = ...) -> None: ...
+
+class ValidateResponse(_message.Message):
+    __slots__ = ("service", "sample_size", "stages", "total_change_share")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CHANGE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    sample_size: int
+    stages: _containers.RepeatedCompositeFieldContainer[StageChange]
+    total_change_share: float
+    def __init__(self, service: _Optional[str] = ..., sample_size: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageChange, _Mapping]]] = ..., total_change_share: _Optional[float] = ...) -> None: ...
+
+class PushRequest(_message.Message):
+    __slots__ = ("document", "expected_revision", "author", "reason")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    document: str
+    expected_revision: int
+    author: str
+    reason: str
+    def __init__(self, document: _Optional[str] = ..., expected_revision: _Optional[int] = ..., author: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PushResponse(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: RouteMapRevision
+    def __init__(self, revision: _Optional[_Union[RouteMapRevision, _Mapping]] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("service", "revision")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    revision: int
+    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("service",)
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    def __init__(self, service: _Optional[str] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("revisions",)
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    revisions: _containers.RepeatedCompositeFieldContainer[RouteMapRevision]
+    def __init__(self, revisions: _Optional[_Iterable[_Union[RouteMapRevision, _Mapping]]] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("service", "to_revision", "expected_revision", "author", "reason")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    TO_REVISION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    to_revision: int
+    expected_revision: int
+    author: str
+    reason: str
+    def __init__(self, service: _Optional[str] = ..., to_revision: _Optional[int] = ..., expected_revision: _Optional[int] = ..., author: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class WatchStatusRequest(_message.Message):
+    __slots__ = ("service",)
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    def __init__(self, service: _Optional[str] = ...) -> None: ...
+
+class VersionStatus(_message.Message):
+    __slots__ = ("name", "capacity", "members")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    capacity: float
+    members: int
+    def __init__(self, name: _Optional[str] = ..., capacity: _Optional[float] = ..., members: _Optional[int] = ...) -> None: ...
+
+class StageStatus(_message.Message):
+    __slots__ = ("name", "mode", "weight", "versions", "direction", "target", "skipped_members", "held_empty", "active_slot")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    HELD_EMPTY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SLOT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    mode: str
+    weight: float
+    versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
+    direction: str
+    target: str
+    skipped_members: int
+    held_empty: bool
+    active_slot: str
+    def __init__(self, name: _Optional[str] = ..., mode: _Optional[str] = ..., weight: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., direction: _Optional[str] = ..., target: _Optional[str] = ..., skipped_members: _Optional[int] = ..., held_empty: _Optional[bool] = ..., active_slot: _Optional[str] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    STORE_STATE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FILTER_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    revision: int
+    generation: int
+    stages: _containers.RepeatedCompositeFieldContainer[StageStatus]
+    store_state: str
+    time: float
+    filter_config: str
+    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., store_state: _Optional[str] = ..., time: _Optional[float] = ..., filter_config: _Optional[str] = ...) -> None: ...

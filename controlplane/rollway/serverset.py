@@ -1,0 +1,178 @@
+"""Serverset members (Finagle/Aurora format) and a debounced watcher of one serverset.
+
+Member znode data::
+
+    {"serviceEndpoint": {"host": "10.1.2.3", "port": 8080}, "additionalEndpoints": {},
+     "status": "ALIVE", "shard": 0, "metadata": {"version": "a1b2c3d", "weight": "1"}}
+
+Reading is lenient: a malformed member is skipped and counted, never fatal. Only ALIVE
+members count; capacity of a version = sum of its members' weights (default 1).
+
+``ServersetWatcher`` batches changes (a deploy touching 100 hosts is one recomputation,
+``debounce`` seconds after the first change) and guards against a serverset that suddenly
+looks empty: the last non-empty view is kept for ``empty_grace`` seconds before an empty
+one is believed. While the store is disconnected nothing changes at all::
+
+    watcher = ServersetWatcher(store, "/discovery/web/prod", on_view, debounce=0.05)
+    watcher.start()   # on_view(ServersetView) from a background thread
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rollway.store import Handle, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Member:
+    host: str
+    port: int
+    version: str
+    weight: float
+    status: str
+
+
+def parse_member(data: bytes) -> tuple[Member | None, str | None]:
+    """(member, None) or (None, why it was skipped)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None, "not JSON"
+    if not isinstance(doc, dict):
+        return None, "not a JSON object"
+    endpoint = doc.get("serviceEndpoint")
+    if not isinstance(endpoint, dict):
+        return None, "serviceEndpoint missing"
+    host, port = endpoint.get("host"), endpoint.get("port")
+    if not isinstance(host, str) or not host or isinstance(port, bool) or not isinstance(port, int) \
+            or not 0 < port < 65536:
+        return None, "serviceEndpoint.host/port invalid"
+    status = doc.get("status", "ALIVE")
+    if not isinstance(status, str):
+        return None, "status invalid"
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        return None, "metadata invalid"
+    version = metadata.get("version")
+    if not isinstance(version, str) or not version or len(version) > 128 or \
+            not all(c.isalnum() or c in "._-+" for c in version) or not version.isascii():
+        return None, "metadata.version missing or invalid"
+    weight_raw = metadata.get("weight", "1")
+    try:
+        weight = float(weight_raw)
+    except (TypeError, ValueError):
+        return None, "metadata.weight not a number"
+    if not math.isfinite(weight) or weight < 0:
+        return None, "metadata.weight negative or not finite"
+    return Member(host, port, version, weight, status), None
+
+
+def member_json(host: str, port: int, version: str, weight: float = 1.0, status: str = "ALIVE",
+                shard: int = 0) -> bytes:
+    """The full Finagle member document (writers always emit every field)."""
+    weight_text = str(int(weight)) if float(weight).is_integer() else str(weight)
+    return json.dumps({"serviceEndpoint": {"host": host, "port": port}, "additionalEndpoints": {},
+                       "status": status, "shard": shard,
+                       "metadata": {"version": version, "weight": weight_text}}).encode()
+
+
+@dataclass(frozen=True)
+class ServersetView:
+    path: str
+    capacity: dict[str, float]                   # version -> sum of ALIVE weights
+    endpoints: dict[str, tuple[tuple[str, int, float], ...]]  # version -> (host, port, weight)
+    members: int                                 # ALIVE members counted
+    skipped: int                                 # malformed members in this snapshot
+    held_empty: bool = False                     # an empty view is being held back
+    time: float = field(default_factory=time.time)
+
+
+def build_view(path: str, members: dict[str, bytes]) -> ServersetView:
+    capacity: dict[str, float] = {}
+    endpoints: dict[str, list[tuple[str, int, float]]] = {}
+    alive = skipped = 0
+    for name in sorted(members):
+        member, why = parse_member(members[name])
+        if member is None:
+            skipped += 1
+            log.debug("serverset %s: skipping %s: %s", path, name, why)
+            continue
+        if member.status != "ALIVE":
+            continue
+        alive += 1
+        capacity[member.version] = capacity.get(member.version, 0.0) + member.weight
+        endpoints.setdefault(member.version, []).append((member.host, member.port, member.weight))
+    return ServersetView(path, capacity, {v: tuple(e) for v, e in endpoints.items()}, alive, skipped)
+
+
+class ServersetWatcher:
+    def __init__(self, store: Store, path: str, on_view: Callable[[ServersetView], None], *,
+                 debounce: float = 0.05, empty_grace: float = 30.0):
+        self.store, self.path, self.on_view = store, path, on_view
+        self.debounce, self.empty_grace = debounce, empty_grace
+        self.view: ServersetView | None = None
+        self.suspicious_empties = 0
+        self._pending: dict[str, bytes] | None = None
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._empty_since: float | None = None
+        self._handle: Handle | None = None
+
+    def start(self) -> None:
+        self._handle = self.store.watch_members(self.path, self._on_members)
+
+    def stop(self) -> None:
+        if self._handle:
+            self._handle.close()
+        with self._lock:
+            if self._timer:
+                self._timer.cancel()
+
+    def _on_members(self, members: dict[str, bytes]) -> None:
+        with self._lock:
+            self._pending = members
+            if self._timer is None:  # the first change of a batch starts the clock
+                self._timer = threading.Timer(self.debounce, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _flush(self) -> None:
+        with self._lock:
+            members, self._pending, self._timer = self._pending, None, None
+        if members is None:
+            return
+        view = build_view(self.path, members)
+        previous = self.view
+        if view.members == 0 and previous is not None and previous.members > 0:
+            now = time.time()
+            if self._empty_since is None:
+                self._empty_since = now
+                self.suspicious_empties += 1
+                log.warning("serverset %s went from %d members to none; holding the last view for %.0fs",
+                            self.path, previous.members, self.empty_grace)
+            if now - self._empty_since < self.empty_grace:
+                held = ServersetView(previous.path, previous.capacity, previous.endpoints, previous.members,
+                                     view.skipped, held_empty=True)
+                self._publish(held)
+                # Look again when the grace period ends, even if nothing else changes.
+                retry = threading.Timer(self.empty_grace - (now - self._empty_since) + 0.01,
+                                        self._on_members, args=(members,))
+                retry.daemon = True
+                retry.start()
+                return
+        else:
+            self._empty_since = None
+        self._publish(view)
+
+    def _publish(self, view: ServersetView) -> None:
+        self.view = view
+        self.on_view(view)
