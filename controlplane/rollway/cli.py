@@ -6,6 +6,9 @@ Subcommands so far:
 ``rollway envoy-config --ads --xds HOST:PORT --node-id ID``
     Print a ready Envoy bootstrap (JSON) with the installed filter module's path filled in.
 
+``rollway serve``, ``rollway routemap ...``, ``rollway status``, ``rollway serverset announce``
+    The control plane and its operator API (see rollway.cli_controlplane).
+
 ``rollway route --config FILE [--now T] [--sessions N | --id TOKEN ...] [--json]``
     Route routing ids (or N freshly minted sessions) against a filter config with the C++
     core and print each decision, plus the share of sessions per stage/version.
@@ -153,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--listen-port", type=int, default=10000)
     envoy.add_argument("--admin-port", type=int, default=9901)
     envoy.set_defaults(func=_cmd_envoy_config)
+
+    from rollway.cli_controlplane import add_commands
+
+    add_commands(sub)
     return parser
 
 

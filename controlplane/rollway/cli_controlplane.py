@@ -1,0 +1,334 @@
+"""Control-plane commands of the ``rollway`` CLI (serve, routemap, status, serverset).
+
+Human tables by default, ``--json`` for scripts. Client commands talk to ``rollway serve``
+at ``--server`` (default ``$ROLLWAY_SERVER`` or 127.0.0.1:7700); writes send the operator
+token from ``--token-file`` or ``$ROLLWAY_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import grpc
+import yaml
+
+DEFAULT_SERVER = os.environ.get("ROLLWAY_SERVER", "127.0.0.1:7700")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as error:
+        raise SystemExit(f"rollway: cannot read {path!r}: {error.strerror}") from None
+
+
+def _token(args) -> str | None:
+    if getattr(args, "token_file", None):
+        return _read(args.token_file).strip()
+    return os.environ.get("ROLLWAY_TOKEN")
+
+
+def _stub(args):
+    from rollway.proto import routemap_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(args.server)
+    return pb_grpc.RouteMapServiceStub(channel)
+
+
+def _call(fn):
+    try:
+        return fn()
+    except grpc.RpcError as error:
+        print(f"rollway: {error.code().name}: {error.details()}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _revision_dict(rev) -> dict:
+    return {"service": rev.service, "revision": rev.revision, "author": rev.author, "reason": rev.reason,
+            "time": rev.time, "document": json.loads(rev.document) if rev.document else None}
+
+
+def _print(args, data, human) -> int:
+    if args.json:
+        json.dump(data, sys.stdout, indent=2, sort_keys=True)
+        print()
+    else:
+        human(data)
+    return 0
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    from rollway.operator_api import serve_operator_api
+    from rollway.state import ControlPlane
+    from rollway.store import open_store
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    token = _read(args.token_file).strip() if args.token_file else os.environ.get("ROLLWAY_TOKEN")
+    store = open_store(args.store)
+    store.start()
+    plane = ControlPlane(store, debounce=args.debounce, empty_grace=args.empty_grace,
+                         secrets_file=args.secrets_file)
+    plane.start()
+    server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token)
+    print(f"rollway: control plane on {args.store}, operator API on {args.api_host}:{server.rollway_port}",
+          flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(1)
+    plane.stop()
+    store.stop()
+    return 0
+
+
+# -- routemap -------------------------------------------------------------------------------------
+
+def cmd_validate(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+    from rollway.routemap import RouteMapError, parse_routemap
+
+    text = _read(args.file)
+    try:
+        routemap = parse_routemap(text)
+    except RouteMapError as error:
+        print(f"rollway: invalid route map {args.file!r}: {error}", file=sys.stderr)
+        return 2
+    if args.local:
+        return _print(args, {"service": routemap.service, "valid": True}, lambda d: print(f"{args.file}: valid"))
+    result = _call(lambda: _stub(args).Validate(pb.ValidateRequest(document=text, sample_size=args.sample)))
+    data = {"service": result.service, "sample_size": result.sample_size,
+            "total_change_share": result.total_change_share,
+            "stages": [{"stage": s.stage, "current_share": s.current_share, "proposed_share": s.proposed_share,
+                        "stage_change_share": s.stage_change_share,
+                        "version_change_share": s.version_change_share} for s in result.stages]}
+
+    def human(d):
+        print(f"{args.file}: valid; if pushed now, {d['total_change_share']:.2%} of sessions would move "
+              f"(sample of {d['sample_size']})")
+        print(f"{'stage':12} {'now':>8} {'after':>8} {'leave stage':>12} {'change version':>15}")
+        for s in d["stages"]:
+            print(f"{s['stage']:12} {s['current_share']:8.2%} {s['proposed_share']:8.2%} "
+                  f"{s['stage_change_share']:12.2%} {s['version_change_share']:15.2%}")
+    return _print(args, data, human)
+
+
+def cmd_push(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+
+    token = _token(args)
+    if not token:
+        print("rollway: push needs the operator token (--token-file or $ROLLWAY_TOKEN)", file=sys.stderr)
+        return 2
+    request = pb.PushRequest(document=_read(args.file), expected_revision=args.expected_revision,
+                             author=args.author, reason=args.reason)
+    rev = _call(lambda: _stub(args).Push(request, metadata=(("authorization", f"Bearer {token}"),))).revision
+    return _print(args, _revision_dict(rev), lambda d: print(f"{d['service']}: pushed revision {d['revision']}"))
+
+
+def cmd_get(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+
+    rev = _call(lambda: _stub(args).Get(pb.GetRequest(service=args.service, revision=args.revision)))
+    data = _revision_dict(rev)
+    return _print(args, data, lambda d: (print(f"# {d['service']} revision {d['revision']} by {d['author']}: "
+                                               f"{d['reason']}"), print(yaml.safe_dump(d["document"],
+                                                                                      sort_keys=False), end="")))
+
+
+def cmd_history(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+
+    revs = _call(lambda: _stub(args).History(pb.HistoryRequest(service=args.service))).revisions
+    data = [_revision_dict(r) for r in revs]
+
+    def human(d):
+        print(f"{'revision':>8}  {'time (UTC)':20} {'author':12} reason")
+        for r in d:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["time"]))
+            print(f"{r['revision']:>8}  {stamp:20} {r['author']:12} {r['reason']}")
+    return _print(args, data, human)
+
+
+def cmd_rollback(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+
+    token = _token(args)
+    if not token:
+        print("rollway: rollback needs the operator token (--token-file or $ROLLWAY_TOKEN)", file=sys.stderr)
+        return 2
+    request = pb.RollbackRequest(service=args.service, to_revision=args.to, expected_revision=args.expected_revision,
+                                 author=args.author, reason=args.reason)
+    rev = _call(lambda: _stub(args).Rollback(request, metadata=(("authorization", f"Bearer {token}"),))).revision
+    return _print(args, _revision_dict(rev),
+                  lambda d: print(f"{d['service']}: revision {d['revision']} restores revision {args.to}"))
+
+
+def cmd_diff(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+    from rollway.routemap import RouteMapError, parse_routemap
+
+    try:
+        proposed = parse_routemap(_read(args.file))
+    except RouteMapError as error:
+        print(f"rollway: invalid route map {args.file!r}: {error}", file=sys.stderr)
+        return 2
+    current = _call(lambda: _stub(args).Get(pb.GetRequest(service=proposed.service)))
+    old = yaml.safe_dump(json.loads(current.document), sort_keys=False).splitlines(keepends=True)
+    new = yaml.safe_dump(proposed.document, sort_keys=False).splitlines(keepends=True)
+    diff = list(difflib.unified_diff(old, new, f"{proposed.service}@{current.revision}", args.file))
+    return _print(args, {"service": proposed.service, "revision": current.revision, "diff": "".join(diff)},
+                  lambda d: print(d["diff"] or "no change", end="" if d["diff"] else "\n"))
+
+
+# -- status -----------------------------------------------------------------------------------------
+
+def _status_dict(status) -> dict:
+    return {"service": status.service, "revision": status.revision, "generation": status.generation,
+            "store_state": status.store_state,
+            "stages": [{"name": s.name, "mode": s.mode, "weight": s.weight, "direction": s.direction,
+                        "target": s.target or None, "skipped_members": s.skipped_members,
+                        "held_empty": s.held_empty, "active_slot": s.active_slot or None,
+                        "versions": [{"name": v.name, "capacity": v.capacity, "members": v.members}
+                                     for v in s.versions]} for s in status.stages]}
+
+
+def _print_status(d: dict) -> None:
+    print(f"{d['service']}: route map revision {d['revision']}, filter config generation {d['generation']}, "
+          f"store {d['store_state']}")
+    print(f"{'stage':12} {'weight':>7} {'direction':18} {'version':14} {'capacity':>9} {'members':>8}")
+    for s in d["stages"]:
+        direction = s["direction"] + (f" -> {s['target']}" if s["target"] else "")
+        if s["active_slot"]:
+            direction = f"active {s['active_slot']}"
+        note = (" (holding last view: serverset empty)" if s["held_empty"] else "") + \
+               (f" ({s['skipped_members']} malformed skipped)" if s["skipped_members"] else "")
+        rows = s["versions"] or [{"name": "-", "capacity": 0, "members": 0}]
+        for i, v in enumerate(rows):
+            head = f"{s['name']:12} {s['weight']:7g} {direction:18}" if i == 0 else " " * 39
+            print(f"{head} {v['name']:14} {v['capacity']:9g} {v['members']:8d}{note if i == 0 else ''}")
+
+
+def cmd_status(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+
+    stream = _stub(args).WatchStatus(pb.WatchStatusRequest(service=args.service))
+    try:
+        for status in stream:
+            _print(args, _status_dict(status), _print_status)
+            if not args.watch:
+                stream.cancel()
+                return 0
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.CANCELLED:
+            return 0
+        print(f"rollway: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# -- serverset announce -------------------------------------------------------------------------
+
+def cmd_announce(args) -> int:
+    from rollway.serverset import member_json
+    from rollway.store import open_store
+
+    store = open_store(args.store)
+    store.start()
+    handles = [store.announce(args.path, member_json(args.host, args.port + i, args.version, args.weight))
+               for i in range(args.count)]
+    print(f"rollway: announced {args.count} member(s) of version {args.version} at {args.path}; "
+          f"holding them until stopped", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    for handle in handles:
+        handle.close()
+    store.stop()
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    def client(p):
+        p.add_argument("--server", default=DEFAULT_SERVER, help="rollway serve's operator API HOST:PORT")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    serve = sub.add_parser("serve", help="run the control plane and its operator API")
+    serve.add_argument("--store", required=True, help="zk://HOST:PORT[/chroot] or file://DIR")
+    serve.add_argument("--api-port", type=int, default=7700)
+    serve.add_argument("--api-host", default="127.0.0.1")
+    serve.add_argument("--token-file", help="operator token for writes (else $ROLLWAY_TOKEN; none: no writes)")
+    serve.add_argument("--secrets-file", help="secrets file named in filter configs (read by each Envoy)")
+    serve.add_argument("--debounce", type=float, default=0.05, help="seconds to batch serverset changes")
+    serve.add_argument("--empty-grace", type=float, default=30.0,
+                       help="seconds to hold a serverset's last view when it suddenly looks empty")
+    serve.set_defaults(func=cmd_serve)
+
+    routemap = sub.add_parser("routemap", help="validate, push and inspect route maps")
+    rsub = routemap.add_subparsers(dest="routemap_command", required=True)
+    p = rsub.add_parser("validate", help="check a route map; with a server, a dry run of what would move")
+    p.add_argument("file")
+    p.add_argument("--local", action="store_true", help="only check the document, no server")
+    p.add_argument("--sample", type=int, default=0, help="routing ids to sample (server default 20000)")
+    client(p)
+    p.set_defaults(func=cmd_validate)
+    p = rsub.add_parser("push", help="store a new revision (compare-and-set on --expected-revision)")
+    p.add_argument("file")
+    p.add_argument("--expected-revision", type=int, required=True, help="the current revision (0: new service)")
+    p.add_argument("--author", default=os.environ.get("USER", "unknown"))
+    p.add_argument("--reason", default="")
+    p.add_argument("--token-file")
+    client(p)
+    p.set_defaults(func=cmd_push)
+    p = rsub.add_parser("get", help="show the current (or a given) revision")
+    p.add_argument("service")
+    p.add_argument("--revision", type=int, default=0)
+    client(p)
+    p.set_defaults(func=cmd_get)
+    p = rsub.add_parser("history", help="every accepted revision")
+    p.add_argument("service")
+    client(p)
+    p.set_defaults(func=cmd_history)
+    p = rsub.add_parser("rollback", help="push an earlier revision again")
+    p.add_argument("service")
+    p.add_argument("--to", type=int, required=True)
+    p.add_argument("--expected-revision", type=int, required=True)
+    p.add_argument("--author", default=os.environ.get("USER", "unknown"))
+    p.add_argument("--reason", default="")
+    p.add_argument("--token-file")
+    client(p)
+    p.set_defaults(func=cmd_rollback)
+    p = rsub.add_parser("diff", help="the current revision against a file")
+    p.add_argument("file")
+    client(p)
+    p.set_defaults(func=cmd_diff)
+
+    status = sub.add_parser("status", help="capacity, direction and generation of a service")
+    status.add_argument("service")
+    status.add_argument("--watch", action="store_true", help="keep printing as it changes")
+    client(status)
+    status.set_defaults(func=cmd_status)
+
+    serverset = sub.add_parser("serverset", help="serverset tools")
+    ssub = serverset.add_subparsers(dest="serverset_command", required=True)
+    p = ssub.add_parser("announce", help="register members and hold them until stopped (a host agent)")
+    p.add_argument("--store", required=True)
+    p.add_argument("--path", required=True)
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--version", required=True)
+    p.add_argument("--weight", type=float, default=1.0)
+    p.add_argument("--count", type=int, default=1, help="members on consecutive ports from --port")
+    p.set_defaults(func=cmd_announce)

@@ -1,0 +1,123 @@
+"""The control-plane CLI end to end: `rollway serve` and `rollway serverset announce` as
+real processes, driven by the client commands, over both stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import wait_for
+from envoy_harness import free_port
+from test_control_plane import ROUTEMAP
+
+TOKEN = "cli-operator-token"
+
+
+def rollway(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "rollway.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def background(*args):
+    return subprocess.Popen([sys.executable, "-m", "rollway.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def stop(proc) -> int:
+    """Stops a background command; returns its exit code (output kept on proc.output)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.output, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc.returncode
+
+
+@pytest.fixture
+def server(store_url, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    port = free_port()
+    proc = background("serve", "--store", store_url, "--api-port", str(port), "--token-file", str(token),
+                      "--debounce", "0.02")
+    addr = f"127.0.0.1:{port}"
+    try:
+        wait_for(lambda: rollway("routemap", "history", "nosuch", "--server", addr).stderr.startswith(
+            "rollway: NOT_FOUND"), timeout=30, what="rollway serve to answer")
+        yield addr, store_url, token
+    finally:
+        assert stop(proc) == 0, proc.output
+
+
+def test_push_status_history_rollback_diff_from_the_command_line(server, tmp_path):
+    addr, store_url, token = server
+    path = tmp_path / "web.yaml"
+    path.write_text(yaml.safe_dump(ROUTEMAP))
+    assert rollway("routemap", "validate", str(path), "--local").returncode == 0
+
+    refused = rollway("routemap", "push", str(path), "--expected-revision", "0", "--server", addr,
+                      env={k: v for k, v in os.environ.items() if k != "ROLLWAY_TOKEN"})
+    assert refused.returncode == 2 and "operator token" in refused.stderr
+    wrong = rollway("routemap", "push", str(path), "--expected-revision", "0", "--server", addr,
+                    env={**os.environ, "ROLLWAY_TOKEN": "nope"})
+    assert wrong.returncode == 2 and "PERMISSION_DENIED" in wrong.stderr
+
+    pushed = rollway("routemap", "push", str(path), "--expected-revision", "0", "--server", addr,
+                     "--token-file", str(token), "--author", "alice", "--reason", "first", "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["revision"] == 1
+
+    agent = background("serverset", "announce", "--store", store_url, "--path", "/discovery/web/prod",
+                       "--host", "127.0.0.1", "--port", "9000", "--version", "v1", "--count", "3")
+    try:
+        def prod_capacity():
+            out = rollway("status", "web", "--server", addr, "--json")
+            stages = {s["name"]: s for s in json.loads(out.stdout)["stages"]} if out.returncode == 0 else {}
+            return stages.get("prod", {}).get("versions")
+        assert wait_for(lambda: prod_capacity() == [{"name": "v1", "capacity": 3.0, "members": 3}],
+                        what="3 members through status")
+        human = rollway("status", "web", "--server", addr)
+        assert "prod" in human.stdout and "v1" in human.stdout
+    finally:
+        assert stop(agent) == 0
+
+    ramp = json.loads(json.dumps(ROUTEMAP))
+    ramp["stages"][0]["weight"] = 20
+    path2 = tmp_path / "ramp.yaml"
+    path2.write_text(yaml.safe_dump(ramp))
+    dry = rollway("routemap", "validate", str(path2), "--server", addr, "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert {s["stage"] for s in json.loads(dry.stdout)["stages"]} == {"canary", "prod"}
+    diff = rollway("routemap", "diff", str(path2), "--server", addr)
+    assert "-  weight: 1.0" in diff.stdout and "+  weight: 20.0" in diff.stdout
+    assert rollway("routemap", "push", str(path2), "--expected-revision", "1", "--server", addr,
+                   "--token-file", str(token)).returncode == 0
+    stale = rollway("routemap", "push", str(path2), "--expected-revision", "1", "--server", addr,
+                    "--token-file", str(token))
+    assert stale.returncode == 2 and "ABORTED" in stale.stderr and "at revision 2, not 1" in stale.stderr
+
+    back = rollway("routemap", "rollback", "web", "--to", "1", "--expected-revision", "2", "--server", addr,
+                   "--token-file", str(token), "--json")
+    assert back.returncode == 0 and json.loads(back.stdout)["revision"] == 3
+    history = json.loads(rollway("routemap", "history", "web", "--server", addr, "--json").stdout)
+    assert [(h["revision"], h["author"]) for h in history][0] == (1, "alice")
+    assert [h["revision"] for h in history] == [1, 2, 3]
+    current = json.loads(rollway("routemap", "get", "web", "--server", addr, "--json").stdout)
+    assert current["document"]["stages"][0]["weight"] == 1
+
+
+def test_a_bad_route_map_file_names_the_field(tmp_path):
+    bad = json.loads(json.dumps(ROUTEMAP))
+    bad["stages"][0]["mode"] = "sideways"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    out = rollway("routemap", "validate", str(path), "--local")
+    assert out.returncode == 2 and "stages[0].mode: must be rolling or blue_green" in out.stderr
