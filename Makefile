@@ -9,7 +9,7 @@ APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench-core bench-envoy clean
+.PHONY: setup demo test bench-core bench-envoy bench-controlplane clean
 
 setup: $(STAMPS)/installed
 
@@ -44,6 +44,9 @@ bench-core: setup
 
 bench-envoy: setup
 	$(VPY) benchmarks/envoy.py
+
+bench-controlplane: setup
+	$(VPY) benchmarks/controlplane.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) build

@@ -96,12 +96,28 @@ class ServersetView:
     time: float = field(default_factory=time.time)
 
 
-def build_view(path: str, members: dict[str, bytes]) -> ServersetView:
+ParseCache = dict[str, tuple[bytes, "Member | None", "str | None"]]
+
+
+def build_view(path: str, members: dict[str, bytes], cache: ParseCache | None = None) -> ServersetView:
+    """Aggregates members into capacity per version. With a ``cache`` (name -> (data,
+    parsed)), only members whose bytes changed are parsed again: one host changing in a
+    5,000-member serverset costs one JSON parse, not 5,000."""
     capacity: dict[str, float] = {}
     endpoints: dict[str, list[tuple[str, int, float]]] = {}
     alive = skipped = 0
+    if cache is not None:
+        for gone in [n for n in cache if n not in members]:
+            del cache[gone]
     for name in sorted(members):
-        member, why = parse_member(members[name])
+        data = members[name]
+        cached = cache.get(name) if cache is not None else None
+        if cached is not None and cached[0] == data:
+            member, why = cached[1], cached[2]
+        else:
+            member, why = parse_member(data)
+            if cache is not None:
+                cache[name] = (data, member, why)
         if member is None:
             skipped += 1
             log.debug("serverset %s: skipping %s: %s", path, name, why)
@@ -126,6 +142,7 @@ class ServersetWatcher:
         self._timer: threading.Timer | None = None
         self._empty_since: float | None = None
         self._handle: Handle | None = None
+        self._parsed: ParseCache = {}
 
     def start(self) -> None:
         self._handle = self.store.watch_members(self.path, self._on_members)
@@ -150,7 +167,7 @@ class ServersetWatcher:
             members, self._pending, self._timer = self._pending, None, None
         if members is None:
             return
-        view = build_view(self.path, members)
+        view = build_view(self.path, members, self._parsed)
         previous = self.view
         if view.members == 0 and previous is not None and previous.members > 0:
             now = time.time()
