@@ -202,3 +202,26 @@ def test_capacity_and_direction_reach_the_filter_config(store_url, open_stores):
     assert generation > 1
     for h in hosts:
         h.close()
+
+
+def test_blue_green_cutover_through_a_route_map_push(store_url, open_stores):
+    store = open_stores(store_url)
+    plane = ControlPlane(store, debounce=0.02)
+    bg = {"service": "shop", "stages": [{"name": "main", "weight": 1, "mode": "blue_green", "active": "blue",
+                                          "slots": {"blue": {"serverset": "/discovery/shop/blue"},
+                                                    "green": {"serverset": "/discovery/shop/green"}}}]}
+    plane.push(json.dumps(bg), 0, "alice", "blue live")
+    hosts = [store.announce("/discovery/shop/blue", member_json("10.0.0.1", 8000 + i, "b1")) for i in range(2)]
+    hosts += [store.announce("/discovery/shop/green", member_json("10.0.0.2", 9000 + i, "g2")) for i in range(3)]
+
+    def stage():
+        return plane.filter_config("shop")["stages"][0]
+    wait_for(lambda: stage()["slots"]["green"]["capacity"] == 3.0 and stage()["slots"]["blue"]["capacity"] == 2.0,
+             what="both slots' capacity")
+    assert stage()["active"] == "blue" and stage()["slots"]["blue"]["version"] == "b1"
+    assert stage()["slots"]["green"] == {"version": "g2", "capacity": 3.0, "cluster": "shop.main.green"}
+    bg["stages"][0]["active"] = "green"
+    plane.push(json.dumps(bg), 1, "alice", "cut over")
+    assert stage()["active"] == "green"
+    for h in hosts:
+        h.close()
