@@ -53,7 +53,7 @@ class Backends:
 
     def __init__(self, names: list[str]):
         self.servers: dict[str, http.server.ThreadingHTTPServer] = {}
-        for name in names:
+        for name in names:  # "v1#2": the third backend of version v1
             server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
             server.daemon_threads = True
             server.backend_name = name

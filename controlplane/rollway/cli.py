@@ -124,7 +124,8 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
             print("rollway: --ads needs --xds HOST:PORT", file=sys.stderr)
             return 2
         doc = envoy_config.ads_bootstrap(xds_host=host, xds_port=int(port), node_id=args.node_id,
-                                         listen_port=args.listen_port, admin_port=args.admin_port)
+                                         listen_port=args.listen_port, admin_port=args.admin_port,
+                                         service=args.service)
     json.dump(doc, sys.stdout, indent=2)
     print()
     return 0
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--ecds-path", help="(--static) take the filter config from this file (ECDS), watched")
     envoy.add_argument("--xds", help="(--ads) control plane HOST:PORT")
     envoy.add_argument("--node-id", default="rollway-envoy", help="(--ads) this Envoy's node id")
+    envoy.add_argument("--service", default="web", help="(--ads) the service this Envoy fronts")
     envoy.add_argument("--listen-port", type=int, default=10000)
     envoy.add_argument("--admin-port", type=int, default=9901)
     envoy.set_defaults(func=_cmd_envoy_config)

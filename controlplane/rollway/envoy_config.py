@@ -149,12 +149,13 @@ def write_ecds_file(path: str, filter_config: Mapping | str, version: str | None
 
 
 def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: int, admin_port: int,
-                  cluster: str = "rollway") -> dict:
+                  service: str = "web") -> dict:
     """Everything from the control plane over one ADS stream: listener with the filter (its
-    config over ECDS), route, clusters (CDS) and endpoints (EDS)."""
+    config over ECDS), route, clusters (CDS) and endpoints (EDS). The node's ``cluster``
+    names the service it fronts; ``metadata.listen_port`` the port its listener binds."""
     ads_source = {"ads": {}, "resource_api_version": "V3"}
     return {
-        "node": {"id": node_id, "cluster": cluster},
+        "node": {"id": node_id, "cluster": service, "metadata": {"listen_port": listen_port}},
         "admin": _admin(admin_port),
         "dynamic_resources": {
             "ads_config": {

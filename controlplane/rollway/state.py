@@ -226,6 +226,8 @@ class ControlPlane:
         self.sample_size = sample_size
         self.services: dict[str, ServiceState] = {}
         self._listeners: list[Listener] = []
+        # Set by the xDS layer: service -> [per-Envoy status dicts] (what each one ACKed).
+        self.envoy_status: Callable[[str], list[dict]] = lambda service: []
         self._lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -1,0 +1,231 @@
+"""End to end: ZooKeeper -> control plane -> ADS -> two real Envoys -> HTTP backends."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import wait_for
+from envoy_harness import Backends, EnvoyProcess, free_port
+from rollway import envoy_config as ec
+from rollway.serverset import member_json
+from rollway.state import ControlPlane
+from rollway.store import open_store
+from rollway.xds import XdsThread
+
+HOSTS = 5
+ROUTEMAP = {"service": "web", "stages": [
+    {"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/discovery/web/prod"}]}
+
+
+class World:
+    """ZooKeeper, a control plane with its xDS server, backends and two Envoys."""
+
+    def __init__(self, zookeeper, tmp_path, delays=None, secrets_file=None):
+        self.tmp = tmp_path
+        self.store = open_store(f"zk://{zookeeper.hosts}/e2e-{time.monotonic_ns()}")
+        self.store.start()
+        self.agent = open_store(self.store.url)   # hosts announce through their own session
+        self.agent.start()
+        self.plane = ControlPlane(self.store, debounce=0.02, secrets_file=secrets_file)
+        self.plane.start()
+        self.backends = Backends([f"{v}#{i}" for v in ("v1", "v2") for i in range(HOSTS)])
+        self.members: dict[str, object] = {}
+        self.delays = delays or {}
+        self.xds_port = free_port()
+        self.xds = XdsThread(self.plane, self.xds_port, delays=self.delays)
+        # Envoys report ready only once they hold a config: the route map comes first.
+        self.plane.push(json.dumps(ROUTEMAP), 0, "alice", "web on ZooKeeper")
+        self.set_hosts(0)
+        self.envoys = {}
+        for node in ("envoy-a", "envoy-b"):
+            listen, admin = free_port(), free_port()
+            bootstrap = ec.ads_bootstrap(xds_host="127.0.0.1", xds_port=self.xds_port, node_id=node,
+                                         listen_port=listen, admin_port=admin, service="web")
+            self.envoys[node] = EnvoyProcess(bootstrap, tmp_path, listen, admin).start()
+
+    def set_hosts(self, v2_hosts: int) -> None:
+        """The deploy tool: hosts 0..v2_hosts-1 run v2, the rest v1 (one member per host)."""
+        for i in range(HOSTS):
+            version = "v2" if i < v2_hosts else "v1"
+            key = f"{version}#{i}"
+            other = f"{'v1' if version == 'v2' else 'v2'}#{i}"
+            if key not in self.members:
+                self.members[key] = self.agent.announce("/discovery/web/prod",
+                                                        member_json(*self.backends.address(key), version))
+            if other in self.members:
+                self.members.pop(other).close()
+
+    def converged(self) -> bool:
+        """Both Envoys ACKed the current snapshot of every type, with everything admitted."""
+        status = {s["node_id"]: s for s in self.xds.xds.cache.envoy_status("web")}
+        if set(status) != set(self.envoys):
+            return False
+        cache = self.xds.xds.cache
+        for node, envoy_status in status.items():
+            port = self.envoys[node].listen_port
+            snapshot = cache.snapshot("web", port)
+            config = cache.configs[("web", port)]
+            if any(v.get("admitted") is False for s in config["stages"] for v in s.get("versions", [])):
+                return False
+            if envoy_status["acked"] != {k.rsplit(".", 1)[-1]: v for k, v in snapshot.versions.items()}:
+                return False
+        return True
+
+    def close(self) -> None:
+        for envoy in self.envoys.values():
+            envoy.stop()
+        self.xds.stop()
+        for member in self.members.values():
+            member.close()
+        self.plane.stop()
+        self.agent.stop()
+        self.store.stop()
+        self.backends.close()
+
+
+class Browser:
+    """A session: keeps its cookies, runs the app version it was last served, reloads when told."""
+
+    def __init__(self):
+        self.rid = None
+        self.cookie_version = None
+        self.app_version = None
+        self.served: list[str] = []
+
+    def request(self, envoy: EnvoyProcess) -> str:
+        headers = []
+        cookies = []
+        if self.rid:
+            cookies.append(f"rw_rid={self.rid}")
+        if self.cookie_version:
+            cookies.append(f"rw_ver={self.cookie_version}")
+        if cookies:
+            headers.append(("cookie", "; ".join(cookies)))
+        if self.app_version:
+            headers.append(("x-app-version", self.app_version))
+        response = envoy.get("/", headers)
+        assert response.status == 200, response.body
+        set_cookies = response.set_cookies()
+        self.rid = set_cookies.get("rw_rid", self.rid)
+        self.cookie_version = set_cookies.get("rw_ver", self.cookie_version)
+        version = response.json["backend"].split("#")[0]
+        if self.app_version is None or response.header("x-rw-refresh"):
+            self.app_version = version  # first load, or a reload onto the new version
+        self.served.append(version)
+        return version
+
+
+@pytest.fixture
+def world(zookeeper, tmp_path):
+    w = World(zookeeper, tmp_path, delays={"envoy-b": 0.4})  # envoy-b hears everything late
+    yield w
+    w.close()
+
+
+def shares(world, browsers):
+    counts = {}
+    for i, b in enumerate(browsers):
+        v = b.request(world.envoys["envoy-a" if i % 2 else "envoy-b"])
+        counts[v] = counts.get(v, 0) + 1
+    return {k: c / len(browsers) for k, c in counts.items()}
+
+
+def moves(served: list[str]) -> list[tuple[str, str]]:
+    return [(a, b) for a, b in zip(served, served[1:]) if a != b]
+
+
+def test_a_rolling_deploy_through_two_envoys_never_bounces_a_session(world):
+    wait_for(world.converged, timeout=30, what="both Envoys on the first config")
+    browsers = [Browser() for _ in range(60)]
+    for envoy in world.envoys.values():
+        for b in browsers[:10]:
+            assert b.request(envoy) == "v1"
+    for step in range(1, HOSTS + 1):
+        world.set_hosts(step)
+        # Sessions keep alternating between the Envoys while they learn the step at
+        # different times (envoy-b is 0.4 s behind).
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            for b in browsers:
+                b.request(world.envoys["envoy-a"])
+                b.request(world.envoys["envoy-b"])
+        wait_for(world.converged, timeout=30, what=f"both Envoys on step {step}")
+        got = shares(world, browsers * 4)
+        expected = step / HOSTS
+        assert abs(got.get("v2", 0) - expected) <= 0.25, (step, got)  # 60 sessions: coarse but real
+    for b in browsers:
+        assert all(m == ("v1", "v2") for m in moves(b.served)), b.served
+        assert len(moves(b.served)) <= 1
+        assert b.served[-1] == "v2"
+    # ... and then a rollback moves them back, once.
+    for step in range(HOSTS - 1, -1, -1):
+        world.set_hosts(step)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            for b in browsers:
+                b.request(world.envoys["envoy-a"])
+                b.request(world.envoys["envoy-b"])
+        wait_for(world.converged, timeout=30, what=f"both Envoys on rollback step {step}")
+    for b in browsers:
+        assert moves(b.served) in ([("v1", "v2"), ("v2", "v1")],), b.served
+    assert all(s["nacks"] == 0 for s in world.xds.xds.cache.envoy_status("web"))
+
+
+def test_endpoint_churn_moves_eds_and_ecds_but_not_the_listener(world):
+    wait_for(world.converged, timeout=30, what="convergence")
+    before = {s["node_id"]: dict(s["acked"]) for s in world.xds.xds.cache.envoy_status("web")}
+    world.set_hosts(1)
+    wait_for(lambda: any(v["name"] == "v2" for v in world.plane.filter_config("web")["stages"][0]["versions"]),
+             what="the control plane to see v2")
+    wait_for(world.converged, timeout=30, what="convergence after churn")
+    after = {s["node_id"]: dict(s["acked"]) for s in world.xds.xds.cache.envoy_status("web")}
+    for node in before:
+        assert after[node]["Listener"] == before[node]["Listener"]
+        assert after[node]["RouteConfiguration"] == before[node]["RouteConfiguration"]
+        assert after[node]["ClusterLoadAssignment"] != before[node]["ClusterLoadAssignment"]
+        assert after[node]["TypedExtensionConfig"] != before[node]["TypedExtensionConfig"]
+
+
+def test_a_config_the_filter_rejects_is_nacked_and_the_old_one_keeps_serving(zookeeper, tmp_path):
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"rid-1": "a-routing-id-secret-of-enough-length"}))
+    w = World(zookeeper, tmp_path, secrets_file=str(secrets))
+    try:
+        wait_for(w.converged, timeout=30, what="convergence")
+        bad = json.loads(json.dumps(ROUTEMAP))
+        bad["routing_id"] = {"signing_key_id": "rid-missing"}  # valid map, but no such key on the Envoys
+        w.plane.push(json.dumps(bad), 1, "bob", "sign cookies with a key the Envoys lack")
+        wait_for(lambda: all(s["nacks"] >= 1 for s in w.xds.xds.cache.envoy_status("web")), timeout=30,
+                 what="both Envoys to NACK")
+        status = w.xds.xds.cache.envoy_status("web")
+        # Envoy's NACK carries its own summary; the module's reason, naming the field, is in
+        # each Envoy's log.
+        assert all("Failed to create filter config" in s["last_nack"] for s in status), status
+        for envoy in w.envoys.values():
+            assert "routing_id.signing_key_id: no secret named 'rid-missing'" in envoy.log_path.read_text()
+        assert w.xds.xds.cache.nack_total >= 2
+        for envoy in w.envoys.values():
+            r = envoy.get("/")
+            assert r.status == 200 and r.json["backend"].startswith("v1")
+            assert len(r.set_cookies()["rw_rid"]) == 25  # the old, unsigned config still serves
+    finally:
+        w.close()
+
+
+def test_envoys_keep_routing_without_the_control_plane_and_resync_when_it_returns(world):
+    wait_for(world.converged, timeout=30, what="convergence")
+    world.xds.stop()
+    for _ in range(3):
+        for envoy in world.envoys.values():
+            assert envoy.get("/").json["backend"].startswith("v1")
+    world.set_hosts(HOSTS)   # the deploy goes on while the control plane is away
+    time.sleep(0.5)
+    for envoy in world.envoys.values():
+        assert envoy.get("/").json["backend"].startswith("v1")  # last config still serving
+    world.xds = XdsThread(world.plane, world.xds_port, delays=world.delays)
+    wait_for(world.converged, timeout=60, what="Envoys to reconnect and resync")
+    for envoy in world.envoys.values():
+        assert envoy.get("/").json["backend"].startswith("v2")
