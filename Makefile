@@ -9,7 +9,7 @@ APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench-core bench-envoy bench-controlplane clean
+.PHONY: setup demo test bench-core bench-envoy bench-controlplane bench-xds clean
 
 setup: $(STAMPS)/installed
 
@@ -47,6 +47,9 @@ bench-envoy: setup
 
 bench-controlplane: setup
 	$(VPY) benchmarks/controlplane.py
+
+bench-xds: setup
+	$(VPY) benchmarks/xds.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) build

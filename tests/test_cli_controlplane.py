@@ -46,7 +46,7 @@ def server(store_url, tmp_path):
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
     port = free_port()
-    proc = background("serve", "--store", store_url, "--api-port", str(port), "--token-file", str(token),
+    proc = background("serve", "--store", store_url, "--api-port", str(port), "--xds-port", "0", "--token-file", str(token),
                       "--debounce", "0.02")
     addr = f"127.0.0.1:{port}"
     try:

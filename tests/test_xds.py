@@ -182,6 +182,10 @@ def test_endpoint_churn_moves_eds_and_ecds_but_not_the_listener(world):
              what="the control plane to see v2")
     wait_for(world.converged, timeout=30, what="convergence after churn")
     after = {s["node_id"]: dict(s["acked"]) for s in world.xds.xds.cache.envoy_status("web")}
+    # The operator API's status lists each connected Envoy with what it ACKed.
+    from rollway.operator_api import status_message
+    status = status_message(world.plane, "web")
+    assert {e.node_id: dict(e.acked) for e in status.envoys} == after
     for node in before:
         assert after[node]["Listener"] == before[node]["Listener"]
         assert after[node]["RouteConfiguration"] == before[node]["RouteConfiguration"]
@@ -229,3 +233,41 @@ def test_envoys_keep_routing_without_the_control_plane_and_resync_when_it_return
     wait_for(world.converged, timeout=60, what="Envoys to reconnect and resync")
     for envoy in world.envoys.values():
         assert envoy.get("/").json["backend"].startswith("v2")
+
+
+def test_two_replicas_on_one_zookeeper_behave_as_one(zookeeper):
+    """Same ZooKeeper state -> the same snapshot versions on every replica (so an Envoy can
+    move between replicas without spurious pushes), and a push on one reaches the other."""
+    from rollway.xds import SnapshotCache
+
+    url = f"zk://{zookeeper.hosts}/replicas"
+    stores = [open_store(url) for _ in range(3)]
+    for s in stores:
+        s.start()
+    a, b = ControlPlane(stores[0], debounce=0.02), ControlPlane(stores[1], debounce=0.02)
+    a.start(refresh_interval=0.2)
+    b.start(refresh_interval=0.2)
+    try:
+        a.push(json.dumps(ROUTEMAP), 0, "alice", "on replica a")
+        hosts = [stores[2].announce("/discovery/web/prod", member_json("127.0.0.1", 9000 + i, "v1")) for i in range(3)]
+        cache_a, cache_b = SnapshotCache(a), SnapshotCache(b)
+
+        def same():
+            try:
+                return cache_a.snapshot("web", 10000).versions == cache_b.snapshot("web", 10000).versions and \
+                    cache_a.configs[("web", 10000)]["stages"][0]["versions"]
+            except Exception:
+                return False
+        wait_for(same, what="identical snapshots on both replicas")
+        ramp = json.loads(json.dumps(ROUTEMAP))
+        ramp["stages"][0]["weight"] = 3
+        b.push(json.dumps(ramp), 1, "bob", "on replica b")
+        wait_for(lambda: a.filter_config("web")["stages"][0]["weight"] == 3, what="replica a to follow b's push")
+        wait_for(same, what="identical snapshots after the push")
+        for h in hosts:
+            h.close()
+    finally:
+        a.stop()
+        b.stop()
+        for s in stores:
+            s.stop()

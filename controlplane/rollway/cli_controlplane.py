@@ -81,12 +81,19 @@ def cmd_serve(args) -> int:
                          secrets_file=args.secrets_file)
     plane.start()
     server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token)
-    print(f"rollway: control plane on {args.store}, operator API on {args.api_host}:{server.rollway_port}",
-          flush=True)
+    xds = None
+    if args.xds_port is not None:
+        from rollway.xds import XdsThread
+
+        xds = XdsThread(plane, args.xds_port, host=args.api_host)
+    print(f"rollway: control plane on {args.store}, operator API on {args.api_host}:{server.rollway_port}"
+          + (f", xDS (ADS) on {args.api_host}:{xds.port}" if xds else ""), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    if xds is not None:
+        xds.stop()
     server.stop(1)
     plane.stop()
     store.stop()
@@ -197,6 +204,8 @@ def cmd_diff(args) -> int:
 def _status_dict(status) -> dict:
     return {"service": status.service, "revision": status.revision, "generation": status.generation,
             "store_state": status.store_state,
+            "envoys": [{"node_id": e.node_id, "acked": dict(e.acked), "nacks": e.nacks, "last_nack": e.last_nack}
+                       for e in status.envoys],
             "stages": [{"name": s.name, "mode": s.mode, "weight": s.weight, "direction": s.direction,
                         "target": s.target or None, "skipped_members": s.skipped_members,
                         "held_empty": s.held_empty, "active_slot": s.active_slot or None,
@@ -206,7 +215,11 @@ def _status_dict(status) -> dict:
 
 def _print_status(d: dict) -> None:
     print(f"{d['service']}: route map revision {d['revision']}, filter config generation {d['generation']}, "
-          f"store {d['store_state']}")
+          f"store {d['store_state']}, {len(d['envoys'])} Envoy(s) connected")
+    for e in d["envoys"]:
+        acked = " ".join(f"{k}={v[:8]}" for k, v in sorted(e["acked"].items()))
+        print(f"  envoy {e['node_id']}: acked {acked or '-'}; NACKs {e['nacks']}"
+              + (f" (last: {e['last_nack']})" if e["last_nack"] else ""))
     print(f"{'stage':12} {'weight':>7} {'direction':18} {'version':14} {'capacity':>9} {'members':>8}")
     for s in d["stages"]:
         direction = s["direction"] + (f" -> {s['target']}" if s["target"] else "")
@@ -269,6 +282,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--store", required=True, help="zk://HOST:PORT[/chroot] or file://DIR")
     serve.add_argument("--api-port", type=int, default=7700)
     serve.add_argument("--api-host", default="127.0.0.1")
+    serve.add_argument("--xds-port", type=int, default=18000,
+                       help="ADS port for Envoys (default 18000)")
     serve.add_argument("--token-file", help="operator token for writes (else $ROLLWAY_TOKEN; none: no writes)")
     serve.add_argument("--secrets-file", help="secrets file named in filter configs (read by each Envoy)")
     serve.add_argument("--debounce", type=float, default=0.05, help="seconds to batch serverset changes")

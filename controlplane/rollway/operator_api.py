@@ -54,8 +54,10 @@ def status_message(plane: ControlPlane, service: str) -> pb.Status:
             versions=[pb.VersionStatus(name=v, capacity=c, members=m) for v, c, m in s.versions],
             direction=s.direction, target=s.target or "", skipped_members=s.skipped_members,
             held_empty=s.held_empty, active_slot=s.active_slot or ""))
+    envoys = [pb.EnvoyStatus(node_id=e["node_id"], acked=e["acked"], nacks=e["nacks"], last_nack=e["last_nack"])
+              for e in plane.envoy_status(service)]
     return pb.Status(service=service, revision=state.record.revision, generation=state.generation, stages=stages,
-                     store_state=plane.store.state, time=state.updated,
+                     store_state=plane.store.state, time=state.updated, envoys=envoys,
                      filter_config=json.dumps(state.config, sort_keys=True) if state.config else "")
 
 

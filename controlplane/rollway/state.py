@@ -232,13 +232,30 @@ class ControlPlane:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, refresh_interval: float = 1.0) -> None:
+        self._sync_routemaps()
+        # Replicas follow each other's pushes by re-reading route-map revisions; the same
+        # loop works for both stores and bounds the lag to refresh_interval.
+        self._stopping = threading.Event()
+
+        def loop() -> None:
+            while not self._stopping.wait(refresh_interval):
+                try:
+                    self._sync_routemaps()
+                except Exception as error:  # store trouble: keep serving what we have
+                    log.debug("route-map refresh failed: %s", error)
+
+        threading.Thread(target=loop, name="rollway-routemap-refresh", daemon=True).start()
+
+    def _sync_routemaps(self) -> None:
         for name in self.store.services():
             record = self.store.read_routemap(name)
             if record is not None:
                 self._ensure_service(record)
 
     def stop(self) -> None:
+        if getattr(self, "_stopping", None):
+            self._stopping.set()
         for state in list(self.services.values()):
             state.stop()
 

@@ -72,6 +72,11 @@ class SnapshotCache:
         self.responses: dict = {}        # (type, version, names) -> DiscoveryResponse bytes
         self.nack_total = 0
         self.consistency_failures = 0
+        # Services whose snapshots must be rebuilt (state changed, or admission may have).
+        # Everything else is served from the cached snapshot: a push to 1,000 Envoys builds
+        # the snapshot once, not once per stream.
+        self.dirty: set[str] = set()
+        self.fresh_keys: set[tuple[str, int]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         plane.add_listener(self._on_plane_change)
         plane.envoy_status = self.envoy_status
@@ -108,6 +113,11 @@ class SnapshotCache:
         with self.lock:
             key = (service, listen_port)
             current = self.snapshots.get(key)
+            if current is not None and service not in self.dirty and key in self.fresh_keys:
+                return current
+            if service in self.dirty:
+                self.dirty.discard(service)
+                self.fresh_keys = {k for k in self.fresh_keys if k[0] != service}
             try:
                 config, endpoints = self._filter_config(service)
                 fresh = build_resources(config, endpoints, listen_port, cache=self.encoded)
@@ -119,6 +129,7 @@ class SnapshotCache:
                 return current
             self.snapshots[key] = fresh
             self.configs[key] = config
+            self.fresh_keys.add(key)
             return fresh
 
     def response(self, type_url: str, resources: Resources, names: tuple[str, ...]) -> tuple[str, bytes]:
@@ -140,6 +151,8 @@ class SnapshotCache:
     # -- events --------------------------------------------------------------------------
 
     def _on_plane_change(self, service: str) -> None:
+        with self.lock:
+            self.dirty.add(service)
         self.wake(service)
 
     def wake(self, service: str) -> None:
@@ -161,10 +174,17 @@ class SnapshotCache:
         # What this Envoy now holds: every (stage, version) of the filter config it ACKed.
         node.knows = {(s["name"], v["name"]) for s in self.configs[key]["stages"] if s["mode"] == "rolling"
                       for v in s["versions"]}
+        waiting = any(v.get("admitted") is False for s in self.configs[key]["stages"]
+                      for v in s.get("versions", []))
+        if not waiting:
+            return  # nothing awaits admission: this ACK changes no snapshot
         before = set(self.admitted.get(node.service, set()))
+        self.dirty.add(node.service)
         self.snapshot(node.service, node.listen_port)
         if self.admitted.get(node.service, set()) != before:
             self.wake(node.service)
+        else:
+            self.dirty.discard(node.service)
 
     def envoy_status(self, service: str) -> list[dict]:
         with self.lock:

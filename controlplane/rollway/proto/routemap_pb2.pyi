@@ -146,8 +146,27 @@ class StageStatus(_message.Message):
     active_slot: str
     def __init__(self, name: _Optional[str] = ..., mode: _Optional[str] = ..., weight: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., direction: _Optional[str] = ..., target: _Optional[str] = ..., skipped_members: _Optional[int] = ..., held_empty: _Optional[bool] = ..., active_slot: _Optional[str] = ...) -> None: ...
 
+class EnvoyStatus(_message.Message):
+    __slots__ = ("node_id", "acked", "nacks", "last_nack")
+    class AckedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    NACKS_FIELD_NUMBER: _ClassVar[int]
+    LAST_NACK_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    acked: _containers.ScalarMap[str, str]
+    nacks: int
+    last_nack: str
+    def __init__(self, node_id: _Optional[str] = ..., acked: _Optional[_Mapping[str, str]] = ..., nacks: _Optional[int] = ..., last_nack: _Optional[str] = ...) -> None: ...
+
 class Status(_message.Message):
-    __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config")
+    __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config", "envoys")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +174,7 @@ class Status(_message.Message):
     STORE_STATE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     FILTER_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    ENVOYS_FIELD_NUMBER: _ClassVar[int]
     service: str
     revision: int
     generation: int
@@ -162,4 +182,5 @@ class Status(_message.Message):
     store_state: str
     time: float
     filter_config: str
-    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., store_state: _Optional[str] = ..., time: _Optional[float] = ..., filter_config: _Optional[str] = ...) -> None: ...
+    envoys: _containers.RepeatedCompositeFieldContainer[EnvoyStatus]
+    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., store_state: _Optional[str] = ..., time: _Optional[float] = ..., filter_config: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyStatus, _Mapping]]] = ...) -> None: ...
