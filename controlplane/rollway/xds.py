@@ -33,6 +33,7 @@ import grpc
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any
 
+from rollway.admission import AdmissionState, apply_admission, known_versions
 from rollway.state import ControlPlane, NotFound, endpoints_by_cluster
 from rollway.xds_resources import EXTENSION, TYPES, ConsistencyError, Resources, build_resources
 
@@ -67,7 +68,7 @@ class SnapshotCache:
         self.nodes: dict[str, EnvoyNode] = {}
         self.snapshots: dict[tuple[str, int], Resources] = {}
         self.configs: dict[tuple[str, int], dict] = {}   # the filter config inside each snapshot
-        self.admitted: dict[str, set[tuple[str, str]]] = {}
+        self.admitted: dict[str, AdmissionState] = {}
         self.encoded: dict = {}          # canonical JSON -> bytes, shared by all snapshots
         self.responses: dict = {}        # (type, version, names) -> DiscoveryResponse bytes
         self.nack_total = 0
@@ -92,21 +93,8 @@ class SnapshotCache:
         # Replicas must build identical resources from identical state: the generation sent
         # to Envoys is the route map revision (shared through the store), not a local counter.
         config["generation"] = revision
-        admitted = self.admitted.setdefault(service, set())
         nodes = [n for n in self.nodes.values() if n.service == service]
-        for stage in config["stages"]:
-            if stage["mode"] != "rolling":
-                continue
-            live = {(stage["name"], v["name"]) for v in stage["versions"]}
-            admitted &= live | {k for k in admitted if k[0] != stage["name"]}
-            if not any(k in admitted for k in live):
-                admitted |= live  # nothing admitted yet: nobody can be bounced, admit all
-            for version in stage["versions"]:
-                key = (stage["name"], version["name"])
-                if key not in admitted and all(key in n.knows for n in nodes):
-                    admitted.add(key)
-                if key not in admitted:
-                    version["admitted"] = False
+        apply_admission(config, self.admitted.setdefault(service, AdmissionState()), [n.knows for n in nodes])
         return config, endpoints
 
     def snapshot(self, service: str, listen_port: int) -> Resources:
@@ -172,16 +160,19 @@ class SnapshotCache:
         if resources is None or resources.versions.get(EXTENSION) != version:
             return
         # What this Envoy now holds: every (stage, version) of the filter config it ACKed.
-        node.knows = {(s["name"], v["name"]) for s in self.configs[key]["stages"] if s["mode"] == "rolling"
-                      for v in s["versions"]}
+        node.knows = known_versions(self.configs[key])
+        state = self.admitted.get(node.service)
         waiting = any(v.get("admitted") is False for s in self.configs[key]["stages"]
-                      for v in s.get("versions", []))
+                      for v in s.get("versions", [])) or (
+            state is not None and any(s.get("direction") != state.directions.get(s["name"])
+                                      for s in self.plane.filter_config(node.service)["stages"]
+                                      if s["mode"] == "rolling"))
         if not waiting:
             return  # nothing awaits admission: this ACK changes no snapshot
-        before = set(self.admitted.get(node.service, set()))
+        before = self.configs[key]
         self.dirty.add(node.service)
         self.snapshot(node.service, node.listen_port)
-        if self.admitted.get(node.service, set()) != before:
+        if self.configs[key] != before:
             self.wake(node.service)
         else:
             self.dirty.discard(node.service)

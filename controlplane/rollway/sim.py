@@ -1,0 +1,385 @@
+"""Deploy simulation: does every session move to the new version once, while Envoys learn
+about capacity at different times?
+
+A fleet of K Envoys, each receiving config updates after its own delay (drawn once per
+Envoy from 0..lag_max: updates arrive in order, like one xDS stream each); S browser
+sessions that keep their cookies, send requests to random Envoys, and reload when told;
+and a deploy tool changing a stage's hosts over time. Nothing here restates a routing
+rule: decisions come from the C++ core (``Router.route_many``), direction from
+``rollway.direction.DirectionTracker``, the filter config from ``rollway.state``, and
+admission (announce, then admit after every Envoy holds the version) from
+``rollway.admission`` -- the same code the control plane runs.
+
+Strategies compared on the same scenario and seed:
+
+- ``naive``: version = hash(id) % number of versions the stage has seen (no capacity);
+- ``capacity``: the core's capacity-ordered choice with no session affinity (no tiebreak);
+- ``rollway``: the full rules (wanted version, direction tiebreak, admission).
+
+Usage::
+
+    from rollway.sim import SimConfig, run
+    result = run(SimConfig(scenario="rolling", envoys=8, sessions=10000, lag_max=30, seed=1))
+    result.metrics["bounces"]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+
+from rollway import Router, murmur3_32, new_routing_id
+from rollway.admission import AdmissionState, apply_admission, known_versions
+from rollway.direction import DirectionTracker
+from rollway.routemap import parse_routemap
+from rollway.serverset import ServersetView
+from rollway.state import build_filter_config
+
+SCENARIOS = ("rolling", "rollback", "autoscale", "spot-loss", "third-version", "blue-green", "canary-ramp")
+STRATEGIES = ("naive", "capacity", "rollway")
+NOW0 = 1_750_000_000
+
+
+@dataclass
+class SimConfig:
+    scenario: str = "rolling"
+    strategy: str = "rollway"
+    envoys: int = 8
+    sessions: int = 10000
+    lag_max: float = 30.0
+    seed: int = 1
+    hosts: int = 20             # hosts in the deployed stage
+    batch: int = 2              # hosts replaced per deploy step
+    step_interval: float = 20.0  # seconds between deploy steps
+    request_rate: float = 0.2   # requests per session per second
+    tick: float = 1.0           # simulated seconds per tick
+
+
+@dataclass
+class World:
+    """What is really deployed: hosts per version per stage, weights, blue-green slot."""
+    hosts: dict[str, dict[str, float]]
+    weights: dict[str, float]
+    active: str = "blue"
+    deploy: int = 0                  # increments at each deploy (a rollback is a new one)
+    rollback_to: str | None = None   # the version a rollback returns to, while it runs
+
+
+def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, World]], dict]:
+    """The scenario as (time, world) events, and its route map."""
+    h, b, step = cfg.hosts, cfg.batch, cfg.step_interval
+    prod = {"name": "prod", "weight": 99, "mode": "rolling", "serverset": "/discovery/web/prod"}
+    routemap = {"service": "web", "stages": [prod]}
+    events: list[tuple[float, World]] = []
+    t = 10.0
+
+    def emit(hosts, weights=None, **kw):
+        events.append((t, World({s: dict(v) for s, v in hosts.items()}, dict(weights or {"prod": 99}), **kw)))
+
+    if cfg.scenario == "blue-green":
+        routemap = {"service": "web", "stages": [{"name": "bg", "weight": 1, "mode": "blue_green", "active": "blue",
+                                                  "slots": {"blue": {"serverset": "/d/blue"},
+                                                            "green": {"serverset": "/d/green"}}}]}
+        world = {"bg/blue": {"v1": h}, "bg/green": {"v2": h}}
+        emit(world, {"bg": 1}, active="blue")
+        t += 60
+        emit(world, {"bg": 1}, active="green", deploy=1)
+        return events, routemap
+    if cfg.scenario == "canary-ramp":
+        routemap["stages"] = [{"name": "canary", "weight": 0.5, "mode": "rolling", "serverset": "/d/canary"}, prod]
+        world = {"prod": {"v1": h}, "canary": {"v2": max(2, h // 5)}}
+        emit(world, {"canary": 0.5, "prod": 99.5})
+        for w in (1, 2, 5):
+            t += step * 2
+            emit(world, {"canary": w, "prod": 100 - w}, deploy=1)
+        return events, routemap
+
+    counts = {"v1": float(h)}
+    emit({"prod": counts})
+    deploy = 1
+    moved = 0
+    scale = 1.0
+    while moved < h:
+        t += step
+        moved = min(h, moved + b)
+        if cfg.scenario == "rollback" and moved > h // 2:
+            break
+        counts = {"v1": float(h - moved), "v2": float(moved)}
+        if cfg.scenario == "third-version" and moved > h // 2:
+            deploy = 2  # v3 starting is a deploy of its own
+            third = min(h, (moved - h // 2) * 2)
+            counts = {"v1": float(max(0, h - moved - third // 2)), "v2": float(max(0, moved - third // 2)),
+                      "v3": float(third)}
+        if cfg.scenario == "autoscale":
+            scale = {2: 1.5, 6: 1.0, 8: 0.75}.get(moved // b, scale)
+            counts = {v: c * scale for v, c in counts.items()}
+        if cfg.scenario == "spot-loss" and rng.random() < 0.5 and counts.get("v1", 0) >= 1:
+            counts["v1"] -= 1  # a spot host of the old version vanishes
+        emit({"prod": counts}, deploy=deploy)
+    if cfg.scenario == "rollback":
+        deploy += 1
+        while counts.get("v2", 0) > 0:
+            t += step
+            back = min(b, counts["v2"])
+            counts = {"v1": counts["v1"] + back, "v2": counts["v2"] - back}
+            emit({"prod": counts}, deploy=deploy, rollback_to="v1")
+    if cfg.scenario == "third-version":
+        while counts.get("v3", 0) < h:
+            t += step
+            counts = {"v1": max(0.0, counts["v1"] - b), "v2": max(0.0, counts["v2"] - (b if counts["v1"] <= 0 else 0)),
+                      "v3": 0.0}
+            counts["v3"] = h - counts["v1"] - counts["v2"]
+            emit({"prod": counts}, deploy=deploy)
+    return events, routemap
+
+
+class ControlPlaneSim:
+    """The control plane's decisions over a scenario's world, with the real builders."""
+
+    def __init__(self, routemap: dict):
+        self.routemap = parse_routemap(routemap)
+        self.trackers: dict[str, DirectionTracker] = {}
+        self.admitted = AdmissionState()
+        self.generation = 0
+        self.config: dict | None = None
+
+    def build(self, world: World, envoys_know: list[set]) -> dict | None:
+        doc = json.loads(json.dumps(self.routemap.document))
+        for stage in doc["stages"]:
+            stage["weight"] = world.weights.get(stage["name"], stage["weight"])
+            if stage["mode"] == "blue_green":
+                stage["active"] = world.active
+        routemap = parse_routemap(doc)
+        views = {k: ServersetView(k, {v: c for v, c in caps.items() if c > 0}, {}, int(sum(caps.values())), 0)
+                 for k, caps in world.hosts.items()}
+        for key, view in views.items():
+            if "/" not in key:
+                tracker = self.trackers.setdefault(key, DirectionTracker())
+                if tracker._previous != view.capacity:
+                    tracker.observe(view.capacity)
+        config = build_filter_config(routemap, views, self.trackers, 0)
+        apply_admission(config, self.admitted, envoys_know)
+        if self.config is not None and config == {**self.config, "generation": 0}:
+            return None
+        self.generation += 1
+        self.config = {**config, "generation": self.generation}
+        return self.config
+
+
+@dataclass
+class Envoy:
+    delay: float
+    pending: list = field(default_factory=list)   # (arrival time, config)
+    router: Router | None = None
+    config: dict | None = None
+    knows: set = field(default_factory=set)
+
+
+@dataclass
+class SimResult:
+    metrics: dict
+    series: dict   # time -> {"sessions": {version: share}, "capacity": {version: share}}
+
+
+def run(cfg: SimConfig) -> SimResult:
+    if cfg.scenario not in SCENARIOS:
+        raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+    rng = random.Random(cfg.seed)
+    events, routemap = timeline(cfg, random.Random(cfg.seed + 1))
+    plane = ControlPlaneSim(routemap)
+    envoys = [Envoy(rng.uniform(0, cfg.lag_max)) for _ in range(cfg.envoys)]
+    ids = [new_routing_id(NOW0, random_bits=rng.getrandbits(64)) for _ in range(cfg.sessions)]
+    keys = [murmur3_32(rid[9:25]) for rid in ids]
+    cookie: list[str | None] = [None] * cfg.sessions
+    app: list[str | None] = [None] * cfg.sessions
+    last: list[str | None] = [None] * cfg.sessions
+    left: list[set] = [set() for _ in range(cfg.sessions)]
+    moves: dict = {}
+    refreshes: dict = {}
+    seen_versions: dict[str, list[str]] = {}
+    metrics = {"bounces": 0, "sessions_bounced": 0, "zero_capacity_requests": 0, "requests": 0,
+               "requests_to_drained": 0, "refreshes": 0}
+    bounced: set[int] = set()
+    overloads: list[float] = []
+    stage_errors: list[float] = []
+    series: dict = {}
+
+    end = events[-1][0] + cfg.lag_max + 4 * cfg.step_interval
+    t, ev = 0.0, 0
+    world = events[0][1]
+    p = min(1.0, cfg.request_rate * cfg.tick)
+
+    def push(config: dict) -> None:
+        for envoy in envoys:
+            envoy.pending.append((t + envoy.delay, config))
+
+    while t <= end:
+        changed = False
+        while ev < len(events) and events[ev][0] <= t:
+            world = events[ev][1]
+            ev += 1
+            changed = True
+        applied = False
+        for envoy in envoys:
+            due = [c for when, c in envoy.pending if when <= t]
+            if due:
+                envoy.pending = [(w, c) for w, c in envoy.pending if w > t]
+                envoy.config = due[-1]
+                envoy.router = Router(json.dumps(due[-1]))
+                envoy.knows = known_versions(due[-1])
+                applied = True
+        if changed or applied:  # a world change or an ACK may change the config
+            config = plane.build(world, [e.knows for e in envoys])
+            if config is not None:
+                push(config)
+                if all(e.router is None for e in envoys):  # start-up: everyone gets the first config
+                    for e in envoys:
+                        e.pending.clear()
+                        e.config, e.router, e.knows = config, Router(json.dumps(config)), known_versions(config)
+        for stage_name, caps in world.hosts.items():
+            stage_key = stage_name.split("/")[0]
+            for v in caps:
+                if v not in seen_versions.setdefault(stage_key, []):
+                    seen_versions[stage_key].append(v)
+
+        active = [i for i in range(cfg.sessions) if rng.random() < p]
+        per_envoy: dict[int, list[int]] = {}
+        for i in active:
+            per_envoy.setdefault(rng.randrange(cfg.envoys), []).append(i)
+        tick_versions: dict[str, int] = {}
+        tick_stages: dict[str, int] = {}
+        for k, sessions in per_envoy.items():
+            envoy = envoys[k]
+            if envoy.router is None:
+                continue
+            if cfg.strategy == "rollway":
+                batch = envoy.router.route_many([ids[i] for i in sessions], [app[i] for i in sessions],
+                                                NOW0 + t, version_cookies=[cookie[i] for i in sessions])
+            else:
+                batch = envoy.router.route_many([ids[i] for i in sessions], None, NOW0 + t)
+            stages, versions, refresh = batch.stage, batch.version, batch.refresh
+            for j, i in enumerate(sessions):
+                stage, v = stages[j], versions[j]
+                if stage is None:
+                    continue
+                stage_conf = next(s for s in envoy.config["stages"] if s["name"] == stage)
+                if cfg.strategy == "naive" and stage_conf["mode"] == "rolling":
+                    pool = seen_versions.get(stage, [])
+                    v = pool[keys[i] % len(pool)] if pool else v
+                metrics["requests"] += 1
+                caps = {x["name"]: x["capacity"] for x in stage_conf.get("versions", [])} or \
+                       {x["version"]: x["capacity"] for x in stage_conf.get("slots", {}).values()}
+                if caps.get(v, 0) <= 0:
+                    metrics["zero_capacity_requests"] += 1
+                truth = world.hosts.get(stage) or {}
+                if stage_conf["mode"] == "blue_green":
+                    truth = {}
+                    for slot_key, slot_caps in world.hosts.items():
+                        truth.update(slot_caps)
+                if truth.get(v, 0) <= 0:
+                    metrics["requests_to_drained"] += 1
+                tick_versions[f"{stage}:{v}"] = tick_versions.get(f"{stage}:{v}", 0) + 1
+                tick_stages[stage] = tick_stages.get(stage, 0) + 1
+                told = refresh[j] if cfg.strategy == "rollway" else (app[i] is not None and app[i] != v
+                                                                     and cookie[i] != v)
+                prev = last[i]
+                # A move belongs to the deploy the deciding Envoy was carrying out (its
+                # config's direction for the stage); a stale Envoy finishing a forward step
+                # after a rollback began is still part of the forward deploy.
+                direction = stage_conf.get("direction", {"state": "switch" if stage_conf["mode"] == "blue_green"
+                                                         else "steady"})
+                deploy_key = (stage, direction["state"], direction.get("target"),
+                              stage_conf.get("active") if stage_conf["mode"] == "blue_green" else None)
+                if prev is not None and v != prev:
+                    key = (i, deploy_key)
+                    moves[key] = moves.get(key, 0) + 1
+                    back = v in left[i] and not (direction["state"] == "rollback" and direction.get("target") == v) \
+                        and world.rollback_to != v  # the once-back of a rollback is not a bounce
+                    if moves[key] > 1 or back:
+                        metrics["bounces"] += 1
+                        bounced.add(i)
+                    left[i].add(prev)
+                last[i] = v
+                cookie[i] = v
+                if app[i] is None or told:
+                    if told:
+                        metrics["refreshes"] += 1
+                        key = (i, deploy_key)
+                        refreshes[key] = refreshes.get(key, 0) + 1
+                    app[i] = v
+        # Overload: traffic share / capacity share per live version of the rolling stage.
+        for stage, caps in world.hosts.items():
+            if "/" in stage or tick_stages.get(stage, 0) < 200:
+                continue
+            total = sum(caps.values())
+            for v, c in caps.items():
+                share = c / total if total else 0
+                if share >= 0.05:
+                    overloads.append((tick_versions.get(f"{stage}:{v}", 0) / tick_stages[stage]) / share)
+        if tick_stages:
+            weight_total = sum(world.weights.values())
+            n = sum(tick_stages.values())
+            if n >= 500:
+                for stage, w in world.weights.items():
+                    stage_errors.append(abs(tick_stages.get(stage, 0) / n - w / weight_total))
+        counts: dict[str, int] = {}
+        for v in last:
+            if v is not None:
+                counts[v] = counts.get(v, 0) + 1
+        seen = sum(counts.values()) or 1
+        capacity: dict[str, float] = {}
+        for caps in world.hosts.values():
+            for v, c in caps.items():
+                capacity[v] = capacity.get(v, 0) + c
+        cap_total = sum(capacity.values()) or 1
+        series[t] = {"sessions": {v: c / seen for v, c in counts.items()},
+                     "capacity": {v: c / cap_total for v, c in capacity.items()}}
+        t += cfg.tick
+
+    overloads.sort()
+    metrics.update({
+        "scenario": cfg.scenario, "strategy": cfg.strategy, "envoys": cfg.envoys, "sessions": cfg.sessions,
+        "lag_max": cfg.lag_max, "seed": cfg.seed,
+        "sessions_bounced": len(bounced),
+        "refreshes_per_session_max": max(refreshes.values(), default=0),
+        "overload_max": round(overloads[-1], 3) if overloads else 0.0,
+        "overload_p99": round(overloads[min(len(overloads) - 1, int(0.99 * len(overloads)))], 3) if overloads else 0.0,
+        "stage_share_error_max": round(max(stage_errors, default=0.0), 4),
+        "final_versions": {v: sum(1 for x in last if x == v) for v in sorted({x for x in last if x})},
+    })
+    return SimResult(metrics, series)
+
+
+def plot(result: SimResult, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = sorted(result.series)
+    versions = sorted({v for point in result.series.values() for v in point["sessions"]} |
+                      {v for point in result.series.values() for v in point["capacity"]})
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, v in enumerate(versions):
+        color = colors[k % len(colors)]
+        ax.plot(times, [result.series[t]["sessions"].get(v, 0) for t in times], color=color, lw=2,
+                label=f"sessions on {v}")
+        ax.plot(times, [result.series[t]["capacity"].get(v, 0) for t in times], color=color, lw=1, ls="--",
+                label=f"capacity share of {v}")
+    ax.set_xlabel("simulated seconds")
+    ax.set_ylabel("share")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="center right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+__all__ = ["SCENARIOS", "STRATEGIES", "SimConfig", "SimResult", "run", "plot", "math"]

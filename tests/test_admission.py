@@ -1,0 +1,45 @@
+"""Announce-then-admit for versions, and steady-between for direction changes."""
+
+from rollway.admission import AdmissionState, apply_admission, known_versions
+
+
+def config(versions, direction):
+    return {"stages": [{"name": "prod", "mode": "rolling", "direction": direction,
+                        "versions": [{"name": v, "capacity": 1, "cluster": v} for v in versions]}]}
+
+
+def test_a_new_version_is_announced_then_admitted_after_every_envoy_knows_it():
+    state = AdmissionState()
+    first = config(["v1"], {"state": "steady"})
+    apply_admission(first, state, [set(), set()])
+    assert "admitted" not in first["stages"][0]["versions"][0]      # nothing to bounce from: admitted
+    envoy_a, envoy_b = known_versions(first), known_versions(first)
+    second = config(["v1", "v2"], {"state": "forward", "target": "v2"})
+    apply_admission(second, state, [envoy_a, envoy_b])
+    assert second["stages"][0]["versions"][1]["admitted"] is False  # announced only
+    envoy_a = known_versions(second)
+    third = config(["v1", "v2"], {"state": "forward", "target": "v2"})
+    apply_admission(third, state, [envoy_a, envoy_b])
+    assert third["stages"][0]["versions"][1]["admitted"] is False   # envoy-b has not heard yet
+    envoy_b = known_versions(third)
+    fourth = config(["v1", "v2"], {"state": "forward", "target": "v2"})
+    apply_admission(fourth, state, [envoy_a, envoy_b])
+    assert "admitted" not in fourth["stages"][0]["versions"][1]     # everyone knows: admitted
+
+
+def test_a_direction_change_goes_through_steady_until_every_envoy_holds_it():
+    state = AdmissionState()
+    forward = config(["v1", "v2"], {"state": "forward", "target": "v2"})
+    apply_admission(forward, state, [])
+    a = b = known_versions(forward)
+    rollback = config(["v1", "v2"], {"state": "rollback", "target": "v1"})
+    apply_admission(rollback, state, [a, b])
+    assert rollback["stages"][0]["direction"] == {"state": "steady"}
+    a = known_versions(rollback)                                       # envoy-a holds steady
+    again = config(["v1", "v2"], {"state": "rollback", "target": "v1"})
+    apply_admission(again, state, [a, b])
+    assert again["stages"][0]["direction"] == {"state": "steady"}     # envoy-b still forward
+    b = known_versions(again)
+    final = config(["v1", "v2"], {"state": "rollback", "target": "v1"})
+    apply_admission(final, state, [a, b])
+    assert final["stages"][0]["direction"] == {"state": "rollback", "target": "v1"}
