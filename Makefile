@@ -9,7 +9,7 @@ APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench-core bench-envoy bench-controlplane bench-xds clean
+.PHONY: setup demo test bench-core bench-envoy bench-controlplane bench-xds bench-sim clean
 
 setup: $(STAMPS)/installed
 
@@ -50,6 +50,9 @@ bench-controlplane: setup
 
 bench-xds: setup
 	$(VPY) benchmarks/xds.py
+
+bench-sim: setup
+	$(VPY) benchmarks/sim.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) build

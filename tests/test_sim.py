@@ -23,3 +23,20 @@ def test_the_peers_fail_where_rollway_holds():
     assert naive["zero_capacity_requests"] > 0          # hash % versions ignores capacity
     assert capacity["bounces"] > 0                      # no affinity: lagging views bounce sessions
     assert capacity["refreshes_per_session_max"] > 1
+
+
+def test_rollway_simulate_cli_json_and_plot(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    plot = tmp_path / "rolling.png"
+    out = subprocess.run([sys.executable, "-m", "rollway.cli", "simulate", "--scenario", "rolling", "--sessions", "800",
+                          "--envoys", "4", "--lag-max", "10", "--json", "--plot", str(plot)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout)
+    for key in ("bounces", "refreshes_per_session_max", "zero_capacity_requests", "overload_max", "overload_p99"):
+        assert key in metrics
+    assert metrics["bounces"] == 0 and metrics["strategy"] == "rollway"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000

@@ -6,6 +6,9 @@ Subcommands so far:
 ``rollway envoy-config --ads --xds HOST:PORT --node-id ID``
     Print a ready Envoy bootstrap (JSON) with the installed filter module's path filled in.
 
+``rollway simulate --scenario NAME [--strategy rollway|capacity|naive|all] [--json] [--plot F]``
+    Simulate a deploy through lagging Envoys (rollway.sim).
+
 ``rollway serve``, ``rollway routemap ...``, ``rollway status``, ``rollway serverset announce``
     The control plane and its operator API (see rollway.cli_controlplane).
 
@@ -131,6 +134,34 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from rollway import sim
+
+    strategies = list(sim.STRATEGIES) if args.strategy == "all" else [args.strategy]
+    results = {}
+    for strategy in strategies:
+        cfg = sim.SimConfig(scenario=args.scenario, strategy=strategy, envoys=args.envoys, sessions=args.sessions,
+                            lag_max=args.lag_max, seed=args.seed)
+        results[strategy] = sim.run(cfg)
+    if args.plot:
+        shown = results.get("rollway") or next(iter(results.values()))
+        sim.plot(shown, args.plot, f"{args.scenario}: sessions per version ({shown.metrics['strategy']}, "
+                                   f"{args.envoys} Envoys lagging up to {args.lag_max:g} s)")
+    keys = ("bounces", "sessions_bounced", "refreshes_per_session_max", "zero_capacity_requests",
+            "requests_to_drained", "overload_max", "overload_p99", "stage_share_error_max", "requests")
+    if args.json:
+        out = {s: r.metrics for s, r in results.items()}
+        json.dump(out if len(out) > 1 else next(iter(out.values())), sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    print(f"scenario {args.scenario}: {args.sessions} sessions, {args.envoys} Envoys lagging up to "
+          f"{args.lag_max:g} s, seed {args.seed}")
+    print(f"{'metric':28}" + "".join(f"{s:>12}" for s in results))
+    for key in keys:
+        print(f"{key:28}" + "".join(f"{r.metrics[key]:>12}" for r in results.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollway", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--listen-port", type=int, default=10000)
     envoy.add_argument("--admin-port", type=int, default=9901)
     envoy.set_defaults(func=_cmd_envoy_config)
+
+    simulate = sub.add_parser("simulate", help="simulate a deploy through a fleet of lagging Envoys")
+    from rollway.sim import SCENARIOS, STRATEGIES
+
+    simulate.add_argument("--scenario", required=True, choices=SCENARIOS)
+    simulate.add_argument("--strategy", default="rollway", choices=(*STRATEGIES, "all"))
+    simulate.add_argument("--envoys", type=int, default=8)
+    simulate.add_argument("--sessions", type=int, default=10000)
+    simulate.add_argument("--lag-max", type=float, default=30.0, help="config delay per Envoy: uniform 0..N s")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--json", action="store_true")
+    simulate.add_argument("--plot", help="write a PNG: sessions per version over time, capacity overlaid")
+    simulate.set_defaults(func=_cmd_simulate)
 
     from rollway.cli_controlplane import add_commands
 

@@ -175,6 +175,15 @@ class Envoy:
     router: Router | None = None
     config: dict | None = None
     knows: set = field(default_factory=set)
+    stages: dict = field(default_factory=dict)      # stage name -> (stage config, {version: capacity})
+
+    def apply(self, config: dict) -> None:
+        self.config, self.router, self.knows = config, Router(json.dumps(config)), known_versions(config)
+        self.stages = {}
+        for stage in config["stages"]:
+            caps = {x["name"]: x["capacity"] for x in stage.get("versions", [])} or \
+                {x["version"]: x["capacity"] for x in stage.get("slots", {}).values()}
+            self.stages[stage["name"]] = (stage, caps)
 
 
 @dataclass
@@ -204,6 +213,7 @@ def run(cfg: SimConfig) -> SimResult:
     metrics = {"bounces": 0, "sessions_bounced": 0, "zero_capacity_requests": 0, "requests": 0,
                "requests_to_drained": 0, "refreshes": 0}
     bounced: set[int] = set()
+    on_version: dict[str, int] = {}  # sessions whose last response came from each version
     overloads: list[float] = []
     stage_errors: list[float] = []
     series: dict = {}
@@ -228,9 +238,7 @@ def run(cfg: SimConfig) -> SimResult:
             due = [c for when, c in envoy.pending if when <= t]
             if due:
                 envoy.pending = [(w, c) for w, c in envoy.pending if w > t]
-                envoy.config = due[-1]
-                envoy.router = Router(json.dumps(due[-1]))
-                envoy.knows = known_versions(due[-1])
+                envoy.apply(due[-1])
                 applied = True
         if changed or applied:  # a world change or an ACK may change the config
             config = plane.build(world, [e.knows for e in envoys])
@@ -239,14 +247,24 @@ def run(cfg: SimConfig) -> SimResult:
                 if all(e.router is None for e in envoys):  # start-up: everyone gets the first config
                     for e in envoys:
                         e.pending.clear()
-                        e.config, e.router, e.knows = config, Router(json.dumps(config)), known_versions(config)
+                        e.apply(config)
         for stage_name, caps in world.hosts.items():
             stage_key = stage_name.split("/")[0]
             for v in caps:
                 if v not in seen_versions.setdefault(stage_key, []):
                     seen_versions[stage_key].append(v)
 
-        active = [i for i in range(cfg.sessions) if rng.random() < p]
+        # Each session requests with probability p this tick. For large fleets draw how many
+        # (normal approximation of the binomial), then which: 100k coin flips per tick cost
+        # more than the routing itself.
+        if cfg.sessions <= 1000:
+            active = [i for i in range(cfg.sessions) if rng.random() < p]
+        else:
+            n_active = int(round(rng.gauss(p * cfg.sessions, math.sqrt(cfg.sessions * p * (1 - p)))))
+            active = rng.sample(range(cfg.sessions), min(cfg.sessions, max(0, n_active)))
+        truth_by_stage: dict[str, dict] = {}
+        for stage_name, caps in world.hosts.items():
+            truth_by_stage.setdefault(stage_name.split("/")[0], {}).update(caps)
         per_envoy: dict[int, list[int]] = {}
         for i in active:
             per_envoy.setdefault(rng.randrange(cfg.envoys), []).append(i)
@@ -266,21 +284,14 @@ def run(cfg: SimConfig) -> SimResult:
                 stage, v = stages[j], versions[j]
                 if stage is None:
                     continue
-                stage_conf = next(s for s in envoy.config["stages"] if s["name"] == stage)
+                stage_conf, caps = envoy.stages[stage]
                 if cfg.strategy == "naive" and stage_conf["mode"] == "rolling":
                     pool = seen_versions.get(stage, [])
                     v = pool[keys[i] % len(pool)] if pool else v
                 metrics["requests"] += 1
-                caps = {x["name"]: x["capacity"] for x in stage_conf.get("versions", [])} or \
-                       {x["version"]: x["capacity"] for x in stage_conf.get("slots", {}).values()}
                 if caps.get(v, 0) <= 0:
                     metrics["zero_capacity_requests"] += 1
-                truth = world.hosts.get(stage) or {}
-                if stage_conf["mode"] == "blue_green":
-                    truth = {}
-                    for slot_key, slot_caps in world.hosts.items():
-                        truth.update(slot_caps)
-                if truth.get(v, 0) <= 0:
+                if truth_by_stage.get(stage, {}).get(v, 0) <= 0:
                     metrics["requests_to_drained"] += 1
                 tick_versions[f"{stage}:{v}"] = tick_versions.get(f"{stage}:{v}", 0) + 1
                 tick_stages[stage] = tick_stages.get(stage, 0) + 1
@@ -303,6 +314,10 @@ def run(cfg: SimConfig) -> SimResult:
                         metrics["bounces"] += 1
                         bounced.add(i)
                     left[i].add(prev)
+                if prev != v:
+                    if prev is not None:
+                        on_version[prev] -= 1
+                    on_version[v] = on_version.get(v, 0) + 1
                 last[i] = v
                 cookie[i] = v
                 if app[i] is None or told:
@@ -326,10 +341,7 @@ def run(cfg: SimConfig) -> SimResult:
             if n >= 500:
                 for stage, w in world.weights.items():
                     stage_errors.append(abs(tick_stages.get(stage, 0) / n - w / weight_total))
-        counts: dict[str, int] = {}
-        for v in last:
-            if v is not None:
-                counts[v] = counts.get(v, 0) + 1
+        counts = {v: c for v, c in on_version.items() if c}
         seen = sum(counts.values()) or 1
         capacity: dict[str, float] = {}
         for caps in world.hosts.values():
