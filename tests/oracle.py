@@ -119,6 +119,7 @@ class Stage:
     state: str = "steady"
     target: int = -1
     active: int = -1
+    next_slot: int = -1
     salt: int = 0
     order: list[int] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
@@ -174,7 +175,10 @@ class OracleRouter:
                 versions = [Version(slot["version"], float(slot["capacity"]), slot["cluster"])
                             for _, slot in slots]
                 stage = Stage(s["name"], float(s["weight"]), "blue_green", versions)
-                stage.active = [name for name, _ in slots].index(s["active"])
+                names = [name for name, _ in slots]
+                stage.active = names.index(s["active"])
+                if "next" in s:
+                    stage.next_slot = names.index(s["next"])
             stage.salt = hash128(stage.name.encode())[0]
             self.stages.append(stage)
 
@@ -211,6 +215,10 @@ class OracleRouter:
 
     def route_in_stage(self, stage: Stage, high: int, wanted_name: str | None) -> tuple[int, str]:
         if stage.mode == "blue_green":
+            if stage.next_slot >= 0 and wanted_name:
+                nxt = stage.versions[stage.next_slot]
+                if nxt.capacity > 0 and nxt.name == wanted_name:
+                    return stage.next_slot, "kept"
             return stage.active, "blue_green"
         computed = self.pick_version(stage, high)
         if not wanted_name:

@@ -43,3 +43,25 @@ def test_a_direction_change_goes_through_steady_until_every_envoy_holds_it():
     final = config(["v1", "v2"], {"state": "rollback", "target": "v1"})
     apply_admission(final, state, [a, b])
     assert final["stages"][0]["direction"] == {"state": "rollback", "target": "v1"}
+
+
+def test_a_blue_green_switch_waits_at_next_until_every_envoy_holds_it():
+    def bg(active):
+        return {"stages": [{"name": "bg", "mode": "blue_green", "active": active, "slots": {
+            "blue": {"version": "v1", "capacity": 1, "cluster": "b"},
+            "green": {"version": "v2", "capacity": 1, "cluster": "g"}}}]}
+    state = AdmissionState()
+    first = bg("blue")
+    apply_admission(first, state, [])
+    a = b = known_versions(first)
+    switch = bg("green")
+    apply_admission(switch, state, [a, b])
+    assert (switch["stages"][0]["active"], switch["stages"][0]["next"]) == ("blue", "green")
+    a = known_versions(switch)
+    still = bg("green")
+    apply_admission(still, state, [a, b])
+    assert still["stages"][0]["active"] == "blue"      # envoy-b has not got `next` yet
+    b = known_versions(still)
+    done = bg("green")
+    apply_admission(done, state, [a, b])
+    assert done["stages"][0]["active"] == "green" and "next" not in done["stages"][0]

@@ -26,8 +26,11 @@ def stage_docs(draw, name):
             slots[slot] = {"version": draw(st.sampled_from(VERSION_NAMES)),
                            "capacity": draw(st.sampled_from([0, 1, 5])),
                            "cluster": f"web.{name}.{slot}"}
-        return {"name": name, "weight": weight, "mode": "blue_green",
-                "active": draw(st.sampled_from(["blue", "green"])), "slots": slots}
+        active = draw(st.sampled_from(["blue", "green"]))
+        doc = {"name": name, "weight": weight, "mode": "blue_green", "active": active, "slots": slots}
+        if draw(st.booleans()):
+            doc["next"] = "green" if active == "blue" else "blue"
+        return doc
     names = draw(st.lists(st.sampled_from(VERSION_NAMES), max_size=5, unique=True))
     versions = [{"name": v, "capacity": draw(st.sampled_from([0, 1, 2, 7]) | st.floats(0, 50)),
                  "cluster": f"web.{name}.{v}", "admitted": draw(st.booleans() | st.just(True))}

@@ -287,6 +287,19 @@ def test_blue_green_cutover_moves_everyone_once():
     assert not any(reloaded.refresh) and set(reloaded.reason) == {"blue_green"}
 
 
+def test_during_a_blue_green_switch_sessions_on_the_incoming_slot_stay_there():
+    switching = rollway.Router(config({**blue_green("bg", 1, "blue", ("v1", 5), ("v2", 5)), "next": "green"}))
+    ids = IDS[:5000]
+    stayed = switching.route_many(ids, ["v2"] * len(ids), NOW)       # moved by a faster Envoy
+    assert set(stayed.version) == {"v2"} and set(stayed.reason) == {"kept"}
+    others = switching.route_many(ids, ["v1"] * len(ids), NOW)
+    assert set(others.version) == {"v1"} and set(others.reason) == {"blue_green"}
+    fresh = switching.route_many(ids, now=NOW)
+    assert set(fresh.version) == {"v1"}
+    with pytest.raises(ValueError, match=r"stages\[0\]\.next: must differ from active"):
+        rollway.Router(config({**blue_green("bg", 1, "blue", ("v1", 5), ("v2", 5)), "next": "blue"}))
+
+
 def test_refresh_is_signalled_once_and_not_after_the_client_refreshed():
     router = rollway.Router(version_config([("v1", 0), ("v2", 10)], "forward", "v2"))
     rid = IDS[3]

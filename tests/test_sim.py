@@ -7,7 +7,7 @@ import pytest
 from rollway.sim import SimConfig, run
 
 
-@pytest.mark.parametrize("scenario", ["rolling", "autoscale", "spot-loss", "rollback"])
+@pytest.mark.parametrize("scenario", ["rolling", "autoscale", "spot-loss", "rollback", "blue-green"])
 def test_rollway_moves_every_session_once_with_lagging_envoys(scenario):
     m = run(SimConfig(scenario=scenario, strategy="rollway", sessions=2000, envoys=8, lag_max=30, seed=3)).metrics
     assert m["requests"] > 50_000

@@ -264,6 +264,7 @@ class PyRouter {
         entry["direction"] = direction;
       } else {
         entry["active"] = stage.versions[stage.active_slot].slot;
+        if (stage.next_slot >= 0) entry["next"] = stage.versions[stage.next_slot].slot;
       }
       out.append(entry);
     }

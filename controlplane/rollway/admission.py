@@ -26,6 +26,8 @@ def known_versions(config: dict) -> set[Key]:
     and each stage's direction."""
     out = {(s["name"], v["name"]) for s in config["stages"] if s["mode"] == "rolling" for v in s["versions"]}
     out |= {_direction_token(s) for s in config["stages"] if s["mode"] == "rolling"}
+    out |= {(s["name"], f"bluegreen:{s['active']}:{s.get('next', '')}") for s in config["stages"]
+            if s["mode"] == "blue_green"}
     return out
 
 
@@ -35,6 +37,13 @@ class AdmissionState:
     versions: set[Key] = field(default_factory=set)
     directions: dict[str, dict] = field(default_factory=dict)  # stage -> direction last published
     holding: dict[str, dict] = field(default_factory=dict)     # stage -> direction waiting behind steady
+    active_slots: dict[str, str] = field(default_factory=dict)  # blue-green stage -> active slot published
+
+    def waiting(self, config: dict) -> bool:
+        """Whether ``config`` holds something back that an ACK could release."""
+        return bool(self.holding) or any(
+            s.get("next") or any(v.get("admitted") is False for v in s.get("versions", []))
+            for s in config["stages"])
 
 
 def apply_admission(config: dict, state: "AdmissionState | set[Key]", envoys_know: Iterable[set[Key]]) -> None:
@@ -50,6 +59,9 @@ def apply_admission(config: dict, state: "AdmissionState | set[Key]", envoys_kno
     knows = list(envoys_know)
     admitted = state.versions
     for stage in config["stages"]:
+        if stage["mode"] == "blue_green":
+            _hold_blue_green_switch(stage, state, knows)
+            continue
         if stage["mode"] != "rolling":
             continue
         name = stage["name"]
@@ -76,3 +88,18 @@ def apply_admission(config: dict, state: "AdmissionState | set[Key]", envoys_kno
                 admitted.add(key)
             if key not in admitted:
                 version["admitted"] = False
+
+
+def _hold_blue_green_switch(stage: dict, state: AdmissionState, knows: list[set[Key]]) -> None:
+    """A switch of the active slot goes out in two steps: first the old slot stays active
+    with ``next`` naming the new one (sessions a faster Envoy already switched stay
+    switched), then, once every Envoy holds that, the new slot becomes active."""
+    name, wanted = stage["name"], stage["active"]
+    published = state.active_slots.get(name)
+    if published is not None and wanted != published:
+        if all((name, f"bluegreen:{published}:{wanted}") in k for k in knows):
+            state.active_slots[name] = wanted
+        else:
+            stage["active"], stage["next"] = published, wanted
+            return
+    state.active_slots[name] = wanted

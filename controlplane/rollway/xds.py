@@ -162,11 +162,7 @@ class SnapshotCache:
         # What this Envoy now holds: every (stage, version) of the filter config it ACKed.
         node.knows = known_versions(self.configs[key])
         state = self.admitted.get(node.service)
-        waiting = any(v.get("admitted") is False for s in self.configs[key]["stages"]
-                      for v in s.get("versions", [])) or (
-            state is not None and any(s.get("direction") != state.directions.get(s["name"])
-                                      for s in self.plane.filter_config(node.service)["stages"]
-                                      if s["mode"] == "rolling"))
+        waiting = state is not None and state.waiting(self.configs[key])
         if not waiting:
             return  # nothing awaits admission: this ACK changes no snapshot
         before = self.configs[key]

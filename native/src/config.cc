@@ -199,6 +199,14 @@ void parse_blue_green(const json& value, const std::string& path, StageEntry& st
     if (stage.versions[i].slot == active) stage.active_slot = static_cast<int>(i);
   }
   if (stage.active_slot < 0) fail(path + ".active", "names no slot of this stage ('" + active + "')");
+  if (const json* next = member(value, "next")) {
+    const std::string name = as_string(*next, path + ".next");
+    for (size_t i = 0; i < stage.versions.size(); ++i) {
+      if (stage.versions[i].slot == name) stage.next_slot = static_cast<int>(i);
+    }
+    if (stage.next_slot < 0) fail(path + ".next", "names no slot of this stage ('" + name + "')");
+    if (stage.next_slot == stage.active_slot) fail(path + ".next", "must differ from active");
+  }
 }
 
 StageEntry parse_stage(const json& value, const std::string& path) {

@@ -85,6 +85,14 @@ inline int find_available(const StageEntry& stage, std::string_view name) {
 void route_in_stage(const StageEntry& stage, uint64_t hash_high, std::string_view wanted_name,
                     Decision& d) {
   if (stage.mode == StageMode::kBlueGreen) {
+    if (stage.next_slot >= 0 && !wanted_name.empty()) {
+      const VersionEntry& next = stage.versions[stage.next_slot];
+      if (next.capacity > 0 && same_name(next.name, wanted_name)) {
+        d.version = stage.next_slot;  // already switched by a faster Envoy: keep it there
+        d.reason = Reason::kKept;
+        return;
+      }
+    }
     d.version = stage.active_slot;
     d.reason = Reason::kBlueGreen;
     return;

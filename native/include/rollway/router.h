@@ -21,7 +21,8 @@
 // 3. Tiebreak, when the version the session wants differs from the computed one: see
 //    `Reason` and router.cc; the direction (steady/forward/rollback + target) travels in
 //    the config so every Envoy breaks ties the same way while capacity views differ.
-// 4. Blue-green: the active slot takes the whole stage.
+// 4. Blue-green: the active slot takes the whole stage (during a switch, sessions that want
+//    the incoming slot's version stay there).
 // 5. Refresh: when the routed version differs from the client's app version, unless the
 //    version cookie shows the client was already sent to that version.
 #pragma once
@@ -67,6 +68,11 @@ struct StageEntry {
   DirectionState direction = DirectionState::kSteady;
   int direction_target = -1;  // index into versions, or -1
   int active_slot = -1;       // blue-green: index into versions
+  // Blue-green, during a switch: the slot being switched to. Sessions that already want its
+  // version stay on it; everyone else stays on the active slot. The control plane sends
+  // this first, and makes the slot active only once every Envoy holds it, so a lagging
+  // Envoy never sends a switched session back.
+  int next_slot = -1;
 
   // Derived at parse time so that decide() only compares and multiplies.
   uint64_t salt = 0;         // murmur3_x64_128(name).low
