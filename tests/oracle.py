@@ -234,10 +234,10 @@ class OracleRouter:
         if stage.state == "steady":
             return wanted, "kept"
         if stage.state == "forward":
-            if wanted == target or (computed != target and wanted > computed):
+            if wanted == target or wanted > computed:
                 return wanted, "kept"
             return computed, "moved_forward"
-        if wanted == target or (computed != target and wanted < computed):
+        if wanted == target or wanted < computed:
             return wanted, "kept"
         return computed, "moved_rollback"
 

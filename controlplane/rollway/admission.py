@@ -50,6 +50,9 @@ def apply_admission(config: dict, state: "AdmissionState | set[Key]", envoys_kno
     """Marks versions not yet admitted in ``config`` (in place), and holds a change of
     direction at ``steady`` until every Envoy has the steady config.
 
+    Only a reversal (forward <-> rollback) is held; retargeting a forward deploy to a newer
+    version moves sessions the same way and goes out at once.
+
     Why the direction rule: while Envoys lag, one still on ``forward`` would move a session
     forward again right after another, already on ``rollback``, moved it back. ``steady``
     moves nobody, so going forward -> steady -> rollback (the second step only once every
@@ -71,7 +74,7 @@ def apply_admission(config: dict, state: "AdmissionState | set[Key]", envoys_kno
         if name in state.holding and wanted["state"] != "steady" and not steady_everywhere:
             state.holding[name] = wanted                  # still waiting for every Envoy
             stage["direction"] = {"state": "steady"}
-        elif name not in state.holding and published is not None and wanted != published \
+        elif name not in state.holding and published is not None and wanted["state"] != published["state"] \
                 and published["state"] != "steady" and wanted["state"] != "steady":
             state.holding[name] = wanted                  # a reversal: nobody moves anyone first
             stage["direction"] = {"state": "steady"}

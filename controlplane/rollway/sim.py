@@ -96,6 +96,28 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
             emit(world, {"canary": w, "prod": 100 - w}, deploy=1)
         return events, routemap
 
+    if cfg.scenario == "third-version":
+        # Real hosts: v2 replaces v1 until half the hosts run v2; then v3 starts and replaces
+        # the oldest hosts first (the rest of v1, then v2) until it runs everywhere.
+        hosts = ["v1"] * h
+        emit({"prod": {"v1": float(h)}})
+        deploy = 1
+        while hosts.count("v2") < h // 2:
+            t += step
+            for _ in range(b):
+                if "v1" in hosts:
+                    hosts[hosts.index("v1")] = "v2"
+            emit({"prod": {v: float(hosts.count(v)) for v in ("v1", "v2") if hosts.count(v)}}, deploy=deploy)
+        deploy = 2
+        while hosts.count("v3") < h:
+            t += step
+            for _ in range(b):
+                oldest = "v1" if "v1" in hosts else "v2"
+                if oldest in hosts:
+                    hosts[hosts.index(oldest)] = "v3"
+            emit({"prod": {v: float(hosts.count(v)) for v in ("v1", "v2", "v3") if hosts.count(v)}}, deploy=deploy)
+        return events, routemap
+
     counts = {"v1": float(h)}
     emit({"prod": counts})
     deploy = 1
@@ -107,11 +129,6 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
         if cfg.scenario == "rollback" and moved > h // 2:
             break
         counts = {"v1": float(h - moved), "v2": float(moved)}
-        if cfg.scenario == "third-version" and moved > h // 2:
-            deploy = 2  # v3 starting is a deploy of its own
-            third = min(h, (moved - h // 2) * 2)
-            counts = {"v1": float(max(0, h - moved - third // 2)), "v2": float(max(0, moved - third // 2)),
-                      "v3": float(third)}
         if cfg.scenario == "autoscale":
             scale = {2: 1.5, 6: 1.0, 8: 0.75}.get(moved // b, scale)
             counts = {v: c * scale for v, c in counts.items()}
@@ -125,13 +142,6 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
             back = min(b, counts["v2"])
             counts = {"v1": counts["v1"] + back, "v2": counts["v2"] - back}
             emit({"prod": counts}, deploy=deploy, rollback_to="v1")
-    if cfg.scenario == "third-version":
-        while counts.get("v3", 0) < h:
-            t += step
-            counts = {"v1": max(0.0, counts["v1"] - b), "v2": max(0.0, counts["v2"] - (b if counts["v1"] <= 0 else 0)),
-                      "v3": 0.0}
-            counts["v3"] = h - counts["v1"] - counts["v2"]
-            emit({"prod": counts}, deploy=deploy)
     return events, routemap
 
 

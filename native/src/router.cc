@@ -54,9 +54,11 @@ Reason tiebreak(const StageEntry& stage, int wanted, int computed, int* routed) 
       *routed = wanted;
       return Reason::kKept;
     case DirectionState::kForward:
-      // Already on the target, or on something newer than its hash says: stay. Otherwise
-      // the session is on a draining version and moves forward.
-      if (wanted == target || (computed != target && wanted > computed)) {
+      // Already on the target, or on something newer than its hash says: stay. A session is
+      // never moved to an older version during a forward deploy, even when the target itself
+      // is older than what it wants (an Envoy still finishing v2 while v3 is announced).
+      // Otherwise the session is on a draining version and moves forward.
+      if (wanted == target || wanted > computed) {
         *routed = wanted;
         return Reason::kKept;
       }
@@ -64,7 +66,7 @@ Reason tiebreak(const StageEntry& stage, int wanted, int computed, int* routed) 
       return Reason::kMovedForward;
     case DirectionState::kRollback:
       // The mirror image: never move a session to something newer during a rollback.
-      if (wanted == target || (computed != target && wanted < computed)) {
+      if (wanted == target || wanted < computed) {
         *routed = wanted;
         return Reason::kKept;
       }
