@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kazoo.client import KazooClient
 
-from envoy_harness import free_port
+from envoy_harness import free_port, stop_process
 
 CLASSPATH = ":".join([
     "/etc/zookeeper/conf", "/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-api.jar",
@@ -69,13 +69,7 @@ class ZooKeeperServer:
         raise RuntimeError(f"ZooKeeper did not start in {timeout}s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
 

@@ -29,12 +29,17 @@ from collections.abc import Sequence
 from rollway import Router, new_routing_id
 
 
-def _read_config(path: str) -> str:
+def read_file(path: str, what: str = "file") -> str:
+    """A file's text, or exit with a message naming it (shared by every subcommand)."""
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except OSError as error:
-        raise SystemExit(f"rollway: cannot read config {path!r}: {error.strerror}") from None
+        raise SystemExit(f"rollway: cannot read {what} {path!r}: {error.strerror}") from None
+
+
+def _read_config(path: str) -> str:
+    return read_file(path, "config")
 
 
 def _cmd_route(args: argparse.Namespace) -> int:

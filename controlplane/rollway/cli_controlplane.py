@@ -24,11 +24,9 @@ DEFAULT_SERVER = os.environ.get("ROLLWAY_SERVER", "127.0.0.1:7700")
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as error:
-        raise SystemExit(f"rollway: cannot read {path!r}: {error.strerror}") from None
+    from rollway.cli import read_file
+
+    return read_file(path)
 
 
 def _token(args) -> str | None:
