@@ -202,13 +202,16 @@ class SimResult:
     series: dict   # time -> {"sessions": {version: share}, "capacity": {version: share}}
 
 
-def run(cfg: SimConfig) -> SimResult:
-    if cfg.scenario not in SCENARIOS:
-        raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
+def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routemap: dict | None = None) -> SimResult:
+    """Simulates ``cfg.scenario``, or the given ``events`` (time, World) over ``routemap``
+    (for generated deploys, e.g. hypothesis state machines)."""
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
     rng = random.Random(cfg.seed)
-    events, routemap = timeline(cfg, random.Random(cfg.seed + 1))
+    if events is None:
+        if cfg.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
+        events, routemap = timeline(cfg, random.Random(cfg.seed + 1))
     plane = ControlPlaneSim(routemap)
     envoys = [Envoy(rng.uniform(0, cfg.lag_max)) for _ in range(cfg.envoys)]
     ids = [new_routing_id(NOW0, random_bits=rng.getrandbits(64)) for _ in range(cfg.sessions)]
