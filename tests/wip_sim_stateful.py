@@ -36,7 +36,6 @@ class DeployMachine(RuleBasedStateMachine):
     def start(self, hosts, lag, envoys, seed):
         self.counts = {"v1": float(hosts), "v2": 0.0}
         self.t = 10.0
-        self.deploy = 1
         self.rolled_back = False
         self.cfg = SimConfig(strategy="rollway", sessions=600, envoys=envoys, lag_max=lag, seed=seed,
                              request_rate=0.3)
@@ -45,7 +44,7 @@ class DeployMachine(RuleBasedStateMachine):
     def emit(self, wait: float) -> None:
         self.t += wait
         live = {v: c for v, c in self.counts.items() if c > 0}
-        self.events.append((self.t, World({"prod": live}, {"prod": 1}, deploy=self.deploy,
+        self.events.append((self.t, World({"prod": live}, {"prod": 1},
                                           rollback_to="v1" if self.rolled_back else None)))
 
     @rule(batch=st.integers(1, 4), wait=st.floats(3.0, 40.0))
@@ -73,7 +72,6 @@ class DeployMachine(RuleBasedStateMachine):
     @rule(wait=st.floats(3.0, 20.0))
     def rollback(self, wait):
         self.rolled_back = True
-        self.deploy += 1
         moved = min(2.0, self.counts["v2"])
         self.counts["v2"] -= moved
         self.counts["v1"] += moved

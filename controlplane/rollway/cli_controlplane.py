@@ -35,6 +35,15 @@ def _token(args) -> str | None:
     return os.environ.get("ROLLWAY_TOKEN")
 
 
+def _write_metadata(args, command: str) -> tuple:
+    """gRPC metadata carrying the operator token; exits with a clear message without one."""
+    token = _token(args)
+    if not token:
+        print(f"rollway: {command} needs the operator token (--token-file or $ROLLWAY_TOKEN)", file=sys.stderr)
+        raise SystemExit(2)
+    return (("authorization", f"Bearer {token}"),)
+
+
 def _stub(args):
     from rollway.proto import routemap_pb2_grpc as pb_grpc
 
@@ -132,13 +141,10 @@ def cmd_validate(args) -> int:
 def cmd_push(args) -> int:
     from rollway.proto import routemap_pb2 as pb
 
-    token = _token(args)
-    if not token:
-        print("rollway: push needs the operator token (--token-file or $ROLLWAY_TOKEN)", file=sys.stderr)
-        return 2
+    metadata = _write_metadata(args, "push")
     request = pb.PushRequest(document=_read(args.file), expected_revision=args.expected_revision,
                              author=args.author, reason=args.reason)
-    rev = _call(lambda: _stub(args).Push(request, metadata=(("authorization", f"Bearer {token}"),))).revision
+    rev = _call(lambda: _stub(args).Push(request, metadata=metadata)).revision
     return _print(args, _revision_dict(rev), lambda d: print(f"{d['service']}: pushed revision {d['revision']}"))
 
 
@@ -169,13 +175,10 @@ def cmd_history(args) -> int:
 def cmd_rollback(args) -> int:
     from rollway.proto import routemap_pb2 as pb
 
-    token = _token(args)
-    if not token:
-        print("rollway: rollback needs the operator token (--token-file or $ROLLWAY_TOKEN)", file=sys.stderr)
-        return 2
+    metadata = _write_metadata(args, "rollback")
     request = pb.RollbackRequest(service=args.service, to_revision=args.to, expected_revision=args.expected_revision,
                                  author=args.author, reason=args.reason)
-    rev = _call(lambda: _stub(args).Rollback(request, metadata=(("authorization", f"Bearer {token}"),))).revision
+    rev = _call(lambda: _stub(args).Rollback(request, metadata=metadata)).revision
     return _print(args, _revision_dict(rev),
                   lambda d: print(f"{d['service']}: revision {d['revision']} restores revision {args.to}"))
 

@@ -63,7 +63,6 @@ class World:
     hosts: dict[str, dict[str, float]]
     weights: dict[str, float]
     active: str = "blue"
-    deploy: int = 0                  # increments at each deploy (a rollback is a new one)
     rollback_to: str | None = None   # the version a rollback returns to, while it runs
 
 
@@ -85,7 +84,7 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
         world = {"bg/blue": {"v1": h}, "bg/green": {"v2": h}}
         emit(world, {"bg": 1}, active="blue")
         t += 60
-        emit(world, {"bg": 1}, active="green", deploy=1)
+        emit(world, {"bg": 1}, active="green")
         return events, routemap
     if cfg.scenario == "canary-ramp":
         routemap["stages"] = [{"name": "canary", "weight": 0.5, "mode": "rolling", "serverset": "/d/canary"}, prod]
@@ -93,7 +92,7 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
         emit(world, {"canary": 0.5, "prod": 99.5})
         for w in (1, 2, 5):
             t += step * 2
-            emit(world, {"canary": w, "prod": 100 - w}, deploy=1)
+            emit(world, {"canary": w, "prod": 100 - w})
         return events, routemap
 
     if cfg.scenario == "third-version":
@@ -101,26 +100,23 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
         # the oldest hosts first (the rest of v1, then v2) until it runs everywhere.
         hosts = ["v1"] * h
         emit({"prod": {"v1": float(h)}})
-        deploy = 1
         while hosts.count("v2") < h // 2:
             t += step
             for _ in range(b):
                 if "v1" in hosts:
                     hosts[hosts.index("v1")] = "v2"
-            emit({"prod": {v: float(hosts.count(v)) for v in ("v1", "v2") if hosts.count(v)}}, deploy=deploy)
-        deploy = 2
+            emit({"prod": {v: float(hosts.count(v)) for v in ("v1", "v2") if hosts.count(v)}})
         while hosts.count("v3") < h:
             t += step
             for _ in range(b):
                 oldest = "v1" if "v1" in hosts else "v2"
                 if oldest in hosts:
                     hosts[hosts.index(oldest)] = "v3"
-            emit({"prod": {v: float(hosts.count(v)) for v in ("v1", "v2", "v3") if hosts.count(v)}}, deploy=deploy)
+            emit({"prod": {v: float(hosts.count(v)) for v in ("v1", "v2", "v3") if hosts.count(v)}})
         return events, routemap
 
     counts = {"v1": float(h)}
     emit({"prod": counts})
-    deploy = 1
     moved = 0
     scale = 1.0
     while moved < h:
@@ -134,14 +130,13 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
             counts = {v: c * scale for v, c in counts.items()}
         if cfg.scenario == "spot-loss" and rng.random() < 0.5 and counts.get("v1", 0) >= 1:
             counts["v1"] -= 1  # a spot host of the old version vanishes
-        emit({"prod": counts}, deploy=deploy)
+        emit({"prod": counts})
     if cfg.scenario == "rollback":
-        deploy += 1
         while counts.get("v2", 0) > 0:
             t += step
             back = min(b, counts["v2"])
             counts = {"v1": counts["v1"] + back, "v2": counts["v2"] - back}
-            emit({"prod": counts}, deploy=deploy, rollback_to="v1")
+            emit({"prod": counts}, rollback_to="v1")
     return events, routemap
 
 
@@ -407,4 +402,4 @@ def plot(result: SimResult, path: str, title: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["SCENARIOS", "STRATEGIES", "SimConfig", "SimResult", "run", "plot", "math"]
+__all__ = ["SCENARIOS", "STRATEGIES", "SimConfig", "SimResult", "World", "run", "plot"]

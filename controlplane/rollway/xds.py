@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
 import threading
 import time
@@ -335,4 +334,4 @@ class XdsThread:
         self.loop.close()
 
 
-__all__ = ["XdsServer", "XdsThread", "SnapshotCache", "EnvoyNode", "json"]
+__all__ = ["XdsServer", "XdsThread", "SnapshotCache", "EnvoyNode"]
