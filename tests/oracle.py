@@ -120,14 +120,17 @@ class Stage:
     target: int = -1
     active: int = -1
     next_slot: int = -1
+    next_weight: float = 0.0
     salt: int = 0
     order: list[int] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
 
     @property
     def takes_traffic(self) -> bool:
-        if self.weight <= 0:
-            return False
+        return self.weight > 0 and self.has_capacity
+
+    @property
+    def has_capacity(self) -> bool:
         if self.mode == "blue_green":
             return self.versions[self.active].capacity > 0
         return bool(self.order)
@@ -159,7 +162,7 @@ class OracleRouter:
                 stage = Stage(s["name"], float(s["weight"]), "rolling", versions)
                 direction = s.get("direction", {"state": "steady"})
                 stage.state = direction["state"]
-                if stage.state != "steady":
+                if "target" in direction:
                     stage.target = stage.index_of(direction["target"])
                 total = 0.0
                 cumulative = []
@@ -179,19 +182,21 @@ class OracleRouter:
                 stage.active = names.index(s["active"])
                 if "next" in s:
                     stage.next_slot = names.index(s["next"])
+            stage.next_weight = float(s.get("next_weight", s["weight"]))
             stage.salt = hash128(stage.name.encode())[0]
             self.stages.append(stage)
 
     # -- the rules -----------------------------------------------------------------------
 
-    def pick_stage(self, low: int) -> int:
-        live = [i for i, s in enumerate(self.stages) if s.takes_traffic]
+    def pick_stage(self, low: int, next_weights: bool = False) -> int:
+        weight = (lambda s: s.next_weight) if next_weights else (lambda s: s.weight)
+        live = [i for i, s in enumerate(self.stages) if weight(s) > 0 and s.has_capacity]
         if len(live) <= 1:
             return live[0] if live else -1
         best, best_score = -1, math.inf
         for i in live:
             stage = self.stages[i]
-            score = -math.log(unit_interval(fmix64(low ^ stage.salt))) * (1.0 / stage.weight)
+            score = -math.log(unit_interval(fmix64(low ^ stage.salt))) * (1.0 / weight(stage))
             if score < best_score:
                 best, best_score = i, score
         return best
@@ -205,6 +210,21 @@ class OracleRouter:
             if point < threshold:
                 return index
         return stage.order[-1]
+
+    def choose_stage(self, low: int, wanted: str | None) -> int:
+        current = self.pick_stage(low)
+        if not wanted or all(s.next_weight == s.weight for s in self.stages):
+            return current
+        nxt = self.pick_stage(low, next_weights=True)
+        if nxt < 0 or nxt == current or not self.serves(self.stages[nxt], wanted):
+            return current
+        return current if current >= 0 and self.serves(self.stages[current], wanted) else nxt
+
+    def serves(self, stage: Stage, wanted: str) -> bool:
+        if stage.mode == "rolling":
+            return self.available(stage, wanted) >= 0
+        return any(slot >= 0 and stage.versions[slot].capacity > 0 and stage.versions[slot].name == wanted
+                   for slot in (stage.active, stage.next_slot))
 
     @staticmethod
     def available(stage: Stage, name: str | None) -> int:
@@ -224,22 +244,23 @@ class OracleRouter:
         if not wanted_name:
             return computed, "hashed"
         wanted = self.available(stage, wanted_name)
+        target = stage.target
+        target_open = target >= 0 and stage.versions[target].admitted and stage.versions[target].capacity > 0
         if wanted < 0:
-            return computed, "unavailable"
+            return (target if target_open else computed), "unavailable"
         if wanted == computed:
             return computed, "affinity"
         if computed < 0:
             return wanted, "kept"
-        target = stage.target
         if stage.state == "steady":
             return wanted, "kept"
         if stage.state == "forward":
-            if wanted == target or wanted > computed:
+            if wanted == target or wanted > computed or not target_open or target < wanted:
                 return wanted, "kept"
-            return computed, "moved_forward"
-        if wanted == target or wanted < computed:
+            return target, "moved_forward"
+        if wanted == target or wanted < computed or not target_open or target > wanted:
             return wanted, "kept"
-        return computed, "moved_rollback"
+        return target, "moved_rollback"
 
     def parse_override(self, value: str, now: int) -> dict | None:
         if not self.override_secret or not value or len(value) > 512 or ";mac=" not in value:
@@ -295,7 +316,7 @@ class OracleRouter:
                         chosen = (stage_index, version_index, reason)
                         result["override"] = "applied"
         if chosen is None:
-            stage_index = self.pick_stage(low)
+            stage_index = self.choose_stage(low, wanted)
             if stage_index < 0:
                 return {**result, "stage": None, "version": None, "cluster": None,
                         "reason": "no_capacity", "refresh": False}

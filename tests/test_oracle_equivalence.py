@@ -37,7 +37,7 @@ def stage_docs(draw, name):
                 for v in names]
     state = draw(st.sampled_from(["steady", "forward", "rollback"])) if names else "steady"
     direction = {"state": state}
-    if state != "steady":
+    if names and (state != "steady" or draw(st.booleans())):  # steady names one while a reversal is held
         direction["target"] = draw(st.sampled_from(names))
     return {"name": name, "weight": weight, "mode": "rolling", "versions": versions,
             "direction": direction}
@@ -49,6 +49,11 @@ def config_docs(draw):
     stages = [draw(stage_docs(f"s{i}")) for i in range(count)]
     if all(s["weight"] == 0 for s in stages):
         stages[0]["weight"] = 1
+    if draw(st.booleans()):  # a stage-weight change in progress
+        for s in stages:
+            s["next_weight"] = draw(st.sampled_from([0, 0.5, 1, 5, 99]))
+        if all(s["next_weight"] == 0 for s in stages):
+            stages[-1]["next_weight"] = 2
     doc = {"service": "web", "generation": draw(st.integers(0, 10**6)),
            "routing_id": {"cookie": "rw_rid", "ttl_seconds": draw(st.sampled_from([60, 86400]))},
            "stages": stages}

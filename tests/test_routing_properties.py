@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import random
 
@@ -250,7 +251,17 @@ def test_forward_tiebreak_with_three_versions_never_moves_backward():
     on_v1 = find_id(router, "v1")
     on_v2 = find_id(router, "v2")
     assert router.route(on_v1, "v2", NOW).version == "v2"   # newer than its hash: kept
-    assert router.route(on_v2, "v1", NOW).version == "v2"   # older than its hash: moves forward
+    # Older than its hash: moves, and straight to the target, so it moves once in this deploy.
+    assert router.route(on_v2, "v1", NOW).version == "v3"
+
+
+def test_draining_session_waits_while_the_target_is_not_admitted():
+    config = json.loads(version_config([("v1", 30), ("v2", 30), ("v3", 40)], "forward", "v3"))
+    config["stages"][0]["versions"][2]["admitted"] = False
+    router = rollway.Router(json.dumps(config))
+    on_v2 = find_id(router, "v2")
+    d = router.route(on_v2, "v1", NOW)
+    assert (d.version, d.reason) == ("v1", "kept")   # not to v2 now and v3 later
 
 
 def test_wanted_version_without_capacity_is_never_used():

@@ -154,7 +154,10 @@ void parse_rolling(const json& value, const std::string& path, StageEntry& stage
     } else {
       fail(dpath + ".state", "must be one of steady, forward, rollback (got '" + state + "')");
     }
-    if (stage.direction != DirectionState::kSteady) {
+    // `steady` may name a target too: a reversal held at steady (see the control plane's
+    // admission) tells Envoys where sessions whose version vanished should go.
+    const json* target_json = member(*direction, "target");
+    if (stage.direction != DirectionState::kSteady || target_json != nullptr) {
       const std::string target =
           as_name(require_member(*direction, "target", dpath), dpath + ".target");
       stage.direction_target = stage.find_version(target);
@@ -214,6 +217,10 @@ StageEntry parse_stage(const json& value, const std::string& path) {
   StageEntry stage;
   stage.name = as_name(require_member(value, "name", path), path + ".name");
   stage.weight = as_non_negative(require_member(value, "weight", path), path + ".weight");
+  stage.next_weight = stage.weight;
+  if (const json* next = member(value, "next_weight")) {
+    stage.next_weight = as_non_negative(*next, path + ".next_weight");
+  }
   const std::string mode = as_string(require_member(value, "mode", path), path + ".mode");
   if (mode == "rolling") {
     stage.mode = StageMode::kRolling;
@@ -230,6 +237,7 @@ StageEntry parse_stage(const json& value, const std::string& path) {
                                 ? !stage.hash_order.empty()
                                 : stage.versions[stage.active_slot].capacity > 0;
   stage.score_scale = (has_capacity && stage.weight > 0) ? 1.0 / stage.weight : 0.0;
+  stage.next_score_scale = (has_capacity && stage.next_weight > 0) ? 1.0 / stage.next_weight : 0.0;
   return stage;
 }
 
@@ -317,16 +325,22 @@ std::shared_ptr<const RouterConfig> parse_router_config(std::string_view text,
   if (stages.size() > kMaxStages) fail("stages", "has more than 64 stages");
   std::unordered_set<std::string> names;
   double total_weight = 0;
+  double total_next_weight = 0;
   for (size_t i = 0; i < stages.size(); ++i) {
     const std::string path = "stages[" + std::to_string(i) + "]";
     StageEntry stage = parse_stage(stages[i], path);
     if (!names.insert(stage.name).second) fail(path + ".name", "duplicate stage '" + stage.name + "'");
     total_weight += stage.weight;
+    total_next_weight += stage.next_weight;
     config->stages.push_back(std::move(stage));
   }
   if (!(total_weight > 0)) fail("stages", "every stage has weight 0");
+  if (!(total_next_weight > 0)) fail("stages", "every stage has next_weight 0");
   for (size_t i = 0; i < config->stages.size(); ++i) {
-    if (config->stages[i].takes_traffic()) config->stages_with_traffic.push_back(static_cast<int>(i));
+    const StageEntry& stage = config->stages[i];
+    if (stage.takes_traffic()) config->stages_with_traffic.push_back(static_cast<int>(i));
+    if (stage.next_score_scale > 0) config->next_stages_with_traffic.push_back(static_cast<int>(i));
+    if (stage.next_weight != stage.weight) config->weights_changing = true;
   }
   return config;
 }

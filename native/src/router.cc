@@ -15,15 +15,17 @@ inline double unit_interval(uint64_t bits) {
   return (static_cast<double>(bits >> 12) + 0.5) * 0x1p-52;
 }
 
-int pick_stage(const RouterConfig& config, uint64_t hash_low) {
-  const std::vector<int>& live = config.stages_with_traffic;
+// Weighted rendezvous (P-MinHash): each stage scores -ln(u)/weight; the lowest wins.
+// `next` picks under the weights of a change in progress (next_weight).
+int pick_stage(const RouterConfig& config, uint64_t hash_low, bool next = false) {
+  const std::vector<int>& live = next ? config.next_stages_with_traffic : config.stages_with_traffic;
   if (live.size() <= 1) return live.empty() ? -1 : live[0];  // no logarithm needed
   int best = -1;
   double best_score = std::numeric_limits<double>::infinity();
   for (const int i : live) {
     const StageEntry& stage = config.stages[i];
     const double u = unit_interval(fmix64(hash_low ^ stage.salt));
-    const double score = -std::log(u) * stage.score_scale;
+    const double score = -std::log(u) * (next ? stage.next_score_scale : stage.score_scale);
     // Strict comparison: ties go to the earlier stage. Written as selects, not a branch:
     // which stage wins is random per session, so a branch mispredicts constantly.
     const bool better = score < best_score;
@@ -46,8 +48,16 @@ int pick_version(const StageEntry& stage, uint64_t hash_high) {
 
 // The tiebreak between the version a session wants and the one its hash gives, once both
 // are known to have capacity. Versions are listed oldest first, so a larger index is newer.
+//
+// A session that moves goes straight to the deploy's target, not to the version its hash
+// gives: with three versions live (v3 starting while v2 is still replacing v1), v2's
+// interval slides over v1's as v3 grows, and following the hash would take a v1 session to
+// v2 now and to v3 later -- two moves in one deploy. If the target cannot take new
+// sessions yet (announced, not admitted by every Envoy), the session waits where it is.
 Reason tiebreak(const StageEntry& stage, int wanted, int computed, int* routed) {
   const int target = stage.direction_target;
+  const bool target_open = target >= 0 && stage.versions[target].admitted &&
+                           stage.versions[target].capacity > 0;
   switch (stage.direction) {
     case DirectionState::kSteady:
       // No deploy is moving: a session stays where it is; only new sessions follow capacity.
@@ -57,20 +67,20 @@ Reason tiebreak(const StageEntry& stage, int wanted, int computed, int* routed) 
       // Already on the target, or on something newer than its hash says: stay. A session is
       // never moved to an older version during a forward deploy, even when the target itself
       // is older than what it wants (an Envoy still finishing v2 while v3 is announced).
-      // Otherwise the session is on a draining version and moves forward.
-      if (wanted == target || wanted > computed) {
+      // Otherwise the session is on a draining version and moves to the target.
+      if (wanted == target || wanted > computed || !target_open || target < wanted) {
         *routed = wanted;
         return Reason::kKept;
       }
-      *routed = computed;
+      *routed = target;
       return Reason::kMovedForward;
     case DirectionState::kRollback:
       // The mirror image: never move a session to something newer during a rollback.
-      if (wanted == target || wanted < computed) {
+      if (wanted == target || wanted < computed || !target_open || target > wanted) {
         *routed = wanted;
         return Reason::kKept;
       }
-      *routed = computed;
+      *routed = target;
       return Reason::kMovedRollback;
   }
   *routed = computed;
@@ -81,6 +91,30 @@ inline int find_available(const StageEntry& stage, std::string_view name) {
   if (name.empty()) return -1;
   const int index = stage.find_version(name);
   return (index >= 0 && stage.versions[index].capacity > 0) ? index : -1;
+}
+
+// Whether `stage` would serve a session that wants `name` (a blue-green stage serves its
+// active slot and, during a switch, its next slot).
+bool serves(const StageEntry& stage, std::string_view name) {
+  if (stage.mode == StageMode::kRolling) return find_available(stage, name) >= 0;
+  for (const int slot : {stage.active_slot, stage.next_slot}) {
+    if (slot >= 0 && stage.versions[slot].capacity > 0 && same_name(stage.versions[slot].name, name)) return true;
+  }
+  return false;
+}
+
+// The stage for a session: its hash under the current weights, unless a weight change is
+// in progress and the new weights put it in a stage that serves the version it wants while
+// the current stage does not -- a faster Envoy, already on the new weights, moved it there.
+// (If both stages serve that version the session may not have moved yet, and moving it
+// early would let an Envoy still on the old weights move it back; staying changes nothing
+// the browser sees.)
+int choose_stage(const RouterConfig& config, uint64_t hash_low, std::string_view wanted) {
+  const int current = pick_stage(config, hash_low);
+  if (!config.weights_changing || wanted.empty()) return current;
+  const int next = pick_stage(config, hash_low, true);
+  if (next < 0 || next == current || !serves(config.stages[next], wanted)) return current;
+  return (current >= 0 && serves(config.stages[current], wanted)) ? current : next;
 }
 
 // Chooses the version inside `stage` for a session with the given wanted version.
@@ -107,7 +141,13 @@ void route_in_stage(const StageEntry& stage, uint64_t hash_high, std::string_vie
   }
   const int wanted = find_available(stage, wanted_name);
   if (wanted < 0) {
-    d.version = computed;
+    // Its version is gone (or unknown). During a deploy it moves to the target, like every
+    // other session leaving a draining version, so that it moves once; otherwise its hash.
+    // (A steady stage has a target only while a reversal is held: the rollback's target.)
+    const int target = stage.direction_target;
+    const bool to_target = target >= 0 && stage.versions[target].admitted &&
+                           stage.versions[target].capacity > 0;
+    d.version = to_target ? target : computed;
     d.reason = Reason::kUnavailable;
   } else if (wanted == computed) {
     d.version = computed;
@@ -258,7 +298,7 @@ Decision decide_impl(const RouterConfig& config, const RouteRequest& request, bo
   }
 
   if (!overridden) {
-    d.stage = pick_stage(config, h.low);
+    d.stage = choose_stage(config, h.low, wanted);
     if (d.stage < 0) {
       d.reason = Reason::kNoCapacity;
       return d;

@@ -73,10 +73,16 @@ struct StageEntry {
   // this first, and makes the slot active only once every Envoy holds it, so a lagging
   // Envoy never sends a switched session back.
   int next_slot = -1;
+  // A stage-weight change in progress (the control plane sends the new weight here first,
+  // and as `weight` once every Envoy holds it). A session that wants a version this stage
+  // serves, and that the new weights put in this stage, goes here already: a faster Envoy
+  // may have moved it, and this Envoy must not send it back. Equal to `weight` when absent.
+  double next_weight = 0;
 
   // Derived at parse time so that decide() only compares and multiplies.
   uint64_t salt = 0;         // murmur3_x64_128(name).low
   double score_scale = 0;    // 1 / weight, or 0 when the stage takes no traffic
+  double next_score_scale = 0;  // the same for next_weight
   std::vector<int> hash_order;           // rolling: admitted versions with capacity, newest first
   std::vector<double> hash_thresholds;   // cumulative capacity share along hash_order; last is 1
 
@@ -115,6 +121,8 @@ struct RouterConfig {
 
   std::vector<StageEntry> stages;
   std::vector<int> stages_with_traffic;  // derived: indices of stages that take traffic
+  bool weights_changing = false;         // derived: some stage has next_weight != weight
+  std::vector<int> next_stages_with_traffic;  // derived: the same under next_weight
 
   int find_stage(std::string_view name) const;
   const TokenKey* token_key_or_null() const { return has_token_key ? &token_key : nullptr; }
