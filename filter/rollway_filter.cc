@@ -63,6 +63,7 @@ enum Counter : size_t {
   kOverridesRejected,
   kNoCapacity,
   kConfigsRejected,
+  kMovesNotCommitted,
   kCounterCount,
 };
 
@@ -80,6 +81,7 @@ constexpr const char* kCounterNames[kCounterCount] = {
     "overrides_rejected",
     "no_capacity",
     "configs_rejected",
+    "moves_not_committed",
 };
 
 constexpr size_t kNoCounter = static_cast<size_t>(-1);
@@ -179,11 +181,16 @@ class HostStream {
 
   // Value `index` of a request header, or empty. Valid until the next header modification.
   std::string_view request_header(std::string_view key, size_t index = 0, size_t* count = nullptr) const {
+    return header(envoy_dynamic_module_type_http_header_type_RequestHeader, key, index, count);
+  }
+  std::string_view response_header(std::string_view key) const {
+    return header(envoy_dynamic_module_type_http_header_type_ResponseHeader, key, 0, nullptr);
+  }
+  std::string_view header(envoy_dynamic_module_type_http_header_type type, std::string_view key, size_t index,
+                          size_t* count) const {
     envoy_dynamic_module_type_envoy_buffer out{nullptr, 0};
     size_t values = 0;
-    if (!envoy_dynamic_module_callback_http_get_header(
-            envoy_, envoy_dynamic_module_type_http_header_type_RequestHeader, buf(key), &out, index,
-            &values)) {
+    if (!envoy_dynamic_module_callback_http_get_header(envoy_, type, buf(key), &out, index, &values)) {
       values = 0;
     }
     if (count != nullptr) *count = values;
@@ -323,6 +330,15 @@ void on_response_headers(HostStream host, StreamFilter& stream) {
   if (stream.minted &&
       format_cookie(cookie, &length, router.routing_cookie, stream.new_id.view(), config.cookie_attributes)) {
     host.add_response_header("set-cookie", std::string_view(cookie, length));
+  }
+  // A 5xx (Envoy's own 503 when a lagging view sent the request to hosts that are gone, or
+  // the version failing) commits nothing: no version cookie, no refresh signal, so the
+  // session stays where it was instead of being moved onto a version that did not serve it.
+  const std::string_view status = host.response_header(":status");
+  if (stream.routed_version != nullptr && !status.empty() && status[0] == '5' &&
+      (stream.set_version_cookie || stream.refresh)) {
+    host.count(config, kMovesNotCommitted);
+    return;
   }
   if (stream.routed_version != nullptr && stream.set_version_cookie &&
       format_cookie(cookie, &length, router.version_cookie, *stream.routed_version,

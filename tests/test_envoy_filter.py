@@ -163,6 +163,24 @@ def test_app_version_affinity_and_the_refresh_header(tmp_path, backends):
         proc.stop()
 
 
+def test_a_move_onto_hosts_that_are_gone_is_not_committed(tmp_path):
+    # An Envoy whose view is stale sends a v1 session to v2, whose hosts have already
+    # stopped: Envoy answers 503, and the filter neither moves the cookie nor asks the
+    # browser to refresh (the session stays on v1 and the next request decides again).
+    own = Backends(VERSIONS)
+    proc = start_envoy(tmp_path, own, filter_config({"v2": 10}, "forward", "v2"))
+    try:
+        own.close()
+        rid = rollway.new_routing_id()
+        failed = proc.get("/", {"cookie": cookie_header(rid, "v1"), "x-app-version": "v1"})
+        assert failed.status == 503
+        assert "rw_ver" not in failed.set_cookies() and failed.header("x-rw-refresh") is None
+        assert proc.stats()["rollway.moves_not_committed"] == 1
+    finally:
+        proc.stop()
+        own.close()
+
+
 def sign(fields: str, key: str = OPS_KEY) -> str:
     return fields + ";mac=" + hmac.new(key.encode(), fields.encode(), hashlib.sha256).hexdigest()
 
@@ -241,6 +259,6 @@ def test_the_module_counters_appear_in_stats(envoy_5050):
     assert stats[prefix + "bad_cookies.reason.malformed"] == 1
     per_version = {k: v for k, v in stats.items() if k.startswith(prefix + "requests.stage.prod.version.")}
     assert sum(per_version.values()) == 2
-    for name in ("forward_moves", "rollback_moves", "tiebreak_kept", "refresh_signals",
+    for name in ("forward_moves", "rollback_moves", "tiebreak_kept", "refresh_signals", "moves_not_committed",
                  "overrides_rejected", "overrides_applied", "no_capacity", "configs_rejected"):
         assert prefix + name in stats
