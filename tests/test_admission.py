@@ -1,10 +1,11 @@
-"""Announce-then-admit for versions, and steady-between for direction changes."""
+"""Two-step publication: announce-then-admit for versions, steady-between for direction
+changes, `next` for blue-green switches, `next_weight` for stage-weight changes."""
 
 from rollway.admission import AdmissionState, apply_admission, known_versions
 
 
 def config(versions, direction):
-    return {"stages": [{"name": "prod", "mode": "rolling", "direction": direction,
+    return {"stages": [{"name": "prod", "weight": 1, "mode": "rolling", "direction": direction,
                         "versions": [{"name": v, "capacity": 1, "cluster": v} for v in versions]}]}
 
 
@@ -34,11 +35,11 @@ def test_a_direction_change_goes_through_steady_until_every_envoy_holds_it():
     a = b = known_versions(forward)
     rollback = config(["v1", "v2"], {"state": "rollback", "target": "v1"})
     apply_admission(rollback, state, [a, b])
-    assert rollback["stages"][0]["direction"] == {"state": "steady"}
+    assert rollback["stages"][0]["direction"] == {"state": "steady", "target": "v1"}
     a = known_versions(rollback)                                       # envoy-a holds steady
     again = config(["v1", "v2"], {"state": "rollback", "target": "v1"})
     apply_admission(again, state, [a, b])
-    assert again["stages"][0]["direction"] == {"state": "steady"}     # envoy-b still forward
+    assert again["stages"][0]["direction"] == {"state": "steady", "target": "v1"}  # envoy-b: forward
     b = known_versions(again)
     final = config(["v1", "v2"], {"state": "rollback", "target": "v1"})
     apply_admission(final, state, [a, b])
@@ -47,7 +48,7 @@ def test_a_direction_change_goes_through_steady_until_every_envoy_holds_it():
 
 def test_a_blue_green_switch_waits_at_next_until_every_envoy_holds_it():
     def bg(active):
-        return {"stages": [{"name": "bg", "mode": "blue_green", "active": active, "slots": {
+        return {"stages": [{"name": "bg", "weight": 1, "mode": "blue_green", "active": active, "slots": {
             "blue": {"version": "v1", "capacity": 1, "cluster": "b"},
             "green": {"version": "v2", "capacity": 1, "cluster": "g"}}}]}
     state = AdmissionState()
@@ -65,3 +66,29 @@ def test_a_blue_green_switch_waits_at_next_until_every_envoy_holds_it():
     done = bg("green")
     apply_admission(done, state, [a, b])
     assert done["stages"][0]["active"] == "green" and "next" not in done["stages"][0]
+
+
+def test_a_weight_change_goes_out_as_next_weight_until_every_envoy_holds_it():
+    def weights(canary):
+        return {"stages": [
+            {"name": "canary", "weight": canary, "mode": "rolling", "direction": {"state": "steady"},
+             "versions": [{"name": "v2", "capacity": 1, "cluster": "c"}]},
+            {"name": "prod", "weight": 100 - canary, "mode": "rolling", "direction": {"state": "steady"},
+             "versions": [{"name": "v1", "capacity": 1, "cluster": "p"}]}]}
+    state = AdmissionState()
+    first = weights(0.5)
+    apply_admission(first, state, [])
+    a = b = known_versions(first)
+    ramp = weights(5)
+    apply_admission(ramp, state, [a, b])
+    assert [(s["weight"], s["next_weight"]) for s in ramp["stages"]] == [(0.5, 5), (99.5, 95)]
+    assert state.waiting(ramp)                         # an ACK can release it
+    a = known_versions(ramp)
+    still = weights(5)
+    apply_admission(still, state, [a, b])
+    assert still["stages"][0]["weight"] == 0.5         # envoy-b has not got next_weight yet
+    b = known_versions(still)
+    done = weights(5)
+    apply_admission(done, state, [a, b])
+    assert [s["weight"] for s in done["stages"]] == [5, 95]
+    assert all("next_weight" not in s for s in done["stages"])
