@@ -1,20 +1,42 @@
-"""The deploy simulator (work in progress, issue 6): its core claims on the scenarios it
-already models faithfully. Decisions come from the real core, direction and admission
-from the real control-plane code."""
+"""The deploy simulator: its core claims on every named scenario, with fixed seeds.
+Decisions come from the real core, direction and admission from the real control-plane
+code. Generated deploys are in test_sim_stateful.py."""
 
 import pytest
 
 from rollway.sim import SimConfig, run
 
 
-@pytest.mark.parametrize("scenario", ["rolling", "autoscale", "spot-loss", "rollback", "blue-green"])
+FINAL = {"rollback": "v1", "third-version": "v3"}
+
+
+@pytest.mark.parametrize("scenario", ["rolling", "autoscale", "spot-loss", "rollback", "third-version",
+                                      "blue-green", "canary-ramp"])
 def test_rollway_moves_every_session_once_with_lagging_envoys(scenario):
     m = run(SimConfig(scenario=scenario, strategy="rollway", sessions=2000, envoys=8, lag_max=30, seed=3)).metrics
     assert m["requests"] > 50_000
     assert m["bounces"] == 0
     assert m["refreshes_per_session_max"] == 1
     assert m["zero_capacity_requests"] == 0
-    assert m["final_versions"] == ({"v1": 2000} if scenario == "rollback" else {"v2": 2000})
+    if scenario == "canary-ramp":   # prod keeps v1, canary (v2) grows from 0.5% to 5%
+        assert set(m["final_versions"]) == {"v1", "v2"} and 0.03 < m["final_versions"]["v2"] / 2000 < 0.08
+    else:
+        assert m["final_versions"] == {FINAL.get(scenario, "v2"): 2000}
+
+
+@pytest.mark.parametrize("scenario", ["rolling", "rollback", "spot-loss", "third-version"])
+def test_overload_stays_within_the_stated_bound(scenario):
+    # The bound (README, "Overload"): a version carries at most its capacity share times the
+    # lag factor -- the largest share it had within the last lag_max seconds over its share
+    # now, which is what Envoys that have not heard yet still send it -- and, while three
+    # versions are live, the target at most twice its share. 10% on top for sampling noise.
+    lagging = run(SimConfig(scenario=scenario, sessions=10000, envoys=8, lag_max=30, seed=5)).metrics
+    prompt = run(SimConfig(scenario=scenario, sessions=10000, envoys=8, lag_max=0, seed=5)).metrics
+    for m in (lagging, prompt):
+        assert m["overload_lag_bound"] > 1
+        assert m["overload_max"] <= 1.1 * max(m["overload_lag_bound"], 2.0), m
+    if scenario != "third-version":   # there the target's 2x holds with or without lag
+        assert prompt["overload_p99"] < lagging["overload_p99"]   # the lag is what overloads
 
 
 def test_the_peers_fail_where_rollway_holds():

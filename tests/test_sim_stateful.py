@@ -1,21 +1,17 @@
-"""WORK IN PROGRESS, not collected by pytest (the file name does not start with test_):
-it fails today, and issue 6 stays open until it passes as tests/test_sim_stateful.py.
+"""Hypothesis state machine: generated deploys through lagging Envoys never bounce a session.
 
-Falsifying example found by hypothesis (8 bounces among 4 sessions):
-    start(hosts=8, lag=3.0, envoys=2, seed=1); autoscale(0.5); deploy_step(1);
-    autoscale(0.5); rollback()   # the rollback drains v2 (0.5 capacity) in one step
-Fast Envoys move v2 sessions back to v1 as v2 vanishes, while an Envoy that has not heard
-yet still runs `forward` with v2 live and moves them to v2 again (onto hosts that are gone).
-Needs a decision on how a deploy that ends by draining its target is published.
-Run it by hand: .venv/bin/python -m pytest tests/wip_sim_stateful.py
+Rules draw what happens to the stages' hosts and weights: deploy steps of random size and
+pace, autoscaling of the whole fleet, spot hosts vanishing from either version, one
+rollback, a third version starting mid-ramp, and canary weight shifts. At the end the
+deploy runs through Envoys with random config delays, with the real core, direction
+inference and admission (rollway.sim). Asserted: zero bounces (a rollback's single move
+back is not one), at most one refresh per session per deploy, no request decided onto a
+version with zero capacity on the deciding Envoy, and overload within the stated bound.
 
-Hypothesis state machine: random deploys through lagging Envoys never bounce a session.
-
-Rules draw what happens to a stage's hosts (deploy steps of random size and pace,
-autoscaling of the whole fleet, spot hosts vanishing, one rollback); at the end the
-deploy is simulated through Envoys with random config delays, with the real core, direction
-inference and admission. Asserted: zero bounces, at most one refresh per session per
-deploy, no request ever decided onto a version with zero capacity on the deciding Envoy.
+The first version of this machine found the case that made failed responses commit
+nothing: ``start(hosts=8, lag=3); autoscale(0.5); deploy_step(1); autoscale(0.5);
+rollback()`` drains v2 in one step, and an Envoy that has not heard yet sent sessions,
+just moved back to v1, to v2's vanished hosts again.
 """
 
 from __future__ import annotations
@@ -27,32 +23,55 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from rollway.sim import SimConfig, World, run
 
 ROUTEMAP = {"service": "web", "stages": [
-    {"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/discovery/web/prod"}]}
+    {"name": "canary", "weight": 0.5, "mode": "rolling", "serverset": "/discovery/web/canary"},
+    {"name": "prod", "weight": 99.5, "mode": "rolling", "serverset": "/discovery/web/prod"}]}
 
 
 class DeployMachine(RuleBasedStateMachine):
     @initialize(hosts=st.integers(6, 30), lag=st.floats(0.0, 40.0), envoys=st.integers(2, 8),
                 seed=st.integers(0, 2**16))
     def start(self, hosts, lag, envoys, seed):
-        self.counts = {"v1": float(hosts), "v2": 0.0}
+        self.counts = {"v1": float(hosts), "v2": 0.0, "v3": 0.0}
+        self.canary_weight = 0.5
         self.t = 10.0
         self.rolled_back = False
-        self.cfg = SimConfig(strategy="rollway", sessions=600, envoys=envoys, lag_max=lag, seed=seed,
-                             request_rate=0.3)
-        self.events = [(self.t, World({"prod": dict(self.counts)}, {"prod": 1}))]
+        self.third = False
+        self.weights_settle = 0.0
+        self.cfg = SimConfig(strategy="rollway", sessions=1000, envoys=envoys, lag_max=lag, seed=seed,
+                             request_rate=0.25)
+        self.events: list = []
+        self.emit(0.0)
+
+    def paced(self, extra: float) -> float:
+        """The wait before a deploy step: one propagation time after the last change, two
+        after a weight change (it goes out in two steps) -- and ``extra``."""
+        return max(self.cfg.lag_max + 1.0, self.weights_settle - self.t) + extra
 
     def emit(self, wait: float) -> None:
         self.t += wait
         live = {v: c for v, c in self.counts.items() if c > 0}
-        self.events.append((self.t, World({"prod": live}, {"prod": 1},
+        weights = {"canary": self.canary_weight, "prod": 100 - self.canary_weight}
+        self.events.append((self.t, World({"prod": live, "canary": {"v2": 2.0}}, weights,
                                           rollback_to="v1" if self.rolled_back else None)))
 
-    @rule(batch=st.integers(1, 4), wait=st.floats(3.0, 40.0))
-    def deploy_step(self, batch, wait):
-        source, target = ("v2", "v1") if self.rolled_back else ("v1", "v2")
-        moved = min(batch, self.counts[source])
-        self.counts[source] -= moved
-        self.counts[target] += moved
+    # The deploy tool paces its batches at least one config-propagation time (lag_max) apart:
+    # the operating rule the README states. A tool that replaces the last host of a version
+    # before every Envoy has heard of the version it is moving to leaves its sessions no
+    # way to move only once (they must leave now, and the target is not yet admitted).
+    @rule(batch=st.integers(1, 4), extra=st.floats(0.0, 30.0))
+    def deploy_step(self, batch, extra):
+        wait = self.paced(extra)
+        if self.rolled_back:
+            order = [("v3", "v1"), ("v2", "v1")]
+        elif self.third:
+            order = [("v1", "v3"), ("v2", "v3")]     # the oldest hosts first
+        else:
+            order = [("v1", "v2")]
+        for source, target in order:
+            moved = min(batch, self.counts[source])
+            self.counts[source] -= moved
+            self.counts[target] += moved
+            batch -= moved
         self.emit(wait)
 
     @rule(factor=st.sampled_from([0.5, 0.75, 1.5, 2.0]), wait=st.floats(3.0, 20.0))
@@ -61,19 +80,45 @@ class DeployMachine(RuleBasedStateMachine):
             self.counts = {v: c * factor for v, c in self.counts.items()}
             self.emit(wait)
 
-    @rule(wait=st.floats(3.0, 20.0), from_new=st.booleans())
-    def spot_loss(self, wait, from_new):
-        version = "v2" if from_new else "v1"
+    @rule(wait=st.floats(3.0, 20.0), version=st.sampled_from(["v1", "v2", "v3"]))
+    def spot_loss(self, wait, version):
         if self.counts[version] >= 2:
             self.counts[version] -= 1
             self.emit(wait)
 
-    @precondition(lambda self: not self.rolled_back and self.counts["v2"] > 0 and self.counts["v1"] > 0)
-    @rule(wait=st.floats(3.0, 20.0))
-    def rollback(self, wait):
+    @precondition(lambda self: not self.rolled_back and not self.third and self.counts["v2"] > 0
+                  and self.counts["v1"] > 0)
+    @rule(extra=st.floats(0.0, 20.0))
+    def third_version(self, extra):
+        wait = self.paced(extra)
+        self.third = True
+        moved = min(2.0, self.counts["v1"])
+        self.counts["v1"] -= moved
+        self.counts["v3"] += moved
+        self.emit(wait)
+
+    # Known limit (README, "Simulation"): while prod also serves canary's version, the
+    # version cookie cannot say which stage a session is in, and a weight change that
+    # overlaps a prod rollout or rollback of that version can move a session between the
+    # stages twice. Weight shifts are drawn before prod's rollout starts (the usual order:
+    # ramp the canary, then roll prod), with autoscaling, spot losses and lag around them.
+    @precondition(lambda self: self.counts["v2"] == 0 and self.counts["v3"] == 0 and not self.rolled_back)
+    @rule(weight=st.sampled_from([0.5, 1.0, 2.0, 5.0]), extra=st.floats(0.0, 30.0))
+    def canary_shift(self, weight, extra):
+        wait = self.paced(extra)   # operators change weights one propagation time apart, too
+        self.canary_weight = weight
+        self.emit(wait)
+        self.weights_settle = self.t + 2 * self.cfg.lag_max + 1.0
+
+    @precondition(lambda self: not self.rolled_back and self.counts["v1"] > 0
+                  and (self.counts["v2"] > 0 or self.counts["v3"] > 0))
+    @rule(extra=st.floats(0.0, 20.0))
+    def rollback(self, extra):
+        wait = self.paced(extra)
         self.rolled_back = True
-        moved = min(2.0, self.counts["v2"])
-        self.counts["v2"] -= moved
+        newest = "v3" if self.third else "v2"
+        moved = min(2.0, self.counts[newest])
+        self.counts[newest] -= moved
         self.counts["v1"] += moved
         self.emit(wait)
 
@@ -84,8 +129,15 @@ class DeployMachine(RuleBasedStateMachine):
         assert metrics["bounces"] == 0, (metrics, self.events)
         assert metrics["refreshes_per_session_max"] <= 1, metrics
         assert metrics["zero_capacity_requests"] == 0, metrics
+        # The overload bound (README, "Overload"): sessions are only ever held on a version,
+        # so its traffic share stays within the largest capacity share it has had (spot
+        # losses on the target, autoscaling down), twice that while three versions are live.
+        # 1,000 sessions at 250 requests a tick sample a 5% share with about 12 requests,
+        # hence the noise margin on the 99th percentile.
+        assert metrics["overload_p99"] <= 1.5 * 2 * metrics["overload_hold_bound"], metrics
 
 
-DeployMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=10, deadline=None)
-# (Shrinking a failure takes minutes at this size; keep the budget in mind before adding it to CI.)
+# derandomize: CI runs the same 40 generated deploys every time (a failure reproduces).
+DeployMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=12, deadline=None,
+                                           derandomize=True)
 TestDeploys = DeployMachine.TestCase

@@ -153,7 +153,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         sim.plot(shown, args.plot, f"{args.scenario}: sessions per version ({shown.metrics['strategy']}, "
                                    f"{args.envoys} Envoys lagging up to {args.lag_max:g} s)")
     keys = ("bounces", "sessions_bounced", "refreshes_per_session_max", "zero_capacity_requests",
-            "requests_to_drained", "overload_max", "overload_p99", "stage_share_error_max", "requests")
+            "requests_to_drained", "overload_max", "overload_p99", "overload_lag_bound", "stage_share_error_max",
+            "requests")
     if args.json:
         out = {s: r.metrics for s, r in results.items()}
         json.dump(out if len(out) > 1 else next(iter(out.values())), sys.stdout, indent=2, sort_keys=True)

@@ -149,8 +149,14 @@ class ControlPlaneSim:
         self.admitted = AdmissionState()
         self.generation = 0
         self.config: dict | None = None
+        self.weights: dict | None = None
+        self.weight_change = 0                           # counts operator weight changes
+        self.weight_change_of: dict[int, int] = {}       # config generation -> weight change
 
     def build(self, world: World, envoys_know: list[set]) -> dict | None:
+        if world.weights != self.weights:
+            self.weights = dict(world.weights)
+            self.weight_change += 1
         doc = json.loads(json.dumps(self.routemap.document))
         for stage in doc["stages"]:
             stage["weight"] = world.weights.get(stage["name"], stage["weight"])
@@ -169,6 +175,7 @@ class ControlPlaneSim:
         if self.config is not None and config == {**self.config, "generation": 0}:
             return None
         self.generation += 1
+        self.weight_change_of[self.generation] = self.weight_change
         self.config = {**config, "generation": self.generation}
         return self.config
 
@@ -214,6 +221,7 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
     cookie: list[str | None] = [None] * cfg.sessions
     app: list[str | None] = [None] * cfg.sessions
     last: list[str | None] = [None] * cfg.sessions
+    last_stage: list[str | None] = [None] * cfg.sessions
     left: list[set] = [set() for _ in range(cfg.sessions)]
     moves: dict = {}
     refreshes: dict = {}
@@ -223,6 +231,10 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
     bounced: set[int] = set()
     on_version: dict[str, int] = {}  # sessions whose last response came from each version
     overloads: list[float] = []
+    lag_bounds: list[float] = []
+    hold_bounds: list[float] = []
+    largest_share: dict[str, float] = {}  # stage:version -> the largest capacity share so far
+    share_history: list[tuple[float, dict]] = []  # (time, {stage:version: capacity share}), last lag_max seconds
     stage_errors: list[float] = []
     series: dict = {}
 
@@ -230,6 +242,10 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
     t, ev = 0.0, 0
     world = events[0][1]
     p = min(1.0, cfg.request_rate * cfg.tick)
+
+    def older(stage: str, a: str, b: str) -> bool:
+        order = seen_versions.get(stage, [])
+        return a in order and b in order and order.index(a) < order.index(b)
 
     def push(config: dict) -> None:
         for envoy in envoys:
@@ -300,33 +316,45 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
                 if caps.get(v, 0) <= 0:
                     metrics["zero_capacity_requests"] += 1
                 if truth_by_stage.get(stage, {}).get(v, 0) <= 0:
+                    # A stale Envoy sent it to a version whose hosts are gone: the request
+                    # fails (503), and a failed response commits nothing -- the filter sets
+                    # no version cookie and no refresh signal on a 5xx -- so the session
+                    # stays where it was.
                     metrics["requests_to_drained"] += 1
+                    continue
                 tick_versions[f"{stage}:{v}"] = tick_versions.get(f"{stage}:{v}", 0) + 1
                 tick_stages[stage] = tick_stages.get(stage, 0) + 1
                 told = refresh[j] if cfg.strategy == "rollway" else (app[i] is not None and app[i] != v
                                                                      and cookie[i] != v)
-                prev = last[i]
+                prev, prev_stage = last[i], last_stage[i]
                 # A move belongs to the deploy the deciding Envoy was carrying out (its
                 # config's direction for the stage); a stale Envoy finishing a forward step
-                # after a rollback began is still part of the forward deploy.
+                # after a rollback began is still part of the forward deploy. A move to
+                # another stage belongs to the weight change that caused it, and may return
+                # to a version left in another stage (a canary ramp after a rollback in
+                # prod). A stage move that keeps the version is invisible to the browser.
                 direction = stage_conf.get("direction", {"state": "switch" if stage_conf["mode"] == "blue_green"
                                                          else "steady"})
                 deploy_key = (stage, direction["state"], direction.get("target"),
                               stage_conf.get("active") if stage_conf["mode"] == "blue_green" else None)
+                if prev is not None and prev_stage != stage:
+                    deploy_key = ("weights", plane.weight_change_of[envoy.config["generation"]])
                 if prev is not None and v != prev:
                     key = (i, deploy_key)
                     moves[key] = moves.get(key, 0) + 1
-                    back = v in left[i] and not (direction["state"] == "rollback" and direction.get("target") == v) \
-                        and world.rollback_to != v  # the once-back of a rollback is not a bounce
+                    back = prev_stage == stage and (stage, v) in left[i] \
+                        and not (direction["state"] == "rollback" and direction.get("target") == v) \
+                        and world.rollback_to != v \
+                        and not (world.rollback_to and older(stage, v, prev))  # a rollback's way back
                     if moves[key] > 1 or back:
                         metrics["bounces"] += 1
                         bounced.add(i)
-                    left[i].add(prev)
+                    left[i].add((prev_stage, prev))
                 if prev != v:
                     if prev is not None:
                         on_version[prev] -= 1
                     on_version[v] = on_version.get(v, 0) + 1
-                last[i] = v
+                last[i], last_stage[i] = v, stage
                 cookie[i] = v
                 if app[i] is None or told:
                     if told:
@@ -335,6 +363,16 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
                         refreshes[key] = refreshes.get(key, 0) + 1
                     app[i] = v
         # Overload: traffic share / capacity share per live version of the rolling stage.
+        # Beside it, the lag bound: the largest share the version had within the last
+        # lag_max seconds over the share it has now -- what an Envoy still routing on a view
+        # that old sends it, and so what any router that acts on what it was told reaches.
+        shares_now = {f"{stage}:{v}": c / sum(caps.values()) for stage, caps in world.hosts.items()
+                      if "/" not in stage and sum(caps.values()) > 0 for v, c in caps.items()}
+        share_history.append((t, shares_now))
+        for key, share in shares_now.items():
+            largest_share[key] = max(largest_share.get(key, 0.0), share)
+        while share_history[0][0] < t - cfg.lag_max - cfg.tick:
+            share_history.pop(0)
         for stage, caps in world.hosts.items():
             if "/" in stage or tick_stages.get(stage, 0) < 200:
                 continue
@@ -342,7 +380,10 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
             for v, c in caps.items():
                 share = c / total if total else 0
                 if share >= 0.05:
-                    overloads.append((tick_versions.get(f"{stage}:{v}", 0) / tick_stages[stage]) / share)
+                    key = f"{stage}:{v}"
+                    overloads.append((tick_versions.get(key, 0) / tick_stages[stage]) / share)
+                    lag_bounds.append(max(h.get(key, 0.0) for _, h in share_history) / share)
+                    hold_bounds.append(largest_share[key] / share)
         if tick_stages:
             weight_total = sum(world.weights.values())
             n = sum(tick_stages.values())
@@ -368,6 +409,8 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
         "refreshes_per_session_max": max(refreshes.values(), default=0),
         "overload_max": round(overloads[-1], 3) if overloads else 0.0,
         "overload_p99": round(overloads[min(len(overloads) - 1, int(0.99 * len(overloads)))], 3) if overloads else 0.0,
+        "overload_lag_bound": round(max(lag_bounds, default=0.0), 3),
+        "overload_hold_bound": round(max(hold_bounds, default=0.0), 3),
         "stage_share_error_max": round(max(stage_errors, default=0.0), 4),
         "final_versions": {v: sum(1 for x in last if x == v) for v in sorted({x for x in last if x})},
     })
