@@ -5,15 +5,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 STAMPS := .stamps
-APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-dev
+# chromium: the dashboard test runs the page in a real (headless) browser.
+APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-dev chromium fonts-dejavu-core
 VPY := $(VENV)/bin/python
-SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' \) 2>/dev/null) CMakeLists.txt pyproject.toml
+SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' -o -name '*.html' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
 .PHONY: setup demo test bench-core bench-envoy bench-controlplane bench-xds bench-sim clean
 
 setup: $(STAMPS)/installed
 
-$(STAMPS)/system:
+$(STAMPS)/system: Makefile
 	@mkdir -p $(STAMPS)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -34,7 +35,7 @@ $(STAMPS)/installed: $(STAMPS)/venv $(SOURCES)
 	@touch $@
 
 demo: setup
-	$(VENV)/bin/rollway route --config envoy-config/filter-config.example.json --sessions 200000
+	$(VENV)/bin/rollway demo
 
 test: setup
 	$(VPY) -m pytest

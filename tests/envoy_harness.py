@@ -10,25 +10,16 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-import envoy as envoy_wheel
+from rollway.envoy_process import EnvoyProcess as _EnvoyProcess
+from rollway.envoy_process import envoy_binary, free_port, stop_process
 
-from rollway import envoy_config
-
-ENVOY_BINARY = str(Path(envoy_wheel.__file__).parent / "_bin" / "envoy")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+ENVOY_BINARY = envoy_binary()
+__all__ = ["Backends", "EnvoyProcess", "Response", "free_port", "stop_process", "wait_until", "ENVOY_BINARY"]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -95,63 +86,8 @@ class Response:
         return out
 
 
-@dataclass
-class EnvoyProcess:
-    bootstrap: dict
-    workdir: Path
-    listen_port: int
-    admin_port: int
-    concurrency: int = 1
-    process: subprocess.Popen | None = None
-    log_path: Path = field(init=False)
-
-    def start(self, timeout: float = 30.0) -> "EnvoyProcess":
-        config_path = self.workdir / f"envoy-{self.admin_port}.json"
-        config_path.write_text(json.dumps(self.bootstrap, indent=1))
-        self.log_path = self.workdir / f"envoy-{self.admin_port}.log"
-        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                [ENVOY_BINARY, "-c", str(config_path), "--concurrency", str(self.concurrency),
-                 "--base-id", str(self.admin_port), "-l", "info", "--drain-time-s", "1"],
-                stdout=log, stderr=subprocess.STDOUT, env=envoy_config.envoy_environment())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Envoy exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if self.admin("/ready")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"Envoy did not become ready in {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-            # Skip the long extension inventory Envoy prints at start-up.
-            return "\n".join([line for line in text if "server.cc:467" not in line][-lines:])
-        except OSError:
-            return "(no log)"
-
-    def admin(self, path: str) -> tuple[int, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read().decode()
-        finally:
-            conn.close()
-
-    def stats(self) -> dict[str, int]:
-        status, text = self.admin("/stats?format=json")
-        assert status == 200
-        out = {}
-        for stat in json.loads(text)["stats"]:
-            if "name" in stat and isinstance(stat.get("value"), int):
-                out[stat["name"]] = stat["value"]
-        return out
+class EnvoyProcess(_EnvoyProcess):
+    """The package's launcher, plus an HTTP client for the listener."""
 
     def get(self, path: str = "/", headers: Mapping[str, str] | list[tuple[str, str]] | None = None) -> Response:
         conn = http.client.HTTPConnection("127.0.0.1", self.listen_port, timeout=10)
@@ -165,20 +101,6 @@ class EnvoyProcess:
             return Response(resp.status, resp.getheaders(), resp.read())
         finally:
             conn.close()
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-def stop_process(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it does not exit within `timeout`."""
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):

@@ -1,6 +1,9 @@
 """The ``rollway`` command line.
 
-Subcommands so far:
+Subcommands:
+
+``rollway demo [--duration S] [--json] [--zk HOST:PORT]``
+    The quick start: a rolling deploy through two real Envoys, watched live (rollway.demo).
 
 ``rollway envoy-config --static --filter-config FILE --cluster NAME=HOST:PORT[,HOST:PORT] ...``
 ``rollway envoy-config --ads --xds HOST:PORT --node-id ID``
@@ -210,8 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=_cmd_simulate)
 
     from rollway.cli_controlplane import add_commands
+    from rollway.demo import add_command as add_demo
 
     add_commands(sub)
+    add_demo(sub)
     return parser
 
 

@@ -88,17 +88,25 @@ def cmd_serve(args) -> int:
                          secrets_file=args.secrets_file)
     plane.start()
     server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token)
-    xds = None
+    xds = dashboard = None
     if args.xds_port is not None:
         from rollway.xds import XdsThread
 
         xds = XdsThread(plane, args.xds_port, host=args.api_host)
+    if args.http_port is not None:
+        from rollway.dashboard import DashboardServer
+
+        dashboard = DashboardServer(plane, xds.xds.cache if xds else None, port=args.http_port, host=args.api_host)
     print(f"rollway: control plane on {args.store}, operator API on {args.api_host}:{server.rollway_port}"
-          + (f", xDS (ADS) on {args.api_host}:{xds.port}" if xds else ""), flush=True)
+          + (f", xDS (ADS) on {args.api_host}:{xds.port}" if xds else "")
+          + (f", dashboard and /metrics on http://{args.api_host}:{dashboard.port}/" if dashboard else ""),
+          flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    if dashboard is not None:
+        dashboard.stop()
     if xds is not None:
         xds.stop()
     server.stop(1)
@@ -285,6 +293,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--api-host", default="127.0.0.1")
     serve.add_argument("--xds-port", type=int, default=18000,
                        help="ADS port for Envoys (default 18000)")
+    serve.add_argument("--http-port", type=int, default=7780,
+                       help="dashboard (/) and Prometheus metrics (/metrics) port (default 7780)")
     serve.add_argument("--token-file", help="operator token for writes (else $ROLLWAY_TOKEN; none: no writes)")
     serve.add_argument("--secrets-file", help="secrets file named in filter configs (read by each Envoy)")
     serve.add_argument("--debounce", type=float, default=0.05, help="seconds to batch serverset changes")

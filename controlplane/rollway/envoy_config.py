@@ -152,10 +152,12 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
                   service: str = "web") -> dict:
     """Everything from the control plane over one ADS stream: listener with the filter (its
     config over ECDS), route, clusters (CDS) and endpoints (EDS). The node's ``cluster``
-    names the service it fronts; ``metadata.listen_port`` the port its listener binds."""
+    names the service it fronts; ``metadata.listen_port`` the port its listener binds, and
+    ``metadata.admin_port`` where the control plane's dashboard reads its traffic counters."""
     ads_source = {"ads": {}, "resource_api_version": "V3"}
     return {
-        "node": {"id": node_id, "cluster": service, "metadata": {"listen_port": listen_port}},
+        "node": {"id": node_id, "cluster": service,
+                 "metadata": {"listen_port": listen_port, "admin_port": admin_port}},
         "admin": _admin(admin_port),
         "dynamic_resources": {
             "ads_config": {

@@ -53,11 +53,17 @@ class EnvoyNode:
     last_nack: str = ""
     knows: set[tuple[str, str]] = field(default_factory=set)            # (stage, version) in ACKed ECDS
     wake: asyncio.Event | None = None
+    admin_port: int = 0                 # from node metadata; 0 when the Envoy did not say
+    peer_host: str = "127.0.0.1"
+    behind_since: float | None = None   # first send of a version it has not ACKed yet
+    last_ack_latency: float = 0.0       # seconds from the last send to its ACK
 
     def status(self) -> dict:
         return {"node_id": self.node_id, "listen_port": self.listen_port, "connected_at": self.connected_at,
                 "acked": {SHORT[t]: v for t, v in self.acked.items()}, "nacks": self.nacks,
-                "last_nack": self.last_nack}
+                "last_nack": self.last_nack, "admin_port": self.admin_port, "peer_host": self.peer_host,
+                "behind_seconds": round(time.time() - self.behind_since, 3) if self.behind_since else 0.0,
+                "last_ack_latency": round(self.last_ack_latency, 3)}
 
 
 class SnapshotCache:
@@ -71,6 +77,7 @@ class SnapshotCache:
         self.encoded: dict = {}          # canonical JSON -> bytes, shared by all snapshots
         self.responses: dict = {}        # (type, version, names) -> DiscoveryResponse bytes
         self.nack_total = 0
+        self.pushes: dict[str, int] = {SHORT[t]: 0 for t in TYPES}   # responses sent, per type
         self.consistency_failures = 0
         # Services whose snapshots must be rebuilt (state changed, or admission may have).
         # Everything else is served from the cached snapshot: a push to 1,000 Envoys builds
@@ -152,6 +159,10 @@ class SnapshotCache:
 
     def on_ack(self, node: EnvoyNode, type_url: str, version: str) -> None:
         node.acked[type_url] = version
+        if all(node.acked.get(t) == sent[0] for t, sent in node.sent.items()):
+            if node.behind_since is not None:
+                node.last_ack_latency = time.time() - node.behind_since
+            node.behind_since = None
         if type_url != EXTENSION:
             return
         key = (node.service, node.listen_port)
@@ -240,7 +251,10 @@ class AdsServicer:
         meta = request.node.metadata.fields if request.node.metadata else {}
         port_value = meta.get("listen_port")
         listen_port = int(port_value.number_value) if port_value is not None else 10000
-        node = EnvoyNode(request.node.id, request.node.cluster or "", listen_port, wake=wake)
+        admin_value = meta.get("admin_port")
+        node = EnvoyNode(request.node.id, request.node.cluster or "", listen_port, wake=wake,
+                         admin_port=int(admin_value.number_value) if admin_value is not None else 0,
+                         peer_host=_peer_host(context.peer()))
         with self.cache.lock:
             self.cache.nodes[node.node_id] = node
         log.info("xds: %s connected (service %s, listener :%d)", node.node_id, node.service, listen_port)
@@ -277,7 +291,20 @@ class AdsServicer:
             return None
         nonce, body = self.cache.response(type_url, resources, names)
         node.sent[type_url] = (version, nonce, names)
+        if node.behind_since is None and node.acked.get(type_url) != version:
+            node.behind_since = time.time()
+        self.cache.pushes[SHORT[type_url]] += 1
         return body
+
+
+def _peer_host(peer: str) -> str:
+    """The host part of a gRPC peer string (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``)."""
+    kind, _, rest = (peer or "").partition(":")
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]") or "::1"
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    return "127.0.0.1"
 
 
 class XdsServer:

@@ -1,0 +1,270 @@
+"""The control plane's HTTP side: a live dashboard, its JSON, and Prometheus metrics.
+
+``DashboardServer(plane, cache)`` serves, on one port:
+
+- ``/``: a plain HTML/JS page (no external assets) that polls ``/api/state`` every second
+  and shows, per service and stage, capacity per version (bars), direction, route-map
+  revision, the connected Envoys with the config versions each has ACKed, and a live chart
+  of traffic per version;
+- ``/api/state``: the same as JSON;
+- ``/metrics``: Prometheus text format (pushes, NACKs, store state, per-Envoy lag, capacity).
+
+Traffic comes from the Envoys themselves: ``TrafficSampler`` reads each connected Envoy's
+``rollway.requests.stage.<stage>.version.<version>`` counters from its admin endpoint (the
+address the Envoy gives in its node metadata) once a second and keeps requests per second
+for the last few minutes. The control plane never sees a request.
+
+Usage::
+
+    dashboard = DashboardServer(plane, xds.xds.cache, port=7780)
+    ...
+    dashboard.stop()
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import threading
+import time
+from collections import deque
+from importlib import resources
+
+from rollway.envoy_process import admin_counters
+from rollway.state import ControlPlane, NotFound
+
+log = logging.getLogger(__name__)
+
+REQUESTS_PREFIX = "rollway.requests.stage."
+STORE_STATES = ("connected", "suspended", "lost")
+
+
+class TrafficSampler:
+    """Requests per second per ``stage:version`` and service, summed over the Envoys."""
+
+    def __init__(self, cache, interval: float = 1.0, keep: int = 300):
+        self.cache = cache
+        self.interval = interval
+        self.samples: dict[str, deque] = {}   # service -> deque of (time, {stage:version: rps})
+        self.keep = keep
+        self._last: dict[str, tuple[float, dict[str, int]]] = {}  # node id -> (time, counters)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rollway-traffic", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except Exception:  # a sampler problem must never take the control plane down
+                log.exception("traffic sampling failed")
+
+    def sample(self) -> None:
+        with self.cache.lock:
+            nodes = [(n.node_id, n.service, n.peer_host, n.admin_port) for n in self.cache.nodes.values()]
+        now = time.time()
+        totals: dict[str, dict[str, float]] = {}
+        for node_id, service, host, port in nodes:
+            if not port:
+                continue
+            try:
+                counters = admin_counters(host, port, REQUESTS_PREFIX, timeout=1.0)
+            except (OSError, ValueError):
+                continue
+            previous = self._last.get(node_id)
+            self._last[node_id] = (now, counters)
+            rates = totals.setdefault(service, {})
+            if previous is None:
+                continue
+            elapsed = max(1e-3, now - previous[0])
+            for name, value in counters.items():
+                key = _stage_version(name)
+                if key is not None:
+                    delta = max(0, value - previous[1].get(name, 0))
+                    rates[key] = rates.get(key, 0.0) + delta / elapsed
+        live = {n[0] for n in nodes}
+        for node_id in list(self._last):
+            if node_id not in live:
+                del self._last[node_id]
+        for service, rates in totals.items():
+            self.samples.setdefault(service, deque(maxlen=self.keep)).append(
+                (round(now, 3), {k: round(v, 2) for k, v in rates.items()}))
+
+    def series(self, service: str) -> dict:
+        points = list(self.samples.get(service, ()))
+        keys = sorted({k for _, rates in points for k in rates})
+        return {"times": [t for t, _ in points],
+                "series": {k: [rates.get(k, 0.0) for _, rates in points] for k in keys}}
+
+
+def _stage_version(stat: str) -> str | None:
+    if not stat.startswith(REQUESTS_PREFIX):
+        return None
+    stage, sep, version = stat[len(REQUESTS_PREFIX):].partition(".version.")
+    return f"{stage}:{version}" if sep else None
+
+
+def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) -> dict:
+    """Everything the dashboard shows, as one JSON-ready dict."""
+    services = []
+    for name in sorted(plane.services):
+        try:
+            state = plane.service(name)
+        except NotFound:
+            continue
+        with state.lock:
+            revision, generation = state.record.revision, state.generation
+        stages = []
+        for stage in state.status():
+            total = sum(c for _, c, _ in stage.versions) or 1.0
+            stages.append({
+                "name": stage.name, "mode": stage.mode, "weight": stage.weight,
+                "direction": stage.direction, "target": stage.target, "active_slot": stage.active_slot,
+                "skipped_members": stage.skipped_members, "held_empty": stage.held_empty,
+                "versions": [{"name": v, "capacity": c, "members": m, "share": round(c / total, 4)}
+                             for v, c, m in stage.versions]})
+        envoys = cache.envoy_status(name) if cache is not None else []
+        services.append({"service": name, "revision": revision, "generation": generation,
+                         "store_state": plane.store.state, "stages": stages,
+                         "envoys": sorted(envoys, key=lambda e: e["node_id"]),
+                         "traffic": sampler.series(name) if sampler else {"times": [], "series": {}}})
+    xds = {"pushes": dict(cache.pushes), "nacks": cache.nack_total,
+           "consistency_failures": cache.consistency_failures} if cache is not None else {}
+    return {"time": time.time(), "services": services, "xds": xds}
+
+
+def _label(value) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def prometheus_text(plane: ControlPlane, cache) -> str:
+    """The control plane's metrics in the Prometheus text exposition format (0.0.4)."""
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            rendered = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            out.append(f"{name}{{{rendered}}} {value:g}" if rendered else f"{name} {value:g}")
+
+    state = plane.store.state
+    metric("rollway_store_up", "gauge", "1 while the store (ZooKeeper or directory) is connected",
+           [({}, 1.0 if state == "connected" else 0.0)])
+    metric("rollway_store_state", "gauge", "the store's session state (1 for the current one)",
+           [({"state": s}, 1.0 if s == state else 0.0) for s in STORE_STATES])
+    if cache is not None:
+        metric("rollway_xds_pushes_total", "counter", "xDS responses sent to Envoys, per resource type",
+               [({"type": t}, n) for t, n in sorted(cache.pushes.items())])
+        metric("rollway_xds_nacks_total", "counter", "configs Envoys rejected (NACKs)", [({}, cache.nack_total)])
+        metric("rollway_xds_consistency_failures_total", "counter",
+               "snapshots withheld because they failed the consistency check", [({}, cache.consistency_failures)])
+    revisions, generations, capacity, members, direction, skipped = [], [], [], [], [], []
+    connected, behind, ack_latency, nacks = [], [], [], []
+    for name in sorted(plane.services):
+        try:
+            service = plane.service(name)
+        except NotFound:
+            continue
+        with service.lock:
+            revisions.append(({"service": name}, service.record.revision))
+            generations.append(({"service": name}, service.generation))
+        for stage in service.status():
+            for version, cap, count in stage.versions:
+                labels = {"service": name, "stage": stage.name, "version": version}
+                capacity.append((labels, cap))
+                members.append((labels, count))
+            direction.append(({"service": name, "stage": stage.name, "state": stage.direction,
+                               "target": stage.target or ""}, 1.0))
+            skipped.append(({"service": name, "stage": stage.name}, stage.skipped_members))
+        envoys = cache.envoy_status(name) if cache is not None else []
+        connected.append(({"service": name}, len(envoys)))
+        for e in envoys:
+            labels = {"service": name, "node": e["node_id"]}
+            behind.append((labels, e["behind_seconds"]))
+            ack_latency.append((labels, e["last_ack_latency"]))
+            nacks.append((labels, e["nacks"]))
+    metric("rollway_routemap_revision", "gauge", "route-map revision in force", revisions)
+    metric("rollway_filter_config_generation", "gauge", "filter configs built since start", generations)
+    metric("rollway_capacity", "gauge", "live capacity (sum of member weights) per stage and version", capacity)
+    metric("rollway_members", "gauge", "ALIVE serverset members per stage and version", members)
+    metric("rollway_stage_direction", "gauge", "deployment direction of each stage (1 for the current one)",
+           direction)
+    metric("rollway_serverset_skipped_members", "gauge", "malformed serverset members skipped", skipped)
+    metric("rollway_envoys_connected", "gauge", "Envoys on an ADS stream", connected)
+    metric("rollway_envoy_behind_seconds", "gauge",
+           "how long an Envoy has not ACKed the newest config sent to it (0: up to date)", behind)
+    metric("rollway_envoy_last_ack_latency_seconds", "gauge",
+           "seconds from sending a config to its ACK, for the last one", ack_latency)
+    metric("rollway_envoy_nacks_total", "counter", "configs this Envoy rejected", nacks)
+    return "\n".join(out) + "\n"
+
+
+def dashboard_page() -> bytes:
+    return resources.files("rollway").joinpath("dashboard.html").read_bytes()
+
+
+class DashboardServer:
+    """The dashboard, its JSON and ``/metrics`` on one HTTP port, in a background thread."""
+
+    def __init__(self, plane: ControlPlane, cache=None, *, port: int = 0, host: str = "127.0.0.1",
+                 sample_interval: float = 1.0):
+        self.plane, self.cache = plane, cache
+        self.sampler = TrafficSampler(cache, sample_interval) if cache is not None else None
+        page = dashboard_page()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                path = self.path.split("?", 1)[0]
+                try:
+                    if path in ("/", "/index.html"):
+                        self._send(200, "text/html; charset=utf-8", page)
+                    elif path == "/api/state":
+                        body = json.dumps(dashboard_state(owner.plane, owner.cache, owner.sampler)).encode()
+                        self._send(200, "application/json", body)
+                    elif path == "/metrics":
+                        body = prometheus_text(owner.plane, owner.cache).encode()
+                        self._send(200, "text/plain; version=0.0.4; charset=utf-8", body)
+                    elif path == "/healthz":
+                        self._send(200, "text/plain", b"ok\n")
+                    else:
+                        self._send(404, "text/plain", b"not found\n")
+                except Exception:
+                    log.exception("dashboard request %s failed", path)
+                    self._send(500, "text/plain", b"internal error\n")
+
+            def _send(self, status: int, kind: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.send_header("cache-control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="rollway-dashboard", daemon=True)
+        self._thread.start()
+        if self.sampler is not None:
+            self.sampler.start()
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+__all__ = ["DashboardServer", "TrafficSampler", "dashboard_state", "prometheus_text"]

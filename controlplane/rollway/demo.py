@@ -1,0 +1,425 @@
+"""``rollway demo``: a rolling deploy you can watch, with every part real.
+
+It starts, on this machine: the control plane (on a temporary directory, or on ZooKeeper
+with ``--zk``), its xDS server and dashboard; two stock Envoys loading the filter over
+ADS; HTTP backends that announce themselves in the ``prod`` and ``canary`` serversets as
+v1; and a crowd of simulated browsers that keep their cookies, send real HTTP through the
+Envoys (each request to a random one), and reload when the response tells them to. Then it
+deploys v2 the way a deploy tool would: one canary host first, then ``prod`` in batches (a
+new host announces itself; an old one deregisters, drains, and stops). The terminal shows
+the deploy's progress, capacity, traffic share and direction per stage and version, and
+the bounces and refreshes so far; ``--json`` prints a summary at the end instead.
+
+Ctrl-C (or SIGTERM) stops everything it started and removes its temporary directory.
+
+Usage::
+
+    rollway demo                      # about a minute, live view in the terminal
+    rollway demo --duration 40 --json # machine-readable summary (what the CI test checks)
+    rollway demo --zk 127.0.0.1:2181  # the same against a real ZooKeeper
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import http.server
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICE = "web"
+STAGES = (("canary", 5.0, "/discovery/web/canary", 1), ("prod", 95.0, "/discovery/web/prod", 6))
+OLD, NEW = "v1", "v2"
+
+
+# -- backends -------------------------------------------------------------------------------------
+
+class _AppHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        body = json.dumps({"version": self.server.app_version, "host": self.server.host_name}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class AppHost:
+    """One application host: an HTTP server answering with its version, announced in a
+    serverset for as long as it is registered."""
+
+    def __init__(self, store, stage: str, path: str, version: str, index: int):
+        self.stage, self.path, self.version = stage, path, version
+        self.name = f"{stage}-{version}-{index}"
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AppHandler)
+        self.server.daemon_threads = True
+        self.server.app_version, self.server.host_name = version, self.name
+        threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True).start()
+        from rollway.serverset import member_json
+
+        self.handle = store.announce(path, member_json("127.0.0.1", self.server.server_address[1], version))
+
+    def deregister(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def stop(self) -> None:
+        self.deregister()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# -- browsers -------------------------------------------------------------------------------------
+
+@dataclass
+class Browser:
+    """A browser tab: cookies, the app version it loaded, and what happened to it."""
+    cookies: dict[str, str] = field(default_factory=dict)
+    app_version: str | None = None
+    served: str | None = None          # version of the last response
+    served_stage: str | None = None    # and the stage of the host that sent it
+    left: set = field(default_factory=set)
+    moves: int = 0
+    bounces: int = 0
+    refreshes: int = 0
+    requests: int = 0
+    errors: int = 0
+
+    def request(self, port: int) -> str | None:
+        headers = {}
+        if self.cookies:
+            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if self.app_version:
+            headers["x-app-version"] = self.app_version
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/", headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            status, header_list = response.status, response.getheaders()
+        except OSError:
+            self.errors += 1
+            return None
+        finally:
+            conn.close()
+        self.requests += 1
+        for key, value in header_list:
+            if key.lower() == "set-cookie":
+                name, _, rest = value.partition("=")
+                self.cookies[name.strip()] = rest.split(";", 1)[0]
+        if status != 200:
+            self.errors += 1
+            return None
+        answer = json.loads(body)
+        version, self.served_stage = answer["version"], answer["host"].split("-", 1)[0]
+        if self.served is not None and version != self.served:
+            self.moves += 1
+            if version in self.left:
+                self.bounces += 1      # back on a version it had left: what Rollway prevents
+            self.left.add(self.served)
+        self.served = version
+        refresh = next((v for k, v in header_list if k.lower() == "x-rw-refresh"), None)
+        if self.app_version is None:
+            self.app_version = version                # first page load
+        elif refresh:
+            self.refreshes += 1                        # told to reload: the app now runs it
+            self.app_version = refresh
+        return version
+
+
+# -- the demo -------------------------------------------------------------------------------------
+
+class Demo:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="rollway-demo-"))
+        self.stop_event = threading.Event()
+        self.started: list = []           # things to stop, in reverse order
+        self.hosts: list[AppHost] = []
+        self.envoys: list = []
+        self.browsers = [Browser() for _ in range(args.sessions)]
+        self.recent: list[tuple[float, str, str]] = []   # (time, stage, version) of recent responses
+        self.recent_lock = threading.Lock()
+        self.steps_done, self.steps_total = 0, 0
+        self.phase = "starting"
+        self.t0 = time.monotonic()
+
+    # lifecycle
+    def start(self) -> None:
+        from rollway.dashboard import DashboardServer
+        from rollway.envoy_config import ads_bootstrap
+        from rollway.envoy_process import EnvoyProcess, free_port
+        from rollway.state import ControlPlane
+        from rollway.store import open_store
+        from rollway.xds import XdsThread
+
+        if self.args.zk:
+            url = f"zk://{self.args.zk}/rollway-demo-{uuid.uuid4().hex[:8]}"
+        else:
+            url = f"file://{self.workdir / 'store'}"
+        self.store_url = url
+        self.store = open_store(url)
+        self.store.start()
+        self.started.append(self.store.stop)
+        self.plane = ControlPlane(self.store, debounce=0.05)
+        self.plane.start()
+        self.started.append(self.plane.stop)
+        self.plane.push({"service": SERVICE, "stages": [
+            {"name": name, "weight": weight, "mode": "rolling", "serverset": path}
+            for name, weight, path, _ in STAGES]}, 0, "rollway-demo", "demo route map")
+        for name, _, path, count in STAGES:
+            for i in range(count):
+                self._add_host(name, path, OLD, i)
+        self.xds = XdsThread(self.plane, 0)
+        self.started.append(self.xds.stop)
+        self.dashboard = DashboardServer(self.plane, self.xds.xds.cache, port=self.args.http_port)
+        self.started.append(self.dashboard.stop)
+        for i in range(2):
+            listen, admin = free_port(), free_port()
+            bootstrap = ads_bootstrap(xds_host="127.0.0.1", xds_port=self.xds.port, node_id=f"demo-envoy-{i + 1}",
+                                      listen_port=listen, admin_port=admin, service=SERVICE)
+            envoy = EnvoyProcess(bootstrap, self.workdir, listen, admin).start()
+            self.envoys.append(envoy)
+            self.started.append(envoy.stop)
+        self._wait_for_routing()
+
+    def _add_host(self, stage: str, path: str, version: str, index: int) -> AppHost:
+        host = AppHost(self.store, stage, path, version, index)
+        self.hosts.append(host)
+        return host
+
+    def _wait_for_routing(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        probe = Browser()
+        while time.monotonic() < deadline:
+            if all(probe.request(e.listen_port) for e in self.envoys):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the Envoys did not start routing within 30 s:\n" + self.envoys[0].log_tail())
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        for stop in reversed(self.started):
+            try:
+                stop()
+            except Exception as error:  # keep stopping the rest
+                print(f"rollway demo: while stopping: {error}", file=sys.stderr)
+        for host in self.hosts:
+            try:
+                host.stop()
+            except Exception:
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # traffic
+    def _browse(self, browser: Browser, rng: random.Random) -> None:
+        while not self.stop_event.is_set():
+            envoy = rng.choice(self.envoys)
+            version = browser.request(envoy.listen_port)
+            if version is not None:
+                with self.recent_lock:
+                    self.recent.append((time.monotonic(), browser.served_stage, version))
+            self.stop_event.wait(rng.uniform(0.2, 0.6))
+
+    # the deploy
+    def _replace(self, stage: str, path: str, count: int, step: int, drain: float) -> None:
+        olds = [h for h in self.hosts if h.stage == stage and h.version == OLD and h.handle is not None][:count]
+        for i, old in enumerate(olds):
+            self._add_host(stage, path, NEW, step * 10 + i)
+        for old in olds:
+            old.deregister()              # out of the serverset first ...
+        self.stop_event.wait(drain)       # ... then, once every Envoy has heard, stopped
+        for old in olds:
+            old.stop()
+            self.hosts.remove(old)
+
+    def run(self) -> dict:
+        duration = self.args.duration
+        rng = random.Random(self.args.seed)
+        threads = [threading.Thread(target=self._browse, args=(b, random.Random(rng.random())), daemon=True)
+                   for b in self.browsers]
+        for thread in threads:
+            thread.start()
+        view = threading.Thread(target=self._view_loop, daemon=True)
+        view.start()
+        start = time.monotonic()
+        prod_count = dict((s[0], s[3]) for s in STAGES)["prod"]
+        batches = [self.args.batch] * (prod_count // self.args.batch) + ([prod_count % self.args.batch]
+                                                                         if prod_count % self.args.batch else [])
+        self.steps_total = 1 + len(batches)
+        drain = 1.5
+        # warm-up 15%, canary, then prod batches spread over the next 45%, then a tail in
+        # which every session makes enough requests to be moved and told to reload.
+        at = [0.15] + [0.25 + 0.45 * i / max(1, len(batches) - 1) for i in range(len(batches))]
+        self.phase = "warming up"
+        for index, fraction in enumerate(at):
+            if self.stop_event.wait(max(0.0, start + fraction * duration - time.monotonic())):
+                break
+            if index == 0:
+                self.phase = f"canary: one host {OLD} -> {NEW}"
+                self._replace("canary", STAGES[0][2], 1, 0, drain)
+            else:
+                self.phase = f"prod: batch {index} of {len(batches)} ({batches[index - 1]} hosts)"
+                self._replace("prod", STAGES[1][2], batches[index - 1], index, drain)
+            self.steps_done = index + 1
+        self.phase = "deploy done; sessions settling"
+        self.stop_event.wait(max(0.0, start + duration - time.monotonic()))
+        self.phase = "done"
+        self.stop_event.set()
+        for thread in threads:
+            thread.join(10)
+        view.join(5)
+        return self.summary(time.monotonic() - start)
+
+    # reporting
+    def status(self) -> dict:
+        from rollway.dashboard import dashboard_state
+
+        return dashboard_state(self.plane, self.xds.xds.cache, None)["services"][0]
+
+    def summary(self, elapsed: float) -> dict:
+        service = self.status()
+        live = {s["name"]: {v["name"]: v["capacity"] for v in s["versions"]} for s in service["stages"]}
+        completed = self.steps_done == self.steps_total and all(set(v) == {NEW} for v in live.values())
+        final: dict[str, int] = {}
+        for b in self.browsers:
+            final[b.served or "none"] = final.get(b.served or "none", 0) + 1
+        return {
+            "deploy_completed": completed,
+            "deploy_steps": f"{self.steps_done}/{self.steps_total}",
+            "duration_seconds": round(elapsed, 1),
+            "store": "zookeeper" if self.args.zk else "file",
+            "envoys": len(self.envoys),
+            "sessions": len(self.browsers),
+            "requests": sum(b.requests for b in self.browsers),
+            "errors": sum(b.errors for b in self.browsers),
+            "final_versions": final,
+            "app_versions": {v: sum(1 for b in self.browsers if b.app_version == v)
+                             for v in sorted({b.app_version or "none" for b in self.browsers})},
+            "bounces": sum(b.bounces for b in self.browsers),
+            "moves_per_session_max": max((b.moves for b in self.browsers), default=0),
+            "refreshes_total": sum(b.refreshes for b in self.browsers),
+            "refreshes_per_session_max": max((b.refreshes for b in self.browsers), default=0),
+            "capacity": live,
+            "route_map_revision": service["revision"],
+            "xds_nacks": self.xds.xds.cache.nack_total,
+            "dashboard": f"http://127.0.0.1:{self.dashboard.port}/",
+        }
+
+    def _view_loop(self) -> None:
+        interactive = sys.stdout.isatty() and not self.args.json
+        while not self.stop_event.wait(0.5 if interactive else 2.0):
+            if self.args.json:
+                continue
+            text = self.render()
+            if interactive:
+                sys.stdout.write("\x1b[H\x1b[2J" + text)
+            else:
+                sys.stdout.write(text.splitlines()[1] + "\n")
+            sys.stdout.flush()
+
+    def render(self) -> str:
+        service = self.status()
+        now = time.monotonic()
+        with self.recent_lock:
+            self.recent = [r for r in self.recent if now - r[0] <= 3.0]
+            recent = list(self.recent)
+        by_version: dict[str, int] = {}
+        by_place: dict[tuple, int] = {}
+        for _, stage, version in recent:
+            by_version[version] = by_version.get(version, 0) + 1
+            by_place[(stage, version)] = by_place.get((stage, version), 0) + 1
+        total = sum(by_version.values()) or 1
+        width = 30
+        done = int(width * self.steps_done / max(1, self.steps_total))
+        lines = [f"Rollway demo: rolling {SERVICE} from {OLD} to {NEW} through {len(self.envoys)} Envoys "
+                 f"({'ZooKeeper ' + self.args.zk if self.args.zk else 'embedded file store'})",
+                 f"deploy [{'#' * done}{'.' * (width - done)}] {self.steps_done}/{self.steps_total}  {self.phase}  "
+                 f"t={now - self.t0:.0f}s",
+                 "",
+                 f"{'stage':8} {'version':8} {'capacity':>8} {'cap share':>9} {'traffic':>8}   {'direction':16}"]
+        for stage in service["stages"]:
+            direction = stage["direction"] + (f" -> {stage['target']}" if stage["target"] else "")
+            for i, v in enumerate(stage["versions"]):
+                traffic = 100 * by_place.get((stage["name"], v["name"]), 0) / total
+                lines.append(f"{stage['name'] if i == 0 else '':8} {v['name']:8} {v['capacity']:8g} "
+                             f"{100 * v['share']:8.0f}% {traffic:7.0f}%   {direction if i == 0 else ''}")
+        lines += ["", "traffic, last 3 s: " + ", ".join(f"{v} {100 * n / total:.0f}%"
+                                                         for v, n in sorted(by_version.items())),
+                  "sessions on:       " + ", ".join(f"{v} {n}" for v, n in sorted(
+                      {b.served: sum(1 for x in self.browsers if x.served == b.served)
+                       for b in self.browsers if b.served}.items())),
+                  f"bounces {sum(b.bounces for b in self.browsers)}   refreshes "
+                  f"{sum(b.refreshes for b in self.browsers)} (max per session "
+                  f"{max((b.refreshes for b in self.browsers), default=0)})   requests "
+                  f"{sum(b.requests for b in self.browsers)}   errors {sum(b.errors for b in self.browsers)}",
+                  f"dashboard: http://127.0.0.1:{self.dashboard.port}/   Ctrl-C stops everything", ""]
+        return "\n".join(lines)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    demo = Demo(args)
+
+    def on_term(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C must work even when started from a shell that ignores SIGINT for its children.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        demo.start()
+        summary = demo.run()
+    except KeyboardInterrupt:
+        print("\nrollway demo: interrupted; stopping everything it started", file=sys.stderr)
+        return 130
+    finally:
+        demo.shutdown()
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2, sort_keys=True)
+        print()
+    else:
+        print(demo_report(summary))
+    ok = summary["deploy_completed"] and summary["bounces"] == 0
+    return 0 if ok else 1
+
+
+def demo_report(summary: dict) -> str:
+    return (f"deploy {'completed' if summary['deploy_completed'] else 'NOT completed'} "
+            f"({summary['deploy_steps']} steps) in {summary['duration_seconds']} s: "
+            f"{summary['sessions']} sessions, {summary['requests']} requests through {summary['envoys']} Envoys, "
+            f"sessions now on {summary['final_versions']}, bounces {summary['bounces']}, "
+            f"refreshes per session at most {summary['refreshes_per_session_max']}, errors {summary['errors']}")
+
+
+def add_command(sub) -> None:
+    demo = sub.add_parser("demo", help="watch a rolling deploy through two real Envoys (the quick start)")
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
+    demo.add_argument("--sessions", type=int, default=40, help="simulated browser sessions (default 40)")
+    demo.add_argument("--batch", type=int, default=2, help="prod hosts replaced per deploy step (default 2)")
+    demo.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
+    demo.add_argument("--zk", metavar="HOST:PORT", help="use this ZooKeeper instead of a local directory")
+    demo.add_argument("--http-port", type=int, default=int(os.environ.get("ROLLWAY_DEMO_HTTP_PORT", "7780")),
+                      help="dashboard port (default 7780; 0 picks a free one)")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.set_defaults(func=run_demo)
+
+
+__all__ = ["Demo", "run_demo", "add_command"]
