@@ -29,6 +29,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -278,6 +279,9 @@ class Demo:
                 self.phase = f"prod: batch {index} of {len(batches)} ({batches[index - 1]} hosts)"
                 self._replace("prod", STAGES[1][2], batches[index - 1], index, drain)
             self.steps_done = index + 1
+            if self.args.screenshot and index == (len(at) + 1) // 2:   # mid-deploy: both versions live
+                self.stop_event.wait(3.0)
+                self._screenshot()
         self.phase = "deploy done; sessions settling"
         self.stop_event.wait(max(0.0, start + duration - time.monotonic()))
         self.phase = "done"
@@ -286,6 +290,14 @@ class Demo:
             thread.join(10)
         view.join(5)
         return self.summary(time.monotonic() - start)
+
+    def _screenshot(self) -> None:
+        from rollway.dashboard import screenshot
+
+        try:
+            screenshot(f"http://127.0.0.1:{self.dashboard.port}/", self.args.screenshot)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as error:
+            print(f"rollway demo: no screenshot: {error}", file=sys.stderr)
 
     # reporting
     def status(self) -> dict:
@@ -419,6 +431,8 @@ def add_command(sub) -> None:
     demo.add_argument("--http-port", type=int, default=int(os.environ.get("ROLLWAY_DEMO_HTTP_PORT", "7780")),
                       help="dashboard port (default 7780; 0 picks a free one)")
     demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--screenshot", metavar="FILE.png",
+                      help="mid-deploy, save the dashboard as headless Chromium renders it")
     demo.set_defaults(func=run_demo)
 
 
