@@ -190,12 +190,14 @@ def main() -> int:
                                  "versions": [{"name": v, "capacity": c, "cluster": f"web.prod.{v}"}
                                               for v, c in VERSIONS.items()]}]}
     rng = random.Random(3)
-    # Returning browsers: each carries its routing id and the version cookie Rollway gave it.
+    # Returning browsers: each carries its routing id and the version and stage cookies
+    # Rollway gave it (so no response needs a Set-Cookie).
     router = rollway.Router(json.dumps(filter_config))
     cookies = []
     for _ in range(1000):
         rid = rollway.new_routing_id(random_bits=rng.getrandbits(64))
-        cookies.append(f"rw_rid={rid}; rw_ver={router.route(rid).version}")
+        decision = router.route(rid)
+        cookies.append(f"rw_rid={rid}; rw_ver={decision.version}; rw_stage={decision.stage}")
     script = work / "cookies.lua"
     script.write_text(WRK_SCRIPT % ", ".join(json.dumps(c) for c in cookies))
 

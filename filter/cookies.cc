@@ -15,12 +15,17 @@ inline std::string_view trim(std::string_view s) {
 
 }  // namespace
 
-bool scan_cookie_header(std::string_view header, std::string_view first_name,
-                        std::string_view second_name, CookieMatch* first,
-                        CookieMatch* second) noexcept {
-  if (header.size() > kMaxCookieHeaderScan) return first->found && second->found;
+bool scan_cookie_header(std::string_view header, const std::string_view* names, CookieMatch* matches,
+                        size_t count) noexcept {
+  auto all_found = [&] {
+    for (size_t i = 0; i < count; ++i) {
+      if (!matches[i].found) return false;
+    }
+    return true;
+  };
+  if (header.size() > kMaxCookieHeaderScan) return all_found();
   size_t pos = 0;
-  while (pos < header.size() && !(first->found && second->found)) {
+  while (pos < header.size() && !all_found()) {
     size_t end = header.find(';', pos);
     if (end == std::string_view::npos) end = header.size();
     const std::string_view pair = header.substr(pos, end - pos);
@@ -32,15 +37,15 @@ bool scan_cookie_header(std::string_view header, std::string_view first_name,
     if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
       value = value.substr(1, value.size() - 2);
     }
-    if (!first->found && name == first_name) {
-      first->value = value;
-      first->found = true;
-    } else if (!second->found && name == second_name) {
-      second->value = value;
-      second->found = true;
+    for (size_t i = 0; i < count; ++i) {
+      if (!matches[i].found && name == names[i]) {
+        matches[i].value = value;
+        matches[i].found = true;
+        break;
+      }
     }
   }
-  return first->found && second->found;
+  return all_found();
 }
 
 }  // namespace rollway

@@ -233,7 +233,9 @@ struct StreamFilter {
   explicit StreamFilter(const FilterConfig* c) : config(c) {}
   const FilterConfig* config;
   const std::string* routed_version = nullptr;  // owned by config->router
+  const std::string* routed_stage = nullptr;    // owned by config->router
   bool set_version_cookie = false;
+  bool set_stage_cookie = false;
   bool refresh = false;
   bool minted = false;
   MintedToken new_id;
@@ -245,24 +247,20 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
   const FilterConfig& config = *stream.config;
   const RouterConfig& router = *config.router;
 
-  CookieMatch routing_cookie;
-  CookieMatch version_cookie;
+  const std::string_view names[3] = {router.routing_cookie, router.version_cookie, router.stage_cookie};
+  CookieMatch cookies[3];
   size_t cookie_headers = 0;
   const std::string_view first = host.request_header("cookie", 0, &cookie_headers);
-  if (cookie_headers > 0 &&
-      !scan_cookie_header(first, router.routing_cookie, router.version_cookie, &routing_cookie,
-                          &version_cookie)) {
+  if (cookie_headers > 0 && !scan_cookie_header(first, names, cookies, 3)) {
     for (size_t i = 1; i < cookie_headers; ++i) {
-      if (scan_cookie_header(host.request_header("cookie", i), router.routing_cookie,
-                             router.version_cookie, &routing_cookie, &version_cookie)) {
-        break;
-      }
+      if (scan_cookie_header(host.request_header("cookie", i), names, cookies, 3)) break;
     }
   }
 
   RouteRequest request;
-  request.routing_id = routing_cookie.value;
-  request.version_cookie = version_cookie.value;
+  request.routing_id = cookies[0].value;
+  request.version_cookie = cookies[1].value;
+  request.stage_cookie = cookies[2].value;
   request.app_version = host.request_header(router.app_version_header);
   request.override_value = host.request_header(router.override_header);
   request.now = static_cast<int64_t>(std::time(nullptr));
@@ -275,6 +273,8 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
     host.set_request_header(router.cluster_header, version.cluster);
     stream.routed_version = &version.name;
     stream.set_version_cookie = !same_name(request.version_cookie, version.name);
+    stream.routed_stage = &router.stages[d.stage].name;
+    stream.set_stage_cookie = !same_name(request.stage_cookie, router.stages[d.stage].name);
     stream.refresh = d.refresh;
     host.count(config.request_counter[d.stage][d.version]);
   } else {
@@ -336,13 +336,17 @@ void on_response_headers(HostStream host, StreamFilter& stream) {
   // session stays where it was instead of being moved onto a version that did not serve it.
   const std::string_view status = host.response_header(":status");
   if (stream.routed_version != nullptr && !status.empty() && status[0] == '5' &&
-      (stream.set_version_cookie || stream.refresh)) {
+      (stream.set_version_cookie || stream.set_stage_cookie || stream.refresh)) {
     host.count(config, kMovesNotCommitted);
     return;
   }
   if (stream.routed_version != nullptr && stream.set_version_cookie &&
       format_cookie(cookie, &length, router.version_cookie, *stream.routed_version,
                     config.cookie_attributes)) {
+    host.add_response_header("set-cookie", std::string_view(cookie, length));
+  }
+  if (stream.routed_stage != nullptr && stream.set_stage_cookie &&
+      format_cookie(cookie, &length, router.stage_cookie, *stream.routed_stage, config.cookie_attributes)) {
     host.add_response_header("set-cookie", std::string_view(cookie, length));
   }
   if (stream.routed_version != nullptr && stream.refresh) {

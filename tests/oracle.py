@@ -211,14 +211,16 @@ class OracleRouter:
                 return index
         return stage.order[-1]
 
-    def choose_stage(self, low: int, wanted: str | None) -> int:
+    def choose_stage(self, low: int, wanted: str | None, wanted_stage: str | None) -> int:
         current = self.pick_stage(low)
         if not wanted or all(s.next_weight == s.weight for s in self.stages):
             return current
         nxt = self.pick_stage(low, next_weights=True)
         if nxt < 0 or nxt == current or not self.serves(self.stages[nxt], wanted):
             return current
-        return current if current >= 0 and self.serves(self.stages[current], wanted) else nxt
+        if current < 0 or not self.serves(self.stages[current], wanted):
+            return nxt
+        return nxt if self.stages[nxt].name == wanted_stage else current
 
     def serves(self, stage: Stage, wanted: str) -> bool:
         if stage.mode == "rolling":
@@ -288,7 +290,7 @@ class OracleRouter:
 
     def route(self, routing_id: str | None, wanted_version: str | None = None, now: int = 0,
               version_cookie: str | None = None, override: str | None = None,
-              random_bits: int = 0) -> dict:
+              random_bits: int = 0, stage_cookie: str | None = None) -> dict:
         now = math.floor(now)
         status, key = parse_token(routing_id, now, self.ttl, self.token_secret)
         new_id = None
@@ -316,7 +318,7 @@ class OracleRouter:
                         chosen = (stage_index, version_index, reason)
                         result["override"] = "applied"
         if chosen is None:
-            stage_index = self.choose_stage(low, wanted)
+            stage_index = self.choose_stage(low, wanted, stage_cookie)
             if stage_index < 0:
                 return {**result, "stage": None, "version": None, "cluster": None,
                         "reason": "no_capacity", "refresh": False}

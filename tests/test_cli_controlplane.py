@@ -47,7 +47,7 @@ def server(store_url, tmp_path):
     token.write_text(TOKEN + "\n")
     port = free_port()
     proc = background("serve", "--store", store_url, "--api-port", str(port), "--xds-port", "0", "--token-file", str(token),
-                      "--debounce", "0.02")
+                      "--debounce", "0.02", "--http-port", "0")
     addr = f"127.0.0.1:{port}"
     try:
         wait_for(lambda: rollway("routemap", "history", "nosuch", "--server", addr).stderr.startswith(

@@ -66,11 +66,10 @@ def traffic(world):
     def browse():
         while not stop.is_set():
             statuses.append(world["envoy"].get("/").status)
-            time.sleep(0.01)
 
     thread = threading.Thread(target=browse, daemon=True)
     thread.start()
-    time.sleep(2.0)       # the sampler reads the Envoy's counters twice a second
+    time.sleep(3.0)       # the sampler reads the Envoy's counters twice a second
     yield statuses
     stop.set()
     thread.join(10)

@@ -169,12 +169,13 @@ def test_a_new_session_is_routed_the_cluster_header_overwritten_and_cookies_set(
     assert host.fake_route_cache_clears() == 1
     s.respond()
     cookies = s.headers(RESPONSE, "set-cookie")
-    assert len(cookies) == 2
+    assert len(cookies) == 3
     rid = cookies[0].split(";")[0].split("=", 1)[1]
     assert cookies[0] == f"rw_rid={rid}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
     version = rollway.Router(json.dumps(make_config())).route(rid, now=time.time()).version
     assert cluster[0] == f"web.prod.{version}"
     assert cookies[1] == f"rw_ver={version}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
+    assert cookies[2] == "rw_stage=prod; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
     assert host.fake_counter(f"requests.stage.prod.version.{version}".encode()) == 1
     assert host.fake_counter(b"ids_minted") == 1
 
@@ -184,10 +185,10 @@ def test_cookies_are_found_across_several_cookie_headers(libs, config):
     rid = rollway.new_routing_id()
     version = rollway.Router(json.dumps(make_config())).route(rid, now=time.time()).version
     s = Stream(host, module, config)
-    s.request([("cookie", "a=1; b=2"), ("cookie", "c=3"), ("cookie", f"rw_ver={version}; rw_rid={rid}")])
+    s.request([("cookie", "a=1; b=2"), ("cookie", "c=3; rw_stage=prod"), ("cookie", f"rw_ver={version}; rw_rid={rid}")])
     assert s.header(REQUEST, "x-rw-cluster") == f"web.prod.{version}"
     s.respond()
-    assert s.headers(RESPONSE, "set-cookie") == []  # valid id, version cookie already right
+    assert s.headers(RESPONSE, "set-cookie") == []  # valid id, version and stage cookies already right
 
 
 @pytest.mark.parametrize("value", [b"\xff\xfe\x00garbage", b"rw_rid=" + b"\x00" * 25, b";" * 10000,

@@ -107,16 +107,18 @@ def overrides(draw):
 
 @given(config_docs(), st.lists(st.tuples(routing_ids(), st.sampled_from([None] + VERSION_NAMES),
                                          st.sampled_from([None] + VERSION_NAMES), overrides(),
-                                         st.integers(0, 2**64 - 1)), min_size=1, max_size=20))
+                                         st.integers(0, 2**64 - 1),
+                                         st.sampled_from([None, "s0", "s1", "s2", "s3", "nope"])),
+                               min_size=1, max_size=20))
 def test_core_matches_oracle(doc, requests):
     text = json.dumps(doc)
     core = rollway.Router(text, secrets=SECRETS)
     ref = oracle.OracleRouter(text, SECRETS)
-    for routing_id, app_version, cookie, override, bits in requests:
+    for routing_id, app_version, cookie, override, bits, stage_cookie in requests:
         got = core.route(routing_id, app_version, NOW, version_cookie=cookie, override=override,
-                         random_bits=bits)
+                         random_bits=bits, stage_cookie=stage_cookie)
         want = ref.route(routing_id, app_version, NOW, version_cookie=cookie, override=override,
-                         random_bits=bits)
+                         random_bits=bits, stage_cookie=stage_cookie)
         assert {
             "stage": got.stage, "version": got.version, "cluster": got.cluster,
             "reason": got.reason, "refresh": got.refresh, "new_routing_id": got.new_routing_id,
@@ -132,10 +134,11 @@ def test_batch_matches_single_calls(doc, sessions):
     secret = SECRETS["rid"] if "signing_key_id" in doc["routing_id"] else None
     ids = [oracle.mint(NOW, bits, secret) for bits, _ in sessions]
     wanted = [w for _, w in sessions]
-    batch = core.route_many(ids, wanted, NOW)
+    stages = [f"s{bits % 4}" if bits % 5 else None for bits, _ in sessions]
+    batch = core.route_many(ids, wanted, NOW, stage_cookies=stages)
     assert len(batch) == len(ids)
     for i, (rid, w) in enumerate(zip(ids, wanted)):
-        single = core.route(rid, w, NOW)
+        single = core.route(rid, w, NOW, stage_cookie=stages[i])
         assert (batch.stage[i], batch.version[i], batch.cluster[i], batch.reason[i], batch.refresh[i]) == \
                (single.stage, single.version, single.cluster, single.reason, single.refresh)
         assert batch.new_routing_id[i] is None

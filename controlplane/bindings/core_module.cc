@@ -159,11 +159,12 @@ class PyRouter {
   PyDecision route(const py::object& routing_id, const py::object& wanted_version,
                    const std::optional<double>& now, const py::object& version_cookie,
                    const py::object& override_value,
-                   const std::optional<uint64_t>& random_bits) const {
+                   const std::optional<uint64_t>& random_bits, const py::object& stage_cookie) const {
     RouteRequest request;
     request.routing_id = optional_view(routing_id, "routing_id");
     request.app_version = optional_view(wanted_version, "wanted_version");
     request.version_cookie = optional_view(version_cookie, "version_cookie");
+    request.stage_cookie = optional_view(stage_cookie, "stage_cookie");
     request.override_value = optional_view(override_value, "override");
     request.now = to_unix_seconds(now);
     PyDecision out{config_, {}};
@@ -174,7 +175,7 @@ class PyRouter {
 
   BatchDecisions route_many(const py::sequence& routing_ids, const py::object& wanted_versions,
                             const std::optional<double>& now,
-                            const py::object& version_cookies) const {
+                            const py::object& version_cookies, const py::object& stage_cookies) const {
     const size_t n = static_cast<size_t>(py::len(routing_ids));
     auto column = [&](const py::object& values, const char* what) -> py::object {
       if (values.is_none()) return py::none();
@@ -187,6 +188,7 @@ class PyRouter {
     const py::object ids = py::list(routing_ids);
     const py::object wanted = column(wanted_versions, "wanted_versions");
     const py::object cookies = column(version_cookies, "version_cookies");
+    const py::object stage_column = column(stage_cookies, "stage_cookies");
     BatchDecisions out;
     out.config = config_;
     out.stage_names = stage_names_;
@@ -204,6 +206,9 @@ class PyRouter {
       request.version_cookie =
           cookies.is_none() ? std::string_view()
                             : optional_view(PyList_GET_ITEM(cookies.ptr(), index), "version_cookies[i]");
+      request.stage_cookie =
+          stage_column.is_none() ? std::string_view()
+                                 : optional_view(PyList_GET_ITEM(stage_column.ptr(), index), "stage_cookies[i]");
       out.rows[i] = decide(*config_, request);
     }
     return out;
@@ -437,10 +442,10 @@ PYBIND11_MODULE(_core, m) {
       .def("route", &PyRouter::route, py::arg("routing_id") = py::none(),
            py::arg("wanted_version") = py::none(), py::arg("now") = py::none(), py::kw_only(),
            py::arg("version_cookie") = py::none(), py::arg("override") = py::none(),
-           py::arg("random_bits") = py::none())
+           py::arg("random_bits") = py::none(), py::arg("stage_cookie") = py::none())
       .def("route_many", &PyRouter::route_many, py::arg("routing_ids"),
            py::arg("wanted_versions") = py::none(), py::arg("now") = py::none(), py::kw_only(),
-           py::arg("version_cookies") = py::none())
+           py::arg("version_cookies") = py::none(), py::arg("stage_cookies") = py::none())
       .def("bench_route_loop", &PyRouter::bench_route_loop, py::arg("routing_ids"),
            py::arg("wanted_versions"), py::arg("rounds"), py::arg("now"))
       .def_property_readonly("service", [](const PyRouter& r) { return r.config().service; })
@@ -448,5 +453,6 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("routing_cookie", [](const PyRouter& r) { return r.config().routing_cookie; })
       .def_property_readonly("ttl_seconds", [](const PyRouter& r) { return r.config().ttl_seconds; })
       .def_property_readonly("version_cookie", [](const PyRouter& r) { return r.config().version_cookie; })
+      .def_property_readonly("stage_cookie", [](const PyRouter& r) { return r.config().stage_cookie; })
       .def_property_readonly("stages", &PyRouter::stages);
 }

@@ -89,6 +89,7 @@ class Router:
         version_cookie: str | None = None,
         override: str | None = None,
         random_bits: int | None = None,
+        stage_cookie: str | None = None,
     ) -> Decision: ...
     def route_many(
         self,
@@ -97,6 +98,7 @@ class Router:
         now: float | None = None,
         *,
         version_cookies: Sequence[str | None] | None = None,
+        stage_cookies: Sequence[str | None] | None = None,
     ) -> BatchDecisions: ...
     def bench_route_loop(
         self, routing_ids: Sequence[str], wanted_versions: Sequence[str], rounds: int, now: float
@@ -112,5 +114,7 @@ class Router:
     def ttl_seconds(self) -> int: ...
     @property
     def version_cookie(self) -> str: ...
+    @property
+    def stage_cookie(self) -> str: ...
     @property
     def stages(self) -> list[dict[str, object]]: ...

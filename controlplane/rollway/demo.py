@@ -189,7 +189,10 @@ class Demo:
                 self._add_host(name, path, OLD, i)
         self.xds = XdsThread(self.plane, 0)
         self.started.append(self.xds.stop)
-        self.dashboard = DashboardServer(self.plane, self.xds.xds.cache, port=self.args.http_port)
+        try:
+            self.dashboard = DashboardServer(self.plane, self.xds.xds.cache, port=self.args.http_port)
+        except OSError:   # the port is taken (a `rollway serve` running?): any free one will do
+            self.dashboard = DashboardServer(self.plane, self.xds.xds.cache, port=0)
         self.started.append(self.dashboard.stop)
         for i in range(2):
             listen, admin = free_port(), free_port()

@@ -61,6 +61,7 @@ class RouteMap:
     headers: dict[str, str]
     override: dict[str, Any] | None
     document: dict[str, Any]  # the normalised document, as stored
+    stage_cookie: str | None = None
 
     def canonical_json(self) -> str:
         return json.dumps(self.document, sort_keys=True, separators=(",", ":"))
@@ -126,7 +127,7 @@ def load_document(text: str | bytes) -> dict:
 
 def parse_routemap(text: str | bytes | dict) -> RouteMap:
     doc = text if isinstance(text, dict) else load_document(text)
-    _check_keys(doc, {"service", "routing_id", "version_cookie", "headers", "override", "stages"},
+    _check_keys(doc, {"service", "routing_id", "version_cookie", "stage_cookie", "headers", "override", "stages"},
                 {"service", "stages"}, "")
     service = _name(doc["service"], "service")
     out: dict[str, Any] = {"service": service}
@@ -155,6 +156,13 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
         if version_cookie == routing_id["cookie"]:
             _fail("version_cookie", "must differ from routing_id.cookie")
         out["version_cookie"] = version_cookie
+
+    stage_cookie = None
+    if "stage_cookie" in doc:
+        stage_cookie = _token(doc["stage_cookie"], "stage_cookie")
+        if stage_cookie in (routing_id["cookie"], version_cookie or "rw_ver"):
+            _fail("stage_cookie", "must differ from routing_id.cookie and version_cookie")
+        out["stage_cookie"] = stage_cookie
 
     headers: dict[str, str] = {}
     if "headers" in doc:
@@ -225,4 +233,4 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
     if sum(s.weight for s in stages) <= 0:
         _fail("stages", "every stage has weight 0")
     out["stages"] = normalised
-    return RouteMap(service, tuple(stages), routing_id, version_cookie, headers, override, out)
+    return RouteMap(service, tuple(stages), routing_id, version_cookie, headers, override, out, stage_cookie)

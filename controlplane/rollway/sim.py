@@ -219,6 +219,7 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
     ids = [new_routing_id(NOW0, random_bits=rng.getrandbits(64)) for _ in range(cfg.sessions)]
     keys = [murmur3_32(rid[9:25]) for rid in ids]
     cookie: list[str | None] = [None] * cfg.sessions
+    stage_cookie: list[str | None] = [None] * cfg.sessions
     app: list[str | None] = [None] * cfg.sessions
     last: list[str | None] = [None] * cfg.sessions
     last_stage: list[str | None] = [None] * cfg.sessions
@@ -300,7 +301,8 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
                 continue
             if cfg.strategy == "rollway":
                 batch = envoy.router.route_many([ids[i] for i in sessions], [app[i] for i in sessions],
-                                                NOW0 + t, version_cookies=[cookie[i] for i in sessions])
+                                                NOW0 + t, version_cookies=[cookie[i] for i in sessions],
+                                                stage_cookies=[stage_cookie[i] for i in sessions])
             else:
                 batch = envoy.router.route_many([ids[i] for i in sessions], None, NOW0 + t)
             stages, versions, refresh = batch.stage, batch.version, batch.refresh
@@ -355,7 +357,7 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
                         on_version[prev] -= 1
                     on_version[v] = on_version.get(v, 0) + 1
                 last[i], last_stage[i] = v, stage
-                cookie[i] = v
+                cookie[i], stage_cookie[i] = v, stage
                 if app[i] is None or told:
                     if told:
                         metrics["refreshes"] += 1

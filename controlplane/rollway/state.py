@@ -66,6 +66,8 @@ def build_filter_config(routemap: RouteMap, views: dict[str, ServersetView | Non
     doc: dict = {"service": routemap.service, "generation": generation, "routing_id": dict(routemap.routing_id)}
     if routemap.version_cookie:
         doc["version_cookie"] = routemap.version_cookie
+    if routemap.stage_cookie:
+        doc["stage_cookie"] = routemap.stage_cookie
     if routemap.headers:
         doc["headers"] = dict(routemap.headers)
     if routemap.override:

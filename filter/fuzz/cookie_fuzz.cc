@@ -40,9 +40,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view app_version = all.substr(cut1, cut2 - cut1);
   const std::string_view override_value = all.substr(cut2);
 
-  rollway::CookieMatch rid;
-  rollway::CookieMatch version;
-  rollway::scan_cookie_header(header, "rw_rid", "rw_ver", &rid, &version);
+  const std::string_view names[3] = {"rw_rid", "rw_ver", "rw_stage"};
+  rollway::CookieMatch matches[3];
+  rollway::scan_cookie_header(header, names, matches, 3);
+  const rollway::CookieMatch& rid = matches[0];
+  const rollway::CookieMatch& version = matches[1];
   if (rid.found && (rid.value.data() < header.data() || rid.value.data() + rid.value.size() > header.data() + header.size())) {
     __builtin_trap();  // a match must point inside the header
   }
@@ -50,6 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   rollway::RouteRequest request;
   request.routing_id = rid.value;
   request.version_cookie = version.value;
+  request.stage_cookie = matches[2].value;
   request.app_version = app_version;
   request.override_value = override_value;
   request.now = 1750000000;

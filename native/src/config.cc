@@ -308,8 +308,12 @@ std::shared_ptr<const RouterConfig> parse_router_config(std::string_view text,
     if (const json* v = member(*headers, "cluster")) config->cluster_header = as_token(*v, "headers.cluster");
     if (const json* v = member(*headers, "override")) config->override_header = as_token(*v, "headers.override");
   }
+  if (const json* v = member(root, "stage_cookie")) config->stage_cookie = as_token(*v, "stage_cookie");
   if (config->routing_cookie == config->version_cookie) {
     fail("version_cookie", "must differ from routing_id.cookie");
+  }
+  if (config->stage_cookie == config->routing_cookie || config->stage_cookie == config->version_cookie) {
+    fail("stage_cookie", "must differ from routing_id.cookie and version_cookie");
   }
   if (const json* ov = member(root, "override")) {
     require_object(*ov, "override");

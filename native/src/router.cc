@@ -104,17 +104,19 @@ bool serves(const StageEntry& stage, std::string_view name) {
 }
 
 // The stage for a session: its hash under the current weights, unless a weight change is
-// in progress and the new weights put it in a stage that serves the version it wants while
-// the current stage does not -- a faster Envoy, already on the new weights, moved it there.
-// (If both stages serve that version the session may not have moved yet, and moving it
-// early would let an Envoy still on the old weights move it back; staying changes nothing
-// the browser sees.)
-int choose_stage(const RouterConfig& config, uint64_t hash_low, std::string_view wanted) {
+// in progress and the new weights put it in a stage that serves the version it wants and
+// that it is already in -- a faster Envoy, already on the new weights, moved it there.
+// Where it is: the only one of the two stages that serves its version, or, when both do,
+// the one its stage cookie names (moving it early would let an Envoy still on the old
+// weights move it back).
+int choose_stage(const RouterConfig& config, uint64_t hash_low, std::string_view wanted,
+                 std::string_view wanted_stage) {
   const int current = pick_stage(config, hash_low);
   if (!config.weights_changing || wanted.empty()) return current;
   const int next = pick_stage(config, hash_low, true);
   if (next < 0 || next == current || !serves(config.stages[next], wanted)) return current;
-  return (current >= 0 && serves(config.stages[current], wanted)) ? current : next;
+  if (current < 0 || !serves(config.stages[current], wanted)) return next;
+  return same_name(config.stages[next].name, wanted_stage) ? next : current;
 }
 
 // Chooses the version inside `stage` for a session with the given wanted version.
@@ -298,7 +300,7 @@ Decision decide_impl(const RouterConfig& config, const RouteRequest& request, bo
   }
 
   if (!overridden) {
-    d.stage = choose_stage(config, h.low, wanted);
+    d.stage = choose_stage(config, h.low, wanted, request.stage_cookie);
     if (d.stage < 0) {
       d.reason = Reason::kNoCapacity;
       return d;

@@ -110,6 +110,10 @@ struct RouterConfig {
   TokenKey token_key{};
 
   std::string version_cookie = "rw_ver";
+  // Names the stage a session was last routed to. Only consulted while a stage-weight change
+  // is in progress and both the old and the new stage serve the version the session wants:
+  // the version alone cannot say where it is then.
+  std::string stage_cookie = "rw_stage";
   std::string app_version_header = "x-app-version";
   std::string refresh_header = "x-rw-refresh";
   std::string cluster_header = "x-rw-cluster";
@@ -154,6 +158,7 @@ struct RouteRequest {
   std::string_view routing_id;      // routing-id cookie value, may be empty
   std::string_view app_version;     // client app-version header, may be empty
   std::string_view version_cookie;  // version cookie value, may be empty
+  std::string_view stage_cookie;    // stage cookie value, may be empty
   std::string_view override_value;  // override header, may be empty
   int64_t now = 0;                  // unix seconds
 };
