@@ -10,32 +10,15 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rollway.envoy_process import EnvoyProcess as _EnvoyProcess
-from rollway.envoy_process import envoy_binary, free_port, stop_process
+from rollway.envoy_process import envoy_binary, free_port, json_backend, stop_process
 
 ENVOY_BINARY = envoy_binary()
 __all__ = ["Backends", "EnvoyProcess", "Response", "free_port", "stop_process", "wait_until", "ENVOY_BINARY"]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        body = json.dumps({"backend": self.server.backend_name,
-                           "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 class Backends:
@@ -44,11 +27,9 @@ class Backends:
     def __init__(self, names: list[str]):
         self.servers: dict[str, http.server.ThreadingHTTPServer] = {}
         for name in names:  # "v1#2": the third backend of version v1
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-            server.daemon_threads = True
-            server.backend_name = name
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            self.servers[name] = server
+            self.servers[name] = json_backend(
+                lambda request, name=name: {"backend": name,
+                                            "headers": {k.lower(): v for k, v in request.headers.items()}})
 
     def address(self, name: str) -> tuple[str, int]:
         return ("127.0.0.1", self.servers[name].server_address[1])

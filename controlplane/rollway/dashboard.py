@@ -113,14 +113,19 @@ def _stage_version(stat: str) -> str | None:
     return f"{stage}:{version}" if sep else None
 
 
+def _services(plane: ControlPlane):
+    """(name, ServiceState) of every service the control plane holds, by name."""
+    for name in sorted(plane.services):
+        try:
+            yield name, plane.service(name)
+        except NotFound:
+            continue
+
+
 def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) -> dict:
     """Everything the dashboard shows, as one JSON-ready dict."""
     services = []
-    for name in sorted(plane.services):
-        try:
-            state = plane.service(name)
-        except NotFound:
-            continue
+    for name, state in _services(plane):
         with state.lock:
             revision, generation = state.record.revision, state.generation
         stages = []
@@ -170,11 +175,7 @@ def prometheus_text(plane: ControlPlane, cache) -> str:
                "snapshots withheld because they failed the consistency check", [({}, cache.consistency_failures)])
     revisions, generations, capacity, members, direction, skipped = [], [], [], [], [], []
     connected, behind, ack_latency, nacks = [], [], [], []
-    for name in sorted(plane.services):
-        try:
-            service = plane.service(name)
-        except NotFound:
-            continue
+    for name, service in _services(plane):
         with service.lock:
             revisions.append(({"service": name}, service.record.revision))
             generations.append(({"service": name}, service.generation))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import http.server
 import json
 import os
 import random
@@ -45,21 +44,6 @@ OLD, NEW = "v1", "v2"
 
 # -- backends -------------------------------------------------------------------------------------
 
-class _AppHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        body = json.dumps({"version": self.server.app_version, "host": self.server.host_name}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 class AppHost:
     """One application host: an HTTP server answering with its version, announced in a
     serverset for as long as it is registered."""
@@ -67,11 +51,10 @@ class AppHost:
     def __init__(self, store, stage: str, path: str, version: str, index: int):
         self.stage, self.path, self.version = stage, path, version
         self.name = f"{stage}-{version}-{index}"
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AppHandler)
-        self.server.daemon_threads = True
-        self.server.app_version, self.server.host_name = version, self.name
-        threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True).start()
+        from rollway.envoy_process import json_backend
         from rollway.serverset import member_json
+
+        self.server = json_backend(lambda request: {"version": version, "host": self.name})
 
         self.handle = store.announce(path, member_json("127.0.0.1", self.server.server_address[1], version))
 
@@ -345,8 +328,11 @@ class Demo:
             text = self.render()
             if interactive:
                 sys.stdout.write("\x1b[H\x1b[2J" + text)
-            else:
-                sys.stdout.write(text.splitlines()[1] + "\n")
+            else:   # a log, not a screen: the progress line and the session counts
+                lines = text.splitlines()
+                sessions = next(line for line in lines if line.startswith("sessions on:"))
+                totals = next(line for line in lines if line.startswith("bounces"))
+                sys.stdout.write(f"{lines[1].strip()} | {' '.join(sessions.split())} | {totals}\n")
             sys.stdout.flush()
 
     def render(self) -> str:

@@ -14,10 +14,13 @@ Usage::
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,4 +129,30 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 10.0) -> Non
             process.wait()
 
 
-__all__ = ["EnvoyProcess", "admin_counters", "envoy_binary", "free_port", "stop_process"]
+class _JsonHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        body = json.dumps(self.server.payload(self)).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def json_backend(payload: Callable[[http.server.BaseHTTPRequestHandler], dict]) -> http.server.ThreadingHTTPServer:
+    """A backend for Envoy on a free loopback port, answering every GET with
+    ``payload(request)`` as JSON, served from a background thread. Stop it with
+    ``shutdown()`` and ``server_close()``."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _JsonHandler)
+    server.daemon_threads = True
+    server.payload = payload
+    threading.Thread(target=server.serve_forever, name="rollway-backend", daemon=True).start()
+    return server
+
+
+__all__ = ["EnvoyProcess", "admin_counters", "envoy_binary", "free_port", "json_backend", "stop_process"]
