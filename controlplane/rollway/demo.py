@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,9 +296,7 @@ class Demo:
         service = self.status()
         live = {s["name"]: {v["name"]: v["capacity"] for v in s["versions"]} for s in service["stages"]}
         completed = self.steps_done == self.steps_total and all(set(v) == {NEW} for v in live.values())
-        final: dict[str, int] = {}
-        for b in self.browsers:
-            final[b.served or "none"] = final.get(b.served or "none", 0) + 1
+        final = dict(Counter(b.served or "none" for b in self.browsers))
         return {
             "deploy_completed": completed,
             "deploy_steps": f"{self.steps_done}/{self.steps_total}",
@@ -325,15 +324,27 @@ class Demo:
         while not self.stop_event.wait(0.5 if interactive else 2.0):
             if self.args.json:
                 continue
-            text = self.render()
             if interactive:
-                sys.stdout.write("\x1b[H\x1b[2J" + text)
+                sys.stdout.write("\x1b[H\x1b[2J" + self.render())
             else:   # a log, not a screen: the progress line and the session counts
-                lines = text.splitlines()
-                sessions = next(line for line in lines if line.startswith("sessions on:"))
-                totals = next(line for line in lines if line.startswith("bounces"))
-                sys.stdout.write(f"{lines[1].strip()} | {' '.join(sessions.split())} | {totals}\n")
+                sys.stdout.write(f"{self._progress_line()} | {self._sessions_line()} | {self._totals_line()}\n")
             sys.stdout.flush()
+
+    def _progress_line(self) -> str:
+        width = 30
+        done = int(width * self.steps_done / max(1, self.steps_total))
+        return (f"deploy [{'#' * done}{'.' * (width - done)}] {self.steps_done}/{self.steps_total}  {self.phase}  "
+                f"t={time.monotonic() - self.t0:.0f}s")
+
+    def _sessions_line(self) -> str:
+        on = Counter(b.served for b in self.browsers if b.served)
+        return "sessions on: " + ", ".join(f"{v} {n}" for v, n in sorted(on.items()))
+
+    def _totals_line(self) -> str:
+        b = self.browsers
+        return (f"bounces {sum(x.bounces for x in b)}   refreshes {sum(x.refreshes for x in b)} "
+                f"(max per session {max((x.refreshes for x in b), default=0)})   "
+                f"requests {sum(x.requests for x in b)}   errors {sum(x.errors for x in b)}")
 
     def render(self) -> str:
         service = self.status()
@@ -341,18 +352,12 @@ class Demo:
         with self.recent_lock:
             self.recent = [r for r in self.recent if now - r[0] <= 3.0]
             recent = list(self.recent)
-        by_version: dict[str, int] = {}
-        by_place: dict[tuple, int] = {}
-        for _, stage, version in recent:
-            by_version[version] = by_version.get(version, 0) + 1
-            by_place[(stage, version)] = by_place.get((stage, version), 0) + 1
+        by_version = Counter(version for _, _, version in recent)
+        by_place = Counter((stage, version) for _, stage, version in recent)
         total = sum(by_version.values()) or 1
-        width = 30
-        done = int(width * self.steps_done / max(1, self.steps_total))
         lines = [f"Rollway demo: rolling {SERVICE} from {OLD} to {NEW} through {len(self.envoys)} Envoys "
                  f"({'ZooKeeper ' + self.args.zk if self.args.zk else 'embedded file store'})",
-                 f"deploy [{'#' * done}{'.' * (width - done)}] {self.steps_done}/{self.steps_total}  {self.phase}  "
-                 f"t={now - self.t0:.0f}s",
+                 self._progress_line(),
                  "",
                  f"{'stage':8} {'version':8} {'capacity':>8} {'cap share':>9} {'traffic':>8}   {'direction':16}"]
         for stage in service["stages"]:
@@ -363,13 +368,8 @@ class Demo:
                              f"{100 * v['share']:8.0f}% {traffic:7.0f}%   {direction if i == 0 else ''}")
         lines += ["", "traffic, last 3 s: " + ", ".join(f"{v} {100 * n / total:.0f}%"
                                                          for v, n in sorted(by_version.items())),
-                  "sessions on:       " + ", ".join(f"{v} {n}" for v, n in sorted(
-                      {b.served: sum(1 for x in self.browsers if x.served == b.served)
-                       for b in self.browsers if b.served}.items())),
-                  f"bounces {sum(b.bounces for b in self.browsers)}   refreshes "
-                  f"{sum(b.refreshes for b in self.browsers)} (max per session "
-                  f"{max((b.refreshes for b in self.browsers), default=0)})   requests "
-                  f"{sum(b.requests for b in self.browsers)}   errors {sum(b.errors for b in self.browsers)}",
+                  self._sessions_line(),
+                  self._totals_line(),
                   f"dashboard: http://127.0.0.1:{self.dashboard.port}/   Ctrl-C stops everything", ""]
         return "\n".join(lines)
 

@@ -46,6 +46,11 @@ int pick_version(const StageEntry& stage, uint64_t hash_high) {
   return stage.hash_order[below < n ? below : n - 1];  // the last threshold is 1 > point
 }
 
+// Whether the deploy's target can take the sessions that move: admitted, with capacity.
+inline bool takes_moves(const StageEntry& stage, int target) {
+  return target >= 0 && stage.versions[target].admitted && stage.versions[target].capacity > 0;
+}
+
 // The tiebreak between the version a session wants and the one its hash gives, once both
 // are known to have capacity. Versions are listed oldest first, so a larger index is newer.
 //
@@ -56,8 +61,7 @@ int pick_version(const StageEntry& stage, uint64_t hash_high) {
 // sessions yet (announced, not admitted by every Envoy), the session waits where it is.
 Reason tiebreak(const StageEntry& stage, int wanted, int computed, int* routed) {
   const int target = stage.direction_target;
-  const bool target_open = target >= 0 && stage.versions[target].admitted &&
-                           stage.versions[target].capacity > 0;
+  const bool target_open = takes_moves(stage, target);
   switch (stage.direction) {
     case DirectionState::kSteady:
       // No deploy is moving: a session stays where it is; only new sessions follow capacity.
@@ -147,9 +151,7 @@ void route_in_stage(const StageEntry& stage, uint64_t hash_high, std::string_vie
     // other session leaving a draining version, so that it moves once; otherwise its hash.
     // (A steady stage has a target only while a reversal is held: the rollback's target.)
     const int target = stage.direction_target;
-    const bool to_target = target >= 0 && stage.versions[target].admitted &&
-                           stage.versions[target].capacity > 0;
-    d.version = to_target ? target : computed;
+    d.version = takes_moves(stage, target) ? target : computed;
     d.reason = Reason::kUnavailable;
   } else if (wanted == computed) {
     d.version = computed;
