@@ -33,11 +33,13 @@ sys.path.insert(0, os.path.join(_HERE, "..", "tests"))
 
 from kazoo.client import KazooClient  # noqa: E402
 
-from rollway.direction import DirectionTracker  # noqa: E402
-from rollway.routemap import parse_routemap  # noqa: E402
-from rollway.serverset import build_view, member_json  # noqa: E402
-from rollway.state import ControlPlane, build_filter_config  # noqa: E402
-from rollway.store import open_store  # noqa: E402
+from rollway.model.direction import DirectionTracker  # noqa: E402
+from rollway.model.publish import build_filter_config  # noqa: E402
+from rollway.model.routemap import parse_routemap  # noqa: E402
+from rollway.plane.control_plane import ControlPlane  # noqa: E402
+from rollway.sources.serverset import build_view, member_json  # noqa: E402
+from rollway.sources.store import open_store  # noqa: E402
+
 from zk_harness import ZooKeeperServer  # noqa: E402
 
 ROUTEMAP = {"service": "web", "stages": [

@@ -28,8 +28,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-import oracle  # noqa: E402  (the pure-Python reference, used here as the slow peer)
 import rollway  # noqa: E402
+
+import oracle  # noqa: E402  (the pure-Python reference, used here as the slow peer)
 
 NOW = 1_750_000_000
 CONFIG = {

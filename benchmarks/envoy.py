@@ -49,8 +49,9 @@ sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.join(_HERE, "..", "tests"))
 
 import rollway  # noqa: E402
+from rollway.envoy import bootstrap as ec  # noqa: E402
+
 from envoy_harness import EnvoyProcess, free_port  # noqa: E402
-from rollway import envoy_config as ec  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_CPU, LOAD_CPU = 0, (1 if (os.cpu_count() or 1) > 1 else 0)

@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from rollway.sim import SimConfig, run
+from rollway.tools.sim import SimConfig, run
 
 
 def main() -> int:

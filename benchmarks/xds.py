@@ -31,13 +31,14 @@ sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]  # envoy.
 sys.path.insert(0, os.path.join(_HERE, "..", "tests"))
 
 import rollway  # noqa: E402
+from rollway.envoy import bootstrap as ec  # noqa: E402
+from rollway.plane.control_plane import ControlPlane  # noqa: E402
+from rollway.sources.serverset import member_json  # noqa: E402
+from rollway.sources.store import open_store  # noqa: E402
+from rollway.xds.resources import EXTENSION, build_resources  # noqa: E402
+from rollway.xds.server import XdsThread  # noqa: E402
+
 from envoy_harness import Backends, EnvoyProcess, free_port  # noqa: E402
-from rollway import envoy_config as ec  # noqa: E402
-from rollway.serverset import member_json  # noqa: E402
-from rollway.state import ControlPlane  # noqa: E402
-from rollway.store import open_store  # noqa: E402
-from rollway.xds import XdsThread  # noqa: E402
-from rollway.xds_resources import EXTENSION, build_resources  # noqa: E402
 from zk_harness import ZooKeeperServer  # noqa: E402
 
 ROUTEMAP = {"service": "web", "stages": [

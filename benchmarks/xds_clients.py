@@ -10,7 +10,10 @@ import sys
 
 import grpc
 from envoy_data_plane.envoy.config.core.v3 import Node
-from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
+from envoy_data_plane.envoy.service.discovery.v3 import (
+    DiscoveryRequest,
+    DiscoveryResponse,
+)
 from envoy_data_plane.google.protobuf import Struct, Value
 
 EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"

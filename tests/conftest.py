@@ -81,7 +81,7 @@ def store_url(request, tmp_path):
 @pytest.fixture
 def open_stores():
     """Opens stores for a test and stops them all afterwards."""
-    from rollway.store import open_store
+    from rollway.sources.store import open_store
 
     opened = []
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rollway.envoy_process import EnvoyProcess as _EnvoyProcess
-from rollway.envoy_process import envoy_binary, free_port, json_backend, stop_process
+from rollway.envoy.process import EnvoyProcess as _EnvoyProcess
+from rollway.envoy.process import envoy_binary, free_port, json_backend, stop_process
 
 ENVOY_BINARY = envoy_binary()
 __all__ = ["Backends", "EnvoyProcess", "Response", "free_port", "stop_process", "wait_until", "ENVOY_BINARY"]

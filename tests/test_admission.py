@@ -1,7 +1,7 @@
 """Two-step publication: announce-then-admit for versions, steady-between for direction
 changes, `next` for blue-green switches, `next_weight` for stage-weight changes."""
 
-from rollway.admission import AdmissionState, apply_admission, known_versions
+from rollway.model.admission import AdmissionState, apply_admission, known_versions
 
 
 def config(versions, direction):

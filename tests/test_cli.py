@@ -9,7 +9,7 @@ EXAMPLE = pathlib.Path(__file__).parent.parent / "envoy-config" / "filter-config
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rollway.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "rollway.cli.main", *args], capture_output=True, text=True,
                           timeout=60)
 
 

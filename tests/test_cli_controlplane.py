@@ -11,21 +11,21 @@ import sys
 
 import pytest
 import yaml
+from test_control_plane import ROUTEMAP
 
 from conftest import wait_for
 from envoy_harness import free_port
-from test_control_plane import ROUTEMAP
 
 TOKEN = "cli-operator-token"
 
 
 def rollway(*args, env=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "rollway.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "rollway.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
 def background(*args):
-    return subprocess.Popen([sys.executable, "-m", "rollway.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "rollway.cli.main", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 

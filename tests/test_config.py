@@ -7,6 +7,7 @@ import pathlib
 import pytest
 
 import rollway
+
 from conftest import blue_green, config, rolling
 
 EXAMPLE = json.loads((pathlib.Path(__file__).parent.parent / "envoy-config" / "filter-config.example.json").read_text())

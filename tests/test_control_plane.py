@@ -8,11 +8,12 @@ import time
 
 import pytest
 
+from rollway.model.routemap import RouteMapError
+from rollway.plane.control_plane import ControlPlane
+from rollway.sources.serverset import ServersetWatcher, member_json
+from rollway.sources.store import ConflictError
+
 from conftest import wait_for
-from rollway.routemap import RouteMapError
-from rollway.serverset import ServersetWatcher, member_json
-from rollway.state import ControlPlane
-from rollway.store import ConflictError
 
 ROUTEMAP = {
     "service": "web",

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import oracle
 import rollway
 from rollway import _core
+
+import oracle
 
 NOW = 1_750_000_000
 SECRET = b"0123456789abcdef-operator-secret"

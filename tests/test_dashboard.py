@@ -12,13 +12,14 @@ import urllib.request
 
 import pytest
 
+from rollway.api.dashboard import DashboardServer, rendered_dom, screenshot
+from rollway.envoy.bootstrap import ads_bootstrap
+from rollway.plane.control_plane import ControlPlane
+from rollway.sources.serverset import member_json
+from rollway.sources.store import open_store
+from rollway.xds.server import XdsThread
+
 from envoy_harness import Backends, EnvoyProcess, free_port, wait_until
-from rollway.dashboard import DashboardServer, rendered_dom, screenshot
-from rollway.envoy_config import ads_bootstrap
-from rollway.serverset import member_json
-from rollway.state import ControlPlane
-from rollway.store import open_store
-from rollway.xds import XdsThread
 
 ROUTEMAP = {"service": "web", "stages": [
     {"name": "canary", "weight": 10, "mode": "rolling", "serverset": "/discovery/web/canary"},

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from envoy_harness import free_port, wait_until
 
-DEMO = [sys.executable, "-m", "rollway.cli", "demo", "--http-port", "0"]
+DEMO = [sys.executable, "-m", "rollway.cli.main", "demo", "--http-port", "0"]
 
 
 def run_demo(*args: str, timeout: float = 240) -> dict:
@@ -67,7 +67,7 @@ def _alive(pid: int) -> bool:
 
 def test_ctrl_c_stops_everything_the_demo_started():
     port = free_port()
-    demo = subprocess.Popen([sys.executable, "-m", "rollway.cli", "demo", "--duration", "120",
+    demo = subprocess.Popen([sys.executable, "-m", "rollway.cli.main", "demo", "--duration", "120",
                              "--http-port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def envoys_routing():

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rollway.direction import DirectionTracker
+from rollway.model.direction import DirectionTracker
 
 
 def run(steps: list[dict[str, float]]) -> list[tuple[str, str | None]]:

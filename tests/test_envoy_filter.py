@@ -10,8 +10,9 @@ import time
 import pytest
 
 import rollway
+from rollway.envoy import bootstrap as envoy_config
+
 from envoy_harness import Backends, EnvoyProcess, free_port, wait_until
-from rollway import envoy_config
 
 OPS_KEY = "operator-override-key-for-tests"
 VERSIONS = ["v1", "v2", "v3"]

@@ -7,14 +7,15 @@ import threading
 
 import grpc
 import pytest
+from test_control_plane import ROUTEMAP
 
-from conftest import wait_for
-from rollway.operator_api import serve_operator_api
+from rollway.api.operator import serve_operator_api
+from rollway.plane.control_plane import ControlPlane
 from rollway.proto import routemap_pb2 as pb
 from rollway.proto import routemap_pb2_grpc as pb_grpc
-from rollway.serverset import member_json
-from rollway.state import ControlPlane
-from test_control_plane import ROUTEMAP
+from rollway.sources.serverset import member_json
+
+from conftest import wait_for
 
 TOKEN = "operator-token-for-tests"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

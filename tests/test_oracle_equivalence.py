@@ -9,8 +9,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-import oracle
 import rollway
+
+import oracle
 
 NOW = 1_750_000_000
 SECRETS = {"rid": b"routing-id-secret-0123456789", "ops": b"operator-override-secret-42"}

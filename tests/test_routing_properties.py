@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rollway
+
 from conftest import NOW, blue_green, config, rolling
 
 SESSIONS = 200_000

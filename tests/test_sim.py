@@ -4,8 +4,7 @@ code. Generated deploys are in test_sim_stateful.py."""
 
 import pytest
 
-from rollway.sim import SimConfig, run
-
+from rollway.tools.sim import SimConfig, run
 
 FINAL = {"rollback": "v1", "third-version": "v3"}
 
@@ -53,7 +52,7 @@ def test_rollway_simulate_cli_json_and_plot(tmp_path):
     import sys
 
     plot = tmp_path / "rolling.png"
-    out = subprocess.run([sys.executable, "-m", "rollway.cli", "simulate", "--scenario", "rolling", "--sessions", "800",
+    out = subprocess.run([sys.executable, "-m", "rollway.cli.main", "simulate", "--scenario", "rolling", "--sessions", "800",
                           "--envoys", "4", "--lag-max", "10", "--json", "--plot", str(plot)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

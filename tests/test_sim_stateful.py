@@ -4,7 +4,7 @@ Rules draw what happens to the stages' hosts and weights: deploy steps of random
 pace, autoscaling of the whole fleet, spot hosts vanishing from either version, one
 rollback, a third version starting mid-ramp, and canary weight shifts. At the end the
 deploy runs through Envoys with random config delays, with the real core, direction
-inference and admission (rollway.sim). Asserted: zero bounces (a rollback's single move
+inference and admission (rollway.tools.sim). Asserted: zero bounces (a rollback's single move
 back is not one), at most one refresh per session per deploy, no request decided onto a
 version with zero capacity on the deciding Envoy, and overload within the stated bound.
 
@@ -20,7 +20,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from rollway.sim import SimConfig, World, run
+from rollway.tools.sim import SimConfig, World, run
 
 ROUTEMAP = {"service": "web", "stages": [
     {"name": "canary", "weight": 0.5, "mode": "rolling", "serverset": "/discovery/web/canary"},

@@ -7,13 +7,14 @@ import time
 
 import pytest
 
+from rollway.envoy import bootstrap as ec
+from rollway.plane.control_plane import ControlPlane
+from rollway.sources.serverset import member_json
+from rollway.sources.store import open_store
+from rollway.xds.server import XdsThread
+
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
-from rollway import envoy_config as ec
-from rollway.serverset import member_json
-from rollway.state import ControlPlane
-from rollway.store import open_store
-from rollway.xds import XdsThread
 
 HOSTS = 5
 ROUTEMAP = {"service": "web", "stages": [
@@ -183,7 +184,7 @@ def test_endpoint_churn_moves_eds_and_ecds_but_not_the_listener(world):
     wait_for(world.converged, timeout=30, what="convergence after churn")
     after = {s["node_id"]: dict(s["acked"]) for s in world.xds.xds.cache.envoy_status("web")}
     # The operator API's status lists each connected Envoy with what it ACKed.
-    from rollway.operator_api import status_message
+    from rollway.api.operator import status_message
     status = status_message(world.plane, "web")
     assert {e.node_id: dict(e.acked) for e in status.envoys} == after
     for node in before:
@@ -238,7 +239,7 @@ def test_envoys_keep_routing_without_the_control_plane_and_resync_when_it_return
 def test_two_replicas_on_one_zookeeper_behave_as_one(zookeeper):
     """Same ZooKeeper state -> the same snapshot versions on every replica (so an Envoy can
     move between replicas without spurious pushes), and a push on one reaches the other."""
-    from rollway.xds import SnapshotCache
+    from rollway.xds.server import SnapshotCache
 
     url = f"zk://{zookeeper.hosts}/replicas"
     stores = [open_store(url) for _ in range(3)]

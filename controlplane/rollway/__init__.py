@@ -19,8 +19,7 @@ from rollway._core import (
     new_routing_id,
     parse_routing_id,
 )
-
-from rollway.envoy_config import filter_library_path
+from rollway.envoy.bootstrap import filter_library_path
 
 __all__ = [
     "filter_library_path",

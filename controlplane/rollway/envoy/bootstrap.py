@@ -4,7 +4,7 @@ The filter is Envoy's dynamic-module HTTP filter loading ``librollway_filter.so`
 route sends each request to the cluster named in the header the filter writes, and falls
 back to a 503 when the filter found no capacity (it then removes the header)::
 
-    from rollway import envoy_config
+    from rollway.envoy import bootstrap as envoy_config
     doc = envoy_config.static_bootstrap(filter_config, {"web.prod.v1": [("127.0.0.1", 8081)]},
                                         listen_port=10000, admin_port=9901)
     json.dump(doc, open("envoy.json", "w"))     # envoy -c envoy.json
@@ -30,7 +30,7 @@ METRICS_NAMESPACE = "rollway"
 
 def filter_library_path() -> str:
     """The installed ``librollway_filter.so``."""
-    path = Path(__file__).parent / "_filter" / f"lib{MODULE_NAME}.so"
+    path = Path(__file__).parent.parent / "_filter" / f"lib{MODULE_NAME}.so"
     if not path.is_file():
         raise FileNotFoundError(f"librollway_filter.so is not installed at {path}; reinstall rollway")
     return str(path)

@@ -52,8 +52,8 @@ class AppHost:
     def __init__(self, store, stage: str, path: str, version: str, index: int):
         self.stage, self.path, self.version = stage, path, version
         self.name = f"{stage}-{version}-{index}"
-        from rollway.envoy_process import json_backend
-        from rollway.serverset import member_json
+        from rollway.envoy.process import json_backend
+        from rollway.sources.serverset import member_json
 
         self.server = json_backend(lambda request: {"version": version, "host": self.name})
 
@@ -147,12 +147,12 @@ class Demo:
 
     # lifecycle
     def start(self) -> None:
-        from rollway.dashboard import DashboardServer
-        from rollway.envoy_config import ads_bootstrap
-        from rollway.envoy_process import EnvoyProcess, free_port
-        from rollway.state import ControlPlane
-        from rollway.store import open_store
-        from rollway.xds import XdsThread
+        from rollway.api.dashboard import DashboardServer
+        from rollway.envoy.bootstrap import ads_bootstrap
+        from rollway.envoy.process import EnvoyProcess, free_port
+        from rollway.plane.control_plane import ControlPlane
+        from rollway.sources.store import open_store
+        from rollway.xds.server import XdsThread
 
         if self.args.zk:
             url = f"zk://{self.args.zk}/rollway-demo-{uuid.uuid4().hex[:8]}"
@@ -279,7 +279,7 @@ class Demo:
         return self.summary(time.monotonic() - start)
 
     def _screenshot(self) -> None:
-        from rollway.dashboard import screenshot
+        from rollway.api.dashboard import screenshot
 
         try:
             screenshot(f"http://127.0.0.1:{self.dashboard.port}/", self.args.screenshot)
@@ -288,7 +288,7 @@ class Demo:
 
     # reporting
     def status(self) -> dict:
-        from rollway.dashboard import dashboard_state
+        from rollway.api.dashboard import dashboard_state
 
         return dashboard_state(self.plane, self.xds.xds.cache, None)["services"][0]
 

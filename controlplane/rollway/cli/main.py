@@ -3,17 +3,17 @@
 Subcommands:
 
 ``rollway demo [--duration S] [--json] [--zk HOST:PORT]``
-    The quick start: a rolling deploy through two real Envoys, watched live (rollway.demo).
+    The quick start: a rolling deploy through two real Envoys, watched live (rollway.tools.demo).
 
 ``rollway envoy-config --static --filter-config FILE --cluster NAME=HOST:PORT[,HOST:PORT] ...``
 ``rollway envoy-config --ads --xds HOST:PORT --node-id ID``
     Print a ready Envoy bootstrap (JSON) with the installed filter module's path filled in.
 
 ``rollway simulate --scenario NAME [--strategy rollway|capacity|naive|all] [--json] [--plot F]``
-    Simulate a deploy through lagging Envoys (rollway.sim).
+    Simulate a deploy through lagging Envoys (rollway.tools.sim).
 
 ``rollway serve``, ``rollway routemap ...``, ``rollway status``, ``rollway serverset announce``
-    The control plane and its operator API (see rollway.cli_controlplane).
+    The control plane and its operator API (see rollway.cli.controlplane).
 
 ``rollway route --config FILE [--now T] [--sessions N | --id TOKEN ...] [--json]``
     Route routing ids (or N freshly minted sessions) against a filter config with the C++
@@ -109,7 +109,7 @@ def _parse_cluster(spec: str) -> tuple[str, list[tuple[str, int]]]:
 
 
 def _cmd_envoy_config(args: argparse.Namespace) -> int:
-    from rollway import envoy_config
+    from rollway.envoy import bootstrap as envoy_config
 
     if args.static:
         if not args.filter_config:
@@ -143,7 +143,7 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from rollway import sim
+    from rollway.tools import sim
 
     strategies = list(sim.STRATEGIES) if args.strategy == "all" else [args.strategy]
     results = {}
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.set_defaults(func=_cmd_envoy_config)
 
     simulate = sub.add_parser("simulate", help="simulate a deploy through a fleet of lagging Envoys")
-    from rollway.sim import SCENARIOS, STRATEGIES
+    from rollway.tools.sim import SCENARIOS, STRATEGIES
 
     simulate.add_argument("--scenario", required=True, choices=SCENARIOS)
     simulate.add_argument("--strategy", default="rollway", choices=(*STRATEGIES, "all"))
@@ -212,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--plot", help="write a PNG: sessions per version over time, capacity overlaid")
     simulate.set_defaults(func=_cmd_simulate)
 
-    from rollway.cli_controlplane import add_commands
-    from rollway.demo import add_command as add_demo
+    from rollway.cli.controlplane import add_commands
+    from rollway.tools.demo import add_command as add_demo
 
     add_commands(sub)
     add_demo(sub)

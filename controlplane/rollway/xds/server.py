@@ -32,9 +32,10 @@ import grpc
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any
 
-from rollway.admission import AdmissionState, apply_admission, known_versions
-from rollway.state import ControlPlane, NotFound, endpoints_by_cluster
-from rollway.xds_resources import EXTENSION, TYPES, ConsistencyError, Resources, build_resources
+from rollway.model.admission import AdmissionState, apply_admission, known_versions
+from rollway.model.publish import endpoints_by_cluster
+from rollway.plane.control_plane import ControlPlane, NotFound
+from rollway.xds.resources import EXTENSION, TYPES, ConsistencyError, Resources, build_resources
 
 log = logging.getLogger(__name__)
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"

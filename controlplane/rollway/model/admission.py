@@ -72,7 +72,7 @@ def apply_admission(config: dict, state: "AdmissionState | set[Key]", envoys_kno
     Why the direction rule: while Envoys lag, one still on ``forward`` would move a session
     forward again right after another, already on ``rollback``, moved it back. ``steady``
     moves nobody, so going forward -> steady -> rollback (the second step only once every
-    Envoy holds the first) never sends a session both ways (found by rollway.sim)."""
+    Envoy holds the first) never sends a session both ways (found by rollway.tools.sim)."""
     if isinstance(state, set):  # versions only (callers that do not track directions)
         state = AdmissionState(state)
     knows = list(envoys_know)
@@ -116,7 +116,7 @@ def _hold_weight_change(config: dict, state: AdmissionState, knows: list[set[Key
     stage's new one as ``next_weight`` (a session the new weights place in a stage that
     serves the version it wants is kept there), then, once every Envoy holds that, the new
     weights. Without it, an Envoy that has not heard of the change sends a session that a
-    faster one moved from prod to canary straight back (found by rollway.sim). A change
+    faster one moved from prod to canary straight back (found by rollway.tools.sim). A change
     starts only once every Envoy holds the previous one's final weights: with two changes
     in flight, Envoys applying different weights move sessions both ways."""
     wanted = {s["name"]: s["weight"] for s in config["stages"]}

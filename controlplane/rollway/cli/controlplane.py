@@ -24,7 +24,7 @@ DEFAULT_SERVER = os.environ.get("ROLLWAY_SERVER", "127.0.0.1:7700")
 
 
 def _read(path: str) -> str:
-    from rollway.cli import read_file
+    from rollway.cli.main import read_file
 
     return read_file(path)
 
@@ -76,9 +76,9 @@ def _print(args, data, human) -> int:
 # -- serve -------------------------------------------------------------------------------------
 
 def cmd_serve(args) -> int:
-    from rollway.operator_api import serve_operator_api
-    from rollway.state import ControlPlane
-    from rollway.store import open_store
+    from rollway.api.operator import serve_operator_api
+    from rollway.plane.control_plane import ControlPlane
+    from rollway.sources.store import open_store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = _read(args.token_file).strip() if args.token_file else os.environ.get("ROLLWAY_TOKEN")
@@ -90,11 +90,11 @@ def cmd_serve(args) -> int:
     server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token)
     xds = dashboard = None
     if args.xds_port is not None:
-        from rollway.xds import XdsThread
+        from rollway.xds.server import XdsThread
 
         xds = XdsThread(plane, args.xds_port, host=args.api_host)
     if args.http_port is not None:
-        from rollway.dashboard import DashboardServer
+        from rollway.api.dashboard import DashboardServer
 
         dashboard = DashboardServer(plane, xds.xds.cache if xds else None, port=args.http_port, host=args.api_host)
     print(f"rollway: control plane on {args.store}, operator API on {args.api_host}:{server.rollway_port}"
@@ -118,8 +118,8 @@ def cmd_serve(args) -> int:
 # -- routemap -------------------------------------------------------------------------------------
 
 def cmd_validate(args) -> int:
+    from rollway.model.routemap import RouteMapError, parse_routemap
     from rollway.proto import routemap_pb2 as pb
-    from rollway.routemap import RouteMapError, parse_routemap
 
     text = _read(args.file)
     try:
@@ -192,8 +192,8 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_diff(args) -> int:
+    from rollway.model.routemap import RouteMapError, parse_routemap
     from rollway.proto import routemap_pb2 as pb
-    from rollway.routemap import RouteMapError, parse_routemap
 
     try:
         proposed = parse_routemap(_read(args.file))
@@ -263,8 +263,8 @@ def cmd_status(args) -> int:
 # -- serverset announce -------------------------------------------------------------------------
 
 def cmd_announce(args) -> int:
-    from rollway.serverset import member_json
-    from rollway.store import open_store
+    from rollway.sources.serverset import member_json
+    from rollway.sources.store import open_store
 
     store = open_store(args.store)
     store.start()

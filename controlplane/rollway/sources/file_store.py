@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from rollway.store import CONNECTED, ConflictError, Handle, MembersCallback, RouteMapRecord, Store
+from rollway.sources.store import CONNECTED, ConflictError, Handle, MembersCallback, RouteMapRecord, Store
 
 
 class _Poller:

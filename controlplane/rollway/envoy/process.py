@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rollway import envoy_config
+from rollway.envoy import bootstrap as envoy_config
 
 
 def envoy_binary() -> str:

@@ -116,13 +116,13 @@ class Store(abc.ABC):
 def open_store(url: str, **options) -> Store:
     parsed = urlparse(url)
     if parsed.scheme == "zk":
-        from rollway.store_zk import ZooKeeperStore
+        from rollway.sources.zookeeper_store import ZooKeeperStore
 
         if not parsed.netloc:
             raise ValueError(f"store {url!r}: expected zk://HOST:PORT[,HOST:PORT][/chroot]")
         return ZooKeeperStore(parsed.netloc, parsed.path or "", url=url, **options)
     if parsed.scheme == "file":
-        from rollway.store_file import FileStore
+        from rollway.sources.file_store import FileStore
 
         root = parsed.path if not parsed.netloc else parsed.netloc + parsed.path
         if not root:

@@ -6,9 +6,9 @@ Envoy from 0..lag_max: updates arrive in order, like one xDS stream each); S bro
 sessions that keep their cookies, send requests to random Envoys, and reload when told;
 and a deploy tool changing a stage's hosts over time. Nothing here restates a routing
 rule: decisions come from the C++ core (``Router.route_many``), direction from
-``rollway.direction.DirectionTracker``, the filter config from ``rollway.state``, and
+``rollway.direction.DirectionTracker``, the filter config from ``rollway.plane.control_plane``, and
 admission (announce, then admit after every Envoy holds the version) from
-``rollway.admission`` -- the same code the control plane runs.
+``rollway.model.admission`` -- the same code the control plane runs.
 
 Strategies compared on the same scenario and seed:
 
@@ -18,7 +18,7 @@ Strategies compared on the same scenario and seed:
 
 Usage::
 
-    from rollway.sim import SimConfig, run
+    from rollway.tools.sim import SimConfig, run
     result = run(SimConfig(scenario="rolling", envoys=8, sessions=10000, lag_max=30, seed=1))
     result.metrics["bounces"]
 """
@@ -31,11 +31,11 @@ import random
 from dataclasses import dataclass, field
 
 from rollway import Router, murmur3_32, new_routing_id
-from rollway.admission import AdmissionState, apply_admission, known_versions
-from rollway.direction import DirectionTracker
-from rollway.routemap import parse_routemap
-from rollway.serverset import ServersetView
-from rollway.state import build_filter_config
+from rollway.model.admission import AdmissionState, apply_admission, known_versions
+from rollway.model.direction import DirectionTracker
+from rollway.model.publish import build_filter_config
+from rollway.model.routemap import parse_routemap
+from rollway.sources.serverset import ServersetView
 
 SCENARIOS = ("rolling", "rollback", "autoscale", "spot-loss", "third-version", "blue-green", "canary-ramp")
 STRATEGIES = ("naive", "capacity", "rollway")

@@ -30,11 +30,11 @@ from concurrent import futures
 
 import grpc
 
+from rollway.model.routemap import RouteMapError
+from rollway.plane.control_plane import ControlPlane, NotFound
 from rollway.proto import routemap_pb2 as pb
 from rollway.proto import routemap_pb2_grpc as pb_grpc
-from rollway.routemap import RouteMapError
-from rollway.state import ControlPlane, NotFound
-from rollway.store import ConflictError, RouteMapRecord, StoreError
+from rollway.sources.store import ConflictError, RouteMapRecord, StoreError
 
 log = logging.getLogger(__name__)
 

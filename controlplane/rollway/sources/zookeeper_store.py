@@ -22,8 +22,17 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType
 from kazoo.recipe.watchers import ChildrenWatch
 
-from rollway.store import (CONNECTED, LOST, SUSPENDED, ConflictError, Handle, MembersCallback, RouteMapRecord,
-                           Store, StoreError)
+from rollway.sources.store import (
+    CONNECTED,
+    LOST,
+    SUSPENDED,
+    ConflictError,
+    Handle,
+    MembersCallback,
+    RouteMapRecord,
+    Store,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 ROOT = "/rollway"

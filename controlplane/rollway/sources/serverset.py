@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rollway.store import Handle, Store
+from rollway.sources.store import Handle, Store
 
 log = logging.getLogger(__name__)
 

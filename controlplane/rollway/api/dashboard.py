@@ -33,8 +33,8 @@ import time
 from collections import deque
 from importlib import resources
 
-from rollway.envoy_process import admin_counters
-from rollway.state import ControlPlane, NotFound
+from rollway.envoy.process import admin_counters
+from rollway.plane.control_plane import ControlPlane, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def prometheus_text(plane: ControlPlane, cache) -> str:
 
 
 def dashboard_page() -> bytes:
-    return resources.files("rollway").joinpath("dashboard.html").read_bytes()
+    return resources.files("rollway.api").joinpath("dashboard.html").read_bytes()
 
 
 def chromium_binary() -> str:
