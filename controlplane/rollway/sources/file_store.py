@@ -6,44 +6,118 @@
 - route maps: ``DIR/rollway/<service>/routemap.json`` and ``history/<revision>.json``,
   written under an exclusive lock with the revision checked (compare-and-set), history
   first, then the current record by atomic rename.
+- deploy state: ``DIR/rollway/<service>/deploy.json`` = {"version": n, "data": base64},
+  replaced atomically under an flock on ``.deploy.lock`` after checking the version.
+- leadership: ``DIR/rollway/<service>/leader.json`` = {"holder", "token", "expires"}, a
+  lease each candidate tries to take or renew every lease/3 under an flock on
+  ``.leader.lock``; it is free when absent or expired (a SIGKILLed leader stops renewing).
+- fleet reports: ``DIR/rollway/<service>/fleet/<replica>.json``, kept fresh by the same
+  heartbeat as members and counted as gone once older than the lease.
 
 Watches poll (default every 50 ms): no inotify dependency, and the cost is a directory
-listing per watched serverset.
+listing per watched serverset or fleet (plus reading the few fleet records) and a stat per
+watched deploy state.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rollway.sources.store import CONNECTED, ConflictError, Handle, MembersCallback, RouteMapRecord, Store
+from rollway.sources.store import (
+    CONNECTED,
+    Campaign,
+    ConflictError,
+    DeployStateCallback,
+    FleetCallback,
+    FleetRecord,
+    Handle,
+    LeadershipCallback,
+    MembersCallback,
+    RouteMapRecord,
+    Store,
+    StoreError,
+    check_name,
+    check_version,
+)
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path``: excludes other processes and other FileStore
+    instances alike (each opens its own file description)."""
+    with open(path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old bytes or the new ones, never a torn file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 class _Poller:
+    """One thread polling every watch (anything with ``poll()`` and ``closed``)."""
+
     def __init__(self, interval: float):
         self.interval = interval
-        self.watches: list["_FileWatch"] = []
+        self.watches: list = []
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="rollway-file-store", daemon=True)
         self.thread.start()
 
+    def add(self, watch) -> None:
+        with self.lock:
+            self.watches.append(watch)
+
     def _run(self) -> None:
         while not self.stopped.wait(self.interval):
             with self.lock:
+                self.watches = [w for w in self.watches if not w.closed]
                 watches = list(self.watches)
             for watch in watches:
-                watch.poll()
+                try:
+                    watch.poll()
+                except Exception:  # one bad callback must not stop every other watch
+                    log.exception("file store watch failed")
+
+
+def _member_key(name: str) -> str | None:
+    return name if name.startswith("member_") else None
+
+
+def _fleet_key(name: str) -> str | None:
+    return name[:-5] if name.endswith(".json") and not name.startswith(".") else None
 
 
 class _FileWatch(Handle):
-    def __init__(self, store: "FileStore", directory: Path, callback: MembersCallback):
+    """Watches the live (fresh) files of a directory, as {key(name): bytes}.
+
+    ``key`` picks the files and names them (None: not ours). With ``by_content`` every poll
+    reads the files and compares bytes, because a record can change without changing size
+    and heartbeats move mtimes; without it (serversets, where member data never changes) a
+    change of the set of files or of a file's size is enough and no file is read."""
+
+    def __init__(self, store: "FileStore", directory: Path, callback: MembersCallback,
+                 key: Callable[[str], str | None] = _member_key, by_content: bool = False):
         self.store, self.directory, self.callback = store, directory, callback
-        self.seen: dict[str, tuple[float, int]] | None = None
+        self.key, self.by_content = key, by_content
+        self.seen: dict | None = None
         self.closed = False
 
     def poll(self) -> None:
@@ -56,7 +130,7 @@ class _FileWatch(Handle):
         except FileNotFoundError:
             entries = []
         for entry in entries:
-            if not entry.name.startswith("member_"):
+            if self.key(entry.name) is None:
                 continue
             try:
                 st = entry.stat()
@@ -64,18 +138,23 @@ class _FileWatch(Handle):
                 continue
             if now - st.st_mtime <= self.store.lease_seconds:
                 listing[entry.name] = (st.st_mtime_ns, st.st_size)
-        # Membership changes when the set of live files or a file's size changes; mtime
-        # alone moves with every heartbeat.
-        shape = {name: size for name, (_, size) in listing.items()}
-        if self.seen is not None and shape == self.seen:
-            return
-        self.seen = shape
+        if not self.by_content:
+            # Membership changes when the set of live files or a file's size changes; mtime
+            # alone moves with every heartbeat.
+            shape = {name: size for name, (_, size) in listing.items()}
+            if self.seen is not None and shape == self.seen:
+                return
+            self.seen = shape
         members = {}
         for name in listing:
             try:
-                members[name] = (self.directory / name).read_bytes()
+                members[self.key(name)] = (self.directory / name).read_bytes()
             except FileNotFoundError:
                 continue
+        if self.by_content:
+            if self.seen is not None and members == self.seen:
+                return
+            self.seen = members
         self.callback(members)
 
     def close(self) -> None:
@@ -95,6 +174,151 @@ class _Member(Handle):
             pass
 
 
+class _DeployWatch(Handle):
+    """Calls back when the deploy record's version changes. A stat per poll; the record
+    is read only when the file was replaced (new inode, mtime or size)."""
+
+    def __init__(self, store: "FileStore", service: str, callback: DeployStateCallback):
+        self.store, self.service, self.callback = store, service, callback
+        self.path = store._service_dir(service) / "deploy.json"
+        self.fingerprint: tuple | None = None
+        self.version: int | None = None
+        self.closed = False
+
+    def poll(self) -> None:
+        if self.closed:
+            return
+        try:
+            st = os.stat(self.path)
+            fingerprint = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            fingerprint = None
+        if self.version is not None and fingerprint == self.fingerprint:
+            return
+        self.fingerprint = fingerprint
+        try:
+            data, version = self.store.read_deploy_state(self.service)
+        except StoreError as error:  # a broken record: keep the last view, say why
+            log.warning("%s", error)
+            return
+        if version != self.version:
+            self.version = version
+            self.callback(data, version)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Campaign(Campaign):
+    """A lease in ``leader.json``, taken or renewed every lease/3. The token tells this
+    campaign's lease from another one's with the same identity (a restarted replica)."""
+
+    def __init__(self, store: "FileStore", service: str, identity: str, on_change: LeadershipCallback):
+        self.store, self.identity, self.on_change = store, identity, on_change
+        self.directory = store._service_dir(service)
+        self.path = self.directory / "leader.json"
+        self.token = uuid.uuid4().hex
+        self._held_until = 0.0          # our lease's expiry; 0 when we hold none
+        self._reported = False
+        self._stopped = threading.Event()
+        self._step_lock = threading.Lock()  # a renewal never runs after close() released
+        self._thread = threading.Thread(target=self._run, name=f"rollway-campaign-{service}", daemon=True)
+        self._thread.start()
+
+    @property
+    def leading(self) -> bool:
+        return time.time() < self._held_until
+
+    def _read(self) -> dict | None:
+        try:
+            lease = json.loads(self.path.read_bytes())
+            return lease if isinstance(lease, dict) else None
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None  # a torn or foreign file: treat as free, the next write repairs it
+
+    def _step(self) -> None:
+        with self._step_lock:
+            if self._stopped.is_set():
+                return
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with _flocked(self.directory / ".leader.lock"):
+                now = time.time()
+                lease = self._read()
+                free = lease is None or float(lease.get("expires", 0)) <= now
+                if free or lease.get("token") == self.token:
+                    expires = now + self.store.lease_seconds
+                    _write_atomically(self.path, json.dumps(
+                        {"holder": self.identity, "token": self.token, "expires": expires}).encode())
+                    self._held_until = expires
+                else:
+                    self._held_until = 0.0
+
+    def _report(self) -> None:
+        leading = self.leading and not self._stopped.is_set()
+        if leading != self._reported:
+            self._reported = leading
+            try:
+                self.on_change(leading)
+            except Exception:
+                log.exception("leadership callback failed")
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._step()
+            except (OSError, ValueError, TypeError) as error:  # the lease lapses on its own
+                log.warning("campaign for %s: %s", self.path, error)
+            self._report()
+            self._stopped.wait(self.store.lease_seconds / 3)
+        self._report()
+
+    def leader(self) -> str | None:
+        lease = self._read()
+        if lease is None or float(lease.get("expires", 0)) <= time.time():
+            return None
+        return lease.get("holder")
+
+    def close(self) -> None:
+        self._stopped.set()
+        with self._step_lock:
+            try:
+                with _flocked(self.directory / ".leader.lock"):
+                    lease = self._read()
+                    if lease is not None and lease.get("token") == self.token:
+                        self.path.unlink(missing_ok=True)
+            except OSError as error:
+                log.warning("campaign for %s: could not release the lease: %s", self.path, error)
+            self._held_until = 0.0
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+        self.store._campaigns.discard(self)
+
+
+class _FleetRecord(FleetRecord):
+    def __init__(self, store: "FileStore", path: Path, data: bytes):
+        self.store, self.path = store, path
+        self.lock = threading.Lock()
+        self.closed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, data)
+        with store._lock:
+            store._owned.add(path)  # the heartbeat keeps it fresh
+
+    def update(self, data: bytes) -> None:
+        with self.lock:
+            if not self.closed:
+                _write_atomically(self.path, data)
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            with self.store._lock:
+                self.store._owned.discard(self.path)
+            self.path.unlink(missing_ok=True)
+
+
 class FileStore(Store):
     def __init__(self, root: str, *, url: str | None = None, poll_interval: float = 0.05,
                  lease_seconds: float = 10.0):
@@ -104,6 +328,7 @@ class FileStore(Store):
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self._owned: set[Path] = set()
+        self._campaigns: set[_Campaign] = set()
         self._poller: _Poller | None = None
         self._heartbeat_stop = threading.Event()
 
@@ -114,6 +339,8 @@ class FileStore(Store):
         self._set_state(CONNECTED)
 
     def stop(self) -> None:
+        for campaign in list(self._campaigns):  # hand leadership over now, not at lease expiry
+            campaign.close()
         if self._poller:
             self._poller.stopped.set()
         self._heartbeat_stop.set()
@@ -135,11 +362,13 @@ class FileStore(Store):
         return self.root.joinpath(*parts)
 
     def watch_members(self, path: str, callback: MembersCallback) -> Handle:
-        watch = _FileWatch(self, self._dir(path), callback)
-        watch.poll()
+        return self._watch(_FileWatch(self, self._dir(path), callback))
+
+    def _watch(self, watch):
+        """Calls back now, then from the poller."""
         assert self._poller is not None, "store not started"
-        with self._poller.lock:
-            self._poller.watches.append(watch)
+        watch.poll()
+        self._poller.add(watch)
         return watch
 
     def announce(self, path: str, data: bytes) -> Handle:
@@ -159,6 +388,30 @@ class FileStore(Store):
         with self._lock:
             self._owned.add(target)
         return _Member(self, target)
+
+    def read_members(self, path: str) -> dict[str, bytes]:
+        directory, now, out = self._dir(path), time.time(), {}
+        for entry in (list(os.scandir(directory)) if directory.is_dir() else []):
+            if not entry.name.startswith("member_"):
+                continue
+            try:
+                if now - entry.stat().st_mtime <= self.lease_seconds:
+                    out[entry.name] = Path(entry.path).read_bytes()
+            except FileNotFoundError:
+                continue
+        return out
+
+    def set_member(self, path: str, name: str, data: bytes) -> None:
+        target = self._dir(path) / check_name(name, "name")
+        if not target.exists():
+            raise StoreError(f"member {name} of {path} is gone")
+        _write_atomically(target, data)
+
+    def remove_member(self, path: str, name: str) -> None:
+        try:
+            (self._dir(path) / check_name(name, "name")).unlink()
+        except FileNotFoundError:
+            pass
 
     # -- route maps ------------------------------------------------------------------------
 
@@ -199,3 +452,57 @@ class FileStore(Store):
         if not base.exists():
             return []
         return sorted(p.name for p in base.iterdir() if (p / "routemap.json").exists())
+
+    # -- deploy state ----------------------------------------------------------------------
+
+    def read_deploy_state(self, service: str) -> tuple[bytes | None, int]:
+        path = self._service_dir(check_name(service, "service")) / "deploy.json"
+        try:
+            record = json.loads(path.read_bytes())
+            return base64.b64decode(record["data"], validate=True), int(record["version"])
+        except FileNotFoundError:
+            return None, -1
+        except (ValueError, KeyError, TypeError, binascii.Error) as error:
+            raise StoreError(f"deploy state of {service!r} in {path} is unreadable: {error}") from None
+        except OSError as error:
+            raise StoreError(f"cannot read the deploy state of {service!r}: {error}") from None
+
+    def write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int:
+        check_name(service, "service")
+        check_version(expected_version)
+        directory = self._service_dir(service)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with _flocked(directory / ".deploy.lock"):
+                _, current = self.read_deploy_state(service)
+                if current != expected_version:
+                    raise ConflictError(f"deploy state of {service!r} is at version {current}, not "
+                                        f"{expected_version}: read it again and retry")
+                version = current + 1
+                _write_atomically(directory / "deploy.json", json.dumps(
+                    {"version": version, "data": base64.b64encode(data).decode("ascii")}).encode())
+                return version
+        except OSError as error:
+            raise StoreError(f"cannot write the deploy state of {service!r}: {error}") from None
+
+    def watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle:
+        return self._watch(_DeployWatch(self, check_name(service, "service"), callback))
+
+    # -- leadership and fleet reports --------------------------------------------------------
+
+    def campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign:
+        check_name(service, "service")
+        if not isinstance(identity, str) or not identity:
+            raise ValueError(f"identity {identity!r}: use a non-empty string")
+        campaign = _Campaign(self, service, identity, on_change)
+        self._campaigns.add(campaign)
+        return campaign
+
+    def publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord:
+        check_name(service, "service")
+        check_name(replica, "replica")
+        return _FleetRecord(self, self._service_dir(service) / "fleet" / f"{replica}.json", data)
+
+    def watch_fleet(self, service: str, callback: FleetCallback) -> Handle:
+        directory = self._service_dir(check_name(service, "service")) / "fleet"
+        return self._watch(_FileWatch(self, directory, callback, key=_fleet_key, by_content=True))

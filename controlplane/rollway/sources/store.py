@@ -9,7 +9,19 @@
   member that lives as long as its handle (ZooKeeper: an ephemeral sequential znode; file
   store: a file kept fresh by a heartbeat, ignored once stale);
 - route maps: ``read_routemap``, ``write_routemap`` (compare-and-set on the revision, the
-  history entry written in the same step), ``history``, ``services``.
+  history entry written in the same step), ``history``, ``services``;
+- deploy state, one opaque record per service: ``read_deploy_state`` -> (data, version),
+  ``write_deploy_state(service, data, expected_version)`` (compare-and-set; -1 creates),
+  ``watch_deploy_state`` (callback now and after every change);
+- leadership per service: ``campaign(service, identity, on_change)`` -> a ``Campaign``
+  whose ``on_change(True/False)`` follows this replica gaining and losing leadership
+  (ZooKeeper: an ephemeral znode; file store: a lease file renewed every lease/3);
+- fleet reports, one opaque record per control-plane replica per service (what its Envoys
+  have ACKed): ``publish_fleet(service, replica, data)`` -> a ``FleetRecord`` that lives as
+  long as its handle (like a member), ``watch_fleet(service, callback)`` ->
+  ``callback({replica: data})``.
+
+Service and replica names are single path components: letters, digits, ``.``, ``_``, ``-``.
 
 Usage::
 
@@ -22,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import abc
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +42,9 @@ from urllib.parse import urlparse
 
 MembersCallback = Callable[[dict[str, bytes]], None]
 StateCallback = Callable[[str], None]
+DeployStateCallback = Callable[[bytes | None, int], None]   # (data, version); (None, -1) when absent
+LeadershipCallback = Callable[[bool], None]
+FleetCallback = Callable[[dict[str, bytes]], None]          # {replica: data}
 
 # Store states, as reported to listeners and in status.
 CONNECTED, SUSPENDED, LOST = "connected", "suspended", "lost"
@@ -66,6 +82,61 @@ class Handle(abc.ABC):
     def close(self) -> None: ...
 
 
+class Campaign(Handle):
+    """One replica's candidacy for the leadership of one service.
+
+    ``on_change(True/False)`` is called from a background thread (never while a store lock
+    is held) each time this replica gains or loses leadership, including a final False when
+    ``close()`` gives up a held leadership. Leadership is lost at the first sign of trouble
+    (ZooKeeper connection suspended, lease not renewed): two leaders are worse than none for
+    a moment."""
+
+    @property
+    @abc.abstractmethod
+    def leading(self) -> bool:
+        """Whether this replica leads right now."""
+
+    @abc.abstractmethod
+    def leader(self) -> str | None:
+        """The current leader's identity, read from the store (None if nobody leads)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stops campaigning and gives up leadership at once if held, so that another
+        replica can take over without waiting for a timeout."""
+
+
+class FleetRecord(Handle):
+    """This replica's fleet report for one service. It lives as long as the handle (and
+    the process: a dead replica's record goes away like an ephemeral node)."""
+
+    @abc.abstractmethod
+    def update(self, data: bytes) -> None:
+        """Replaces the record's data. While the store is disconnected the data is kept and
+        published once reconnected, so callers need not retry."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Removes the record."""
+
+
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_name(value: str, argument: str) -> str:
+    """Service and replica names become one path component in both backends, so they are
+    restricted to a safe alphabet (and may not be ``.`` or ``..``)."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{argument} {value!r}: use a non-empty name of letters, digits, '.', '_' and '-'")
+    return value
+
+
+def check_version(expected_version: int) -> int:
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int) or expected_version < -1:
+        raise ValueError(f"expected_version {expected_version!r}: use -1 (create) or a version read before")
+    return expected_version
+
+
 class Store(abc.ABC):
     url: str
 
@@ -80,6 +151,12 @@ class Store(abc.ABC):
 
     def add_state_listener(self, callback: StateCallback) -> None:
         self._state_listeners.append(callback)
+
+    def remove_state_listener(self, callback: StateCallback) -> None:
+        try:
+            self._state_listeners.remove(callback)
+        except ValueError:
+            pass
 
     def _set_state(self, state: str) -> None:
         self._state = state
@@ -99,6 +176,19 @@ class Store(abc.ABC):
     def announce(self, path: str, data: bytes) -> Handle: ...
 
     @abc.abstractmethod
+    def read_members(self, path: str) -> dict[str, bytes]:
+        """The serverset's live members now (name -> data), read once."""
+
+    @abc.abstractmethod
+    def set_member(self, path: str, name: str, data: bytes) -> None:
+        """Replaces a member's data (a deploy tool marking it not-ALIVE to drain it);
+        raises StoreError if it is gone."""
+
+    @abc.abstractmethod
+    def remove_member(self, path: str, name: str) -> None:
+        """Removes a member (gone already is fine)."""
+
+    @abc.abstractmethod
     def read_routemap(self, service: str) -> RouteMapRecord | None: ...
 
     @abc.abstractmethod
@@ -111,6 +201,36 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def services(self) -> list[str]: ...
+
+    # -- coordination between control-plane replicas ---------------------------------------
+
+    @abc.abstractmethod
+    def read_deploy_state(self, service: str) -> tuple[bytes | None, int]:
+        """(data, version) of the service's deploy state, (None, -1) when there is none."""
+
+    @abc.abstractmethod
+    def write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int:
+        """Compare-and-set: stores ``data`` if the stored version is ``expected_version``
+        (-1: there must be no record yet) and returns the new version. Otherwise raises
+        ConflictError and writes nothing: read again, recompute, retry."""
+
+    @abc.abstractmethod
+    def watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle:
+        """Calls ``callback(data, version)`` now and after every change ((None, -1) while
+        there is no record), across reconnects, until the handle is closed."""
+
+    @abc.abstractmethod
+    def campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign:
+        """Runs for leader of ``service`` as ``identity`` until the campaign is closed."""
+
+    @abc.abstractmethod
+    def publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord:
+        """Publishes this replica's fleet report for ``service``."""
+
+    @abc.abstractmethod
+    def watch_fleet(self, service: str, callback: FleetCallback) -> Handle:
+        """Calls ``callback({replica: data})`` with every live fleet record of ``service``
+        now and after every change, until the handle is closed."""
 
 
 def open_store(url: str, **options) -> Store:

@@ -4,34 +4,57 @@
 - route maps: ``/rollway/<service>/routemap`` (the current record, JSON) and
   ``/rollway/<service>/history/<revision, 10 digits>``, written in one transaction that
   also checks the routemap znode's version, so two operators can never both win.
+- deploy state: ``/rollway/<service>/deploy``, opaque bytes; its version is the znode's
+  ``stat.version``, checked by ``set(path, data, version=...)`` (compare-and-set).
+- leadership: ``/rollway/<service>/leader``, an ephemeral znode holding the leader's
+  identity. Candidates watch it and try to create it when it goes; it goes with the
+  leader's session (close, or a killed process once the session times out).
+- fleet reports: ``/rollway/<service>/fleet/<replica>``, ephemeral, re-created after a
+  session loss with the latest data.
 
-Watches survive connection and session loss: kazoo's ChildrenWatch re-registers after a
-reconnect, and the first callback after any interruption re-reads every member's data (the
-per-member data watches died with the session). While disconnected, callbacks simply stop:
-the last good view is kept by the caller.
+Watches survive connection and session loss: kazoo's ChildrenWatch and DataWatch re-register
+after a reconnect, and the first callback after any interruption re-reads every child's data
+(the per-child data watches died with the session). While disconnected, callbacks simply
+stop: the last good view is kept by the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionLoss,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    SessionExpiredError,
+)
 from kazoo.protocol.states import EventType
-from kazoo.recipe.watchers import ChildrenWatch
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from rollway.sources.store import (
     CONNECTED,
     LOST,
     SUSPENDED,
+    Campaign,
     ConflictError,
+    DeployStateCallback,
+    FleetCallback,
+    FleetRecord,
     Handle,
+    LeadershipCallback,
     MembersCallback,
     RouteMapRecord,
     Store,
     StoreError,
+    check_name,
+    check_version,
 )
 
 log = logging.getLogger(__name__)
@@ -39,12 +62,19 @@ ROOT = "/rollway"
 
 
 class _MemberWatch(Handle):
-    def __init__(self, store: "ZooKeeperStore", path: str, callback: MembersCallback):
+    """{child: data} of the children of ``path`` whose names start with ``prefix``
+    (serversets: "member_"; fleet reports: every child)."""
+
+    def __init__(self, store: "ZooKeeperStore", path: str, callback: MembersCallback, prefix: str = "member_"):
         self.store, self.path, self.callback = store, path.rstrip("/") or "/", callback
+        self.prefix = prefix
         self.lock = threading.Lock()
         self.data: dict[str, bytes] = {}
         self.resync = True  # the first callback, and the first after an interruption, re-reads all
         self.closed = False
+        self.deliver_lock = threading.Lock()
+        self.taken = 0          # snapshots taken (under self.lock)
+        self.delivered: tuple[int, dict[str, bytes] | None] = (0, None)
         store.add_state_listener(self._on_state)
         store.client.ensure_path(self.path)
         self.watch = ChildrenWatch(store.client, self.path, self._on_children)
@@ -52,6 +82,27 @@ class _MemberWatch(Handle):
     def _on_state(self, state: str) -> None:
         if state != CONNECTED:
             self.resync = True
+        elif self.resync and not self.closed:
+            # ChildrenWatch stays silent after a reconnect when the names did not change,
+            # but data may have (and after a session loss no data watch is left): re-read.
+            try:
+                self._on_children(self.store.client.get_children(self.path))
+            except Exception as error:
+                log.warning("%s: could not resync after reconnecting: %s", self.path, error)
+
+    def _snapshot(self) -> tuple[int, dict[str, bytes]]:
+        self.taken += 1
+        return self.taken, dict(self.data)
+
+    def _deliver(self, snapshot: tuple[int, dict[str, bytes]]) -> None:
+        """Calls back in the order snapshots were taken, and never twice with the same view
+        (kazoo's threads and the resync can race)."""
+        with self.deliver_lock:
+            number, view = snapshot
+            if self.closed or number <= self.delivered[0] or view == self.delivered[1]:
+                return
+            self.delivered = snapshot
+            self.callback(view)
 
     def _fetch(self, names: list[str]) -> dict[str, bytes]:
         pending = {n: self.store.client.get_async(f"{self.path}/{n}", watch=self._data_watch(n)) for n in names}
@@ -75,14 +126,14 @@ class _MemberWatch(Handle):
             with self.lock:
                 if name in self.data and name in fresh:
                     self.data[name] = fresh[name]
-                snapshot = dict(self.data)
-            self.callback(snapshot)
+                snapshot = self._snapshot()
+            self._deliver(snapshot)
         return on_data
 
     def _on_children(self, children: list[str]):
         if self.closed:
             return False  # tells kazoo to stop watching
-        names = [c for c in children if c.startswith("member_")]
+        names = [c for c in children if c.startswith(self.prefix)]
         try:
             with self.lock:
                 if self.resync:
@@ -93,16 +144,17 @@ class _MemberWatch(Handle):
                     for gone in set(self.data) - current:
                         del self.data[gone]
                     self.data.update(self._fetch([n for n in names if n not in self.data]))
-                snapshot = dict(self.data)
+                snapshot = self._snapshot()
         except Exception as error:  # keep the last good view; the reconnect resyncs
-            log.warning("serverset %s: could not read members: %s", self.path, error)
+            log.warning("%s: could not read the children: %s", self.path, error)
             self.resync = True
             return None
-        self.callback(snapshot)
+        self._deliver(snapshot)
         return None
 
     def close(self) -> None:
         self.closed = True
+        self.store.remove_state_listener(self._on_state)
 
 
 class _Member(Handle):
@@ -142,6 +194,235 @@ class _Member(Handle):
             pass
 
 
+class _DeployWatch(Handle):
+    """kazoo's DataWatch: called now, on every change and after reconnects (it re-reads and
+    calls back only if the node changed meanwhile)."""
+
+    def __init__(self, store: "ZooKeeperStore", path: str, callback: DeployStateCallback):
+        self.callback = callback
+        self.closed = False
+        self.watch = DataWatch(store.client, path, self._on_data)
+
+    def _on_data(self, data, stat, event=None):  # 3 parameters: kazoo then calls it just once
+        if self.closed:
+            return False  # tells kazoo to stop watching
+        try:
+            if stat is None:
+                self.callback(None, -1)
+            else:
+                self.callback(data, stat.version)
+        except Exception:
+            log.exception("deploy state callback failed")
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Campaign(Campaign):
+    """The ephemeral-znode election, one thread per campaign.
+
+    The thread tries to create ``leader``; then it reads the node with a watch, and leads if
+    the node is ours (our data, our session). The watch, a reconnect or close() wakes it to
+    look again. kazoo's connection listener (which must not block) only drops ``leading``
+    at once on SUSPENDED/LOST and wakes the thread; ``epoch`` makes a look that straddled a
+    connection change count for nothing."""
+
+    def __init__(self, store: "ZooKeeperStore", service: str, identity: str, on_change: LeadershipCallback):
+        self.store, self.client = store, store.client
+        self.path = f"{ROOT}/{service}/leader"
+        self.identity, self.on_change = identity, on_change
+        self._data = identity.encode()
+        self._flags = threading.Lock()      # guards _leading and _epoch; held for an instant
+        self._leading = False
+        self._epoch = 0
+        self._reported = False              # touched by the campaign thread only
+        self._closed = False
+        self._step_lock = threading.Lock()  # no create() after close() gave the node up
+        self._wake = threading.Event()
+        self._wake.set()
+        self.client.add_listener(self._on_kazoo_state)
+        self._thread = threading.Thread(target=self._run, name=f"rollway-campaign-{service}", daemon=True)
+        self._thread.start()
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def _on_kazoo_state(self, state) -> None:
+        with self._flags:
+            self._epoch += 1
+            if state != KazooState.CONNECTED:
+                self._leading = False
+        self._wake.set()
+
+    def _on_node_event(self, _event) -> None:
+        self._wake.set()
+
+    def _step(self) -> None:
+        with self._step_lock:
+            if self._closed:
+                return
+            with self._flags:
+                epoch = self._epoch
+            if self.client.state != KazooState.CONNECTED:
+                ours = False  # the reconnect wakes us
+            else:
+                try:
+                    self.client.create(self.path, self._data, ephemeral=True, makepath=True)
+                except NodeExistsError:
+                    pass
+                try:
+                    data, stat = self.client.get(self.path, watch=self._on_node_event)
+                except NoNodeError:
+                    ours = False
+                    self._wake.set()  # the leader just left: run again
+                else:
+                    session = self.client.client_id
+                    ours = bool(session) and stat.ephemeralOwner == session[0] and data == self._data
+            with self._flags:
+                self._leading = ours and epoch == self._epoch
+
+    def _report(self) -> None:
+        leading = self._leading and not self._closed
+        if leading != self._reported:
+            self._reported = leading
+            try:
+                self.on_change(leading)
+            except Exception:
+                log.exception("leadership callback failed")
+
+    def _run(self) -> None:
+        retry = None
+        while not self._closed:
+            self._wake.wait(retry)
+            self._wake.clear()
+            retry = None
+            try:
+                self._step()
+            except Exception as error:  # connection trouble mostly: not leading, look again soon
+                with self._flags:
+                    self._leading = False
+                log.info("campaign for %s: %s", self.path, error)
+                retry = 1.0
+            self._report()
+        self._report()
+
+    def leader(self) -> str | None:
+        with self.store._errors(f"reading the leader of {self.path}"):
+            try:
+                return self.client.get(self.path)[0].decode()
+            except NoNodeError:
+                return None
+
+    def close(self) -> None:
+        with self._step_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._flags:
+                self._leading = False
+            self.client.remove_listener(self._on_kazoo_state)
+            try:
+                data, stat = self.client.get(self.path)
+                session = self.client.client_id
+                if session and stat.ephemeralOwner == session[0] and data == self._data:
+                    self.client.delete(self.path, version=stat.version)
+            except (NoNodeError, BadVersionError):
+                pass
+            except Exception as error:  # the node still goes with the session
+                log.warning("campaign for %s: could not give up leadership: %s", self.path, error)
+        self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+        self.store._campaigns.discard(self)
+
+
+class _FleetRecord(FleetRecord):
+    """An ephemeral znode holding this replica's report. After a session loss (or anything
+    else that takes the node away) it is put back with the latest data once reconnected,
+    like an announced member."""
+
+    def __init__(self, store: "ZooKeeperStore", path: str, data: bytes):
+        self.store, self.client, self.path, self.data = store, store.client, path, data
+        self.lock = threading.Lock()
+        self.closed = False
+        with store._errors(f"publishing {path}"), self.lock:
+            self._sync()
+        store.add_state_listener(self._on_state)
+
+    def _sync(self) -> None:
+        """Makes the node exist, owned by our session, holding self.data (under self.lock).
+        A node left by an earlier session of the same replica (restarted, its session not
+        yet expired) is replaced."""
+        for _ in range(5):
+            try:
+                data, stat = self.client.get(self.path)
+            except NoNodeError:
+                try:
+                    self.client.create(self.path, self.data, ephemeral=True, makepath=True)
+                    return
+                except NodeExistsError:
+                    continue
+            session = self.client.client_id
+            if not session or stat.ephemeralOwner != session[0]:
+                try:
+                    self.client.delete(self.path, version=stat.version)
+                except (NoNodeError, BadVersionError):
+                    pass
+                continue
+            if data == self.data:
+                return
+            try:
+                self.client.set(self.path, self.data, version=stat.version)
+                return
+            except (NoNodeError, BadVersionError):
+                continue
+        raise StoreError(f"fleet record {self.path} keeps changing under us: is another replica using this name?")
+
+    def _on_state(self, state: str) -> None:
+        if state != CONNECTED:
+            return
+        with self.lock:
+            if self.closed:
+                return
+            try:
+                self._sync()
+            except Exception as error:  # the next reconnect tries again
+                log.warning("could not re-publish %s: %s", self.path, error)
+
+    def update(self, data: bytes) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.data = data
+            try:
+                self.client.set(self.path, data)
+            except NoNodeError:
+                try:
+                    self._sync()
+                except Exception as error:
+                    log.info("fleet record %s: will publish once reconnected: %s", self.path, error)
+            except (ConnectionLoss, SessionExpiredError) as error:
+                log.info("fleet record %s: will publish once reconnected: %s", self.path, error)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.store.remove_state_listener(self._on_state)
+            try:
+                _data, stat = self.client.get(self.path)
+                session = self.client.client_id
+                if session and stat.ephemeralOwner == session[0]:
+                    self.client.delete(self.path, version=stat.version)
+            except (NoNodeError, BadVersionError):
+                pass
+            except KazooException as error:  # the node still goes with the session
+                log.warning("could not remove %s: %s", self.path, error)
+
+
 class ZooKeeperStore(Store):
     def __init__(self, hosts: str, chroot: str = "", *, url: str | None = None, session_timeout: float = 10.0):
         super().__init__()
@@ -150,6 +431,18 @@ class ZooKeeperStore(Store):
         self.client = KazooClient(hosts=hosts + chroot, timeout=session_timeout,
                                   connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0})
         self.client.add_listener(self._on_kazoo_state)
+        self._campaigns: set[_Campaign] = set()
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Connection trouble becomes a StoreError that says what failed and why."""
+        try:
+            yield
+        except (ConnectionLoss, SessionExpiredError) as error:
+            raise StoreError(f"{what}: not connected to ZooKeeper at {self.url} "
+                             f"({type(error).__name__})") from None
+        except (KazooException, self.client.handler.timeout_exception) as error:
+            raise StoreError(f"{what}: ZooKeeper at {self.url} failed: {type(error).__name__} {error}") from None
 
     def _on_kazoo_state(self, state) -> None:
         mapped = {KazooState.CONNECTED: CONNECTED, KazooState.SUSPENDED: SUSPENDED, KazooState.LOST: LOST}[state]
@@ -172,6 +465,8 @@ class ZooKeeperStore(Store):
         self._state = CONNECTED
 
     def stop(self) -> None:
+        for campaign in list(self._campaigns):  # hand leadership over now, not at session expiry
+            campaign.close()
         self.client.stop()
         self.client.close()
 
@@ -180,6 +475,35 @@ class ZooKeeperStore(Store):
 
     def announce(self, path: str, data: bytes) -> Handle:
         return _Member(self, path.rstrip("/"), data)
+
+    def read_members(self, path: str) -> dict[str, bytes]:
+        path = path.rstrip("/")
+        with self._errors(f"reading members of {path}"):
+            try:
+                names = [n for n in self.client.get_children(path) if n.startswith("member_")]
+            except NoNodeError:
+                return {}
+            out = {}
+            for name in names:
+                try:
+                    out[name] = self.client.get(f"{path}/{name}")[0]
+                except NoNodeError:
+                    continue
+            return out
+
+    def set_member(self, path: str, name: str, data: bytes) -> None:
+        with self._errors(f"updating member {name} of {path}"):
+            try:
+                self.client.set(f"{path.rstrip('/')}/{check_name(name, 'name')}", data)
+            except NoNodeError:
+                raise StoreError(f"member {name} of {path} is gone") from None
+
+    def remove_member(self, path: str, name: str) -> None:
+        with self._errors(f"removing member {name} of {path}"):
+            try:
+                self.client.delete(f"{path.rstrip('/')}/{check_name(name, 'name')}")
+            except NoNodeError:
+                pass
 
     def _paths(self, service: str) -> tuple[str, str]:
         return f"{ROOT}/{service}/routemap", f"{ROOT}/{service}/history"
@@ -232,3 +556,55 @@ class ZooKeeperStore(Store):
                           if self.client.exists(f"{ROOT}/{s}/routemap"))
         except NoNodeError:
             return []
+
+    # -- deploy state ----------------------------------------------------------------------
+
+    def read_deploy_state(self, service: str) -> tuple[bytes | None, int]:
+        path = f"{ROOT}/{check_name(service, 'service')}/deploy"
+        with self._errors(f"reading the deploy state of {service!r}"):
+            try:
+                data, stat = self.client.get(path)
+            except NoNodeError:
+                return None, -1
+            return data, stat.version
+
+    def write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int:
+        path = f"{ROOT}/{check_name(service, 'service')}/deploy"
+        check_version(expected_version)
+        with self._errors(f"writing the deploy state of {service!r}"):
+            try:
+                if expected_version == -1:
+                    self.client.create(path, data, makepath=True)
+                    return 0
+                # Never version=-1 here: that is ZooKeeper's "any version".
+                return self.client.set(path, data, version=expected_version).version
+            except (NodeExistsError, BadVersionError, NoNodeError):
+                pass
+        _, current = self.read_deploy_state(service)
+        raise ConflictError(f"deploy state of {service!r} is at version {current}, not "
+                            f"{expected_version}: read it again and retry")
+
+    def watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle:
+        path = f"{ROOT}/{check_name(service, 'service')}/deploy"
+        with self._errors(f"watching the deploy state of {service!r}"):
+            return _DeployWatch(self, path, callback)
+
+    # -- leadership and fleet reports --------------------------------------------------------
+
+    def campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign:
+        check_name(service, "service")
+        if not isinstance(identity, str) or not identity:
+            raise ValueError(f"identity {identity!r}: use a non-empty string")
+        campaign = _Campaign(self, service, identity, on_change)
+        self._campaigns.add(campaign)
+        return campaign
+
+    def publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord:
+        check_name(service, "service")
+        check_name(replica, "replica")
+        return _FleetRecord(self, f"{ROOT}/{service}/fleet/{replica}", data)
+
+    def watch_fleet(self, service: str, callback: FleetCallback) -> Handle:
+        path = f"{ROOT}/{check_name(service, 'service')}/fleet"
+        with self._errors(f"watching the fleet of {service!r}"):
+            return _MemberWatch(self, path, callback, prefix="")
