@@ -34,8 +34,10 @@ def assert_clean_deploy(summary: dict) -> None:
     assert summary["refreshes_per_session_max"] <= 1, summary
     assert summary["moves_per_session_max"] == 1, summary
     assert summary["requests"] > 20 * sessions, summary
-    # Old hosts deregister and drain before they stop, so the deploy itself costs nothing.
-    assert summary["errors"] <= summary["requests"] // 200, summary
+    # Old hosts drain (not-ALIVE, the deploy gate, removed) before they stop, and new ones
+    # are admitted by every Envoy before the old ones go: the deploy itself fails nothing.
+    assert summary["drain_errors"] == [], summary
+    assert summary["errors"] == 0, summary
     assert summary["envoys"] == 2 and summary["xds_nacks"] == 0, summary
 
 

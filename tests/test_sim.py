@@ -10,10 +10,12 @@ FINAL = {"rollback": "v1", "third-version": "v3"}
 
 
 @pytest.mark.parametrize("scenario", ["rolling", "autoscale", "spot-loss", "rollback", "third-version",
-                                      "blue-green", "canary-ramp"])
+                                      "blue-green", "canary-ramp", "failover"])
 def test_rollway_moves_every_session_once_with_lagging_envoys(scenario):
     m = run(SimConfig(scenario=scenario, strategy="rollway", sessions=2000, envoys=8, lag_max=30, seed=3)).metrics
     assert m["requests"] > 50_000
+    if scenario == "failover":     # three replicas, the leader SIGKILLed, a replica restarted
+        assert m["leader_changes"] >= 1
     assert m["bounces"] == 0
     assert m["refreshes_per_session_max"] == 1
     assert m["zero_capacity_requests"] == 0
@@ -61,3 +63,13 @@ def test_rollway_simulate_cli_json_and_plot(tmp_path):
         assert key in metrics
     assert metrics["bounces"] == 0 and metrics["strategy"] == "rollway"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_a_stale_envoy_is_the_only_source_of_bounces_and_they_are_counted_apart():
+    """An Envoy that stops ACKing still routes on its last config. After the ACK timeout it
+    leaves the quorum, a new version is admitted without it, and it may send sessions that
+    others moved back: the risk a stale Envoy carries, counted as ``bounces_after_stale``.
+    Sessions it never touched keep every guarantee."""
+    m = run(SimConfig(scenario="stale-envoy", sessions=2000, envoys=4, lag_max=10, seed=3)).metrics
+    assert m["stale_decisions"] > 0 and m["bounces_after_stale"] > 0
+    assert m["bounces"] == 0 and m["refreshes_per_session_max"] == 1

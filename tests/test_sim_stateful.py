@@ -29,8 +29,8 @@ ROUTEMAP = {"service": "web", "stages": [
 
 class DeployMachine(RuleBasedStateMachine):
     @initialize(hosts=st.integers(6, 30), lag=st.floats(0.0, 40.0), envoys=st.integers(2, 8),
-                seed=st.integers(0, 2**16))
-    def start(self, hosts, lag, envoys, seed):
+                seed=st.integers(0, 2**16), replicas=st.integers(1, 3))
+    def start(self, hosts, lag, envoys, seed, replicas):
         self.counts = {"v1": float(hosts), "v2": 0.0, "v3": 0.0}
         self.canary_weight = 0.5
         self.t = 10.0
@@ -38,14 +38,23 @@ class DeployMachine(RuleBasedStateMachine):
         self.third = False
         self.weights_settle = 0.0
         self.cfg = SimConfig(strategy="rollway", sessions=1000, envoys=envoys, lag_max=lag, seed=seed,
-                             request_rate=0.25)
+                             request_rate=0.25, replicas=replicas, session_timeout=10.0, reconnect=2.0,
+                             ack_timeout=30.0)
+        self.failures: list[tuple[str, float]] = []
+        self.silent: list[tuple[int, float]] = []
         self.events: list = []
         self.emit(0.0)
 
     def paced(self, extra: float) -> float:
         """The wait before a deploy step: one propagation time after the last change, two
-        after a weight change (it goes out in two steps) -- and ``extra``."""
-        return max(self.cfg.lag_max + 1.0, self.weights_settle - self.t) + extra
+        after a weight change (it goes out in two steps) -- and ``extra``. A deploy tool
+        paced by the deploy gate also waits out an Envoy that has fallen silent: the gate
+        blocks while it is in the quorum and behind, until the ACK timeout drops it."""
+        wait = max(self.cfg.lag_max + 1.0, self.weights_settle - self.t) + extra
+        for _, since in self.silent:
+            if since <= self.t + wait < since + self.cfg.ack_timeout + self.cfg.lag_max + 1.0:
+                wait = since + self.cfg.ack_timeout + self.cfg.lag_max + 1.0 - self.t
+        return wait
 
     def emit(self, wait: float) -> None:
         self.t += wait
@@ -126,11 +135,26 @@ class DeployMachine(RuleBasedStateMachine):
         newest = "v3" if self.third else "v2"
         self.replace([(newest, "v1", min(2.0, self.counts[newest]))], self.paced(extra))
 
+    # The control plane fails at any point: its leader SIGKILLed (nothing is decided until
+    # another replica's campaign wins; the dead replica's Envoys fail over), or a replica
+    # restarted. An Envoy may fall silent: it routes on its last config, leaves the quorum
+    # after the ACK timeout, and what it does to sessions after that is counted apart
+    # (``bounces_after_stale``): the risk a stale Envoy carries (README).
+    @rule(after=st.floats(0.0, 60.0), kind=st.sampled_from(["kill-leader", "restart"]))
+    def control_plane_failure(self, after, kind):
+        self.failures.append((kind, self.t + after))
+
+    @precondition(lambda self: not self.silent)
+    @rule(after=st.floats(0.0, 60.0), envoy=st.integers(0, 7))
+    def envoy_falls_silent(self, after, envoy):
+        self.silent.append((envoy, self.t + after))
+
     def teardown(self):
         if not hasattr(self, "events") or len(self.events) < 2:
             return
+        self.cfg.failures, self.cfg.silent = tuple(self.failures), tuple(self.silent)
         metrics = run(self.cfg, events=self.events, routemap=ROUTEMAP).metrics
-        assert metrics["bounces"] == 0, (metrics, self.events)
+        assert metrics["bounces"] == 0, (metrics, self.events, self.failures, self.silent)
         assert metrics["refreshes_per_session_max"] <= 1, metrics
         assert metrics["zero_capacity_requests"] == 0, metrics
         # The overload bound (README, "Overload"): sessions are only ever held on a version,

@@ -24,13 +24,13 @@ ROUTEMAP = {"service": "web", "stages": [
 class World:
     """ZooKeeper, a control plane with its xDS server, backends and two Envoys."""
 
-    def __init__(self, zookeeper, tmp_path, delays=None, secrets_file=None):
+    def __init__(self, zookeeper, tmp_path, delays=None, secrets_file=None, ack_timeout=30.0):
         self.tmp = tmp_path
         self.store = open_store(f"zk://{zookeeper.hosts}/e2e-{time.monotonic_ns()}")
         self.store.start()
         self.agent = open_store(self.store.url)   # hosts announce through their own session
         self.agent.start()
-        self.plane = ControlPlane(self.store, debounce=0.02, secrets_file=secrets_file)
+        self.plane = ControlPlane(self.store, debounce=0.02, secrets_file=secrets_file, ack_timeout=ack_timeout)
         self.plane.start()
         self.backends = Backends([f"{v}#{i}" for v in ("v1", "v2") for i in range(HOSTS)])
         self.members: dict[str, object] = {}
@@ -272,3 +272,63 @@ def test_two_replicas_on_one_zookeeper_behave_as_one(zookeeper):
         b.stop()
         for s in stores:
             s.stop()
+
+
+def test_deploy_wait_blocks_while_an_envoy_lags_and_returns_once_it_acks(zookeeper, tmp_path):
+    import subprocess
+    import sys
+
+    from rollway.api.operator import serve_operator_api
+
+    w = World(zookeeper, tmp_path, delays={"envoy-b": 2.0})   # envoy-b hears everything 2 s late
+    api = serve_operator_api(w.plane, port=0, token=None)
+    server = f"127.0.0.1:{api.rollway_port}"
+
+    def deploy_wait(*args):
+        return subprocess.run([sys.executable, "-m", "rollway.cli.main", "deploy", "wait", "web", "--server", server,
+                               *args], capture_output=True, text=True, timeout=120)
+    try:
+        wait_for(w.converged, timeout=60, what="convergence")
+        assert deploy_wait("--timeout", "5").returncode == 0
+        w.set_hosts(1)                       # a deploy step: one host moves to v2
+        early = deploy_wait("--timeout", "1")
+        assert early.returncode == 1, early.stdout + early.stderr
+        assert "envoy-b" in early.stderr and "not converged" in early.stderr
+        done = deploy_wait("--timeout", "60", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = json.loads(done.stdout)
+        assert result["converged"] is True and result["outstanding"] == []
+        # What the gate promised: both Envoys hold the newest config, v2 admitted in it.
+        generation = w.plane.filter_config("web")["generation"]
+        assert result["generation"] == generation
+        assert {e["node_id"]: e["generation"] for e in w.plane.fleet_status("web")} == \
+            {"envoy-a": generation, "envoy-b": generation}
+        assert all(v.get("admitted", True) for v in w.plane.filter_config("web")["stages"][0]["versions"])
+    finally:
+        api.stop(0)
+        w.close()
+
+
+def test_nacking_envoys_leave_the_quorum_after_the_ack_timeout_and_hold_admission_no_longer(zookeeper, tmp_path):
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"rid-1": "a-routing-id-secret-of-enough-length"}))
+    w = World(zookeeper, tmp_path, secrets_file=str(secrets), ack_timeout=3)
+    try:
+        wait_for(w.converged, timeout=30, what="convergence")
+        bad = json.loads(json.dumps(ROUTEMAP))
+        bad["routing_id"] = {"signing_key_id": "rid-missing"}   # both real Envoys reject this config
+        w.plane.push(json.dumps(bad), 1, "bob", "a key the Envoys lack")
+        wait_for(lambda: all(s["nacks"] >= 1 for s in w.plane.fleet_status("web")), timeout=30, what="NACKs")
+        w.set_hosts(1)                                           # a new version while they NACK
+        wait_for(lambda: any(v["name"] == "v2" for v in w.plane.filter_config("web")["stages"][0]["versions"]),
+                 what="v2 announced")
+        wait_for(lambda: all(v.get("admitted", True) for v in w.plane.filter_config("web")["stages"][0]["versions"]),
+                 timeout=30, what="v2 admitted once the NACKing Envoys left the quorum")
+        status = {e["node_id"]: e for e in w.plane.fleet_status("web")}
+        assert set(status) == {"envoy-a", "envoy-b"}
+        for e in status.values():
+            assert e["stale"].startswith("NACKed") and e["stale_since"] > 0, e
+        for envoy in w.envoys.values():      # they still serve, on the config they last accepted
+            assert envoy.get("/").status == 200
+    finally:
+        w.close()

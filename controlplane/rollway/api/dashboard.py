@@ -137,8 +137,9 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
                 "skipped_members": stage.skipped_members, "held_empty": stage.held_empty,
                 "versions": [{"name": v, "capacity": c, "members": m, "share": round(c / total, 4)}
                              for v, c, m in stage.versions]})
-        envoys = cache.envoy_status(name) if cache is not None else []
+        envoys = plane.fleet_status(name)
         services.append({"service": name, "revision": revision, "generation": generation,
+                         "leader": state.leader(), "duplicate_node_ids": state.fleet.duplicates(),
                          "store_state": plane.store.state, "stages": stages,
                          "envoys": sorted(envoys, key=lambda e: e["node_id"]),
                          "traffic": sampler.series(name) if sampler else {"times": [], "series": {}}})
@@ -174,7 +175,7 @@ def prometheus_text(plane: ControlPlane, cache) -> str:
         metric("rollway_xds_consistency_failures_total", "counter",
                "snapshots withheld because they failed the consistency check", [({}, cache.consistency_failures)])
     revisions, generations, capacity, members, direction, skipped = [], [], [], [], [], []
-    connected, behind, ack_latency, nacks = [], [], [], []
+    connected, behind, ack_latency, nacks, quorum, stale = [], [], [], [], [], []
     for name, service in _services(plane):
         with service.lock:
             revisions.append(({"service": name}, service.record.revision))
@@ -188,7 +189,11 @@ def prometheus_text(plane: ControlPlane, cache) -> str:
                                "target": stage.target or ""}, 1.0))
             skipped.append(({"service": name, "stage": stage.name}, stage.skipped_members))
         envoys = cache.envoy_status(name) if cache is not None else []
-        connected.append(({"service": name}, len(envoys)))
+        connected.append(({"service": name}, sum(1 for e in envoys if e["connected"])))
+        fleet = plane.fleet_status(name)
+        quorum.append(({"service": name}, sum(1 for e in fleet if not e["stale"])))
+        stale.extend(({"service": name, "node": e["node_id"], "replica": e["replica"], "reason": e["stale"]}, 1.0)
+                     for e in fleet if e["stale"])
         for e in envoys:
             labels = {"service": name, "node": e["node_id"]}
             behind.append((labels, e["behind_seconds"]))
@@ -201,7 +206,11 @@ def prometheus_text(plane: ControlPlane, cache) -> str:
     metric("rollway_stage_direction", "gauge", "deployment direction of each stage (1 for the current one)",
            direction)
     metric("rollway_serverset_skipped_members", "gauge", "malformed serverset members skipped", skipped)
-    metric("rollway_envoys_connected", "gauge", "Envoys on an ADS stream", connected)
+    metric("rollway_envoys_connected", "gauge", "Envoys on an ADS stream to this replica", connected)
+    metric("rollway_envoys_quorum", "gauge", "Envoys of the service (any replica) whose ACKs admission waits for",
+           quorum)
+    metric("rollway_envoy_stale", "gauge",
+           "1 for each Envoy out of the quorum (no ACK of the newest config within --ack-timeout)", stale)
     metric("rollway_envoy_behind_seconds", "gauge",
            "how long an Envoy has not ACKed the newest config sent to it (0: up to date)", behind)
     metric("rollway_envoy_last_ack_latency_seconds", "gauge",

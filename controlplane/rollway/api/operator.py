@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import queue
+import threading
 import time
 from concurrent import futures
 
@@ -37,6 +38,7 @@ from rollway.proto import routemap_pb2_grpc as pb_grpc
 from rollway.sources.store import ConflictError, RouteMapRecord, StoreError
 
 log = logging.getLogger(__name__)
+DEFAULT_WAIT, MAX_WAIT = 30.0, 3600.0   # WaitConverged's timeout: default and bound (seconds)
 
 
 def revision_message(record: RouteMapRecord) -> pb.RouteMapRevision:
@@ -54,11 +56,14 @@ def status_message(plane: ControlPlane, service: str) -> pb.Status:
             versions=[pb.VersionStatus(name=v, capacity=c, members=m) for v, c, m in s.versions],
             direction=s.direction, target=s.target or "", skipped_members=s.skipped_members,
             held_empty=s.held_empty, active_slot=s.active_slot or ""))
-    envoys = [pb.EnvoyStatus(node_id=e["node_id"], acked=e["acked"], nacks=e["nacks"], last_nack=e["last_nack"])
-              for e in plane.envoy_status(service)]
+    envoys = [pb.EnvoyStatus(node_id=e["node_id"], acked=e.get("acked", {}), nacks=e["nacks"],
+                             last_nack=e.get("last_nack", ""), replica=e["replica"], connected=e["connected"],
+                             generation=e["generation"], stale=e["stale"], stale_since=e["stale_since"])
+              for e in plane.fleet_status(service)]
     return pb.Status(service=service, revision=state.record.revision, generation=state.generation, stages=stages,
                      store_state=plane.store.state, time=state.updated, envoys=envoys,
-                     filter_config=json.dumps(state.config, sort_keys=True) if state.config else "")
+                     filter_config=json.dumps(state.config, sort_keys=True) if state.config else "",
+                     leader=state.leader(), duplicate_node_ids=state.fleet.duplicates())
 
 
 class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
@@ -119,6 +124,33 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
                                                                  request.expected_revision,
                                                                  request.author or "unknown", request.reason))
         return pb.PushResponse(revision=revision_message(record))
+
+    def WaitConverged(self, request, context):  # noqa: N802
+        timeout = request.timeout_seconds or DEFAULT_WAIT
+        if not 0 < timeout <= MAX_WAIT:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"timeout_seconds: must be between 0 and {MAX_WAIT:g} (0 = {DEFAULT_WAIT:g})")
+        state = self._run(context, lambda: self.plane.service(request.service))
+        changed = threading.Event()
+        listener = lambda name: changed.set() if name == request.service else None  # noqa: E731
+        self.plane.add_listener(listener)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    converged, outstanding = state.converged(check_store=True)
+                except StoreError as error:
+                    converged, outstanding = False, [f"store: {error}"]
+                left = deadline - time.monotonic()
+                if converged or left <= 0 or not context.is_active():
+                    return pb.WaitConvergedResponse(converged=converged, generation=state.generation,
+                                                    outstanding=outstanding)
+                # Fleet records from other replicas arrive without a config change: poll too
+                # (each poll reads the service's serversets once).
+                changed.wait(min(left, 0.25))
+                changed.clear()
+        finally:
+            self.plane.remove_listener(listener)
 
     def WatchStatus(self, request, context):  # noqa: N802
         service = request.service

@@ -73,6 +73,13 @@ def _print(args, data, human) -> int:
     return 0
 
 
+def _session_options(url: str, session_timeout: float | None) -> dict:
+    """--session-timeout for either store: ZooKeeper's session, the file store's lease."""
+    if session_timeout is None:
+        return {}
+    return {"session_timeout": session_timeout} if url.startswith("zk:") else {"lease_seconds": session_timeout}
+
+
 # -- serve -------------------------------------------------------------------------------------
 
 def cmd_serve(args) -> int:
@@ -82,10 +89,11 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = _read(args.token_file).strip() if args.token_file else os.environ.get("ROLLWAY_TOKEN")
-    store = open_store(args.store)
+    store = open_store(args.store, **_session_options(args.store, args.session_timeout))
     store.start()
     plane = ControlPlane(store, debounce=args.debounce, empty_grace=args.empty_grace,
-                         secrets_file=args.secrets_file)
+                         secrets_file=args.secrets_file, ack_timeout=args.ack_timeout, replica_id=args.replica_id,
+                         startup_grace=args.startup_grace)
     plane.start()
     server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token)
     xds = dashboard = None
@@ -212,8 +220,11 @@ def cmd_diff(args) -> int:
 
 def _status_dict(status) -> dict:
     return {"service": status.service, "revision": status.revision, "generation": status.generation,
-            "store_state": status.store_state,
-            "envoys": [{"node_id": e.node_id, "acked": dict(e.acked), "nacks": e.nacks, "last_nack": e.last_nack}
+            "store_state": status.store_state, "leader": status.leader,
+            "duplicate_node_ids": list(status.duplicate_node_ids),
+            "envoys": [{"node_id": e.node_id, "acked": dict(e.acked), "nacks": e.nacks, "last_nack": e.last_nack,
+                        "replica": e.replica, "connected": e.connected, "generation": e.generation,
+                        "stale": e.stale or None, "stale_since": e.stale_since or None}
                        for e in status.envoys],
             "stages": [{"name": s.name, "mode": s.mode, "weight": s.weight, "direction": s.direction,
                         "target": s.target or None, "skipped_members": s.skipped_members,
@@ -223,12 +234,19 @@ def _status_dict(status) -> dict:
 
 
 def _print_status(d: dict) -> None:
+    stale = [e for e in d["envoys"] if e["stale"]]
     print(f"{d['service']}: route map revision {d['revision']}, filter config generation {d['generation']}, "
-          f"store {d['store_state']}, {len(d['envoys'])} Envoy(s) connected")
+          f"store {d['store_state']}, leader {d['leader'] or '-'}, {len(d['envoys'])} Envoy(s)"
+          + (f", {len(stale)} stale" if stale else ""))
     for e in d["envoys"]:
         acked = " ".join(f"{k}={v[:8]}" for k, v in sorted(e["acked"].items()))
-        print(f"  envoy {e['node_id']}: acked {acked or '-'}; NACKs {e['nacks']}"
+        state = "STALE since " + time.strftime("%H:%M:%S", time.gmtime(e["stale_since"] or 0)) + \
+            f" ({e['stale']})" if e["stale"] else ("connected" if e["connected"] else "disconnected")
+        print(f"  envoy {e['node_id']} via {e['replica'] or '-'}: {state}; generation {e['generation']}"
+              + (f"; acked {acked}" if acked else "") + f"; NACKs {e['nacks']}"
               + (f" (last: {e['last_nack']})" if e["last_nack"] else ""))
+    for node_id in d["duplicate_node_ids"]:
+        print(f"  ERROR: node id {node_id} is connected to more than one replica (two Envoys share it)")
     print(f"{'stage':12} {'weight':>7} {'direction':18} {'version':14} {'capacity':>9} {'members':>8}")
     for s in d["stages"]:
         direction = s["direction"] + (f" -> {s['target']}" if s["target"] else "")
@@ -260,6 +278,28 @@ def cmd_status(args) -> int:
     return 0
 
 
+# -- deploy gate -------------------------------------------------------------------------------
+
+def cmd_deploy_wait(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+
+    request = pb.WaitConvergedRequest(service=args.service, timeout_seconds=args.timeout)
+    result = _call(lambda: _stub(args).WaitConverged(request, timeout=args.timeout + 10))
+    data = {"service": args.service, "converged": result.converged, "generation": result.generation,
+            "outstanding": list(result.outstanding)}
+
+    def human(d):
+        if d["converged"]:
+            print(f"{d['service']}: converged at generation {d['generation']}")
+        else:
+            print(f"{d['service']}: not converged after {args.timeout:g}s (generation {d['generation']}); "
+                  "outstanding:", file=sys.stderr)
+            for item in d["outstanding"]:
+                print(f"  {item}", file=sys.stderr)
+    _print(args, data, human)
+    return 0 if result.converged else 1
+
+
 # -- serverset announce -------------------------------------------------------------------------
 
 def cmd_announce(args) -> int:
@@ -282,6 +322,35 @@ def cmd_announce(args) -> int:
     return 0
 
 
+def _wait_converged(args, service: str):
+    """The deploy gate through the operator API: a function returning (converged, outstanding)."""
+    from rollway.proto import routemap_pb2 as pb
+
+    def wait() -> tuple[bool, list[str]]:
+        request = pb.WaitConvergedRequest(service=service, timeout_seconds=args.timeout)
+        result = _call(lambda: _stub(args).WaitConverged(request, timeout=args.timeout + 10))
+        return result.converged, list(result.outstanding)
+    return wait
+
+
+def cmd_drain(args) -> int:
+    from rollway.sources.store import open_store
+    from rollway.tools.drain import DrainError, drain
+
+    store = open_store(args.store)
+    store.start()
+    try:
+        names = drain(store, args.path, [(args.host, args.port)], _wait_converged(args, args.service))
+    except DrainError as error:
+        print(f"rollway: {error}", file=sys.stderr)
+        return 1
+    finally:
+        store.stop()
+    return _print(args, {"drained": names, "path": args.path, "host": args.host, "port": args.port},
+                  lambda d: print(f"rollway: drained {args.host}:{args.port} from {args.path} "
+                                  f"({len(names)} member(s)); no Envoy routes to it any more"))
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     def client(p):
         p.add_argument("--server", default=DEFAULT_SERVER, help="rollway serve's operator API HOST:PORT")
@@ -298,6 +367,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--token-file", help="operator token for writes (else $ROLLWAY_TOKEN; none: no writes)")
     serve.add_argument("--secrets-file", help="secrets file named in filter configs (read by each Envoy)")
     serve.add_argument("--debounce", type=float, default=0.05, help="seconds to batch serverset changes")
+    serve.add_argument("--ack-timeout", type=float, default=30.0,
+                       help="seconds an Envoy may go without ACKing what it was sent (or stay disconnected) "
+                            "before it leaves the quorum (default 30)")
+    serve.add_argument("--replica-id", help="this replica's name in the fleet records (default host-pid-random)")
+    serve.add_argument("--session-timeout", type=float,
+                       help="ZooKeeper session timeout / file-store lease, seconds (default 10): how long a dead "
+                            "leader holds its lease before another replica takes over")
+    serve.add_argument("--startup-grace", type=float, default=5.0,
+                       help="seconds a freshly started replica releases no admission or second step, so that "
+                            "Envoys connected before a restart are back first (default 5, at most --ack-timeout)")
     serve.add_argument("--empty-grace", type=float, default=30.0,
                        help="seconds to hold a serverset's last view when it suddenly looks empty")
     serve.set_defaults(func=cmd_serve)
@@ -347,6 +426,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     client(status)
     status.set_defaults(func=cmd_status)
 
+    deploy = sub.add_parser("deploy", help="the deploy tool's side: wait for the fleet to converge")
+    dsub = deploy.add_subparsers(dest="deploy_command", required=True)
+    p = dsub.add_parser("wait", help="block until every Envoy holds the newest config and nothing waits "
+                                     "for a second step; exit 1 naming what is outstanding on timeout")
+    p.add_argument("service")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60, at most 3600)")
+    client(p)
+    p.set_defaults(func=cmd_deploy_wait)
+
     serverset = sub.add_parser("serverset", help="serverset tools")
     ssub = serverset.add_subparsers(dest="serverset_command", required=True)
     p = ssub.add_parser("announce", help="register members and hold them until stopped (a host agent)")
@@ -358,3 +446,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight", type=float, default=1.0)
     p.add_argument("--count", type=int, default=1, help="members on consecutive ports from --port")
     p.set_defaults(func=cmd_announce)
+    p = ssub.add_parser("drain", help="mark a host's member not-ALIVE, wait until no Envoy can route to it, "
+                                      "then remove it (a STOP / termination lifecycle hook)")
+    p.add_argument("--store", required=True)
+    p.add_argument("--path", required=True)
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--service", required=True, help="the service whose route map names this serverset")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the fleet (default 60)")
+    client(p)
+    p.set_defaults(func=cmd_drain)

@@ -148,14 +148,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     strategies = list(sim.STRATEGIES) if args.strategy == "all" else [args.strategy]
     results = {}
     for strategy in strategies:
+        failures = tuple(("kill-leader", at) for at in args.kill_leader_at or []) + \
+            tuple(("restart", at) for at in args.restart_at or [])
         cfg = sim.SimConfig(scenario=args.scenario, strategy=strategy, envoys=args.envoys, sessions=args.sessions,
-                            lag_max=args.lag_max, seed=args.seed)
+                            lag_max=args.lag_max, seed=args.seed, replicas=args.replicas, failures=failures,
+                            silent=tuple((i, at) for i, at in enumerate(args.silent_envoy_at or [])),
+                            ack_timeout=args.ack_timeout)
         results[strategy] = sim.run(cfg)
     if args.plot:
         shown = results.get("rollway") or next(iter(results.values()))
         sim.plot(shown, args.plot, f"{args.scenario}: sessions per version ({shown.metrics['strategy']}, "
                                    f"{args.envoys} Envoys lagging up to {args.lag_max:g} s)")
-    keys = ("bounces", "sessions_bounced", "refreshes_per_session_max", "zero_capacity_requests",
+    keys = ("bounces", "sessions_bounced", "refreshes_per_session_max", "bounces_after_stale", "leader_changes",
+            "zero_capacity_requests",
             "requests_to_drained", "overload_max", "overload_p99", "overload_lag_bound", "stage_share_error_max",
             "requests")
     if args.json:
@@ -208,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--sessions", type=int, default=10000)
     simulate.add_argument("--lag-max", type=float, default=30.0, help="config delay per Envoy: uniform 0..N s")
     simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--replicas", type=int, default=1, help="control-plane replicas the Envoys split across")
+    simulate.add_argument("--kill-leader-at", type=float, action="append", metavar="T",
+                          help="SIGKILL the leading replica at T simulated seconds (repeatable)")
+    simulate.add_argument("--restart-at", type=float, action="append", metavar="T",
+                          help="restart a random replica at T (repeatable)")
+    simulate.add_argument("--silent-envoy-at", type=float, action="append", metavar="T",
+                          help="an Envoy stops ACKing at T and routes on its last config (repeatable)")
+    simulate.add_argument("--ack-timeout", type=float, default=30.0)
     simulate.add_argument("--json", action="store_true")
     simulate.add_argument("--plot", help="write a PNG: sessions per version over time, capacity overlaid")
     simulate.set_defaults(func=_cmd_simulate)

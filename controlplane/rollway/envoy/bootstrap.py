@@ -12,6 +12,7 @@ back to a 503 when the filter found no capacity (it then removes the header)::
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -149,12 +150,43 @@ def write_ecds_file(path: str, filter_config: Mapping | str, version: str | None
 
 
 def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: int, admin_port: int,
-                  service: str = "web") -> dict:
+                  service: str = "web", xds_fallback: list[tuple[str, int]] | tuple = ()) -> dict:
     """Everything from the control plane over one ADS stream: listener with the filter (its
     config over ECDS), route, clusters (CDS) and endpoints (EDS). The node's ``cluster``
     names the service it fronts; ``metadata.listen_port`` the port its listener binds, and
-    ``metadata.admin_port`` where the control plane's dashboard reads its traffic counters."""
+    ``metadata.admin_port`` where the control plane's dashboard reads its traffic counters.
+
+    ``xds_host:xds_port`` is the replica this Envoy prefers; ``xds_fallback`` lists other
+    replicas (a lower priority) that it fails over to when a TCP health check finds the
+    preferred one gone. Names are resolved (STRICT_DNS) when any address is not an IP
+    literal; HTTP/2 keepalives notice a peer that vanished without closing the stream."""
     ads_source = {"ads": {}, "resource_api_version": "V3"}
+    replicas = [(xds_host, xds_port), *xds_fallback]
+
+    def endpoint(host: str, port: int) -> dict:
+        return {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+
+    endpoints = [{"priority": 0, "lb_endpoints": [endpoint(xds_host, xds_port)]}]
+    if xds_fallback:
+        endpoints.append({"priority": 1, "lb_endpoints": [endpoint(h, p) for h, p in xds_fallback]})
+    cluster = {
+        "name": "rollway_xds",
+        "type": "STATIC" if all(_is_ip(h) for h, _ in replicas) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {
+                    "connection_keepalive": {"interval": "5s", "timeout": "5s"}}},
+            },
+        },
+        "load_assignment": {"cluster_name": "rollway_xds", "endpoints": endpoints},
+    }
+    if xds_fallback:
+        # A refused connection fails at once; a peer that vanished times out. Two failures
+        # in a row, so one slow answer under load does not move an Envoy off its replica.
+        cluster["health_checks"] = [{"timeout": "2s", "interval": "1s", "unhealthy_threshold": 2,
+                                     "healthy_threshold": 1, "tcp_health_check": {}}]
     return {
         "node": {"id": node_id, "cluster": service,
                  "metadata": {"listen_port": listen_port, "admin_port": admin_port}},
@@ -169,17 +201,13 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
             "lds_config": ads_source,
             "cds_config": ads_source,
         },
-        "static_resources": {"clusters": [{
-            "name": "rollway_xds",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                },
-            },
-            "load_assignment": {"cluster_name": "rollway_xds", "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": xds_host, "port_value": xds_port}}}}]}]},
-        }]},
+        "static_resources": {"clusters": [cluster]},
     }
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False

@@ -2,151 +2,227 @@
 
 An Envoy can keep a session only on a version it knows. A version new to a rolling stage
 is therefore first sent with ``admitted: false`` (Envoys keep sessions that already want
-it but hash no new sessions there) and admitted once every connected Envoy has ACKed a
+it but hash no new sessions there) and admitted once every Envoy in the quorum has ACKed a
 config containing it. A stage with nothing admitted yet admits everything at once:
-nobody can be bounced from a version that serves no one. Used by the xDS server and by
-the simulator, so both follow the same rule.
+nobody can be bounced from a version that serves no one.
 
 The same two-step publication covers the other changes that move sessions: a reversal of
 direction goes through ``steady``, a blue-green switch through ``next``, and a change of
 stage weights through ``next_weight`` (sessions the new weights place elsewhere are kept
 there by every Envoy before any Envoy starts moving them).
+
+Two halves, so that the leader decides and every replica serves the same thing:
+
+- ``decide(wanted, state, fleet)``: the leader advances ``AdmissionState`` by what the
+  fleet knows (``fleet.all_know(key)``: O(1) per key with ``rollway.model.fleet``);
+- ``render(config, state)``: applies a decided state to a config, the only thing a
+  follower does. ``apply_admission`` is both, in order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-Key = tuple[str, str]  # (stage, version)
+Key = tuple[str, str]  # (stage, version) or (stage, token) for steps
 
 
-def _direction_token(stage: dict) -> Key:
-    d = stage.get("direction", {"state": "steady"})
-    return (stage["name"], f"direction:{d['state']}:{d.get('target', '')}")
+class Fleet(Protocol):
+    def all_know(self, key: Key) -> bool: ...
+
+
+class KnowsSets:
+    """A fleet given as one set of known keys per Envoy (tests and small callers)."""
+
+    def __init__(self, sets: Iterable[set[Key]]):
+        self.sets = list(sets)
+
+    def all_know(self, key: Key) -> bool:
+        return all(key in s for s in self.sets)
+
+
+def _direction_token(name: str, direction: dict) -> Key:
+    return (name, f"direction:{direction['state']}:{direction.get('target', '')}")
+
+
+def _bluegreen_token(name: str, active: str, next_slot: str | None) -> Key:
+    return (name, f"bluegreen:{active}:{next_slot or ''}")
+
+
+def _weights_token(weights: dict[str, float], next_weights: dict[str, float] | None, order: list[str]) -> Key:
+    applied = tuple((n, weights[n]) for n in order)
+    coming = tuple((n, (next_weights or weights)[n]) for n in order)
+    return ("", f"weights:{applied!r}:{coming!r}")
 
 
 def known_versions(config: dict) -> set[Key]:
     """What an Envoy holding ``config`` knows: every (stage, version) of its rolling stages,
-    and each stage's direction."""
+    each stage's direction and blue-green step, and the stage weights."""
     out = {(s["name"], v["name"]) for s in config["stages"] if s["mode"] == "rolling" for v in s["versions"]}
-    out |= {_direction_token(s) for s in config["stages"] if s["mode"] == "rolling"}
-    out |= {(s["name"], f"bluegreen:{s['active']}:{s.get('next', '')}") for s in config["stages"]
+    out |= {_direction_token(s["name"], s.get("direction", {"state": "steady"}))
+            for s in config["stages"] if s["mode"] == "rolling"}
+    out |= {_bluegreen_token(s["name"], s["active"], s.get("next")) for s in config["stages"]
             if s["mode"] == "blue_green"}
-    out.add(_weights_token(config))
+    order = [s["name"] for s in config["stages"]]
+    weights = {s["name"]: s["weight"] for s in config["stages"]}
+    next_weights = {s["name"]: s.get("next_weight", s["weight"]) for s in config["stages"]}
+    out.add(_weights_token(weights, next_weights, order))
     return out
-
-
-def _weights(config: dict, key: str = "weight") -> tuple:
-    return tuple((s["name"], s.get(key, s["weight"])) for s in config["stages"])
-
-
-def _weights_token(config: dict) -> Key:
-    return ("", f"weights:{_weights(config)!r}:{_weights(config, 'next_weight')!r}")
 
 
 @dataclass
 class AdmissionState:
-    """What the control plane has admitted so far, per service."""
-    versions: set[Key] = field(default_factory=set)
-    directions: dict[str, dict] = field(default_factory=dict)  # stage -> direction last published
-    holding: dict[str, dict] = field(default_factory=dict)     # stage -> direction waiting behind steady
-    active_slots: dict[str, str] = field(default_factory=dict)  # blue-green stage -> active slot published
-    weights: dict[str, float] | None = None  # stage -> weight published (applied, not next)
-    weights_changing: bool = False           # next_weight is out; the weights wait for every ACK
+    """What the leader has decided to publish, per service (part of the deploy state)."""
+    versions: set[Key] = field(default_factory=set)               # admitted (stage, version)
+    directions: dict[str, dict] = field(default_factory=dict)     # stage -> direction published
+    holding: dict[str, dict] = field(default_factory=dict)        # stage -> direction waiting behind steady
+    active_slots: dict[str, str] = field(default_factory=dict)    # blue-green stage -> active slot published
+    next_slots: dict[str, str] = field(default_factory=dict)      # blue-green stage -> slot announced as next
+    weights: dict[str, float] | None = None                       # stage -> weight applied
+    next_weights: dict[str, float] | None = None                  # announced as next_weight, not yet applied
 
-    def waiting(self, config: dict) -> bool:
-        """Whether ``config`` holds something back that an ACK could release."""
-        return bool(self.holding) or self.weights_changing or any(
-            s.get("next") or "next_weight" in s or any(v.get("admitted") is False for v in s.get("versions", []))
-            for s in config["stages"])
+    def waiting(self, config: dict | None = None) -> bool:
+        """Whether something is held back that an ACK could release (with ``config``, also
+        a version announced there but not admitted)."""
+        return bool(self.holding or self.next_slots or self.next_weights) or config is not None and any(
+            v.get("admitted") is False for s in config["stages"] for v in s.get("versions", []))
+
+    def outstanding(self, config: dict) -> list[str]:
+        """What waits for the fleet, in words (for the deploy gate)."""
+        out = [f"{stage}: direction {d['state']}{' -> ' + d['target'] if d.get('target') else ''} "
+               f"held at steady" for stage, d in sorted(self.holding.items())]
+        out += [f"{stage}: blue-green switch to {slot}" for stage, slot in sorted(self.next_slots.items())]
+        if self.next_weights:
+            out.append(f"stage weights changing to {self.next_weights}")
+        out += [f"{s['name']}: version {v['name']} announced, not admitted" for s in config["stages"]
+                for v in s.get("versions", []) if v.get("admitted") is False]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"versions": sorted([list(k) for k in self.versions]), "directions": self.directions,
+                "holding": self.holding, "active_slots": self.active_slots, "next_slots": self.next_slots,
+                "weights": self.weights, "next_weights": self.next_weights}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AdmissionState":
+        return cls({(k[0], k[1]) for k in d.get("versions", [])}, dict(d.get("directions", {})),
+                   dict(d.get("holding", {})), dict(d.get("active_slots", {})), dict(d.get("next_slots", {})),
+                   d.get("weights"), d.get("next_weights"))
 
 
-def apply_admission(config: dict, state: "AdmissionState | set[Key]", envoys_know: Iterable[set[Key]]) -> None:
-    """Marks versions not yet admitted in ``config`` (in place), and holds a change of
-    direction at ``steady`` until every Envoy has the steady config.
-
-    Only a reversal (forward <-> rollback) is held; retargeting a forward deploy to a newer
-    version moves sessions the same way and goes out at once.
-
-    Why the direction rule: while Envoys lag, one still on ``forward`` would move a session
-    forward again right after another, already on ``rollback``, moved it back. ``steady``
-    moves nobody, so going forward -> steady -> rollback (the second step only once every
-    Envoy holds the first) never sends a session both ways (found by rollway.tools.sim)."""
+def apply_admission(config: dict, state: "AdmissionState | set[Key]",
+                    fleet: "Fleet | Iterable[set[Key]]") -> None:
+    """Decides (``decide``) and applies (``render``) admission on ``config``, in place."""
     if isinstance(state, set):  # versions only (callers that do not track directions)
         state = AdmissionState(state)
-    knows = list(envoys_know)
-    admitted = state.versions
-    _hold_weight_change(config, state, knows)
-    for stage in config["stages"]:
-        if stage["mode"] == "blue_green":
-            _hold_blue_green_switch(stage, state, knows)
-            continue
-        if stage["mode"] != "rolling":
-            continue
+    decide(config, state, fleet)
+    render(config, state)
+
+
+def decide(wanted: dict, state: AdmissionState, fleet: "Fleet | Iterable[set[Key]]") -> None:
+    """Advances ``state`` towards the ``wanted`` config (what capacity and the route map
+    say now, nothing held back) as far as what the fleet knows allows.
+
+    Only a reversal (forward <-> rollback) is held; retargeting a forward deploy to a newer
+    version moves sessions the same way and goes out at once. Why: while Envoys lag, one
+    still on ``forward`` would move a session forward again right after another, already
+    on ``rollback``, moved it back. ``steady`` moves nobody, so going forward -> steady ->
+    rollback (the second step only once every Envoy holds the first) never sends a session
+    both ways (found by rollway.tools.sim)."""
+    if not hasattr(fleet, "all_know"):
+        fleet = KnowsSets(fleet)
+    _decide_weights(wanted, state, fleet)
+    for stage in wanted["stages"]:
         name = stage["name"]
-        wanted = stage.get("direction", {"state": "steady"})
+        if stage["mode"] == "blue_green":
+            _decide_blue_green(name, stage["active"], state, fleet)
+            continue
+        direction = stage.get("direction", {"state": "steady"})
         published = state.directions.get(name)
-        held = {"state": "steady", "target": wanted["target"]} if "target" in wanted else {"state": "steady"}
-        steady_everywhere = all(_direction_token({"name": name, "direction": held}) in k for k in knows)
-        if name in state.holding and wanted["state"] != "steady" and not steady_everywhere:
-            state.holding[name] = wanted                  # still waiting for every Envoy
-            stage["direction"] = held
-        elif name not in state.holding and published is not None and wanted["state"] != published["state"] \
-                and published["state"] != "steady" and wanted["state"] != "steady":
-            state.holding[name] = wanted                  # a reversal: nobody moves anyone first
-            stage["direction"] = held
+        held = {"state": "steady", "target": direction["target"]} if "target" in direction else {"state": "steady"}
+        if name in state.holding and direction["state"] != "steady" \
+                and not fleet.all_know(_direction_token(name, held)):
+            state.holding[name] = direction                # still waiting for every Envoy
+            state.directions[name] = held
+        elif name not in state.holding and published is not None and direction["state"] != published["state"] \
+                and published["state"] != "steady" and direction["state"] != "steady":
+            state.holding[name] = direction                # a reversal: nobody moves anyone first
+            state.directions[name] = held
         else:
             state.holding.pop(name, None)
-        state.directions[name] = stage["direction"]
+            state.directions[name] = direction
         live = {(name, v["name"]) for v in stage["versions"]}
-        admitted.difference_update({k for k in admitted if k[0] == name and k not in live})
-        if not any(k in admitted for k in live):
-            admitted.update(live)
-        for version in stage["versions"]:
-            key = (name, version["name"])
-            if key not in admitted and all(key in k for k in knows):
-                admitted.add(key)
-            if key not in admitted:
-                version["admitted"] = False
+        state.versions.difference_update({k for k in state.versions if k[0] == name and k not in live})
+        if not state.versions & live:
+            state.versions.update(live)
+        state.versions.update(k for k in live if k not in state.versions and fleet.all_know(k))
+    names = {s["name"] for s in wanted["stages"]}
+    for table in (state.directions, state.holding, state.active_slots, state.next_slots):
+        for gone in [n for n in table if n not in names]:
+            del table[gone]
 
 
-def _hold_weight_change(config: dict, state: AdmissionState, knows: list[set[Key]]) -> None:
+def _decide_weights(wanted_config: dict, state: AdmissionState, fleet: Fleet) -> None:
     """A change of stage weights goes out in two steps: first the old weights with each
     stage's new one as ``next_weight`` (a session the new weights place in a stage that
     serves the version it wants is kept there), then, once every Envoy holds that, the new
     weights. Without it, an Envoy that has not heard of the change sends a session that a
-    faster one moved from prod to canary straight back (found by rollway.tools.sim). A change
-    starts only once every Envoy holds the previous one's final weights: with two changes
-    in flight, Envoys applying different weights move sessions both ways."""
-    wanted = {s["name"]: s["weight"] for s in config["stages"]}
-    published = state.weights
-    if published is not None and set(published) == set(wanted) and published != wanted:
-        for stage in config["stages"]:
-            stage["weight"] = published[stage["name"]]
-        if not state.weights_changing and not all(_weights_token(config) in k for k in knows):
-            return                                  # the previous change is still going out
-        state.weights_changing = True
-        for stage in config["stages"]:
-            stage["next_weight"] = wanted[stage["name"]]
-        if not all(_weights_token(config) in k for k in knows):
-            return
-        for stage in config["stages"]:
-            stage["weight"] = stage.pop("next_weight")
-    state.weights_changing = False
-    state.weights = wanted
+    faster one moved from prod to canary straight back (found by rollway.tools.sim). A
+    change starts only once every Envoy holds the previous one's final weights: with two
+    changes in flight, Envoys applying different weights move sessions both ways."""
+    order = [s["name"] for s in wanted_config["stages"]]
+    wanted = {s["name"]: s["weight"] for s in wanted_config["stages"]}
+    applied = state.weights
+    if applied is None or set(applied) != set(wanted) or applied == wanted:
+        state.weights, state.next_weights = wanted, None
+        return
+    if state.next_weights is None and not fleet.all_know(_weights_token(applied, None, order)):
+        return                                      # the previous change is still going out
+    state.next_weights = wanted
+    if fleet.all_know(_weights_token(applied, wanted, order)):
+        state.weights, state.next_weights = wanted, None
 
 
-def _hold_blue_green_switch(stage: dict, state: AdmissionState, knows: list[set[Key]]) -> None:
+def _decide_blue_green(name: str, wanted: str, state: AdmissionState, fleet: Fleet) -> None:
     """A switch of the active slot goes out in two steps: first the old slot stays active
     with ``next`` naming the new one (sessions a faster Envoy already switched stay
     switched), then, once every Envoy holds that, the new slot becomes active."""
-    name, wanted = stage["name"], stage["active"]
     published = state.active_slots.get(name)
-    if published is not None and wanted != published:
-        if all((name, f"bluegreen:{published}:{wanted}") in k for k in knows):
-            state.active_slots[name] = wanted
-        else:
-            stage["active"], stage["next"] = published, wanted
-            return
+    if published is not None and wanted != published \
+            and not fleet.all_know(_bluegreen_token(name, published, wanted)):
+        state.next_slots[name] = wanted
+        return
     state.active_slots[name] = wanted
+    state.next_slots.pop(name, None)
+
+
+def render(config: dict, state: AdmissionState) -> None:
+    """Applies a decided ``state`` to ``config`` (in place): the weights applied and
+    announced, each rolling stage's published direction and unadmitted versions, each
+    blue-green stage's active and next slot. Nothing is decided here."""
+    weights, next_weights = state.weights, state.next_weights
+    names = {s["name"] for s in config["stages"]}
+    if weights is not None and set(weights) == names:
+        for stage in config["stages"]:
+            stage["weight"] = weights[stage["name"]]
+            if next_weights is not None and set(next_weights) == names:
+                stage["next_weight"] = next_weights[stage["name"]]
+    for stage in config["stages"]:
+        name = stage["name"]
+        if stage["mode"] == "blue_green":
+            stage["active"] = state.active_slots.get(name, stage["active"])
+            if name in state.next_slots and state.next_slots[name] != stage["active"]:
+                stage["next"] = state.next_slots[name]
+            continue
+        live = [v["name"] for v in stage["versions"]]
+        direction = state.directions.get(name)
+        if direction is not None:
+            # A follower whose serverset view lags may not list the target yet.
+            if direction.get("target") not in (None, *live):
+                direction = {"state": "steady"}
+            stage["direction"] = dict(direction)
+        if any((name, v) in state.versions for v in live):
+            for version in stage["versions"]:
+                if (name, version["name"]) not in state.versions:
+                    version["admitted"] = False

@@ -39,6 +39,21 @@ class DirectionTracker:
     _pending: tuple[str, str] | None = None          # (state, target) being confirmed
     _pending_moved: float = 0.0
 
+    def to_dict(self) -> dict:
+        """Everything the tracker knows, for the deploy state record (JSON)."""
+        return {"switch_fraction": self.switch_fraction, "state": self.state, "target": self.target,
+                "order": list(self.order), "previous": self._previous,
+                "pending": list(self._pending) if self._pending else None, "pending_moved": self._pending_moved}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DirectionTracker":
+        tracker = cls(float(d.get("switch_fraction", 0.05)), d.get("state", STEADY), d.get("target"),
+                      list(d.get("order", [])))
+        tracker._previous = dict(d["previous"]) if d.get("previous") is not None else None
+        tracker._pending = (d["pending"][0], d["pending"][1]) if d.get("pending") else None
+        tracker._pending_moved = float(d.get("pending_moved", 0.0))
+        return tracker
+
     def rank(self, version: str) -> int:
         return self.order.index(version)
 

@@ -1,9 +1,22 @@
-"""Publication: what a service's filter config and endpoints are, given its route map,
-serverset views and direction trackers. The xDS server and the simulator both call it, so
-the rules for what goes out to Envoys have one home."""
+"""The one publication function: what a service's filter config is, given its route map,
+serverset views, deploy state and what the fleet knows. The control plane's leader and the
+simulator both call ``publish``; followers call ``render_config`` on the leader's deploy
+state. Both are pure functions of their inputs, so every replica given the same inputs
+sends byte-identical configs, generation included.
+
+Usage::
+
+    config = publish(routemap, views, state, fleet)   # leader: advances ``state`` in place
+    config = render_config(routemap, views, state)    # follower: serves what state says
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+from rollway.model import admission
+from rollway.model.deploy_state import DeployState
 from rollway.model.direction import DirectionTracker
 from rollway.model.routemap import RouteMap
 from rollway.sources.serverset import ServersetView
@@ -73,3 +86,42 @@ def endpoints_by_cluster(routemap: RouteMap, views: dict[str, ServersetView | No
                 eps = [e for group in (view.endpoints.values() if view else []) for e in group]
                 out[cluster_name(routemap.service, stage.name, slot)] = eps
     return out
+
+
+def render_config(routemap: RouteMap, views: dict[str, ServersetView | None], state: DeployState,
+                  secrets_file: str | None = None) -> dict:
+    """The filter config ``state`` describes for these views: nothing is decided here."""
+    config = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file)
+    admission.render(config, state.admission)
+    return config
+
+
+def config_digest(config: dict) -> str:
+    body = json.dumps({**config, "generation": 0}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def publish(routemap: RouteMap, views: dict[str, ServersetView | None], state: DeployState,
+            fleet: "admission.Fleet | list[set]", secrets_file: str | None = None,
+            routemap_revision: int = 0) -> dict:
+    """The leader's step: advances ``state`` in place (direction evidence from the views,
+    admission decisions from what the fleet knows, the generation when the config's content
+    changes) and returns the filter config it describes."""
+    for stage in routemap.stages:
+        view = views.get(stage.name)
+        if stage.mode == "rolling" and view is not None:
+            # Observing the same capacities again is a no-op, so this is safe to repeat.
+            state.trackers.setdefault(stage.name, DirectionTracker()).observe(view.capacity)
+    rolling = {s.name for s in routemap.stages if s.mode == "rolling"}
+    for gone in [name for name in state.trackers if name not in rolling]:
+        del state.trackers[gone]
+    wanted = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file)
+    admission.decide(wanted, state.admission, fleet)
+    config = render_config(routemap, views, state, secrets_file)
+    digest = config_digest(config)
+    if digest != state.digest:
+        state.generation += 1
+        state.digest = digest
+        config["generation"] = state.generation
+    state.routemap_revision = routemap_revision
+    return config

@@ -1,38 +1,48 @@
-"""Control-plane state: what each service's route map, serversets and deploys say now.
+"""The control plane of one replica: what each service's route map, serversets, deploy
+state and fleet say now, and the filter config that follows.
 
-Transport-free (the gRPC handlers in ``api.py`` and the xDS server sit on top), like
-go-control-plane's snapshot cache. For each service with a route map it keeps one
-``ServersetWatcher`` per serverset, one ``DirectionTracker`` per rolling stage, and the
-current filter config (JSON for the Envoy filter) with a generation that goes up whenever
-its content changes. Listeners hear about every new filter config / status.
+Transport-free (the operator API in ``rollway.api`` and the xDS server in ``rollway.xds``
+sit on top). For each service with a route map it keeps one ``ServersetWatcher`` per
+serverset, the service's deploy state record (``rollway.model.deploy_state``), the fleet
+as every replica reports it (``rollway.plane.fleet``), and the current filter config.
+Several replicas act as one: per service one leader (elected through the store) turns
+evidence into deploy-state changes with compare-and-set; every replica renders the same
+config from the record. Listeners hear about every new filter config / status.
 
 Route-map operations (validate, push with compare-and-set, get, history, rollback) go
 through the store, so several control-plane replicas against one ZooKeeper agree.
 
 Usage::
 
-    plane = ControlPlane(open_store("file:///tmp/rollway"))
+    plane = ControlPlane(open_store("file:///tmp/rollway"), ack_timeout=30)
     plane.start()
     plane.push(routemap_text, expected_revision=0, author="alice", reason="first map")
     plane.filter_config("web")      # -> dict for the Envoy filter
+    plane.service("web").converged()  # -> (True, []) once every Envoy holds it
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from rollway import Router, new_routing_id
+from rollway.model.deploy_state import DeployState
 from rollway.model.direction import DirectionTracker
-from rollway.model.publish import build_filter_config
+from rollway.model.fleet import NOBODY
+from rollway.model.publish import build_filter_config, publish, render_config
 from rollway.model.routemap import RouteMap, RouteMapError, parse_routemap
+from rollway.plane.fleet import EnvoyReport, FleetView, decode_reports, encode_reports
 from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view
-from rollway.sources.store import ConflictError, RouteMapRecord, Store
+from rollway.sources.store import ConflictError, RouteMapRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,15 @@ class StageStatus:
 
 
 class ServiceState:
+    """One service as this replica holds it: route map, serverset views, the deploy state
+    record, the fleet, and the filter config it serves.
+
+    The leader (one replica per service, ``Store.campaign``) turns serverset evidence and
+    fleet knowledge into deploy-state changes (``publish``), writes them with
+    compare-and-set, and serves the config only once written. Followers watch the record
+    and serve what it says (``render_config``). All decisions run on the control plane's
+    worker thread, one service at a time."""
+
     def __init__(self, plane: "ControlPlane", record: RouteMapRecord):
         self.plane = plane
         self.lock = threading.RLock()
@@ -64,29 +83,62 @@ class ServiceState:
         self.routemap = parse_routemap(record.document)
         self.views: dict[str, ServersetView | None] = {}
         self.watchers: dict[str, ServersetWatcher] = {}
-        self.directions: dict[str, DirectionTracker] = {}
-        self.generation = 0
+        self.deploy = DeployState()
+        self.deploy_version = -1          # the store's version of the record ``deploy`` came from
+        self.deploy_loaded = False
+        self.fresh = False                # the service had no deploy state when this replica started
+        self.leading = False
+        self.fleet = FleetView(ack_timeout=plane.ack_timeout)
+        self.local_reports: dict[str, EnvoyReport] = {}
+        self.fleet_dirty = False
         self.config: dict | None = None
         self.updated = time.time()
+        self.write_failures = 0
+        self._handles: list = []
+        self._fleet_record = None
+        self._campaign = None
+        self._deciding = threading.Lock()   # one recomputation at a time (worker, start, apply)
 
     @property
     def service(self) -> str:
         return self.routemap.service
 
+    @property
+    def generation(self) -> int:
+        config = self.config
+        return int(config["generation"]) if config else 0
+
+    @property
+    def directions(self) -> dict[str, DirectionTracker]:
+        return self.deploy.trackers
+
     def start(self) -> None:
+        store, service = self.plane.store, self.service
         self._sync_watchers()
-        self._recompute()
+        self._handles.append(store.watch_deploy_state(service, self._on_deploy_state))
+        self._handles.append(store.watch_fleet(service, self._on_fleet))
+        self._fleet_record = store.publish_fleet(service, self.plane.replica_id,
+                                                 encode_reports(self.plane.replica_id, {}))
+        self._handles.append(self._fleet_record)
+        self._campaign = store.campaign(service, self.plane.replica_id, self._on_leadership)
+        self._handles.append(self._campaign)
+        self.recompute()
 
     def stop(self) -> None:
         for watcher in self.watchers.values():
             watcher.stop()
+        for handle in reversed(self._handles):
+            try:
+                handle.close()
+            except Exception as error:  # store already gone: nothing left to release
+                log.debug("closing %s: %s", handle, error)
 
     def apply(self, record: RouteMapRecord) -> None:
         with self.lock:
             self.record = record
             self.routemap = parse_routemap(record.document)
         self._sync_watchers()
-        self._recompute()
+        self.recompute()
 
     def _sync_watchers(self) -> None:
         wanted = {key: path for stage in self.routemap.stages for key, path in stage.serversets().items()}
@@ -103,27 +155,177 @@ class ServiceState:
         for key in new:
             self.watchers[key].start()
 
+    # -- inputs (store threads) -------------------------------------------------------------
+
     def _on_view(self, key: str, view: ServersetView) -> None:
         with self.lock:
             self.views[key] = view
-            stage = next((s for s in self.routemap.stages if s.name == key), None)
-            if stage is not None and stage.mode == "rolling":
-                self.directions.setdefault(key, DirectionTracker()).observe(view.capacity)
-        self._recompute()
+        self.plane.schedule(self.service)
+
+    def _on_deploy_state(self, data: bytes | None, version: int) -> None:
+        if data is None:
+            with self.lock:
+                self.deploy_loaded = True
+                self.fresh = True    # no deploy before this one: no Envoy routes on an old config
+            self.plane.schedule(self.service)
+            return
+        try:
+            state = DeployState.from_json(data)
+        except (ValueError, KeyError, TypeError) as error:
+            log.error("deploy state of %s (version %d) is unreadable, keeping the last one: %s",
+                      self.service, version, error)
+            return
+        with self.lock:
+            self.deploy_loaded = True
+            if version > self.deploy_version:
+                self.deploy, self.deploy_version = state, version
+        self.plane.schedule(self.service)
+
+    def _on_leadership(self, leading: bool) -> None:
+        with self.lock:
+            self.leading = leading
+        log.info("%s: this replica (%s) %s", self.service, self.plane.replica_id,
+                 "leads: it writes the deploy state" if leading else "follows the deploy state")
+        self.plane.schedule(self.service)
+
+    def _on_fleet(self, records: dict[str, bytes]) -> None:
+        changed = False
+        with self.lock:
+            for replica in [r for r in self.fleet.reports if r not in records and r != self.plane.replica_id]:
+                changed |= self.fleet.drop_replica(replica)
+            for replica, data in records.items():
+                if replica == self.plane.replica_id:
+                    continue  # our own Envoys are fed in-process, without the round trip
+                try:
+                    _, reports = decode_reports(data)
+                except (ValueError, KeyError, TypeError, IndexError) as error:
+                    log.warning("fleet record of replica %s for %s is unreadable: %s", replica, self.service, error)
+                    continue
+                changed |= self.fleet.set_replica(replica, reports)
+        if changed:
+            self.plane.schedule(self.service)
+
+    def report_envoy(self, node_id: str, report: EnvoyReport | None) -> None:
+        """From this replica's ACK ledger: what one connected Envoy now holds."""
+        with self.lock:
+            if report is None:
+                self.local_reports.pop(node_id, None)
+            else:
+                self.local_reports[node_id] = report
+            self.fleet_dirty = True
+            changed = self.fleet.set_report(self.plane.replica_id, node_id, report)
+        if changed:
+            self.plane.schedule(self.service)
+
+    def flush_fleet(self) -> None:
+        """Writes this replica's fleet record if it changed (the plane calls it periodically,
+        so 5,000 ACKs cost a few writes, not 5,000)."""
+        with self.lock:
+            if not self.fleet_dirty or self._fleet_record is None:
+                return
+            self.fleet_dirty = False
+            data = encode_reports(self.plane.replica_id, self.local_reports)
+        try:
+            self._fleet_record.update(data)
+        except StoreError as error:
+            with self.lock:
+                self.fleet_dirty = True
+            log.debug("fleet record of %s not written: %s", self.service, error)
+
+    # -- the decision (the plane's worker thread) ------------------------------------------------
+
+    def recompute(self) -> None:
+        with self._deciding:
+            self._recompute()
+
+    def ready(self) -> bool:
+        """Every serverset has been read once: before that, a config would show stages
+        without capacity (and a leader would take the empty view as evidence)."""
+        with self.lock:
+            return all(key in self.views for key in self.watchers)
 
     def _recompute(self) -> None:
+        if not self.ready():
+            return
         with self.lock:
-            candidate = build_filter_config(self.routemap, self.views, self.directions, self.generation,
-                                            self.plane.secrets_file)
-            previous = self.config
-            same = previous is not None and {**previous, "generation": 0} == {**candidate, "generation": 0}
-            if same:
+            self.fleet.expire()
+            if self.leading and self.deploy_loaded:
+                state = self.deploy.copy()
+                # A replica that has just started, mid-deploy, has not seen the fleet yet: its
+                # Envoys may still be reconnecting. It releases nothing until it has.
+                fleet = self.fleet.knowledge if self.fresh or self.plane.fleet_seen() else NOBODY
+                config = publish(self.routemap, self.views, state, fleet, self.plane.secrets_file,
+                                 self.record.revision)
+                if state.to_json() != self.deploy.to_json():
+                    expected = self.deploy_version
+                else:
+                    expected = None
+            else:
+                state = None
+                config = render_config(self.routemap, self.views, self.deploy, self.plane.secrets_file)
+        if state is not None and expected is not None:
+            try:
+                version = self.plane.store.write_deploy_state(self.service, state.to_json(), expected)
+            except ConflictError:
+                # Another replica wrote first (it led a moment ago): take its record and decide again.
+                data, version = self.plane.store.read_deploy_state(self.service)
+                self._on_deploy_state(data, version)
                 return
-            self.generation += 1
-            candidate["generation"] = self.generation
-            self.config = candidate
+            except StoreError as error:
+                self.write_failures += 1
+                log.warning("%s: deploy state not written, serving the last config: %s", self.service, error)
+                self.plane.schedule(self.service, delay=0.5)
+                return
+            with self.lock:
+                if version > self.deploy_version:
+                    self.deploy, self.deploy_version = state, version
+        with self.lock:
+            if config == self.config:
+                return
+            self.config = config
             self.updated = time.time()
         self.plane._notify(self.service)
+
+    def leader(self) -> str:
+        campaign = self._campaign
+        try:
+            return (campaign.leader() or "") if campaign is not None else ""
+        except StoreError:
+            return ""
+
+    def views_current(self) -> list[str]:
+        """Serversets whose view here differs from what the store holds now (read once):
+        a change still in its debounce window, or not yet delivered."""
+        with self.lock:
+            watched = {key: (w.path, self.views.get(key)) for key, w in self.watchers.items()}
+        behind = []
+        for key, (path, view) in watched.items():
+            fresh = build_view(path, self.plane.store.read_members(path))
+            if view is None or (fresh.members and view.held_empty) or \
+                    (not view.held_empty and (fresh.capacity, fresh.endpoints) != (view.capacity, view.endpoints)):
+                behind.append(f"serverset {path}: the control plane has not applied its latest change yet")
+        return behind
+
+    def converged(self, check_store: bool = False) -> tuple[bool, list[str]]:
+        """The deploy gate: every Envoy in the quorum holds the newest config, and nothing
+        waits for admission or a second step; with ``check_store``, the config also reflects
+        the serversets as the store holds them now. Returns (converged, what is outstanding)."""
+        outstanding_views = self.views_current() if check_store else []
+        with self.lock:
+            config, deploy = self.config, self.deploy
+            outstanding = deploy.admission.outstanding(config) if config else ["no config published yet"]
+            if config is not None and self.leading is False and config["generation"] != deploy.generation:
+                outstanding.append("this replica has not rendered the newest deploy state")
+            generation = config["generation"] if config else 0
+            for report in sorted(self.fleet.quorum(), key=lambda r: r.node_id):
+                if report.generation != generation or not report.caught_up:
+                    outstanding.append(f"envoy {report.node_id} (via {report.replica}) holds generation "
+                                       f"{report.generation}, not {generation}"
+                                       + ("" if report.caught_up else ", has not ACKed everything sent"))
+            for dup in self.fleet.duplicates():
+                outstanding.append(f"node id {dup} is connected to more than one replica")
+        outstanding = outstanding_views + outstanding
+        return not outstanding, outstanding
 
     def status(self) -> list[StageStatus]:
         with self.lock:
@@ -131,8 +333,8 @@ class ServiceState:
             for stage in self.routemap.stages:
                 if stage.mode == "rolling":
                     view = self.views.get(stage.name)
-                    tracker = self.directions.get(stage.name)
-                    order = list(tracker.order) if tracker else []
+                    tracker = self.deploy.trackers.get(stage.name)
+                    order = list(tracker.order) if tracker else sorted(view.capacity) if view else []
                     capacity = view.capacity if view else {}
                     members = {v: len(e) for v, e in (view.endpoints.items() if view else [])}
                     out.append(StageStatus(
@@ -156,8 +358,15 @@ class ServiceState:
 
 class ControlPlane:
     def __init__(self, store: Store, *, debounce: float = 0.05, empty_grace: float = 30.0,
-                 secrets_file: str | None = None, sample_size: int = 20000):
+                 secrets_file: str | None = None, sample_size: int = 20000, ack_timeout: float = 30.0,
+                 replica_id: str | None = None, startup_grace: float = 5.0):
         self.store = store
+        self.ack_timeout = ack_timeout
+        self.replica_id = replica_id or default_replica_id()
+        self._due: dict[str, float] = {}          # service -> when to recompute it (the worker's queue)
+        self._wake = threading.Event()
+        self.startup_grace = startup_grace
+        self._started = time.monotonic()
         self.debounce, self.empty_grace = debounce, empty_grace
         self.secrets_file = secrets_file
         self.sample_size = sample_size
@@ -166,6 +375,10 @@ class ControlPlane:
         # Set by the xDS layer: service -> [per-Envoy status dicts] (what each one ACKed).
         self.envoy_status: Callable[[str], list[dict]] = lambda service: []
         self._lock = threading.Lock()
+        # The one thread that decides runs from the start: a plane used without start()
+        # (route maps pushed directly) still follows its serversets.
+        self._stopping = threading.Event()
+        threading.Thread(target=self._work, name="rollway-plane", daemon=True).start()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -173,7 +386,6 @@ class ControlPlane:
         self._sync_routemaps()
         # Replicas follow each other's pushes by re-reading route-map revisions; the same
         # loop works for both stores and bounds the lag to refresh_interval.
-        self._stopping = threading.Event()
 
         def loop() -> None:
             while not self._stopping.wait(refresh_interval):
@@ -190,9 +402,73 @@ class ControlPlane:
             if record is not None:
                 self._ensure_service(record)
 
+    def schedule(self, service: str, delay: float = 0.0) -> None:
+        """Asks the worker to recompute ``service`` (coalesced: a burst of 1,000 ACKs is a
+        handful of recomputations)."""
+        when = time.monotonic() + delay
+        with self._lock:
+            self._due[service] = min(self._due.get(service, when), when)
+        self._wake.set()
+
+    def _work(self, flush_interval: float = 0.1, tick: float = 1.0) -> None:
+        """The one thread that decides: recomputes scheduled services, writes fleet records
+        every ``flush_interval``, and re-checks every service each ``tick`` (time-based
+        changes: an Envoy's record vanishing past the ACK timeout)."""
+        next_tick = time.monotonic() + tick
+        while not self._stopping.is_set():
+            self._wake.wait(flush_interval)
+            self._wake.clear()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + tick
+                for name in list(self.services):
+                    self.schedule(name)
+            with self._lock:
+                ready = [s for s, when in self._due.items() if when <= now]
+                for s in ready:
+                    del self._due[s]
+            for name in ready:
+                state = self.services.get(name)
+                if state is None:
+                    continue
+                try:
+                    state.recompute()
+                except Exception:
+                    log.exception("%s: recomputing the filter config failed", name)
+            for state in list(self.services.values()):
+                state.flush_fleet()
+
+    def fleet_status(self, service: str) -> list[dict]:
+        """Every Envoy of ``service`` as the fleet records show it (whichever replica it is
+        connected to), with this replica's ledger details for its own."""
+        state = self.service(service)
+        local = {e["node_id"]: e for e in self.envoy_status(service)}
+        with state.lock:
+            reports = sorted(state.fleet.effective.values(), key=lambda r: r.node_id)
+        out = []
+        for r in reports:
+            row = {"node_id": r.node_id, "replica": r.replica, "connected": r.connected,
+                   "generation": r.generation, "stale": r.stale, "stale_since": r.since if r.stale else 0.0,
+                   "nacks": r.nacks, "caught_up": r.caught_up}
+            if r.replica == self.replica_id and r.node_id in local:
+                row = {**local[r.node_id], **row}
+            out.append(row)
+        return out
+
+    def fleet_seen(self) -> bool:
+        """Whether this replica has watched the fleet long enough (``startup_grace``, at most
+        the ACK timeout) for Envoys that were connected to it before a restart to be back."""
+        return time.monotonic() - self._started >= min(self.startup_grace, self.ack_timeout)
+
+    def report_envoy(self, service: str, node_id: str, report: EnvoyReport | None) -> None:
+        """The ACK ledger's callback: what an Envoy connected to this replica holds."""
+        state = self.services.get(service)
+        if state is not None:
+            state.report_envoy(node_id, report)
+
     def stop(self) -> None:
-        if getattr(self, "_stopping", None):
-            self._stopping.set()
+        self._stopping.set()
+        self._wake.set()
         for state in list(self.services.values()):
             state.stop()
 
@@ -240,10 +516,16 @@ class ControlPlane:
             raise NotFound(f"no route map for service {name!r}")
         return state
 
-    def filter_config(self, service: str) -> dict:
-        config = self.service(service).config
-        assert config is not None
-        return config
+    def filter_config(self, service: str, timeout: float = 10.0) -> dict:
+        """The filter config this replica serves; waits (up to ``timeout``) for a service
+        whose serversets are still being read for the first time."""
+        state = self.service(service)
+        deadline = time.monotonic() + timeout
+        while state.config is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if state.config is None:
+            raise NotFound(f"service {service!r} has no filter config yet (serversets not read)")
+        return state.config
 
     def get(self, service: str, revision: int = 0) -> RouteMapRecord:
         if revision == 0:
@@ -340,6 +622,12 @@ class ControlPlane:
             })
         changed = sum(1 for i in range(n) if (old_stage[i], old_version[i]) != (new_stage[i], new_version[i]))
         return {"service": proposed.service, "sample_size": n, "stages": stages, "total_change_share": changed / n}
+
+
+def default_replica_id() -> str:
+    """host-pid-random: unique per process, readable in status."""
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 def _without_secrets(config: dict) -> dict:

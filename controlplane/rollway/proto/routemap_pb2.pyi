@@ -147,7 +147,7 @@ class StageStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., mode: _Optional[str] = ..., weight: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., direction: _Optional[str] = ..., target: _Optional[str] = ..., skipped_members: _Optional[int] = ..., held_empty: _Optional[bool] = ..., active_slot: _Optional[str] = ...) -> None: ...
 
 class EnvoyStatus(_message.Message):
-    __slots__ = ("node_id", "acked", "nacks", "last_nack")
+    __slots__ = ("node_id", "acked", "nacks", "last_nack", "replica", "connected", "generation", "stale", "stale_since")
     class AckedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -159,14 +159,24 @@ class EnvoyStatus(_message.Message):
     ACKED_FIELD_NUMBER: _ClassVar[int]
     NACKS_FIELD_NUMBER: _ClassVar[int]
     LAST_NACK_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    STALE_SINCE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     acked: _containers.ScalarMap[str, str]
     nacks: int
     last_nack: str
-    def __init__(self, node_id: _Optional[str] = ..., acked: _Optional[_Mapping[str, str]] = ..., nacks: _Optional[int] = ..., last_nack: _Optional[str] = ...) -> None: ...
+    replica: str
+    connected: bool
+    generation: int
+    stale: str
+    stale_since: float
+    def __init__(self, node_id: _Optional[str] = ..., acked: _Optional[_Mapping[str, str]] = ..., nacks: _Optional[int] = ..., last_nack: _Optional[str] = ..., replica: _Optional[str] = ..., connected: _Optional[bool] = ..., generation: _Optional[int] = ..., stale: _Optional[str] = ..., stale_since: _Optional[float] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config", "envoys")
+    __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config", "envoys", "leader", "duplicate_node_ids")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +185,8 @@ class Status(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     FILTER_CONFIG_FIELD_NUMBER: _ClassVar[int]
     ENVOYS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     service: str
     revision: int
     generation: int
@@ -183,4 +195,24 @@ class Status(_message.Message):
     time: float
     filter_config: str
     envoys: _containers.RepeatedCompositeFieldContainer[EnvoyStatus]
-    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., store_state: _Optional[str] = ..., time: _Optional[float] = ..., filter_config: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyStatus, _Mapping]]] = ...) -> None: ...
+    leader: str
+    duplicate_node_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., store_state: _Optional[str] = ..., time: _Optional[float] = ..., filter_config: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyStatus, _Mapping]]] = ..., leader: _Optional[str] = ..., duplicate_node_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WaitConvergedRequest(_message.Message):
+    __slots__ = ("service", "timeout_seconds")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    timeout_seconds: float
+    def __init__(self, service: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class WaitConvergedResponse(_message.Message):
+    __slots__ = ("converged", "generation", "outstanding")
+    CONVERGED_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_FIELD_NUMBER: _ClassVar[int]
+    converged: bool
+    generation: int
+    outstanding: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, converged: _Optional[bool] = ..., generation: _Optional[int] = ..., outstanding: _Optional[_Iterable[str]] = ...) -> None: ...

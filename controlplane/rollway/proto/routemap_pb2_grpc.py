@@ -64,6 +64,11 @@ class RouteMapServiceStub:
                 request_serializer=rollway_dot_proto_dot_routemap__pb2.WatchStatusRequest.SerializeToString,
                 response_deserializer=rollway_dot_proto_dot_routemap__pb2.Status.FromString,
                 _registered_method=True)
+        self.WaitConverged = channel.unary_unary(
+                '/rollway.v1.RouteMapService/WaitConverged',
+                request_serializer=rollway_dot_proto_dot_routemap__pb2.WaitConvergedRequest.SerializeToString,
+                response_deserializer=rollway_dot_proto_dot_routemap__pb2.WaitConvergedResponse.FromString,
+                _registered_method=True)
 
 
 class RouteMapServiceServicer:
@@ -109,6 +114,15 @@ class RouteMapServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitConverged(self, request, context):
+        """The deploy gate: returns once every Envoy in the quorum holds a config that reflects
+        the current serversets and nothing waits for admission or a second step, or when
+        timeout_seconds pass (converged = false, naming what is outstanding).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteMapServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +155,11 @@ def add_RouteMapServiceServicer_to_server(servicer, server):
                     servicer.WatchStatus,
                     request_deserializer=rollway_dot_proto_dot_routemap__pb2.WatchStatusRequest.FromString,
                     response_serializer=rollway_dot_proto_dot_routemap__pb2.Status.SerializeToString,
+            ),
+            'WaitConverged': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitConverged,
+                    request_deserializer=rollway_dot_proto_dot_routemap__pb2.WaitConvergedRequest.FromString,
+                    response_serializer=rollway_dot_proto_dot_routemap__pb2.WaitConvergedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +324,33 @@ class RouteMapService:
             '/rollway.v1.RouteMapService/WatchStatus',
             rollway_dot_proto_dot_routemap__pb2.WatchStatusRequest.SerializeToString,
             rollway_dot_proto_dot_routemap__pb2.Status.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitConverged(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rollway.v1.RouteMapService/WaitConverged',
+            rollway_dot_proto_dot_routemap__pb2.WaitConvergedRequest.SerializeToString,
+            rollway_dot_proto_dot_routemap__pb2.WaitConvergedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,7 +57,8 @@ class AppHost:
 
         self.server = json_backend(lambda request: {"version": version, "host": self.name})
 
-        self.handle = store.announce(path, member_json("127.0.0.1", self.server.server_address[1], version))
+        self.port = self.server.server_address[1]
+        self.handle = store.announce(path, member_json("127.0.0.1", self.port, version))
 
     def deregister(self) -> None:
         if self.handle is not None:
@@ -143,6 +144,7 @@ class Demo:
         self.recent_lock = threading.Lock()
         self.steps_done, self.steps_total = 0, 0
         self.phase = "starting"
+        self.drain_errors: list[str] = []
         self.t0 = time.monotonic()
 
     # lifecycle
@@ -226,13 +228,31 @@ class Demo:
             self.stop_event.wait(rng.uniform(0.2, 0.6))
 
     # the deploy
-    def _replace(self, stage: str, path: str, count: int, step: int, drain: float) -> None:
+    def _gate(self, timeout: float = 30.0) -> tuple[bool, list[str]]:
+        """The deploy gate (what `rollway deploy wait` asks the server): every Envoy holds a
+        config reflecting the serversets as they are now, nothing waits for a second step."""
+        deadline = time.monotonic() + timeout
+        state = self.plane.service(SERVICE)
+        while True:
+            converged, outstanding = state.converged(check_store=True)
+            if converged or time.monotonic() >= deadline or self.stop_event.is_set():
+                return converged, outstanding
+            time.sleep(0.1)
+
+    def _replace(self, stage: str, path: str, count: int, step: int) -> None:
+        """One deploy batch, paced by the gate instead of fixed sleeps: the new hosts
+        announce themselves and the fleet admits them; the old ones drain (not-ALIVE, every
+        Envoy has stopped routing to them, removed), then stop."""
+        from rollway.tools.drain import DrainError, drain
+
         olds = [h for h in self.hosts if h.stage == stage and h.version == OLD and h.handle is not None][:count]
         for i, old in enumerate(olds):
             self._add_host(stage, path, NEW, step * 10 + i)
-        for old in olds:
-            old.deregister()              # out of the serverset first ...
-        self.stop_event.wait(drain)       # ... then, once every Envoy has heard, stopped
+        self._gate()
+        try:
+            drain(self.store, path, [("127.0.0.1", old.port) for old in olds], self._gate)
+        except DrainError as error:
+            self.drain_errors.append(str(error))
         for old in olds:
             old.stop()
             self.hosts.remove(old)
@@ -251,7 +271,6 @@ class Demo:
         batches = [self.args.batch] * (prod_count // self.args.batch) + ([prod_count % self.args.batch]
                                                                          if prod_count % self.args.batch else [])
         self.steps_total = 1 + len(batches)
-        drain = 1.5
         # warm-up 15%, canary, then prod batches spread over the next 45%, then a tail in
         # which every session makes enough requests to be moved and told to reload.
         at = [0.15] + [0.25 + 0.45 * i / max(1, len(batches) - 1) for i in range(len(batches))]
@@ -261,10 +280,10 @@ class Demo:
                 break
             if index == 0:
                 self.phase = f"canary: one host {OLD} -> {NEW}"
-                self._replace("canary", STAGES[0][2], 1, 0, drain)
+                self._replace("canary", STAGES[0][2], 1, 0)
             else:
                 self.phase = f"prod: batch {index} of {len(batches)} ({batches[index - 1]} hosts)"
-                self._replace("prod", STAGES[1][2], batches[index - 1], index, drain)
+                self._replace("prod", STAGES[1][2], batches[index - 1], index)
             self.steps_done = index + 1
             if self.args.screenshot and index == (len(at) + 1) // 2:   # mid-deploy: both versions live
                 self.stop_event.wait(3.0)
@@ -316,6 +335,7 @@ class Demo:
             "capacity": live,
             "route_map_revision": service["revision"],
             "xds_nacks": self.xds.xds.cache.nack_total,
+            "drain_errors": list(self.drain_errors),
             "dashboard": f"http://127.0.0.1:{self.dashboard.port}/",
         }
 

@@ -5,10 +5,9 @@ A fleet of K Envoys, each receiving config updates after its own delay (drawn on
 Envoy from 0..lag_max: updates arrive in order, like one xDS stream each); S browser
 sessions that keep their cookies, send requests to random Envoys, and reload when told;
 and a deploy tool changing a stage's hosts over time. Nothing here restates a routing
-rule: decisions come from the C++ core (``Router.route_many``), direction from
-``rollway.direction.DirectionTracker``, the filter config from ``rollway.plane.control_plane``, and
-admission (announce, then admit after every Envoy holds the version) from
-``rollway.model.admission`` -- the same code the control plane runs.
+rule: decisions come from the C++ core (``Router.route_many``); the filter config, direction
+and admission from ``rollway.model.publish.publish``, the same function and deploy state
+the control plane's leader runs.
 
 Strategies compared on the same scenario and seed:
 
@@ -25,19 +24,21 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
 from dataclasses import dataclass, field
 
 from rollway import Router, murmur3_32, new_routing_id
-from rollway.model.admission import AdmissionState, apply_admission, known_versions
-from rollway.model.direction import DirectionTracker
-from rollway.model.publish import build_filter_config
+from rollway.model.admission import KnowsSets, known_versions
+from rollway.model.deploy_state import DeployState
+from rollway.model.publish import publish, render_config
 from rollway.model.routemap import parse_routemap
 from rollway.sources.serverset import ServersetView
 
-SCENARIOS = ("rolling", "rollback", "autoscale", "spot-loss", "third-version", "blue-green", "canary-ramp")
+SCENARIOS = ("rolling", "rollback", "autoscale", "spot-loss", "third-version", "blue-green", "canary-ramp",
+             "failover", "stale-envoy")
 STRATEGIES = ("naive", "capacity", "rollway")
 NOW0 = 1_750_000_000
 
@@ -55,6 +56,19 @@ class SimConfig:
     step_interval: float = 20.0  # seconds between deploy steps
     request_rate: float = 0.2   # requests per session per second
     tick: float = 1.0           # simulated seconds per tick
+    # The control plane as a fleet: Envoys split across replicas (one leader writes the deploy
+    # state, followers render it with their own views); failures at given times:
+    # ("kill-leader", t): no decision until another replica's campaign wins, ``session_timeout``
+    # later, the dead replica's Envoys fail over after ``reconnect``; ("restart", t): a replica
+    # (the leader, if it is one) stops cleanly and comes back, its Envoys reconnect after
+    # ``reconnect``. ``silent``: (Envoy index, time) pairs: from then the Envoy applies and ACKs
+    # nothing more, still routing on its last config; after ``ack_timeout`` it leaves the quorum.
+    replicas: int = 1
+    failures: tuple = ()
+    silent: tuple = ()
+    session_timeout: float = 10.0
+    reconnect: float = 2.0
+    ack_timeout: float = 30.0
 
 
 @dataclass
@@ -140,20 +154,33 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
     return events, routemap
 
 
+def _scenario_faults(cfg: SimConfig) -> SimConfig:
+    """The control-plane faults of the ``failover`` and ``stale-envoy`` scenarios (a rolling
+    deploy underneath): three replicas, the leader SIGKILLed a third of the way in and a
+    replica restarted two thirds in; or one Envoy falling silent before the deploy starts
+    (it never learns of the new version)."""
+    span = 10.0 + cfg.step_interval * cfg.hosts / max(1, cfg.batch)
+    if cfg.scenario == "failover" and not cfg.failures:
+        return dataclasses.replace(cfg, replicas=max(3, cfg.replicas),
+                                   failures=(("kill-leader", span / 3), ("restart", 2 * span / 3)))
+    if cfg.scenario == "stale-envoy" and not cfg.silent:
+        return dataclasses.replace(cfg, replicas=max(2, cfg.replicas), silent=((0, 5.0),))
+    return cfg
+
+
 class ControlPlaneSim:
-    """The control plane's decisions over a scenario's world, with the real builders."""
+    """The control plane's leader over a scenario's world: the same ``publish`` function and
+    deploy state as the server (rollway.model.publish)."""
 
     def __init__(self, routemap: dict):
         self.routemap = parse_routemap(routemap)
-        self.trackers: dict[str, DirectionTracker] = {}
-        self.admitted = AdmissionState()
-        self.generation = 0
+        self.state = DeployState()
         self.config: dict | None = None
         self.weights: dict | None = None
         self.weight_change = 0                           # counts operator weight changes
         self.weight_change_of: dict[int, int] = {}       # config generation -> weight change
 
-    def build(self, world: World, envoys_know: list[set]) -> dict | None:
+    def build(self, world: World, envoys_know: list[set], leading: bool = True) -> dict | None:
         if world.weights != self.weights:
             self.weights = dict(world.weights)
             self.weight_change += 1
@@ -165,24 +192,28 @@ class ControlPlaneSim:
         routemap = parse_routemap(doc)
         views = {k: ServersetView(k, {v: c for v, c in caps.items() if c > 0}, {}, int(sum(caps.values())), 0)
                  for k, caps in world.hosts.items()}
-        for key, view in views.items():
-            if "/" not in key:
-                tracker = self.trackers.setdefault(key, DirectionTracker())
-                if tracker._previous != view.capacity:
-                    tracker.observe(view.capacity)
-        config = build_filter_config(routemap, views, self.trackers, 0)
-        apply_admission(config, self.admitted, envoys_know)
-        if self.config is not None and config == {**self.config, "generation": 0}:
-            return None
-        self.generation += 1
-        self.weight_change_of[self.generation] = self.weight_change
-        self.config = {**config, "generation": self.generation}
-        return self.config
+        generation = self.state.generation
+        if not leading:
+            # No leader: followers render the last deploy state with their own views (capacity
+            # moves, direction and admission stay as the dead leader left them).
+            config = render_config(routemap, views, self.state)
+            if self.config is not None and config == self.config:
+                return None
+        else:
+            config = publish(routemap, views, self.state, KnowsSets(envoys_know))
+            if self.config is not None and config["generation"] == generation:
+                return None
+        self.weight_change_of[config["generation"]] = self.weight_change
+        self.config = config
+        return config
 
 
 @dataclass
 class Envoy:
     delay: float
+    replica: int = 0
+    silent_from: float | None = None      # stops applying and ACKing configs from then
+    disconnected_until: float = -1.0      # its replica died or restarted: no config until then
     pending: list = field(default_factory=list)   # (arrival time, config)
     router: Router | None = None
     config: dict | None = None
@@ -213,9 +244,15 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
     if events is None:
         if cfg.scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
+        cfg = _scenario_faults(cfg)
         events, routemap = timeline(cfg, random.Random(cfg.seed + 1))
     plane = ControlPlaneSim(routemap)
-    envoys = [Envoy(rng.uniform(0, cfg.lag_max)) for _ in range(cfg.envoys)]
+    envoys = [Envoy(rng.uniform(0, cfg.lag_max), replica=k % max(1, cfg.replicas)) for k in range(cfg.envoys)]
+    for index, when in cfg.silent:
+        envoys[index % len(envoys)].silent_from = when
+    failures = sorted((when, kind) for kind, when in cfg.failures)
+    leader, leader_down_until = 0, -1.0
+    tainted: set[int] = set()      # sessions a stale Envoy (out of the quorum) moved
     ids = [new_routing_id(NOW0, random_bits=rng.getrandbits(64)) for _ in range(cfg.sessions)]
     keys = [murmur3_32(rid[9:25]) for rid in ids]
     cookie: list[str | None] = [None] * cfg.sessions
@@ -228,7 +265,8 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
     refreshes: dict = {}
     seen_versions: dict[str, list[str]] = {}
     metrics = {"bounces": 0, "sessions_bounced": 0, "zero_capacity_requests": 0, "requests": 0,
-               "requests_to_drained": 0, "refreshes": 0}
+               "requests_to_drained": 0, "refreshes": 0, "bounces_after_stale": 0, "stale_decisions": 0,
+               "leader_changes": 0}
     bounced: set[int] = set()
     on_version: dict[str, int] = {}  # sessions whose last response came from each version
     overloads: list[float] = []
@@ -250,7 +288,26 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
 
     def push(config: dict) -> None:
         for envoy in envoys:
-            envoy.pending.append((t + envoy.delay, config))
+            if envoy.disconnected_until <= t:
+                envoy.pending.append((t + envoy.delay, config))
+
+    def stale(envoy: Envoy) -> bool:
+        return envoy.silent_from is not None and t - envoy.silent_from > cfg.ack_timeout
+
+    def fail(kind: str) -> None:
+        nonlocal leader, leader_down_until
+        down = leader if kind == "kill-leader" else rng.randrange(max(1, cfg.replicas))
+        for envoy in envoys:
+            if envoy.replica == down:
+                envoy.pending.clear()              # the stream broke: nothing more arrives from it
+                envoy.disconnected_until = t + cfg.reconnect
+        if down == leader:
+            # A SIGKILLed leader keeps its lease until its session expires; a clean stop (or
+            # a single replica coming back) hands over at once.
+            wait = cfg.session_timeout if kind == "kill-leader" and cfg.replicas > 1 else cfg.reconnect
+            leader_down_until = t + wait
+            leader = (leader + 1) % max(1, cfg.replicas)
+            metrics["leader_changes"] += 1
 
     while t <= end:
         changed = False
@@ -258,15 +315,27 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
             world = events[ev][1]
             ev += 1
             changed = True
+        while failures and failures[0][0] <= t:
+            fail(failures.pop(0)[1])
+            changed = True
         applied = False
         for envoy in envoys:
+            if envoy.silent_from is not None and t >= envoy.silent_from:
+                envoy.pending.clear()              # silent: applies and ACKs nothing more
+                continue
+            if envoy.disconnected_until > 0 and envoy.disconnected_until <= t:
+                envoy.disconnected_until = -1.0    # reconnected (to another replica): sent the current config
+                if plane.config is not None:
+                    envoy.pending.append((t + envoy.delay, plane.config))
             due = [c for when, c in envoy.pending if when <= t]
             if due:
                 envoy.pending = [(w, c) for w, c in envoy.pending if w > t]
                 envoy.apply(due[-1])
                 applied = True
         if changed or applied:  # a world change or an ACK may change the config
-            config = plane.build(world, [e.knows for e in envoys])
+            # The quorum: every Envoy but those silent for longer than the ACK timeout (a
+            # disconnected one still counts, with what it last ACKed).
+            config = plane.build(world, [e.knows for e in envoys if not stale(e)], leading=t >= leader_down_until)
             if config is not None:
                 push(config)
                 if all(e.router is None for e in envoys):  # start-up: everyone gets the first config
@@ -299,6 +368,9 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
             envoy = envoys[k]
             if envoy.router is None:
                 continue
+            out_of_quorum = stale(envoy)
+            if out_of_quorum:
+                metrics["stale_decisions"] += len(sessions)
             if cfg.strategy == "rollway":
                 batch = envoy.router.route_many([ids[i] for i in sessions], [app[i] for i in sessions],
                                                 NOW0 + t, version_cookies=[cookie[i] for i in sessions],
@@ -348,9 +420,14 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
                         and not (direction["state"] == "rollback" and direction.get("target") == v) \
                         and world.rollback_to != v \
                         and not (world.rollback_to and older(stage, v, prev))  # a rollback's way back
+                    if out_of_quorum:
+                        tainted.add(i)   # what follows for this session is the stale Envoy's doing
                     if moves[key] > 1 or back:
-                        metrics["bounces"] += 1
-                        bounced.add(i)
+                        if i in tainted:
+                            metrics["bounces_after_stale"] += 1
+                        else:
+                            metrics["bounces"] += 1
+                            bounced.add(i)
                     left[i].add((prev_stage, prev))
                 if prev != v:
                     if prev is not None:
@@ -408,7 +485,8 @@ def run(cfg: SimConfig, events: list[tuple[float, World]] | None = None, routema
         "scenario": cfg.scenario, "strategy": cfg.strategy, "envoys": cfg.envoys, "sessions": cfg.sessions,
         "lag_max": cfg.lag_max, "seed": cfg.seed,
         "sessions_bounced": len(bounced),
-        "refreshes_per_session_max": max(refreshes.values(), default=0),
+        "refreshes_per_session_max": max((n for (i, _), n in refreshes.items() if i not in tainted), default=0),
+        "sessions_after_stale": len(tainted),
         "overload_max": round(overloads[-1], 3) if overloads else 0.0,
         "overload_p99": round(overloads[min(len(overloads) - 1, int(0.99 * len(overloads)))], 3) if overloads else 0.0,
         "overload_lag_bound": round(max(lag_bounds, default=0.0), 3),

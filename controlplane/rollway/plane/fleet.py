@@ -1,0 +1,165 @@
+"""The fleet of one service as every replica sees it: which Envoys exist, what each has
+ACKed, which are in the quorum.
+
+Each replica reports the Envoys connected to it (``EnvoyReport``, from its ACK ledger) in
+one record per replica in the store (``Store.publish_fleet``; ZooKeeper: an ephemeral
+znode, so a dead replica's record goes with its session). Every replica watches all
+records, so whichever replica leads already holds the whole fleet. Reports are merged by
+node id: an Envoy that moved to another replica counts once, by its live connection; a
+node id connected to two replicas at once is an error shown in status.
+
+The quorum is every Envoy whose owning replica does not call it stale (not ACKed the newest
+config within the ACK timeout, or disconnected for longer). A record that vanishes (its
+replica died) keeps its Envoys in the quorum, as disconnected, for one ACK timeout: they
+still route on their last config, and will reconnect elsewhere.
+
+Usage::
+
+    fleet = FleetView(ack_timeout=30)
+    changed = fleet.set_replica("replica-a", {node_id: report, ...})
+    fleet.knowledge.all_know(("prod", "v2"))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from rollway.model.fleet import FleetKnowledge
+
+
+@dataclass(frozen=True)
+class EnvoyReport:
+    node_id: str
+    replica: str
+    connected: bool
+    knows: frozenset = frozenset()        # keys of the filter config it ACKed (admission.known_versions)
+    generation: int = 0                   # generation of the filter config it ACKed
+    caught_up: bool = False               # has ACKed everything its replica sent it
+    stale: str = ""                       # why it left the quorum ("" while in it)
+    since: float = 0.0                    # stale since / disconnected since (its replica's clock)
+    nacks: int = 0
+
+    def in_quorum(self) -> bool:
+        return not self.stale
+
+
+def encode_reports(replica: str, reports: dict[str, EnvoyReport]) -> bytes:
+    """One replica's record: identical knows sets (Envoys that ACKed the same config) are
+    written once, so 5,000 Envoys cost one key list per config, not 5,000."""
+    tables: dict[frozenset, int] = {}
+    envoys = {}
+    for node_id, r in sorted(reports.items()):
+        index = tables.setdefault(r.knows, len(tables))
+        envoys[node_id] = {"connected": r.connected, "knows": index, "generation": r.generation,
+                           "caught_up": r.caught_up, "stale": r.stale, "since": r.since, "nacks": r.nacks}
+    knows = [sorted([list(k) for k in keys]) for keys, _ in sorted(tables.items(), key=lambda kv: kv[1])]
+    return json.dumps({"replica": replica, "knows": knows, "envoys": envoys}, sort_keys=True).encode()
+
+
+def decode_reports(data: bytes) -> tuple[str, dict[str, EnvoyReport]]:
+    doc = json.loads(data)
+    replica = str(doc["replica"])
+    tables = [frozenset((k[0], k[1]) for k in keys) for keys in doc.get("knows", [])]
+    out = {}
+    for node_id, e in doc.get("envoys", {}).items():
+        out[node_id] = EnvoyReport(node_id, replica, bool(e["connected"]), tables[int(e["knows"])],
+                                   int(e.get("generation", 0)), bool(e.get("caught_up", False)),
+                                   str(e.get("stale", "")), float(e.get("since", 0.0)), int(e.get("nacks", 0)))
+    return replica, out
+
+
+@dataclass
+class FleetView:
+    ack_timeout: float = 30.0
+    reports: dict[str, dict[str, EnvoyReport]] = field(default_factory=dict)   # replica -> node -> report
+    vanished: dict[str, dict[str, tuple[EnvoyReport, float]]] = field(default_factory=dict)  # node -> replica -> (report, when)
+    knowledge: FleetKnowledge = field(default_factory=FleetKnowledge)
+    effective: dict[str, EnvoyReport] = field(default_factory=dict)            # node -> the report that counts
+
+    def set_replica(self, replica: str, reports: dict[str, EnvoyReport], now: float | None = None) -> bool:
+        """Replaces what ``replica`` reports; returns whether the quorum's knowledge changed."""
+        now = time.time() if now is None else now
+        old = self.reports.get(replica, {})
+        if old == reports:
+            return False
+        self.reports[replica] = dict(reports)
+        touched = set(old) | set(reports)
+        for node_id in touched:
+            self._forget_vanished(replica, node_id)
+        return self._refresh(touched, now)
+
+    def set_report(self, replica: str, node_id: str, report: EnvoyReport | None, now: float | None = None) -> bool:
+        """One Envoy's report changed (this replica's own ACK ledger): O(its keys)."""
+        reports = self.reports.setdefault(replica, {})
+        if reports.get(node_id) == report:
+            return False
+        if report is None:
+            reports.pop(node_id, None)
+        else:
+            reports[node_id] = report
+        self._forget_vanished(replica, node_id)
+        return self._refresh({node_id}, time.time() if now is None else now)
+
+    def drop_replica(self, replica: str, now: float | None = None) -> bool:
+        """A replica's record vanished: its Envoys stay, disconnected, for one ACK timeout."""
+        now = time.time() if now is None else now
+        old = self.reports.pop(replica, {})
+        for node_id, report in old.items():
+            if report.connected and not report.stale:
+                self.vanished.setdefault(node_id, {})[replica] = (report, now)
+        return self._refresh(set(old), now)
+
+    def _forget_vanished(self, replica: str, node_id: str) -> None:
+        by_replica = self.vanished.get(node_id)
+        if by_replica is not None:
+            by_replica.pop(replica, None)
+            if not by_replica:
+                del self.vanished[node_id]
+
+    def expire(self, now: float | None = None) -> bool:
+        """Forgets vanished Envoys older than the ACK timeout (called periodically)."""
+        now = time.time() if now is None else now
+        gone = [(replica, node) for node, by_replica in self.vanished.items()
+                for replica, (_, since) in by_replica.items() if now - since > self.ack_timeout]
+        for replica, node in gone:
+            self._forget_vanished(replica, node)
+        return self._refresh({node for _, node in gone}, now) if gone else False
+
+    def _candidates(self, node_id: str) -> list[EnvoyReport]:
+        out = [r[node_id] for r in self.reports.values() if node_id in r]
+        out += [report for report, _ in self.vanished.get(node_id, {}).values()]
+        return out
+
+    def _refresh(self, nodes: set[str], now: float) -> bool:
+        changed = False
+        for node_id in nodes:
+            candidates = self._candidates(node_id)
+            if not candidates:
+                self.effective.pop(node_id, None)
+                changed |= self.knowledge.remove(node_id)
+                continue
+            # The live connection counts; otherwise the most recent disconnected report.
+            best = max(candidates, key=lambda r: (r.connected and not r.stale, r.connected, r.since))
+            self.effective[node_id] = best
+            changed |= self.knowledge.update(node_id, best.knows, best.in_quorum())
+        return changed
+
+    def duplicates(self) -> list[str]:
+        """Node ids connected to more than one replica at once (two Envoys sharing an id)."""
+        seen: dict[str, int] = {}
+        for reports in self.reports.values():
+            for node_id, r in reports.items():
+                if r.connected:
+                    seen[node_id] = seen.get(node_id, 0) + 1
+        return sorted(n for n, count in seen.items() if count > 1)
+
+    def quorum(self) -> list[EnvoyReport]:
+        return [r for r in self.effective.values() if r.in_quorum()]
+
+    def stale(self) -> list[EnvoyReport]:
+        return [r for r in self.effective.values() if not r.in_quorum()]
+
+    def status(self) -> list[dict]:
+        return [{**asdict(r), "knows": len(r.knows)} for _, r in sorted(self.effective.items())]

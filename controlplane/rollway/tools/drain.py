@@ -1,0 +1,64 @@
+"""Draining a host out of a serverset, as a deploy tool's STOP script (the lifecycle hook
+an autoscaling group runs before it terminates an instance):
+
+1. mark the host's member not-ALIVE (``STOPPING``): the control plane drops it from
+   capacity and endpoints;
+2. wait until every Envoy in the quorum holds a config without it (the deploy gate);
+3. remove the member. The host can stop: no Envoy routes to it any more.
+
+Usage::
+
+    drain(store, "/discovery/web/prod", [("10.1.2.3", 8080)], wait=lambda: gate(timeout=60))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from rollway.sources.store import Store
+
+DRAINING = "STOPPING"
+
+
+class DrainError(RuntimeError):
+    pass
+
+
+def members_at(store: Store, path: str, host: str, port: int) -> dict[str, dict]:
+    """The members of ``path`` whose endpoint is host:port (name -> parsed document)."""
+    out = {}
+    for name, data in store.read_members(path).items():
+        try:
+            doc = json.loads(data)
+            endpoint = doc["serviceEndpoint"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(endpoint, dict) and endpoint.get("host") == host and endpoint.get("port") == port:
+            out[name] = doc
+    return out
+
+
+def drain(store: Store, path: str, endpoints: list[tuple[str, int]],
+          wait: Callable[[], tuple[bool, list[str]]]) -> list[str]:
+    """Drains every member of ``path`` at the given host:port endpoints (a deploy batch at
+    once: one wait); returns their names. ``wait()`` blocks until converged and returns
+    (converged, outstanding). Raises DrainError, leaving the members not-ALIVE, if an
+    endpoint has no member or the fleet does not converge."""
+    members: dict[str, dict] = {}
+    for host, port in endpoints:
+        found = members_at(store, path, host, port)
+        if not found:
+            raise DrainError(f"no member of {path} at {host}:{port}")
+        members.update(found)
+    for name, doc in members.items():
+        doc["status"] = DRAINING
+        store.set_member(path, name, json.dumps(doc).encode())
+    converged, outstanding = wait()
+    names = ", ".join(f"{h}:{p}" for h, p in endpoints)
+    if not converged:
+        raise DrainError(f"{names} marked {DRAINING}, but the fleet has not converged; outstanding: "
+                         + "; ".join(outstanding))
+    for name in members:
+        store.remove_member(path, name)
+    return sorted(members)

@@ -1,0 +1,131 @@
+"""The snapshot cache: per (service, listener port), the resources of the control plane's
+current filter config, built once per change and shared by every stream, as in
+go-control-plane's ``SetSnapshot``. It decides nothing: the filter config it serves
+(admission included) is the control plane's (``ServiceState.config``).
+
+Usage::
+
+    cache = SnapshotCache(plane)
+    resources = cache.snapshot("web", 10000)     # Resources, content-versioned per type
+    nonce, body = cache.response(type_url, resources, names)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryResponse
+from envoy_data_plane.google.protobuf import Any
+
+from rollway.model.admission import known_versions
+from rollway.model.publish import endpoints_by_cluster
+from rollway.plane.control_plane import ControlPlane, NotFound
+from rollway.xds.ledger import SHORT, AckLedger, EnvoyNode
+from rollway.xds.resources import EXTENSION, TYPES, ConsistencyError, Resources, build_resources
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotCache:
+    def __init__(self, plane: ControlPlane):
+        self.plane = plane
+        self.lock = threading.RLock()
+        self.ledger = AckLedger(plane.report_envoy, replica=plane.replica_id, ack_timeout=plane.ack_timeout)
+        self.snapshots: dict[tuple[str, int], Resources] = {}
+        self.configs: dict[tuple[str, int], dict] = {}   # the filter config inside each snapshot
+        self.knows: dict[tuple[str, int], frozenset] = {}  # what an Envoy ACKing that config knows
+        self.encoded: dict = {}          # canonical JSON -> bytes, shared by all snapshots
+        self.responses: dict = {}        # (type, version, names) -> DiscoveryResponse bytes
+        self.pushes: dict[str, int] = {SHORT[t]: 0 for t in TYPES}   # responses sent, per type
+        self.consistency_failures = 0
+        self.dirty: set[str] = set()     # services whose snapshots must be rebuilt
+        self.loop: asyncio.AbstractEventLoop | None = None
+        plane.add_listener(self._on_plane_change)
+        plane.envoy_status = self.ledger.envoy_status
+
+    @property
+    def nodes(self) -> dict[str, EnvoyNode]:
+        return self.ledger.nodes
+
+    @property
+    def nack_total(self) -> int:
+        return self.ledger.nack_total
+
+    def envoy_status(self, service: str) -> list[dict]:
+        return self.ledger.envoy_status(service)
+
+    def snapshot(self, service: str, listen_port: int) -> Resources:
+        with self.lock:
+            key = (service, listen_port)
+            current = self.snapshots.get(key)
+            if service in self.dirty:
+                self.dirty.discard(service)
+                for stale in [k for k in self.snapshots if k[0] == service]:
+                    del self.snapshots[stale]
+                current = None
+            if current is not None:
+                return current
+            state = self.plane.service(service)
+            with state.lock:
+                config = state.config
+                endpoints = endpoints_by_cluster(state.routemap, state.views)
+            if config is None:
+                raise NotFound(f"service {service!r} has no filter config yet")
+            try:
+                fresh = build_resources(config, endpoints, listen_port, cache=self.encoded)
+            except ConsistencyError as error:
+                self.consistency_failures += 1
+                log.error("xds: not publishing an inconsistent snapshot for %s: %s", service, error)
+                previous = self.configs.get(key)
+                if previous is None:
+                    raise
+                return self.snapshots.setdefault(key, build_resources(previous, endpoints, listen_port,
+                                                                      cache=self.encoded))
+            self.snapshots[key] = fresh
+            self.configs[key] = config
+            self.knows[key] = frozenset(known_versions(config))
+            return fresh
+
+    def response(self, type_url: str, resources: Resources, names: tuple[str, ...]) -> tuple[str, bytes]:
+        version = resources.versions[type_url]
+        key = (type_url, version, names)
+        cached = self.responses.get(key)
+        if cached is not None:
+            return cached
+        available = resources.by_type[type_url]
+        chosen = sorted(available) if not names else [n for n in names if n in available]
+        nonce = f"{SHORT[type_url]}-{version}-{abs(hash(names)) % 10**8}"
+        body = bytes(DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce,
+                                       resources=[Any(type_url=type_url, value=available[n]) for n in chosen]))
+        if len(self.responses) > 4096:
+            self.responses.clear()
+        self.responses[key] = (nonce, body)
+        return nonce, body
+
+    def _on_plane_change(self, service: str) -> None:
+        with self.lock:
+            self.dirty.add(service)
+        self.wake(service)
+
+    def wake(self, service: str) -> None:
+        if self.loop is None:
+            return
+        with self.ledger.lock:
+            events = [n.wake for n in self.ledger.nodes.values()
+                      if n.service == service and n.wake and n.disconnected_at is None]
+        for event in events:
+            self.loop.call_soon_threadsafe(event.set)
+
+    def on_ack(self, node: EnvoyNode, type_url: str, version: str) -> None:
+        """An ACK. For the filter config (ECDS) of the current snapshot it also records what
+        the Envoy now knows; an ACK of an older config counts only as an ACK."""
+        knows = generation = None
+        if type_url == EXTENSION:
+            key = (node.service, node.listen_port)
+            with self.lock:
+                resources = self.snapshots.get(key)
+                if resources is not None and resources.versions.get(EXTENSION) == version:
+                    knows, generation = self.knows[key], self.configs[key]["generation"]
+        self.ledger.acked(node, type_url, version, knows, generation)

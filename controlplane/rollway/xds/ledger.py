@@ -1,0 +1,166 @@
+"""The ACK ledger: per connected Envoy, what it was sent, what it ACKed, and whether it is
+still in the quorum. It only records; what follows from an ACK reaches the control plane
+through one callback, ``on_report(service, node_id, EnvoyReport | None)``, the way
+go-control-plane hands ACKs to the application.
+
+Liveness: an Envoy that has not ACKed what it was sent within ``ack_timeout`` (silent,
+NACKing, or stuck) is stale and leaves the quorum until it ACKs again. An Envoy whose stream
+drops stays, as disconnected, for the same timeout: it still routes on its last config.
+A stale Envoy is logged once, when it turns stale.
+
+Usage::
+
+    ledger = AckLedger(on_report, ack_timeout=30)
+    node = ledger.connect(node_id, service, listen_port, ...)
+    ledger.sent(node, type_url, version, nonce, names)
+    ledger.acked(node, type_url, version, knows, generation)   # ECDS: what the config holds
+    ledger.check_liveness()                                    # every second
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rollway.plane.fleet import EnvoyReport
+from rollway.xds.resources import TYPES
+
+log = logging.getLogger(__name__)
+SHORT = {t: t.rsplit(".", 1)[-1] for t in TYPES}
+Report = Callable[[str, str, "EnvoyReport | None"], None]
+
+
+@dataclass
+class EnvoyNode:
+    node_id: str
+    service: str
+    listen_port: int
+    connected_at: float = field(default_factory=time.time)
+    sent: dict[str, tuple] = field(default_factory=dict)        # type -> (version, nonce, names)
+    acked: dict[str, str] = field(default_factory=dict)         # type -> version
+    nacks: int = 0
+    last_nack: str = ""
+    knows: frozenset = frozenset()                              # keys of the filter config it ACKed
+    generation: int = 0                                         # generation of that config
+    wake: asyncio.Event | None = None
+    admin_port: int = 0                 # from node metadata; 0 when the Envoy did not say
+    peer_host: str = "127.0.0.1"
+    behind_since: float | None = None   # first send of a version it has not ACKed yet
+    last_ack_latency: float = 0.0       # seconds from the last send to its ACK
+    disconnected_at: float | None = None
+    stale: str = ""                     # why it left the quorum; "" while in it
+    stale_since: float = 0.0
+
+    @property
+    def caught_up(self) -> bool:
+        return all(self.acked.get(t) == sent[0] for t, sent in self.sent.items())
+
+    def status(self) -> dict:
+        now = time.time()
+        return {"node_id": self.node_id, "listen_port": self.listen_port, "connected_at": self.connected_at,
+                "connected": self.disconnected_at is None,
+                "acked": {SHORT[t]: v for t, v in self.acked.items()}, "nacks": self.nacks,
+                "last_nack": self.last_nack, "admin_port": self.admin_port, "peer_host": self.peer_host,
+                "behind_seconds": round(now - self.behind_since, 3) if self.behind_since else 0.0,
+                "last_ack_latency": round(self.last_ack_latency, 3), "generation": self.generation,
+                "stale": self.stale, "stale_since": self.stale_since}
+
+
+class AckLedger:
+    def __init__(self, on_report: Report, *, replica: str, ack_timeout: float = 30.0):
+        self.on_report, self.replica, self.ack_timeout = on_report, replica, ack_timeout
+        self.lock = threading.RLock()
+        self.nodes: dict[str, EnvoyNode] = {}
+        self.nack_total = 0
+        self.stale_total = 0
+
+    def report(self, node: EnvoyNode) -> EnvoyReport:
+        return EnvoyReport(node.node_id, self.replica, node.disconnected_at is None, node.knows, node.generation,
+                           node.caught_up, node.stale,
+                           node.stale_since if node.stale else (node.disconnected_at or node.connected_at),
+                           node.nacks)
+
+    def _tell(self, node: EnvoyNode) -> None:
+        self.on_report(node.service, node.node_id, self.report(node))
+
+    def connect(self, node: EnvoyNode) -> None:
+        with self.lock:
+            self.nodes[node.node_id] = node
+        self._tell(node)
+
+    def disconnect(self, node: EnvoyNode) -> None:
+        with self.lock:
+            if self.nodes.get(node.node_id) is not node:
+                return                                  # reconnected meanwhile: the new stream counts
+            node.disconnected_at = time.time()
+        self._tell(node)
+
+    @staticmethod
+    def _reported(node: EnvoyNode) -> tuple:
+        return node.knows, node.generation, node.caught_up, node.stale
+
+    def sent(self, node: EnvoyNode, type_url: str, version: str, nonce: str, names: tuple) -> None:
+        before = self._reported(node)
+        node.sent[type_url] = (version, nonce, names)
+        if node.behind_since is None and node.acked.get(type_url) != version:
+            node.behind_since = time.time()
+        if self._reported(node) != before:      # behind again: the deploy gate must wait for it
+            self._tell(node)
+
+    def nacked(self, node: EnvoyNode, type_url: str, message: str) -> None:
+        node.nacks += 1
+        node.last_nack = message
+        self.nack_total += 1
+        log.warning("xds: %s NACKed %s version %s: %s", node.node_id, SHORT[type_url], node.sent[type_url][0],
+                    message)
+
+    def acked(self, node: EnvoyNode, type_url: str, version: str, knows: frozenset | None = None,
+              generation: int | None = None) -> None:
+        """Records an ACK; ``knows``/``generation`` describe the filter config of an ECDS ACK."""
+        before = self._reported(node)
+        node.acked[type_url] = version
+        if knows is not None:
+            node.knows, node.generation = knows, generation or 0
+        if node.caught_up:
+            if node.behind_since is not None:
+                node.last_ack_latency = time.time() - node.behind_since
+            node.behind_since = None
+            if node.stale:
+                log.info("xds: %s ACKed again; back in the quorum", node.node_id)
+                node.stale, node.stale_since = "", 0.0
+        if self._reported(node) != before:
+            self._tell(node)
+
+    def check_liveness(self, now: float | None = None) -> None:
+        """Marks Envoys stale that are behind or gone for longer than the ACK timeout, and
+        forgets disconnected ones after twice that."""
+        now = time.time() if now is None else now
+        with self.lock:
+            nodes = list(self.nodes.values())
+        for node in nodes:
+            reason = ""
+            if node.disconnected_at is not None:
+                if now - node.disconnected_at > 2 * self.ack_timeout:
+                    with self.lock:
+                        if self.nodes.get(node.node_id) is node:
+                            del self.nodes[node.node_id]
+                    self.on_report(node.service, node.node_id, None)
+                    continue
+                if now - node.disconnected_at > self.ack_timeout:
+                    reason = f"disconnected for more than {self.ack_timeout:g}s"
+            elif node.behind_since is not None and now - node.behind_since > self.ack_timeout:
+                reason = (f"NACKed ({node.last_nack[:200]})" if node.nacks and node.last_nack
+                          else f"no ACK for {self.ack_timeout:g}s")
+            if reason and not node.stale:
+                node.stale, node.stale_since = reason, now
+                self.stale_total += 1
+                log.warning("xds: %s is stale and leaves the quorum: %s", node.node_id, reason)
+                self._tell(node)
+
+    def envoy_status(self, service: str) -> list[dict]:
+        with self.lock:
+            return [n.status() for n in self.nodes.values() if n.service == service]

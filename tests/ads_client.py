@@ -1,0 +1,58 @@
+"""A raw ADS client for tests: one stream that subscribes to the Rollway filter config
+(ECDS) and then ACKs, NACKs, or stays silent, as a broken or hostile client would.
+
+    client = AdsClient("127.0.0.1:18000", "silent-1", mode="silent").start()
+    client.responses        # DiscoveryResponses received
+    client.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import grpc
+from envoy_data_plane.envoy.config.core.v3 import Node
+from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
+from envoy_data_plane.google.protobuf import Struct, Value
+from envoy_data_plane.google.rpc import Status
+
+EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+
+class AdsClient:
+    def __init__(self, target: str, node_id: str, mode: str = "ack", service: str = "web"):
+        assert mode in ("ack", "nack", "silent")
+        self.target, self.node_id, self.mode, self.service = target, node_id, mode, service
+        self.responses: list[DiscoveryResponse] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.task = None
+
+    async def _run(self) -> None:
+        async with grpc.aio.insecure_channel(self.target) as channel:
+            call = channel.stream_stream(METHOD, request_serializer=bytes,
+                                         response_deserializer=DiscoveryResponse.parse)()
+            node = Node(id=self.node_id, cluster=self.service,
+                        metadata=Struct(fields={"listen_port": Value(number_value=10000)}))
+            await call.write(DiscoveryRequest(node=node, type_url=EXTENSION, resource_names=["rollway"]))
+            async for response in call:
+                self.responses.append(response)
+                if self.mode == "silent":
+                    continue
+                error = Status(code=3, message="rejected by a test client") if self.mode == "nack" else None
+                await call.write(DiscoveryRequest(
+                    type_url=EXTENSION, resource_names=["rollway"], response_nonce=response.nonce,
+                    version_info="" if error else response.version_info, error_detail=error))
+
+    def start(self) -> "AdsClient":
+        self.thread.start()
+        self.task = asyncio.run_coroutine_threadsafe(self._run(), self.loop)
+        return self
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

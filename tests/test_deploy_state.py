@@ -1,0 +1,108 @@
+"""Deploy state as data: the record round-trips, the publication function is pure (two
+replicas given the same inputs produce the same bytes), followers render what the leader
+decided, and fleet knowledge is counted incrementally."""
+
+from __future__ import annotations
+
+import json
+
+from rollway.model.admission import known_versions
+from rollway.model.deploy_state import DeployState
+from rollway.model.fleet import FleetKnowledge
+from rollway.model.publish import publish, render_config
+from rollway.model.routemap import parse_routemap
+from rollway.plane.fleet import EnvoyReport, FleetView, decode_reports, encode_reports
+from rollway.sources.serverset import ServersetView
+
+# Build ids like git commits: alphabetical order is the reverse of their age.
+OLD, NEW = "f3e2d1c", "a1b2c3d"
+ROUTEMAP = parse_routemap({"service": "web", "stages": [
+    {"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/discovery/web/prod"}]})
+
+
+def view(capacity: dict[str, float]) -> dict[str, ServersetView]:
+    return {"prod": ServersetView("/discovery/web/prod", capacity, {}, int(sum(capacity.values())), 0)}
+
+
+def deploy(state: DeployState, steps, fleet=()) -> dict:
+    config = None
+    for capacity in steps:
+        config = publish(ROUTEMAP, view(capacity), state, list(fleet))
+    return config
+
+
+def test_the_record_round_trips_and_keeps_first_seen_order():
+    state = DeployState()
+    deploy(state, [{OLD: 4}, {OLD: 3, NEW: 1}])
+    again = DeployState.from_json(state.to_json())
+    assert again.to_json() == state.to_json()
+    assert again.trackers["prod"].order == [OLD, NEW]           # first seen, not alphabetical
+    assert (again.trackers["prod"].state, again.trackers["prod"].target) == ("forward", NEW)
+
+
+def test_two_replicas_given_the_same_inputs_publish_the_same_bytes():
+    a, b = DeployState(), DeployState()
+    steps = [{OLD: 4}, {OLD: 3, NEW: 1}, {OLD: 2, NEW: 2}]
+    config_a, config_b = deploy(a, steps), deploy(b, steps)
+    assert json.dumps(config_a, sort_keys=True) == json.dumps(config_b, sort_keys=True)
+    assert a.to_json() == b.to_json()
+    assert config_a["generation"] == 3
+
+
+def test_a_follower_renders_exactly_what_the_leader_published():
+    leader = DeployState()
+    envoy = set()
+    config = deploy(leader, [{OLD: 4}])
+    envoy = known_versions(config)
+    config = publish(ROUTEMAP, view({OLD: 3, NEW: 1}), leader, [envoy])   # NEW announced, not admitted
+    assert config["stages"][0]["versions"][1]["admitted"] is False
+    follower = DeployState.from_json(leader.to_json())
+    # The follower's members came back in another order (hosts re-registered): it does not matter.
+    assert render_config(ROUTEMAP, view({NEW: 1, OLD: 3}), follower) == config
+
+
+def test_the_generation_moves_only_when_the_config_changes():
+    state = DeployState()
+    deploy(state, [{OLD: 4}])
+    before = state.to_json()
+    deploy(state, [{OLD: 4}, {OLD: 4}])
+    assert state.to_json() == before
+
+
+def test_fleet_knowledge_counts_each_key_incrementally():
+    fleet = FleetKnowledge()
+    assert fleet.all_know(("prod", "v2"))                      # nobody to wait for
+    fleet.update("a", {("prod", "v1")})
+    fleet.update("b", {("prod", "v1"), ("prod", "v2")})
+    assert fleet.all_know(("prod", "v1")) and not fleet.all_know(("prod", "v2"))
+    fleet.update("a", {("prod", "v1"), ("prod", "v2")})
+    assert fleet.all_know(("prod", "v2"))
+    fleet.update("c", set(), in_quorum=False)                  # stale: counts for nothing
+    assert fleet.all_know(("prod", "v2")) and len(fleet) == 2
+    fleet.update("a", {("prod", "v1")})
+    assert not fleet.all_know(("prod", "v2")) and fleet.counts[("prod", "v2")] == 1
+    fleet.remove("b")
+    assert fleet.all_know(("prod", "v1")) and ("prod", "v2") not in fleet.counts
+
+
+def test_fleet_reports_merge_by_node_and_outlive_a_dead_replica_by_one_timeout():
+    knows = frozenset({("prod", "v1")})
+    fleet = FleetView(ack_timeout=30)
+    fleet.set_replica("r1", {"e1": EnvoyReport("e1", "r1", True, knows)}, now=0)
+    replica, decoded = decode_reports(encode_reports("r1", fleet.reports["r1"]))
+    assert replica == "r1" and decoded == fleet.reports["r1"]
+    # e1 moves to r2; r1 still lists it as disconnected: the live connection counts, once.
+    fleet.set_replica("r1", {"e1": EnvoyReport("e1", "r1", False, knows, since=5)}, now=5)
+    fleet.set_replica("r2", {"e1": EnvoyReport("e1", "r2", True, frozenset())}, now=5)
+    assert len(fleet.knowledge) == 1 and not fleet.knowledge.all_know(("prod", "v1"))
+    assert fleet.duplicates() == []
+    fleet.set_replica("r1", {"e1": EnvoyReport("e1", "r1", True, knows)}, now=6)
+    assert fleet.duplicates() == ["e1"]                        # two Envoys share an id
+    fleet.set_replica("r1", {}, now=7)
+    # r2 dies: its Envoy stays in the quorum (it routes on its last config) for one timeout.
+    fleet.drop_replica("r2", now=10)
+    assert len(fleet.knowledge) == 1
+    fleet.expire(now=39)
+    assert len(fleet.knowledge) == 1
+    fleet.expire(now=41)
+    assert len(fleet.knowledge) == 0

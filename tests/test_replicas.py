@@ -1,0 +1,217 @@
+"""Several replicas and restarts act as one control plane: the deploy state lives in the
+store (ZooKeeper, and the file store with the same interface), one leader per service
+writes it, every replica renders the same filter config from it, and admission waits for
+every Envoy in the quorum whichever replica it is connected to, but never for longer than
+the ACK timeout."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from ads_client import AdsClient
+
+from rollway.plane.control_plane import ControlPlane
+from rollway.sources.serverset import member_json
+from rollway.xds.cache import SnapshotCache
+from rollway.xds.resources import EXTENSION
+from rollway.xds.server import XdsThread
+
+from conftest import wait_for
+from envoy_harness import free_port
+
+# Build ids like git commits: alphabetical order is the reverse of their age.
+OLD, NEW = "f3e2d1c", "a1b2c3d"
+PATH = "/discovery/web/prod"
+ROUTEMAP = {"service": "web", "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": PATH}]}
+
+
+class Replicas:
+    """Control-plane replicas on one store, each with its own session, and a host agent."""
+
+    def __init__(self, url: str, open_stores, **plane_options):
+        self.url, self.open_stores = url, open_stores
+        self.options = {"session_timeout": 2} if url.startswith("zk") else {"lease_seconds": 1}
+        self.plane_options = {"debounce": 0.02, **plane_options}
+        self.agent = open_stores(url, **self.options)   # the same lease: a file member lives as long
+        self.planes: dict[str, ControlPlane] = {}
+        self.xds: dict[str, XdsThread] = {}
+
+    def start(self, name: str, xds_port: int | None = None) -> ControlPlane:
+        plane = ControlPlane(self.open_stores(self.url, **self.options), replica_id=name, **self.plane_options)
+        plane.start(refresh_interval=0.2)
+        self.planes[name] = plane
+        if xds_port is not None:
+            self.xds[name] = XdsThread(plane, xds_port)
+        return plane
+
+    def stop(self, name: str) -> None:
+        if name in self.xds:
+            self.xds.pop(name).stop()
+        plane = self.planes.pop(name)
+        plane.stop()
+        plane.store.stop()
+
+    def close(self) -> None:
+        for name in list(self.planes):
+            self.stop(name)
+
+
+@pytest.fixture
+def replicas(store_url, open_stores):
+    made = []
+
+    def make(**plane_options) -> Replicas:
+        made.append(Replicas(store_url, open_stores, **plane_options))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def stage(plane: ControlPlane) -> dict:
+    return plane.filter_config("web")["stages"][0]
+
+
+def capacity(plane: ControlPlane) -> dict:
+    return {v["name"]: v["capacity"] for v in stage(plane)["versions"]}
+
+
+def admitted(plane: ControlPlane, version: str) -> bool:
+    return any(v["name"] == version and v.get("admitted", True) for v in stage(plane)["versions"])
+
+
+def test_a_replica_started_mid_deploy_after_old_hosts_re_registered_sends_identical_configs(replicas):
+    r = replicas()
+    a = r.start("a")
+    a.push(json.dumps(ROUTEMAP), 0, "alice", "web")
+    old = [r.agent.announce(PATH, member_json("10.0.0.1", 8000 + i, OLD)) for i in range(4)]
+    wait_for(lambda: a.service("web").leading and capacity(a) == {OLD: 4}, what="replica a leads, 4 old hosts")
+    new = []
+    for step in range(2):
+        old.pop(0).close()
+        new.append(r.agent.announce(PATH, member_json("10.0.0.2", 9000 + step, NEW)))
+        wait_for(lambda: capacity(a) == {OLD: 3 - step, NEW: 1 + step}, what=f"deploy step {step + 1}")
+    assert stage(a)["direction"] == {"state": "forward", "target": NEW}
+    # The old hosts' agent lost its ZooKeeper session: they register again, now with
+    # sequence numbers after the new build's, one at a time.
+    for i in range(len(old)):
+        again = r.agent.announce(PATH, member_json("10.0.0.1", 8100 + i, OLD))
+        old.pop(0).close()
+        old.append(again)
+    time.sleep(0.3)
+    b = r.start("b")
+    assert not b.service("web").leading
+    same = lambda: json.dumps(b.filter_config("web"), sort_keys=True) == \
+        json.dumps(a.filter_config("web"), sort_keys=True)  # noqa: E731
+    wait_for(same, what="replica b to render the same config as replica a")
+    assert [v["name"] for v in stage(b)["versions"]] == [OLD, NEW]          # first seen, not by name
+    assert stage(b)["direction"] == {"state": "forward", "target": NEW}
+    assert b.filter_config("web")["generation"] == a.filter_config("web")["generation"]
+    ecds_a = SnapshotCache(a).snapshot("web", 10000)
+    ecds_b = SnapshotCache(b).snapshot("web", 10000)
+    assert ecds_a.by_type[EXTENSION] == ecds_b.by_type[EXTENSION]         # byte-identical filter config
+    assert ecds_a.versions == ecds_b.versions
+    # The deploy goes on with replica b leading: the direction survives the handover.
+    r.stop("a")
+    wait_for(lambda: b.service("web").leading, timeout=20, what="replica b to take over")
+    old.pop(0).close()
+    new.append(r.agent.announce(PATH, member_json("10.0.0.2", 9002, NEW)))
+    wait_for(lambda: capacity(b) == {OLD: 1, NEW: 3}, what="the next step through replica b")
+    assert stage(b)["direction"] == {"state": "forward", "target": NEW}
+    for h in old + new:
+        h.close()
+
+
+def test_a_restarted_replica_resumes_direction_and_admission(replicas):
+    r = replicas(ack_timeout=30, startup_grace=5)
+    port = free_port()
+    a = r.start("a", xds_port=port)
+    a.push(json.dumps(ROUTEMAP), 0, "alice", "web")
+    hosts = [r.agent.announce(PATH, member_json("10.0.0.1", 8000 + i, OLD)) for i in range(3)]
+    wait_for(lambda: capacity(a) == {OLD: 3}, what="3 old hosts")
+    silent = AdsClient(f"127.0.0.1:{port}", "envoy-silent", mode="silent").start()
+    try:
+        wait_for(lambda: len(a.fleet_status("web")) == 1, what="the silent Envoy to join the quorum")
+        hosts.pop(0).close()
+        hosts.append(r.agent.announce(PATH, member_json("10.0.0.2", 9000, NEW)))
+        wait_for(lambda: NEW in capacity(a), what="the new build announced")
+        before = a.filter_config("web")
+        assert not admitted(a, NEW)                     # the silent Envoy has not ACKed it
+        assert stage(a)["direction"] == {"state": "forward", "target": NEW}
+        state_before = a.service("web").deploy.to_json()
+    finally:
+        silent.stop()
+    r.stop("a")
+    a2 = r.start("a2", xds_port=port)
+    # What it serves first comes from the record: same direction, same admission, same generation.
+    assert a2.filter_config("web") == before
+    assert a2.service("web").deploy.to_json() == state_before
+    envoy = AdsClient(f"127.0.0.1:{port}", "envoy-back", mode="ack").start()
+    try:
+        wait_for(lambda: admitted(a2, NEW), timeout=20, what="the new build admitted once the fleet ACKs")
+        assert stage(a2)["direction"] == {"state": "forward", "target": NEW}
+    finally:
+        envoy.stop()
+    for h in hosts:
+        h.close()
+
+
+@pytest.mark.parametrize("mode", ["silent", "nack"])
+def test_a_silent_or_nacking_envoy_holds_admission_no_longer_than_the_ack_timeout(replicas, mode):
+    r = replicas(ack_timeout=2, startup_grace=0)
+    port = free_port()
+    a = r.start("a", xds_port=port)
+    a.push(json.dumps(ROUTEMAP), 0, "alice", "web")
+    hosts = [r.agent.announce(PATH, member_json("10.0.0.1", 8000, OLD))]
+    wait_for(lambda: capacity(a) == {OLD: 1}, what="one old host")
+    admitted_at: list[float] = []
+    a.add_listener(lambda _: admitted_at.append(time.time()) if admitted(a, NEW) and not admitted_at else None)
+    bad = AdsClient(f"127.0.0.1:{port}", f"envoy-{mode}", mode=mode).start()
+    good = AdsClient(f"127.0.0.1:{port}", "envoy-good", mode="ack").start()
+    try:
+        wait_for(lambda: len(a.fleet_status("web")) == 2, what="both Envoys connected")
+        hosts.append(r.agent.announce(PATH, member_json("10.0.0.2", 9000, NEW)))
+        wait_for(lambda: admitted_at, timeout=30, what="the new build admitted despite the broken Envoy")
+        status = {e["node_id"]: e for e in a.fleet_status("web")}
+        broken, healthy = status[f"envoy-{mode}"], status["envoy-good"]
+        assert broken["stale"] and broken["stale_since"] > 0
+        assert ("NACKed" if mode == "nack" else "no ACK") in broken["stale"]
+        assert not healthy["stale"]
+        # It held admission only until it left the quorum, never after.
+        assert admitted_at[0] >= broken["stale_since"]
+        from rollway.api.dashboard import prometheus_text
+        assert f'rollway_envoy_stale{{service="web",node="envoy-{mode}"' in prometheus_text(a, r.xds["a"].xds.cache)
+    finally:
+        bad.stop()
+        good.stop()
+    for h in hosts:
+        h.close()
+
+
+def test_admission_waits_for_envoys_on_every_replica(replicas):
+    """An Envoy connected to a follower holds admission on the leader (no pinning)."""
+    r = replicas(ack_timeout=30, startup_grace=0)
+    port_a, port_b = free_port(), free_port()
+    a = r.start("a", xds_port=port_a)
+    a.push(json.dumps(ROUTEMAP), 0, "alice", "web")
+    wait_for(lambda: a.service("web").leading, what="replica a to lead")
+    b = r.start("b", xds_port=port_b)
+    hosts = [r.agent.announce(PATH, member_json("10.0.0.1", 8000, OLD))]
+    wait_for(lambda: capacity(a) == {OLD: 1} and capacity(b) == {OLD: 1}, what="both replicas see the host")
+    silent = AdsClient(f"127.0.0.1:{port_b}", "envoy-on-b", mode="silent").start()
+    try:
+        wait_for(lambda: [e["node_id"] for e in a.fleet_status("web")] == ["envoy-on-b"],
+                 what="the leader to see the follower's Envoy")
+        hosts.append(r.agent.announce(PATH, member_json("10.0.0.2", 9000, NEW)))
+        wait_for(lambda: NEW in capacity(a), what="the new build announced")
+        time.sleep(1.0)
+        assert not admitted(a, NEW) and not admitted(b, NEW)
+        converged, outstanding = b.service("web").converged()
+        assert not converged and any("envoy-on-b" in o for o in outstanding), outstanding
+    finally:
+        silent.stop()
+    for h in hosts:
+        h.close()
