@@ -32,7 +32,7 @@ class SnapshotCache:
     def __init__(self, plane: ControlPlane):
         self.plane = plane
         self.lock = threading.RLock()
-        self.ledger = AckLedger(plane.report_envoy, replica=plane.replica_id, ack_timeout=plane.ack_timeout)
+        self.ledger = AckLedger(plane.report_envoys, replica=plane.replica_id, ack_timeout=plane.ack_timeout)
         self.snapshots: dict[tuple[str, int], Resources] = {}
         self.configs: dict[tuple[str, int], dict] = {}   # the filter config inside each snapshot
         self.knows: dict[tuple[str, int], frozenset] = {}  # what an Envoy ACKing that config knows
@@ -115,8 +115,11 @@ class SnapshotCache:
         with self.ledger.lock:
             events = [n.wake for n in self.ledger.nodes.values()
                       if n.service == service and n.wake and n.disconnected_at is None]
-        for event in events:
-            self.loop.call_soon_threadsafe(event.set)
+
+        def wake_all() -> None:   # one hop onto the loop for all streams, not one per stream
+            for event in events:
+                event.set()
+        self.loop.call_soon_threadsafe(wake_all)
 
     def on_ack(self, node: EnvoyNode, type_url: str, version: str) -> None:
         """An ACK. For the filter config (ECDS) of the current snapshot it also records what

@@ -21,12 +21,12 @@ import logging
 import threading
 
 import grpc
-from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest
 
 from rollway.plane.control_plane import ControlPlane, NotFound
 from rollway.xds.cache import SnapshotCache
 from rollway.xds.ledger import SHORT, EnvoyNode
 from rollway.xds.resources import TYPES
+from rollway.xds.wire import parse_request
 
 log = logging.getLogger(__name__)
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
@@ -40,37 +40,33 @@ class AdsServicer:
     async def stream(self, request_iterator, context):
         cache = self.cache
         node: EnvoyNode | None = None
-        wake = asyncio.Event()
         subscriptions: dict[str, tuple[str, ...]] = {}
-        pending = asyncio.Queue()
+        # One queue per stream carries both the Envoy's requests and wake-ups (a new snapshot):
+        # the loop awaits one thing, with no futures made per message.
+        inbox: asyncio.Queue = asyncio.Queue()
+        wake = _Wake(inbox)
 
         async def reader():
-            async for request in request_iterator:
-                await pending.put(request)
-            await pending.put(None)
+            try:
+                async for request in request_iterator:
+                    inbox.put_nowait(request)
+            finally:
+                inbox.put_nowait(None)
 
         reading = asyncio.ensure_future(reader())
-        get = waiter = None
         try:
             while True:
-                get = asyncio.ensure_future(pending.get())
-                waiter = asyncio.ensure_future(wake.wait())
-                done, _ = await asyncio.wait({get, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                request = None
-                if get in done:
-                    request = get.result()
-                    if request is None:
-                        return
+                item = await inbox.get()
+                if item is None:
+                    return
+                if item is _WAKE:
+                    wake.pending = False
                 else:
-                    get.cancel()
-                wake.clear()
-                if request is not None:
                     if node is None:
-                        node = self._register(request, context, wake)
+                        node = self._register(item, context, wake)
                         if node is None:
                             return
-                    self._on_request(node, request, subscriptions)
+                    self._on_request(node, item, subscriptions)
                 delay = self.delays.get(node.node_id, 0.0) if node else 0.0
                 if delay:
                     await asyncio.sleep(delay)
@@ -79,9 +75,7 @@ class AdsServicer:
                     if message is not None:
                         yield message
         finally:
-            for task in (reading, get, waiter):
-                if task is not None:
-                    task.cancel()
+            reading.cancel()
             if node is not None:
                 cache.ledger.disconnect(node)
                 log.info("xds: %s disconnected", node.node_id)
@@ -131,6 +125,22 @@ class AdsServicer:
         return body
 
 
+_WAKE = object()
+
+
+class _Wake:
+    """A stream's wake-up: ``set()`` (on the loop's thread) queues one marker, however many
+    snapshots arrive before the stream gets to it."""
+
+    def __init__(self, inbox: asyncio.Queue):
+        self.inbox, self.pending = inbox, False
+
+    def set(self) -> None:
+        if not self.pending:
+            self.pending = True
+            self.inbox.put_nowait(_WAKE)
+
+
 def _peer_host(peer: str) -> str:
     """The host part of a gRPC peer string (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``)."""
     kind, _, rest = (peer or "").partition(":")
@@ -149,11 +159,12 @@ class XdsServer:
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
         self.cache.loop = asyncio.get_running_loop()
+        self.cache.ledger.defer = self.cache.loop.call_soon   # ACKs of one loop turn: one report batch
         self.server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 100000)])
         handler = grpc.method_handlers_generic_handler(
             "envoy.service.discovery.v3.AggregatedDiscoveryService",
             {"StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self.servicer.stream, request_deserializer=DiscoveryRequest.parse,
+                self.servicer.stream, request_deserializer=parse_request,
                 response_serializer=lambda body: body)})
         self.server.add_generic_rpc_handlers((handler,))
         bound = self.server.add_insecure_port(f"{host}:{port}")
