@@ -46,7 +46,7 @@ async def client(channel, index: str, ready: asyncio.Event, counter: list[int], 
 
 async def main(target: str, n: int, prefix: str = "") -> None:
     channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(max(1, n // 10))]
+                for _ in range(max(1, n // 100))]
     ready = asyncio.Event()
     counter = [0]
     tasks = [asyncio.ensure_future(client(channels[i % len(channels)], f"{prefix}{i}", ready, counter, n))

@@ -204,7 +204,7 @@ class ServiceState:
                     continue
                 changed |= self.fleet.set_replica(replica, reports)
         if changed:
-            self.plane.schedule(self.service)
+            self.plane.schedule(self.service, delay=0.02)
 
     def report_envoys(self, reports: dict[str, EnvoyReport | None]) -> None:
         """From this replica's ACK ledger: what connected Envoys now hold."""
@@ -217,8 +217,11 @@ class ServiceState:
                     self.local_reports[node_id] = report
                 changed |= self.fleet.set_report(self.plane.replica_id, node_id, report)
             self.fleet_dirty = True
-        if changed:
-            self.plane.schedule(self.service)
+            waiting = self.leading and self.config is not None and self.deploy.admission.waiting(self.config)
+        if changed and waiting:
+            # Only a step waiting for the fleet can be released by an ACK; 5,000 ACKs of a
+            # push arrive over a second or so, and one decision per 20 ms keeps up with them.
+            self.plane.schedule(self.service, delay=0.02)
 
     def flush_fleet(self) -> None:
         """Writes this replica's fleet record if it changed. The plane calls it every 100 ms;
@@ -423,7 +426,11 @@ class ControlPlane:
         changes: an Envoy's record vanishing past the ACK timeout)."""
         next_tick = time.monotonic() + tick
         while not self._stopping.is_set():
-            self._wake.wait(flush_interval)
+            with self._lock:
+                earliest = min(self._due.values(), default=None)
+            timeout = flush_interval if earliest is None else \
+                max(0.0, min(flush_interval, earliest - time.monotonic()))
+            self._wake.wait(timeout)
             self._wake.clear()
             now = time.monotonic()
             if now >= next_tick:
