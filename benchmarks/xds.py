@@ -124,6 +124,11 @@ def fan_out(n: int, rounds: int) -> tuple[list[float], float]:
     return times, serialize
 
 
+def routed_to(envoy, headers: dict, backend: str) -> bool:
+    response = envoy.get("/", headers)
+    return response.status == 200 and response.json["backend"] == backend
+
+
 def convergence(changes: int) -> list[float]:
     work = Path(tempfile.mkdtemp(prefix="rollway-conv-"))
     zk = ZooKeeperServer(work / "zk").start()
@@ -154,12 +159,12 @@ def convergence(changes: int) -> list[float]:
             time.sleep(0.05)
             start = time.perf_counter()
             member = agent.announce("/discovery/web/prod", member_json(*backends.address("v2"), "v2"))
-            wait(lambda: envoy.get("/", headers).json["backend"] == "v2", 30, "Envoy to route to v2")
+            wait(lambda: routed_to(envoy, headers, "v2"), 30, "Envoy to route to v2")
             times.append(time.perf_counter() - start)
             time.sleep(0.05)
             start = time.perf_counter()
             member.close()
-            wait(lambda: envoy.get("/", headers).json["backend"] == "v1", 30, "Envoy to route back to v1")
+            wait(lambda: routed_to(envoy, headers, "v1"), 30, "Envoy to route back to v1")
             times.append(time.perf_counter() - start)
     finally:
         envoy.stop()

@@ -55,6 +55,7 @@ class EnvoyNode:
     stale_since: float = 0.0
 
     behind: set = field(default_factory=set)   # types whose last send it has not ACKed
+    clusters: set = field(default_factory=set)  # the CDS clusters of the last snapshot it was offered
 
     @property
     def caught_up(self) -> bool:

@@ -25,7 +25,7 @@ import grpc
 from rollway.plane.control_plane import ControlPlane, NotFound
 from rollway.xds.cache import SnapshotCache
 from rollway.xds.ledger import SHORT, EnvoyNode
-from rollway.xds.resources import TYPES
+from rollway.xds.resources import CLUSTER, EXTENSION, TYPES
 from rollway.xds.wire import parse_request
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class AdsServicer:
                 delay = self.delays.get(node.node_id, 0.0) if node else 0.0
                 if delay:
                     await asyncio.sleep(delay)
-                for type_url, names in list(subscriptions.items()):
+                for type_url, names in self._ordered(node, subscriptions):
                     message = self._maybe_response(node, type_url, names)
                     if message is not None:
                         yield message
@@ -109,6 +109,23 @@ class AdsServicer:
             self.cache.ledger.nacked(node, type_url, request.error_detail.message)
             return
         self.cache.on_ack(node, type_url, request.version_info)
+
+    def _ordered(self, node: EnvoyNode | None, subscriptions: dict) -> list[tuple[str, tuple[str, ...]]]:
+        """Make before break: clusters and endpoints go out before a filter config that
+        routes to new ones, and a filter config that stops routing to a cluster goes out
+        before the cluster is removed, so no request is routed to a cluster Envoy lacks."""
+        items = list(subscriptions.items())
+        if node is None or EXTENSION not in subscriptions:
+            return items
+        try:
+            clusters = set(self.cache.snapshot(node.service, node.listen_port).by_type[CLUSTER])
+        except NotFound:
+            return items
+        removing = bool(node.clusters - clusters)
+        node.clusters = clusters
+        ecds = [(t, n) for t, n in items if t == EXTENSION]
+        rest = [(t, n) for t, n in items if t != EXTENSION]
+        return ecds + rest if removing else rest + ecds
 
     def _maybe_response(self, node: EnvoyNode, type_url: str, names: tuple[str, ...]):
         try:
