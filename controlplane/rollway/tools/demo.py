@@ -6,7 +6,8 @@ ADS; HTTP backends that announce themselves in the ``prod`` and ``canary`` serve
 v1; and a crowd of simulated browsers that keep their cookies, send real HTTP through the
 Envoys (each request to a random one), and reload when the response tells them to. Then it
 deploys v2 the way a deploy tool would: one canary host first, then ``prod`` in batches (a
-new host announces itself; an old one deregisters, drains, and stops). The terminal shows
+batch's new hosts announce themselves; once the deploy gate passes, the old ones are
+drained with ``rollway.tools.drain`` and stopped). The terminal shows
 the deploy's progress, capacity, traffic share and direction per stage and version, and
 the bounces and refreshes so far; ``--json`` prints a summary at the end instead.
 
