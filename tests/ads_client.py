@@ -22,9 +22,12 @@ METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregate
 
 
 class AdsClient:
-    def __init__(self, target: str, node_id: str, mode: str = "ack", service: str = "web"):
+    def __init__(self, target: str, node_id: str, mode: str = "ack", service: str = "web",
+                 listen_port: float = 10000, type_url: str = EXTENSION):
         assert mode in ("ack", "nack", "silent")
         self.target, self.node_id, self.mode, self.service = target, node_id, mode, service
+        self.listen_port, self.type_url = listen_port, type_url
+        self.closed = False
         self.responses: list[DiscoveryResponse] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -35,16 +38,17 @@ class AdsClient:
             call = channel.stream_stream(METHOD, request_serializer=bytes,
                                          response_deserializer=DiscoveryResponse.parse)()
             node = Node(id=self.node_id, cluster=self.service,
-                        metadata=Struct(fields={"listen_port": Value(number_value=10000)}))
-            await call.write(DiscoveryRequest(node=node, type_url=EXTENSION, resource_names=["rollway"]))
+                        metadata=Struct(fields={"listen_port": Value(number_value=self.listen_port)}))
+            await call.write(DiscoveryRequest(node=node, type_url=self.type_url, resource_names=[]))
             async for response in call:
                 self.responses.append(response)
                 if self.mode == "silent":
                     continue
                 error = Status(code=3, message="rejected by a test client") if self.mode == "nack" else None
                 await call.write(DiscoveryRequest(
-                    type_url=EXTENSION, resource_names=["rollway"], response_nonce=response.nonce,
+                    type_url=self.type_url, resource_names=[], response_nonce=response.nonce,
                     version_info="" if error else response.version_info, error_detail=error))
+            self.closed = True
 
     def start(self) -> "AdsClient":
         self.thread.start()

@@ -159,7 +159,7 @@ def test_a_restarted_replica_resumes_direction_and_admission(replicas):
         h.close()
 
 
-@pytest.mark.parametrize("mode", ["silent", "nack"])
+@pytest.mark.parametrize("mode", ["silent", "nack", "no-filter-config"])
 def test_a_silent_or_nacking_envoy_holds_admission_no_longer_than_the_ack_timeout(replicas, mode):
     r = replicas(ack_timeout=2, startup_grace=0)
     port = free_port()
@@ -169,7 +169,11 @@ def test_a_silent_or_nacking_envoy_holds_admission_no_longer_than_the_ack_timeou
     wait_for(lambda: capacity(a) == {OLD: 1}, what="one old host")
     admitted_at: list[float] = []
     a.add_listener(lambda _: admitted_at.append(time.time()) if admitted(a, NEW) and not admitted_at else None)
-    bad = AdsClient(f"127.0.0.1:{port}", f"envoy-{mode}", mode=mode).start()
+    if mode == "no-filter-config":   # ACKs what it asks for, but never asks for the filter config
+        bad = AdsClient(f"127.0.0.1:{port}", f"envoy-{mode}", mode="ack",
+                        type_url="type.googleapis.com/envoy.config.listener.v3.Listener").start()
+    else:
+        bad = AdsClient(f"127.0.0.1:{port}", f"envoy-{mode}", mode=mode).start()
     good = AdsClient(f"127.0.0.1:{port}", "envoy-good", mode="ack").start()
     try:
         wait_for(lambda: len(a.fleet_status("web")) == 2, what="both Envoys connected")
@@ -215,3 +219,36 @@ def test_admission_waits_for_envoys_on_every_replica(replicas):
         silent.stop()
     for h in hosts:
         h.close()
+
+
+def test_an_endpoint_only_change_reaches_the_envoys(replicas):
+    """A host replaced by another of the same version and weight changes no filter config,
+    but the endpoints Envoys route to must follow (and the deploy gate waits for them)."""
+    r = replicas()
+    a = r.start("a")
+    a.push(json.dumps(ROUTEMAP), 0, "alice", "web")
+    old = r.agent.announce(PATH, member_json("10.0.0.1", 8000, OLD))
+    wait_for(lambda: capacity(a) == {OLD: 1}, what="one host")
+    cache = SnapshotCache(a)
+    before = cache.snapshot("web", 10000)
+    new = r.agent.announce(PATH, member_json("10.0.0.9", 8000, OLD))
+    old.close()
+    from rollway.xds.resources import ENDPOINT
+
+    wait_for(lambda: cache.snapshot("web", 10000).versions[ENDPOINT] != before.versions[ENDPOINT],
+             what="the new endpoint in EDS")
+    assert cache.snapshot("web", 10000).versions[EXTENSION] == before.versions[EXTENSION]
+    new.close()
+
+
+def test_a_client_with_a_port_that_is_not_a_port_is_refused(replicas):
+    r = replicas()
+    port = free_port()
+    a = r.start("a", xds_port=port)
+    a.push(json.dumps(ROUTEMAP), 0, "alice", "web")
+    bad = AdsClient(f"127.0.0.1:{port}", "envoy-bad-port", listen_port=1e12).start()
+    try:
+        wait_for(lambda: bad.closed or bad.task.done(), what="the stream to be closed")
+        assert a.fleet_status("web") == [] and bad.responses == []
+    finally:
+        bad.stop()

@@ -38,7 +38,7 @@ from rollway import Router, new_routing_id
 from rollway.model.deploy_state import DeployState
 from rollway.model.direction import DirectionTracker
 from rollway.model.fleet import NOBODY
-from rollway.model.publish import build_filter_config, publish, render_config
+from rollway.model.publish import build_filter_config, endpoints_by_cluster, publish, render_config
 from rollway.model.routemap import RouteMap, RouteMapError, parse_routemap
 from rollway.plane.fleet import EnvoyReport, FleetView, decode_reports, encode_reports
 from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view
@@ -92,6 +92,7 @@ class ServiceState:
         self.local_reports: dict[str, EnvoyReport] = {}
         self.fleet_dirty = False
         self.config: dict | None = None
+        self.endpoints: dict[str, list] = {}    # cluster -> endpoints of the config served
         self.updated = time.time()
         self.write_failures = 0
         self._handles: list = []
@@ -163,11 +164,16 @@ class ServiceState:
             self.views[key] = view
         self.plane.schedule(self.service)
 
-    def _on_deploy_state(self, data: bytes | None, version: int) -> None:
+    def _on_deploy_state(self, data: bytes | None, version: int, adopt: bool = False) -> None:
+        """A record from the store's watch (newer versions only), or, with ``adopt``, what a
+        direct read found (taken as it is: a record deleted or restored from a backup has
+        a lower version, and the leader must not loop on compare-and-set conflicts)."""
         if data is None:
             with self.lock:
                 self.deploy_loaded = True
                 self.fresh = True    # no deploy before this one: no Envoy routes on an old config
+                if adopt or self.deploy_version >= 0:
+                    self.deploy, self.deploy_version = DeployState(), -1
             self.plane.schedule(self.service)
             return
         try:
@@ -178,7 +184,7 @@ class ServiceState:
             return
         with self.lock:
             self.deploy_loaded = True
-            if version > self.deploy_version:
+            if adopt or version > self.deploy_version:
                 self.deploy, self.deploy_version = state, version
         self.plane.schedule(self.service)
 
@@ -233,14 +239,15 @@ class ServiceState:
             if not self.fleet_dirty or self._fleet_record is None or now < self._next_flush:
                 return
             self.fleet_dirty = False
-            data = encode_reports(self.plane.replica_id, self.local_reports)
+            reports = dict(self.local_reports)
+        data = encode_reports(self.plane.replica_id, reports)
+        self._next_flush = now + min(1.0, 20 * (time.monotonic() - now))
         try:
             self._fleet_record.update(data)
-        except StoreError as error:
+        except Exception as error:  # a store or disk problem: try again at the next flush
             with self.lock:
                 self.fleet_dirty = True
-            log.debug("fleet record of %s not written: %s", self.service, error)
-        self._next_flush = now + 20 * (time.monotonic() - now)
+            log.warning("fleet record of %s not written: %s", self.service, error)
 
     # -- the decision (the plane's worker thread) ------------------------------------------------
 
@@ -255,7 +262,10 @@ class ServiceState:
             return all(key in self.views for key in self.watchers)
 
     def _recompute(self) -> None:
-        if not self.ready():
+        # Nothing is served before the serversets were read and the deploy state record was
+        # (or was found absent): a config from an empty state would show every version
+        # admitted and every direction steady.
+        if not self.ready() or not self.deploy_loaded:
             return
         with self.lock:
             self.fleet.expire()
@@ -278,8 +288,13 @@ class ServiceState:
                 version = self.plane.store.write_deploy_state(self.service, state.to_json(), expected)
             except ConflictError:
                 # Another replica wrote first (it led a moment ago): take its record and decide again.
-                data, version = self.plane.store.read_deploy_state(self.service)
-                self._on_deploy_state(data, version)
+                try:
+                    data, version = self.plane.store.read_deploy_state(self.service)
+                except StoreError as error:
+                    log.warning("%s: deploy state not read after a conflict: %s", self.service, error)
+                    self.plane.schedule(self.service, delay=0.5)
+                    return
+                self._on_deploy_state(data, version, adopt=True)
                 return
             except StoreError as error:
                 self.write_failures += 1
@@ -290,9 +305,10 @@ class ServiceState:
                 if version > self.deploy_version:
                     self.deploy, self.deploy_version = state, version
         with self.lock:
-            if config == self.config:
+            endpoints = endpoints_by_cluster(self.routemap, self.views)
+            if config == self.config and endpoints == self.endpoints:
                 return
-            self.config = config
+            self.config, self.endpoints = config, endpoints
             self.updated = time.time()
         self.plane._notify(self.service)
 
@@ -327,11 +343,17 @@ class ServiceState:
             if config is not None and self.leading is False and config["generation"] != deploy.generation:
                 outstanding.append("this replica has not rendered the newest deploy state")
             generation = config["generation"] if config else 0
-            for report in sorted(self.fleet.quorum(), key=lambda r: r.node_id):
-                if report.generation != generation or not report.caught_up:
-                    outstanding.append(f"envoy {report.node_id} (via {report.replica}) holds generation "
-                                       f"{report.generation}, not {generation}"
-                                       + ("" if report.caught_up else ", has not ACKed everything sent"))
+            quorum = sorted(self.fleet.quorum(), key=lambda r: r.node_id)
+        # Content versions, not generations: a follower whose serverset view lags renders the
+        # same generation with other endpoints, and an endpoint-only change moves no generation.
+        versions = self.plane.snapshot_versions(self.service)
+        for report in quorum:
+            holds = report.versions == versions if versions is not None else report.generation == generation
+            if not holds or not report.caught_up:
+                outstanding.append(f"envoy {report.node_id} (via {report.replica}) holds generation "
+                                   f"{report.generation}" + ("" if holds else f", not the newest config ({generation})")
+                                   + ("" if report.caught_up else ", has not ACKed everything sent"))
+        with self.lock:
             for dup in self.fleet.duplicates():
                 outstanding.append(f"node id {dup} is connected to more than one replica")
         outstanding = outstanding_views + outstanding
@@ -384,6 +406,8 @@ class ControlPlane:
         self._listeners: list[Listener] = []
         # Set by the xDS layer: service -> [per-Envoy status dicts] (what each one ACKed).
         self.envoy_status: Callable[[str], list[dict]] = lambda service: []
+        # Set by the xDS layer: service -> content versions of its current snapshot (the gate).
+        self.snapshot_versions: Callable[[str], tuple | None] = lambda service: None
         self._lock = threading.Lock()
         # The one thread that decides runs from the start: a plane used without start()
         # (route maps pushed directly) still follows its serversets.
@@ -450,7 +474,10 @@ class ControlPlane:
                 except Exception:
                     log.exception("%s: recomputing the filter config failed", name)
             for state in list(self.services.values()):
-                state.flush_fleet()
+                try:
+                    state.flush_fleet()
+                except Exception:
+                    log.exception("%s: writing the fleet record failed", state.service)
 
     def fleet_status(self, service: str) -> list[dict]:
         """Every Envoy of ``service`` as the fleet records show it (whichever replica it is
@@ -508,7 +535,16 @@ class ControlPlane:
                 state = ServiceState(self, record)
                 self.services[record.service] = state
         if created:
-            state.start()
+            try:
+                state.start()
+            except Exception:
+                # Half started (no deploy watch or campaign) it would serve for good: drop
+                # it, and the route-map refresh tries again.
+                with self._lock:
+                    if self.services.get(record.service) is state:
+                        del self.services[record.service]
+                state.stop()
+                raise
         elif state.record.revision != record.revision:
             state.apply(record)
         return state

@@ -40,6 +40,7 @@ class EnvoyReport:
     stale: str = ""                       # why it left the quorum ("" while in it)
     since: float = 0.0                    # stale since / disconnected since (its replica's clock)
     nacks: int = 0
+    versions: tuple = ()                  # content versions it ACKed of what the gate compares (CDS, EDS, ECDS)
 
     def in_quorum(self) -> bool:
         return not self.stale
@@ -53,7 +54,8 @@ def encode_reports(replica: str, reports: dict[str, EnvoyReport]) -> bytes:
     for node_id, r in sorted(reports.items()):
         index = tables.setdefault(r.knows, len(tables))
         envoys[node_id] = {"connected": r.connected, "knows": index, "generation": r.generation,
-                           "caught_up": r.caught_up, "stale": r.stale, "since": r.since, "nacks": r.nacks}
+                           "caught_up": r.caught_up, "stale": r.stale, "since": r.since, "nacks": r.nacks,
+                           "versions": list(r.versions)}
     knows = [sorted([list(k) for k in keys]) for keys, _ in sorted(tables.items(), key=lambda kv: kv[1])]
     return json.dumps({"replica": replica, "knows": knows, "envoys": envoys}, sort_keys=True).encode()
 
@@ -66,7 +68,8 @@ def decode_reports(data: bytes) -> tuple[str, dict[str, EnvoyReport]]:
     for node_id, e in doc.get("envoys", {}).items():
         out[node_id] = EnvoyReport(node_id, replica, bool(e["connected"]), tables[int(e["knows"])],
                                    int(e.get("generation", 0)), bool(e.get("caught_up", False)),
-                                   str(e.get("stale", "")), float(e.get("since", 0.0)), int(e.get("nacks", 0)))
+                                   str(e.get("stale", "")), float(e.get("since", 0.0)), int(e.get("nacks", 0)),
+                                   tuple(str(v) for v in e.get("versions", ())))
     return replica, out
 
 
@@ -107,7 +110,7 @@ class FleetView:
         now = time.time() if now is None else now
         old = self.reports.pop(replica, {})
         for node_id, report in old.items():
-            if report.connected and not report.stale:
+            if not report.stale:          # in the quorum, connected or not: it still routes
                 self.vanished.setdefault(node_id, {})[replica] = (report, now)
         return self._refresh(set(old), now)
 

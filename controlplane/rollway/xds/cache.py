@@ -20,9 +20,8 @@ from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any
 
 from rollway.model.admission import known_versions
-from rollway.model.publish import endpoints_by_cluster
 from rollway.plane.control_plane import ControlPlane, NotFound
-from rollway.xds.ledger import SHORT, AckLedger, EnvoyNode
+from rollway.xds.ledger import GATED, SHORT, AckLedger, EnvoyNode
 from rollway.xds.resources import EXTENSION, TYPES, ConsistencyError, Resources, build_resources
 
 log = logging.getLogger(__name__)
@@ -41,9 +40,11 @@ class SnapshotCache:
         self.pushes: dict[str, int] = {SHORT[t]: 0 for t in TYPES}   # responses sent, per type
         self.consistency_failures = 0
         self.dirty: set[str] = set()     # services whose snapshots must be rebuilt
+        self.dirty_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         plane.add_listener(self._on_plane_change)
         plane.envoy_status = self.ledger.envoy_status
+        plane.snapshot_versions = self.gated_versions
 
     @property
     def nodes(self) -> dict[str, EnvoyNode]:
@@ -60,17 +61,22 @@ class SnapshotCache:
         with self.lock:
             key = (service, listen_port)
             current = self.snapshots.get(key)
-            if service in self.dirty:
+            with self.dirty_lock:
+                dirty = service in self.dirty
                 self.dirty.discard(service)
+            if dirty:
                 for stale in [k for k in self.snapshots if k[0] == service]:
                     del self.snapshots[stale]
                 current = None
             if current is not None:
                 return current
-            state = self.plane.service(service)
+            # Only services this replica already holds: loading a route map (store reads, a
+            # first decision) is the refresh loop's work, never the ADS loop's.
+            state = self.plane.services.get(service)
+            if state is None:
+                raise NotFound(f"no route map for service {service!r} on this replica (yet)")
             with state.lock:
-                config = state.config
-                endpoints = endpoints_by_cluster(state.routemap, state.views)
+                config, endpoints = state.config, state.endpoints
             if config is None:
                 raise NotFound(f"service {service!r} has no filter config yet")
             try:
@@ -87,6 +93,17 @@ class SnapshotCache:
             self.configs[key] = config
             self.knows[key] = frozenset(known_versions(config))
             return fresh
+
+    def gated_versions(self, service: str) -> tuple[str, ...] | None:
+        """The content versions of what the deploy gate compares (CDS, EDS, ECDS) in this
+        replica's current snapshot of ``service``; None before there is one."""
+        with self.lock:
+            port = next((k[1] for k in self.snapshots if k[0] == service), 10000)
+        try:
+            resources = self.snapshot(service, port)
+        except NotFound:
+            return None
+        return tuple(resources.versions[t] for t in GATED)
 
     def response(self, type_url: str, resources: Resources, names: tuple[str, ...]) -> tuple[str, bytes]:
         version = resources.versions[type_url]
@@ -105,7 +122,8 @@ class SnapshotCache:
         return nonce, body
 
     def _on_plane_change(self, service: str) -> None:
-        with self.lock:
+        # Its own lock: the deciding thread never waits behind a snapshot being built.
+        with self.dirty_lock:
             self.dirty.add(service)
         self.wake(service)
 

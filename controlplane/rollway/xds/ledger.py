@@ -26,10 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rollway.plane.fleet import EnvoyReport
-from rollway.xds.resources import TYPES
+from rollway.xds.resources import CLUSTER, ENDPOINT, EXTENSION, TYPES
 
 log = logging.getLogger(__name__)
 SHORT = {t: t.rsplit(".", 1)[-1] for t in TYPES}
+# What the deploy gate compares, by content version: the same on every replica and every
+# listener port for the same inputs (the listener and route do not depend on deploys).
+GATED = (CLUSTER, ENDPOINT, EXTENSION)
 Report = Callable[[str, "dict[str, EnvoyReport | None]"], None]
 
 
@@ -92,7 +95,7 @@ class AckLedger:
         return EnvoyReport(node.node_id, self.replica, node.disconnected_at is None, node.knows, node.generation,
                            node.caught_up, node.stale,
                            node.stale_since if node.stale else (node.disconnected_at or node.connected_at),
-                           node.nacks)
+                           node.nacks, tuple(node.acked.get(t, "") for t in GATED))
 
     def _tell(self, node: EnvoyNode, report: EnvoyReport | None | bool = True) -> None:
         report = self.report(node) if report is True else report
@@ -109,8 +112,16 @@ class AckLedger:
             self.on_report(service, reports)
 
     def connect(self, node: EnvoyNode) -> None:
+        # Until it ACKs a filter config, an Envoy is behind: one that never subscribes to it,
+        # or never ACKs, leaves the quorum after the ACK timeout instead of holding every
+        # admission with an empty set of known versions.
+        node.behind.add(EXTENSION)
+        node.behind_since = node.behind_since or time.time()
         with self.lock:
+            old = self.nodes.get(node.node_id)
             self.nodes[node.node_id] = node
+        if old is not None and old.service != node.service:
+            self._tell(old, None)          # the id moved to another service: gone from the first
         self._tell(node)
 
     def disconnect(self, node: EnvoyNode) -> None:
@@ -151,6 +162,10 @@ class AckLedger:
             node.behind.discard(type_url)
         if knows is not None:
             node.knows, node.generation = knows, generation or 0
+        if not node.caught_up and node.behind_since is not None:
+            # Progress: staleness counts from the last ACK, so an Envoy that keeps up with a
+            # stream of changes arriving faster than one round trip is never called stale.
+            node.behind_since = time.time()
         if node.caught_up:
             if node.behind_since is not None:
                 node.last_ack_latency = time.time() - node.behind_since
@@ -179,7 +194,7 @@ class AckLedger:
                 if now - node.disconnected_at > self.ack_timeout:
                     reason = f"disconnected for more than {self.ack_timeout:g}s"
             elif node.behind_since is not None and now - node.behind_since > self.ack_timeout:
-                reason = (f"NACKed ({node.last_nack[:200]})" if node.nacks and node.last_nack
+                reason = (f"NACKed ({node.last_nack[:120]})" if node.nacks and node.last_nack
                           else f"no ACK for {self.ack_timeout:g}s")
             if reason and not node.stale:
                 node.stale, node.stale_since = reason, now

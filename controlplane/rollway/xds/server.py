@@ -81,15 +81,18 @@ class AdsServicer:
                 log.info("xds: %s disconnected", node.node_id)
 
     def _register(self, request, context, wake) -> EnvoyNode | None:
-        if not request.node or not request.node.id:
-            log.warning("xds: first request without a node id; closing the stream")
+        node_id, service = request.node.id, request.node.cluster or ""
+        if not node_id or len(node_id) > MAX_NAME or len(service) > MAX_NAME:
+            log.warning("xds: first request without a node id, or an id or cluster over %d characters; "
+                        "closing the stream", MAX_NAME)
             return None
-        meta = request.node.metadata.fields if request.node.metadata else {}
-        port_value = meta.get("listen_port")
-        listen_port = int(port_value.number_value) if port_value is not None else 10000
-        admin_value = meta.get("admin_port")
-        node = EnvoyNode(request.node.id, request.node.cluster or "", listen_port, wake=wake,
-                         admin_port=int(admin_value.number_value) if admin_value is not None else 0,
+        meta = request.node.metadata.fields
+        listen_port, admin_port = _port(meta, "listen_port", 10000), _port(meta, "admin_port", 0)
+        if listen_port is None or admin_port is None:
+            log.warning("xds: %s sent a listen_port or admin_port that is not a port; closing the stream",
+                        node_id[:64])
+            return None
+        node = EnvoyNode(node_id, service, listen_port, wake=wake, admin_port=admin_port,
                          peer_host=_peer_host(context.peer()))
         self.cache.ledger.connect(node)
         log.info("xds: %s connected (service %s, listener :%d)", node.node_id, node.service, listen_port)
@@ -143,6 +146,17 @@ class AdsServicer:
 
 
 _WAKE = object()
+MAX_NAME = 128   # node id and cluster length: they are keys in every replica's fleet record
+
+
+def _port(fields, name: str, default: int) -> int | None:
+    """A port from node metadata: absent -> default; not an integer in 0..65535 -> None."""
+    if name not in fields:
+        return default
+    value = fields[name].number_value
+    if not value.is_integer() or not 0 <= value <= 65535:
+        return None
+    return int(value)
 
 
 class _Wake:
