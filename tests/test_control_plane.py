@@ -100,7 +100,10 @@ def test_zookeeper_restart_keeps_the_last_view_then_resyncs(zookeeper, open_stor
     time.sleep(1.0)
     assert views.last.capacity == {"v1": 2.0}  # last good view kept while ZooKeeper is gone
     zookeeper.start()
-    wait_for(lambda: watching.state == "connected" and announcing.state == "connected", what="reconnect")
+    # A reconnect attempt that reaches the port while ZooKeeper is still starting waits out
+    # kazoo's read timeout (about two thirds of the 20 s session timeout) before the next one.
+    wait_for(lambda: watching.state == "connected" and announcing.state == "connected", timeout=60,
+             what="reconnect")
     extra = announcing.announce("/discovery/web/prod", member_json("10.0.0.5", 8005, "v2"))
     wait_for(lambda: views.last.capacity == {"v1": 2.0, "v2": 1.0}, what="resync after restart")
     for h in [extra, *members]:
