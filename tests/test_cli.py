@@ -70,10 +70,16 @@ def test_envoy_config_names_missing_clusters_and_bad_endpoints():
 def test_envoy_config_ads(tmp_path):
     from envoy_harness import ENVOY_BINARY
 
-    out = run("envoy-config", "--ads", "--xds", "127.0.0.1:18000", "--node-id", "edge-1")
+    out = run("envoy-config", "--ads", "--xds", "127.0.0.1:18000", "--xds", "cp-b.example:18000",
+              "--node-id", "edge-1")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["node"]["id"] == "edge-1"
+    xds = doc["static_resources"]["clusters"][0]
+    # The preferred replica first, the other as a health-checked fallback, resolved by name.
+    assert xds["type"] == "STRICT_DNS" and xds["health_checks"]
+    assert [(e["priority"], [x["endpoint"]["address"]["socket_address"]["address"] for x in e["lb_endpoints"]])
+            for e in xds["load_assignment"]["endpoints"]] == [(0, ["127.0.0.1"]), (1, ["cp-b.example"])]
     assert doc["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
     path = tmp_path / "ads.json"
     path.write_text(out.stdout)

@@ -130,13 +130,19 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
         doc = envoy_config.static_bootstrap(text, clusters, listen_port=args.listen_port,
                                             admin_port=args.admin_port, ecds_path=args.ecds_path)
     else:
-        host, _, port = (args.xds or "").rpartition(":")
-        if not host or not port.isdigit():
-            print("rollway: --ads needs --xds HOST:PORT", file=sys.stderr)
+        replicas = []
+        for spec in args.xds or []:
+            host, _, port = spec.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                print(f"rollway: --xds {spec!r}: expected HOST:PORT", file=sys.stderr)
+                return 2
+            replicas.append((host, int(port)))
+        if not replicas:
+            print("rollway: --ads needs --xds HOST:PORT (repeat it for fallback replicas)", file=sys.stderr)
             return 2
-        doc = envoy_config.ads_bootstrap(xds_host=host, xds_port=int(port), node_id=args.node_id,
+        doc = envoy_config.ads_bootstrap(xds_host=replicas[0][0], xds_port=replicas[0][1], node_id=args.node_id,
                                          listen_port=args.listen_port, admin_port=args.admin_port,
-                                         service=args.service)
+                                         service=args.service, xds_fallback=replicas[1:])
     json.dump(doc, sys.stdout, indent=2)
     print()
     return 0
@@ -197,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--cluster", action="append", type=_parse_cluster,
                        help="(--static) NAME=HOST:PORT[,HOST:PORT], one per cluster the config names")
     envoy.add_argument("--ecds-path", help="(--static) take the filter config from this file (ECDS), watched")
-    envoy.add_argument("--xds", help="(--ads) control plane HOST:PORT")
+    envoy.add_argument("--xds", action="append", metavar="HOST:PORT",
+                       help="(--ads) the control-plane replica this Envoy prefers; repeat for fallback replicas")
     envoy.add_argument("--node-id", default="rollway-envoy", help="(--ads) this Envoy's node id")
     envoy.add_argument("--service", default="web", help="(--ads) the service this Envoy fronts")
     envoy.add_argument("--listen-port", type=int, default=10000)

@@ -54,6 +54,7 @@ class EnvoyNode:
     behind_since: float | None = None   # first send of a version it has not ACKed yet
     last_ack_latency: float = 0.0       # seconds from the last send to its ACK
     disconnected_at: float | None = None
+    last_ack_at: float = 0.0            # any ACK: progress, for staleness
     stale: str = ""                     # why it left the quorum; "" while in it
     stale_since: float = 0.0
 
@@ -162,10 +163,11 @@ class AckLedger:
             node.behind.discard(type_url)
         if knows is not None:
             node.knows, node.generation = knows, generation or 0
-        if not node.caught_up and node.behind_since is not None:
-            # Progress: staleness counts from the last ACK, so an Envoy that keeps up with a
-            # stream of changes arriving faster than one round trip is never called stale.
-            node.behind_since = time.time()
+        # Progress: staleness counts from the last ACK that moved it forward, so an Envoy
+        # that keeps up with changes arriving faster than one round trip is never called
+        # stale. While its filter config is behind (NACKed, say), only that counts.
+        if EXTENSION not in node.behind:
+            node.last_ack_at = time.time()
         if node.caught_up:
             if node.behind_since is not None:
                 node.last_ack_latency = time.time() - node.behind_since
@@ -193,7 +195,7 @@ class AckLedger:
                     continue
                 if now - node.disconnected_at > self.ack_timeout:
                     reason = f"disconnected for more than {self.ack_timeout:g}s"
-            elif node.behind_since is not None and now - node.behind_since > self.ack_timeout:
+            elif node.behind_since is not None and now - max(node.behind_since, node.last_ack_at) > self.ack_timeout:
                 reason = (f"NACKed ({node.last_nack[:120]})" if node.nacks and node.last_nack
                           else f"no ACK for {self.ack_timeout:g}s")
             if reason and not node.stale:
