@@ -133,3 +133,23 @@ def test_watch_status_streams_capacity_direction_and_generation(api):
     stream.cancel()
     for h in hosts:
         h.close()
+
+
+def test_wait_converged_is_bounded_in_time_and_in_concurrent_callers(api, monkeypatch):
+    """WaitConverged needs no token: its timeout is bounded, and so is how many may wait at
+    once (half the server's workers), so waiting clients never starve Push."""
+    push(api, ROUTEMAP, 0)
+    state = api.plane.service("web")
+    monkeypatch.setattr(state, "converged", lambda check_store=False: (False, ["a test step that never ends"]))
+    with pytest.raises(grpc.RpcError) as error:
+        api.WaitConverged(pb.WaitConvergedRequest(service="web", timeout_seconds=7200))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "timeout_seconds" in error.value.details()
+    waiting = [api.WaitConverged.future(pb.WaitConvergedRequest(service="web", timeout_seconds=5)) for _ in range(8)]
+    with pytest.raises(grpc.RpcError) as error:
+        for _ in range(20):       # the eight above are admitted one by one; the ninth is refused
+            api.WaitConverged(pb.WaitConvergedRequest(service="web", timeout_seconds=0.2))
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    rev = api.Get(pb.GetRequest(service="web"))          # other calls still get a worker
+    assert rev.revision == 1
+    results = [w.result(timeout=30) for w in waiting]
+    assert [r.converged for r in results] == [False] * 8 and results[0].outstanding == ["a test step that never ends"]

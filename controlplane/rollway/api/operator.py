@@ -39,6 +39,8 @@ from rollway.sources.store import ConflictError, RouteMapRecord, StoreError
 
 log = logging.getLogger(__name__)
 DEFAULT_WAIT, MAX_WAIT = 30.0, 3600.0   # WaitConverged's timeout: default and bound (seconds)
+# WaitConverged needs no token and holds a worker while it waits: at most this many at once,
+# so waiting clients can never take every worker from Push and the rest.
 
 
 def revision_message(record: RouteMapRecord) -> pb.RouteMapRevision:
@@ -67,9 +69,11 @@ def status_message(plane: ControlPlane, service: str) -> pb.Status:
 
 
 class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
-    def __init__(self, plane: ControlPlane, token: str | None):
+    def __init__(self, plane: ControlPlane, token: str | None, max_waiters: int = 8):
         self.plane = plane
         self.token = token
+        self.waiters = threading.BoundedSemaphore(max_waiters)
+        self.max_waiters = max_waiters
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -131,6 +135,15 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"timeout_seconds: must be between 0 and {MAX_WAIT:g} (0 = {DEFAULT_WAIT:g})")
         state = self._run(context, lambda: self.plane.service(request.service))
+        if not self.waiters.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.max_waiters} WaitConverged calls are already waiting; try again later")
+        try:
+            return self._wait_converged(request, context, state, timeout)
+        finally:
+            self.waiters.release()
+
+    def _wait_converged(self, request, context, state, timeout: float):
         changed = threading.Event()
         listener = lambda name: changed.set() if name == request.service else None  # noqa: E731
         self.plane.add_listener(listener)
@@ -175,7 +188,8 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
 def serve_operator_api(plane: ControlPlane, *, port: int, token: str | None, host: str = "127.0.0.1",
                        max_workers: int = 16) -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rollway-api"))
-    pb_grpc.add_RouteMapServiceServicer_to_server(RouteMapServicer(plane, token), server)
+    pb_grpc.add_RouteMapServiceServicer_to_server(RouteMapServicer(plane, token, max_waiters=max_workers // 2),
+                                                  server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
