@@ -81,6 +81,7 @@ class AdmissionState:
     next_slots: dict[str, str] = field(default_factory=dict)      # blue-green stage -> slot announced as next
     weights: dict[str, float] | None = None                       # stage -> weight applied
     next_weights: dict[str, float] | None = None                  # announced as next_weight, not yet applied
+    ways: dict[str, str] = field(default_factory=dict)            # stage -> last non-steady state published
 
     def waiting(self, config: dict | None = None) -> bool:
         """Whether something is held back that an ACK could release (with ``config``, also
@@ -102,13 +103,13 @@ class AdmissionState:
     def to_dict(self) -> dict:
         return {"versions": sorted([list(k) for k in self.versions]), "directions": self.directions,
                 "holding": self.holding, "active_slots": self.active_slots, "next_slots": self.next_slots,
-                "weights": self.weights, "next_weights": self.next_weights}
+                "weights": self.weights, "next_weights": self.next_weights, "ways": self.ways}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AdmissionState":
         return cls({(k[0], k[1]) for k in d.get("versions", [])}, dict(d.get("directions", {})),
                    dict(d.get("holding", {})), dict(d.get("active_slots", {})), dict(d.get("next_slots", {})),
-                   d.get("weights"), d.get("next_weights"))
+                   d.get("weights"), d.get("next_weights"), dict(d.get("ways", {})))
 
 
 def apply_admission(config: dict, state: "AdmissionState | set[Key]",
@@ -139,26 +140,31 @@ def decide(wanted: dict, state: AdmissionState, fleet: "Fleet | Iterable[set[Key
             _decide_blue_green(name, stage["active"], state, fleet)
             continue
         direction = stage.get("direction", {"state": "steady"})
-        published = state.directions.get(name)
         held = {"state": "steady", "target": direction["target"]} if "target" in direction else {"state": "steady"}
+        # A reversal is judged against the last way anyone was moved, not only the direction
+        # published now: after a pause or a finished deploy (``steady``), an Envoy that has
+        # not heard yet may still move sessions the old way.
+        last_way = state.ways.get(name)
+        reversal = direction["state"] != "steady" and last_way is not None and direction["state"] != last_way
         if name in state.holding and direction["state"] != "steady" \
                 and not fleet.all_know(_direction_token(name, held)):
             state.holding[name] = direction                # still waiting for every Envoy
             state.directions[name] = held
-        elif name not in state.holding and published is not None and direction["state"] != published["state"] \
-                and published["state"] != "steady" and direction["state"] != "steady":
+        elif name not in state.holding and reversal and not fleet.all_know(_direction_token(name, held)):
             state.holding[name] = direction                # a reversal: nobody moves anyone first
             state.directions[name] = held
         else:
             state.holding.pop(name, None)
             state.directions[name] = direction
+            if direction["state"] != "steady":
+                state.ways[name] = direction["state"]
         live = {(name, v["name"]) for v in stage["versions"]}
         state.versions.difference_update({k for k in state.versions if k[0] == name and k not in live})
         if not state.versions & live:
             state.versions.update(live)
         state.versions.update(k for k in live if k not in state.versions and fleet.all_know(k))
     names = {s["name"] for s in wanted["stages"]}
-    for table in (state.directions, state.holding, state.active_slots, state.next_slots):
+    for table in (state.directions, state.holding, state.active_slots, state.next_slots, state.ways):
         for gone in [n for n in table if n not in names]:
             del table[gone]
 

@@ -2,9 +2,10 @@
 map and the serverset views, as one record in the store.
 
 Per rolling stage the direction tracker (its version sequence, first seen first, never
-re-derived from member order or version names; its state, target and pending evidence),
-the admission decisions (admitted versions, held reversals, weight-change and blue-green
-steps), the generation, and the digest of the config that generation names. Only the
+re-derived from member order or version names; its state, target, and the evidence
+gathered since the deploy last advanced), the admission decisions (admitted versions, held
+reversals, the last way sessions were moved, weight-change and blue-green steps), the
+generation, and the digest of the config that generation names. Only the
 service's leader writes it, with compare-and-set; every replica renders its filter config
 from it (``rollway.model.publish.render_config``), so replicas send the same bytes.
 

@@ -51,8 +51,9 @@ def build_filter_config(routemap: RouteMap, views: dict[str, ServersetView | Non
             order += [v for v in sorted(capacity) if v not in order]
             live = [v for v in order if capacity.get(v, 0) > 0]
             direction = {"state": "steady"}
-            if tracker and tracker.state != "steady" and tracker.target in live:
-                direction = {"state": tracker.state, "target": tracker.target}
+            way, target = tracker.published() if tracker else ("steady", None)
+            if tracker and tracker.state != "steady" and target in live:
+                direction = {"state": way, "target": target}
             stages.append({"name": stage.name, "weight": stage.weight, "mode": "rolling",
                            "versions": [{"name": v, "capacity": capacity[v],
                                          "cluster": cluster_name(routemap.service, stage.name, v)} for v in live],
