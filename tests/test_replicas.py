@@ -252,3 +252,32 @@ def test_a_client_with_a_port_that_is_not_a_port_is_refused(replicas):
         assert a.fleet_status("web") == [] and bad.responses == []
     finally:
         bad.stop()
+
+
+def test_an_ack_of_a_config_that_is_no_longer_current_still_says_what_the_envoy_knows(replicas):
+    """An Envoy whose updates lag behind a deploy ACKs configs that have since been
+    replaced. Counting only ACKs of the current config starved admission whenever updates
+    came faster than an Envoy's lag (found by rollway.tools.sim): the ACK counts for the
+    config it names while the cache retains it."""
+    from rollway.model.admission import known_versions
+    from rollway.xds.ledger import EnvoyNode
+
+    r = replicas()
+    a = r.start("a")
+    a.push(json.dumps(ROUTEMAP), 0, "alice", "web")
+    first = r.agent.announce(PATH, member_json("10.0.0.1", 8000, OLD))
+    wait_for(lambda: capacity(a) == {OLD: 1}, what="one host")
+    cache = SnapshotCache(a)
+    old = cache.snapshot("web", 10000)
+    old_config = cache.configs[("web", 10000)]
+    second = r.agent.announce(PATH, member_json("10.0.0.2", 8000, NEW))
+    wait_for(lambda: cache.snapshot("web", 10000).versions[EXTENSION] != old.versions[EXTENSION],
+             what="a newer filter config")
+    node = EnvoyNode("envoy-late", "web", 10000)
+    cache.ledger.connect(node)
+    cache.on_ack(node, EXTENSION, old.versions[EXTENSION])
+    assert node.knows == frozenset(known_versions(old_config)) and node.generation == old_config["generation"]
+    cache.on_ack(node, EXTENSION, "not-a-version-we-sent")        # unknown: counts only as an ACK
+    assert node.knows == frozenset(known_versions(old_config))
+    first.close()
+    second.close()

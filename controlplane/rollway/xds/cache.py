@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import OrderedDict
 
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any
@@ -25,6 +26,7 @@ from rollway.xds.ledger import GATED, SHORT, AckLedger, EnvoyNode
 from rollway.xds.resources import EXTENSION, TYPES, ConsistencyError, Resources, build_resources
 
 log = logging.getLogger(__name__)
+RETAINED = 32    # filter configs per service whose ACKs still say what an Envoy knows
 
 
 class SnapshotCache:
@@ -34,7 +36,12 @@ class SnapshotCache:
         self.ledger = AckLedger(plane.report_envoys, replica=plane.replica_id, ack_timeout=plane.ack_timeout)
         self.snapshots: dict[tuple[str, int], Resources] = {}
         self.configs: dict[tuple[str, int], dict] = {}   # the filter config inside each snapshot
-        self.knows: dict[tuple[str, int], frozenset] = {}  # what an Envoy ACKing that config knows
+        # What an Envoy ACKing a filter config knows, for the last RETAINED configs of each
+        # service by ECDS version: an Envoy whose updates lag behind a deploy ACKs configs
+        # that are no longer current, and they must still count (counting only the current
+        # one starved admission whenever updates came faster than an Envoy's lag; found by
+        # rollway.tools.sim). An ACK of a config no longer retained counts only as an ACK.
+        self.recent: dict[str, OrderedDict[str, tuple[frozenset, int]]] = {}
         self.encoded: dict = {}          # canonical JSON -> bytes, shared by all snapshots
         self.responses: dict = {}        # (type, version, names) -> DiscoveryResponse bytes
         self.pushes: dict[str, int] = {SHORT[t]: 0 for t in TYPES}   # responses sent, per type
@@ -91,7 +98,11 @@ class SnapshotCache:
                                                                       cache=self.encoded))
             self.snapshots[key] = fresh
             self.configs[key] = config
-            self.knows[key] = frozenset(known_versions(config))
+            recent = self.recent.setdefault(service, OrderedDict())
+            recent[fresh.versions[EXTENSION]] = (frozenset(known_versions(config)), config["generation"])
+            recent.move_to_end(fresh.versions[EXTENSION])
+            while len(recent) > RETAINED:
+                recent.popitem(last=False)
             return fresh
 
     def gated_versions(self, service: str) -> tuple[str, ...] | None:
@@ -140,13 +151,12 @@ class SnapshotCache:
         self.loop.call_soon_threadsafe(wake_all)
 
     def on_ack(self, node: EnvoyNode, type_url: str, version: str) -> None:
-        """An ACK. For the filter config (ECDS) of the current snapshot it also records what
-        the Envoy now knows; an ACK of an older config counts only as an ACK."""
+        """An ACK. For a filter config (ECDS) still retained it also records what the Envoy
+        now knows, current or not: that is the config it holds."""
         knows = generation = None
         if type_url == EXTENSION:
-            key = (node.service, node.listen_port)
             with self.lock:
-                resources = self.snapshots.get(key)
-                if resources is not None and resources.versions.get(EXTENSION) == version:
-                    knows, generation = self.knows[key], self.configs[key]["generation"]
+                known = self.recent.get(node.service, {}).get(version)
+            if known is not None:
+                knows, generation = known
         self.ledger.acked(node, type_url, version, knows, generation)
