@@ -332,3 +332,22 @@ def test_nacking_envoys_leave_the_quorum_after_the_ack_timeout_and_hold_admissio
             assert envoy.get("/").status == 200
     finally:
         w.close()
+
+
+def test_a_route_map_naming_its_own_cluster_header_routes_through_envoy(world):
+    """The route takes the cluster from the header the route map names (``headers.cluster``):
+    with the route fixed to ``x-rw-cluster``, every request got Envoy's 503."""
+    world.set_hosts(HOSTS)
+    record = world.plane.get("web")
+    world.plane.push(json.dumps({**ROUTEMAP, "headers": {"cluster": "x-edge-cluster"}}), record.revision, "alice",
+                     "own cluster header")
+    wait_for(world.converged, timeout=30)
+    wait_for(lambda: served_header(world) == "x-edge-cluster", timeout=30)
+    for envoy in world.envoys.values():
+        response = envoy.get("/", [])
+        assert response.status == 200 and response.json["backend"].startswith("v2#"), response.body
+
+
+def served_header(world) -> str | None:
+    config = world.xds.xds.cache.configs.get(("web", world.envoys["envoy-a"].listen_port))
+    return (config or {}).get("headers", {}).get("cluster")

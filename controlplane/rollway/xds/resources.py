@@ -24,12 +24,28 @@ from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
 
 from rollway.envoy import bootstrap as ec
+from rollway.xds.consistency import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION,
+    LISTENER,
+    ROUTE,
+    ConsistencyError,
+    check_snapshot,
+    picked_clusters,
+)
 
-LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+__all__ = [
+    "CLUSTER",
+    "ENDPOINT",
+    "EXTENSION",
+    "LISTENER",
+    "ROUTE",
+    "TYPES",
+    "ConsistencyError",
+    "Resources",
+    "build_resources",
+]
 TYPES = (LISTENER, ROUTE, CLUSTER, ENDPOINT, EXTENSION)
 ROUTE_NAME = "rollway"
 ADS = {"ads": {}, "resource_api_version": "V3"}
@@ -77,15 +93,14 @@ def assignment_dict(name: str, endpoints: list[tuple[str, int, float]]) -> dict:
          "load_balancing_weight": max(1, int(round(w)))} for h, p, w in endpoints]}]}
 
 
-class ConsistencyError(RuntimeError):
-    pass
-
-
 def build_resources(filter_config: dict, endpoints: dict[str, list], listen_port: int,
-                    cluster_header: str = ec.DEFAULT_CLUSTER_HEADER, cache: dict | None = None) -> Resources:
+                    cache: dict | None = None) -> Resources:
     """All resources for one service and listener port. ``cache`` maps a resource's
-    canonical JSON to its bytes, so unchanged resources are not serialized again."""
+    canonical JSON to its bytes, so unchanged resources are not serialized again. The route
+    takes the cluster from the header the route map names (``headers.cluster``), the one
+    the filter writes."""
     cache = {} if cache is None else cache
+    cluster_header = filter_config.get("headers", {}).get("cluster", ec.DEFAULT_CLUSTER_HEADER)
 
     def encode(kind, doc: dict) -> bytes:
         key = kind.__name__ + json.dumps(doc, sort_keys=True)
@@ -95,8 +110,7 @@ def build_resources(filter_config: dict, endpoints: dict[str, list], listen_port
             cache[key] = value
         return value
 
-    clusters = sorted({v["cluster"] for s in filter_config["stages"] for v in
-                       (s["versions"] if s["mode"] == "rolling" else s["slots"].values())})
+    clusters = sorted(picked_clusters(filter_config))
     by_type = {
         LISTENER: {"rollway_ingress": encode(Listener, listener_dict(listen_port))},
         ROUTE: {ROUTE_NAME: encode(RouteConfiguration, ec.route_config(cluster_header, ROUTE_NAME))},
@@ -106,12 +120,6 @@ def build_resources(filter_config: dict, endpoints: dict[str, list], listen_port
         EXTENSION: {ec.FILTER_NAME: encode(TypedExtensionConfig, {
             "name": ec.FILTER_NAME, "typed_config": ec.filter_typed_config(filter_config)})},
     }
-    # The consistency check: every cluster the filter may pick has a CDS entry, and every
-    # EDS name a cluster refers to is served. (Both hold by construction; the check guards
-    # against a builder bug ever publishing a snapshot Envoy would half-apply.)
-    missing_clusters = set(clusters) - set(by_type[CLUSTER])
-    missing_eds = set(by_type[CLUSTER]) - set(by_type[ENDPOINT])
-    if missing_clusters or missing_eds:
-        raise ConsistencyError(f"snapshot refers to clusters without CDS {sorted(missing_clusters)} "
-                               f"or without EDS {sorted(missing_eds)}")
+    # Decoded back and compared as Envoy will read it (rollway.xds.consistency).
+    check_snapshot(by_type, ROUTE_NAME)
     return Resources(by_type, {t: content_version(r) for t, r in by_type.items()})

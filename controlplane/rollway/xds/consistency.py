@@ -1,0 +1,95 @@
+"""The snapshot consistency check: decode what a snapshot serves, as Envoy will read it,
+and compare it with what the filter may pick.
+
+The filter writes a cluster name into a request header; the route must take the cluster
+from that same header; every cluster the filter may pick must be a CDS cluster; every EDS
+cluster's service name must be served as a ClusterLoadAssignment of that name. A snapshot
+that breaks any of these would be half-applied by Envoy (requests 503 or routed nowhere),
+so the cache withholds it and keeps serving the previous one.
+
+Usage::
+
+    check_snapshot(by_type)      # raises ConsistencyError naming every problem found
+"""
+
+from __future__ import annotations
+
+import json
+
+from envoy_data_plane.envoy.config.cluster.v3 import Cluster
+from envoy_data_plane.envoy.config.core.v3 import TypedExtensionConfig
+from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
+from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
+from envoy_data_plane.envoy.extensions.filters.http.dynamic_modules.v3 import DynamicModuleFilter
+from envoy_data_plane.google.protobuf import StringValue
+
+from rollway.envoy import bootstrap as ec
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+
+
+class ConsistencyError(RuntimeError):
+    pass
+
+
+def served_filter_config(by_type: dict[str, dict[str, bytes]]) -> dict:
+    """The Rollway filter config inside the snapshot's ECDS resource."""
+    extension = TypedExtensionConfig.parse(by_type[EXTENSION][ec.FILTER_NAME])
+    module = DynamicModuleFilter.parse(extension.typed_config.value)
+    return json.loads(StringValue.parse(module.filter_config.value).value)
+
+
+def picked_clusters(filter_config: dict) -> set[str]:
+    """Every cluster the filter may write into the cluster header."""
+    return {v["cluster"] for s in filter_config["stages"] for v in
+            (s["versions"] if s["mode"] == "rolling" else s["slots"].values())}
+
+
+def check_snapshot(by_type: dict[str, dict[str, bytes]], route_name: str = "rollway") -> None:
+    problems: list[str] = []
+    try:
+        config = served_filter_config(by_type)
+    except (KeyError, ValueError) as error:
+        raise ConsistencyError(f"the filter config (ECDS) cannot be read back: {error!r}") from None
+    header = config.get("headers", {}).get("cluster", ec.DEFAULT_CLUSTER_HEADER)
+
+    clusters = {name: Cluster.parse(body) for name, body in by_type.get(CLUSTER, {}).items()}
+    endpoints = by_type.get(ENDPOINT, {})
+    for name in sorted(picked_clusters(config)):
+        cluster = clusters.get(name)
+        if cluster is None:
+            problems.append(f"the filter may pick {name!r}, which has no CDS cluster")
+            continue
+        if cluster.name != name:
+            problems.append(f"CDS resource {name!r} is a cluster named {cluster.name!r}")
+        service = (cluster.eds_cluster_config.service_name if cluster.eds_cluster_config else "") or name
+        if service not in endpoints:
+            problems.append(f"cluster {name!r} takes endpoints from EDS {service!r}, which is not served")
+        elif ClusterLoadAssignment.parse(endpoints[service]).cluster_name != service:
+            problems.append(f"EDS resource {service!r} names another cluster")
+
+    route = by_type.get(ROUTE, {}).get(route_name)
+    if route is None:
+        problems.append(f"no route configuration {route_name!r}")
+    else:
+        takes_header = False
+        for host in RouteConfiguration.parse(route).virtual_hosts:
+            for entry in host.routes:
+                action = entry.route
+                if action is None:
+                    continue
+                if action.cluster_header:
+                    if action.cluster_header != header:
+                        problems.append(f"the route takes the cluster from {action.cluster_header!r}, "
+                                        f"the filter writes {header!r}")
+                    takes_header = True
+                elif action.cluster and action.cluster not in clusters:
+                    problems.append(f"the route names cluster {action.cluster!r}, which has no CDS cluster")
+        if not takes_header:
+            problems.append(f"no route takes the cluster from the filter's header {header!r}")
+    if problems:
+        raise ConsistencyError("; ".join(problems))
