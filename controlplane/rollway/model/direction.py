@@ -6,30 +6,31 @@ stage first saw them) says whether the step was forward or a rollback. A deploy 
 do both halves in one serverset change (an in-place swap) or in different ones: a
 ``maxSurge``-style tool announces the new hosts first and retires the old ones a step
 later, and a batch can straddle two debounce windows. So evidence is accumulated across
-observations, per version:
-
-- ``gained[v]``: the capacity (as a fraction of the stage) ``v`` gained in observations
-  where both its hosts and its share grew (a deploy tool, or an autoscaler, announcing
-  hosts of ``v`` alone);
-- ``lost[v]``: the capacity ``v`` lost in observations where its hosts and share shrank.
+observations, per version, since the deploy last moved its way or changed way: ``net[v]``,
+the hosts ``v`` gained minus those it lost, each counted only in an observation where its
+share moved the same way. ``gained``/``lost`` are the positive and negative parts, as
+fractions of the stage.
 
 A move from ``b`` to ``a`` is ``min(gained[a], lost[b])``: forward when ``a`` is newer,
-rollback when older. Why noise cannot flip a deploy: proportional autoscaling changes no
-share, so it adds to neither; a spot loss removes hosts from one version only, so it adds
-to ``lost`` but never to anyone's ``gained``; neither, nor both together, ever makes a
-move. The accumulators start afresh whenever the deploy advances (its target gains hosts and
-share) or moves the deploy's way, so only what happened since the last deploy step counts.
-Leaving a non-steady state for a different one needs the move to reach ``switch_fraction``
-of the stage's capacity. What capacity alone cannot tell from a rollback: an autoscaler
-growing only the old version while spot losses take hosts of the new one, together 5% of
-the stage between two deploy steps.
+rollback when older. Why noise cannot flip a deploy: proportional autoscaling moves no
+share; hosts an autoscaler adds and later removes, landing in any order and window, cancel
+out in ``net``; a spot loss takes hosts from one version only, and the share the others
+gain from it is not counted; neither, nor both together, ever makes a move. Leaving a
+non-steady state for a different one needs the move to reach ``switch_fraction`` of the
+stage's capacity and to hold for ``settle`` seconds (published as ``steady`` meanwhile,
+which moves nobody): an autoscaler's hosts land one by one, across windows and in any
+order, so for a few seconds a scale-up after a scale-down can look like one version gaining
+while another lost; a rollback's evidence stays. What capacity alone cannot tell from a rollback: an autoscaler growing
+only the old version (or growing it first) while spot losses take hosts of the new one,
+together 5% of the stage between two deploy steps.
 
-While half a reversal has been seen (a version older than a forward deploy's target has
-gained hosts and share since the deploy last advanced: the first half of a surge-style
-rollback, or an autoscaler growing the old version), the deploy is *published* as
-``steady`` with its target (``published()``): nobody is moved either way until the other
-half shows whether it was a rollback. ``steady`` moves nobody, so this costs a pause and
-never a bounce; the deploy's next step (its target gaining) resumes it.
+While half a reversal has been seen (a version on the other side of the target gained a
+host or more while the target gained nothing: the first half of a surge-style rollback,
+or an autoscaler's hosts for the old version landing before those for the new), the
+deploy is *published* as ``steady`` naming its target (``published()``): nobody is moved
+either way until the other half shows. ``steady`` moves nobody, so this costs a pause and
+never a bounce; and a deploy tool paced by the gate retires the target's last hosts only
+once every Envoy has stopped moving sessions to it.
 
 States: ``steady``; ``forward`` to a target (the newest version gaining hosts);
 ``rollback`` to a target (an older version regaining hosts). A deploy ends in ``steady``
@@ -54,32 +55,40 @@ EPSILON = 1e-9     # share changes below this are float noise (proportional scal
 @dataclass
 class DirectionTracker:
     switch_fraction: float = 0.05       # share of capacity that must move to change a deploy's way
+    settle: float = 10.0                # seconds that move must hold (with a clock) before it does
     state: str = STEADY
     target: str | None = None
     order: list[str] = field(default_factory=list)   # versions, oldest first (first seen)
     _previous: dict[str, float] | None = None
-    _gained: dict[str, float] = field(default_factory=dict)   # share gained with hosts, since the last step
-    _lost: dict[str, float] = field(default_factory=dict)     # share lost with hosts, since the last step
+    _net: dict[str, float] = field(default_factory=dict)   # hosts gained - lost, since the last move its way
+    _pending: list | None = None        # [state, target, since]: a change of way waiting to settle
+    _now: float | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """Everything the tracker knows, for the deploy state record (JSON)."""
         return {"switch_fraction": self.switch_fraction, "state": self.state, "target": self.target,
-                "order": list(self.order), "previous": self._previous,
-                "gained": dict(self._gained), "lost": dict(self._lost)}
+                "order": list(self.order), "previous": self._previous, "net": dict(self._net),
+                "settle": self.settle, "pending": self._pending}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DirectionTracker":
-        tracker = cls(float(d.get("switch_fraction", 0.05)), d.get("state", STEADY), d.get("target"),
-                      list(d.get("order", [])))
+        tracker = cls(switch_fraction=float(d.get("switch_fraction", 0.05)), state=d.get("state", STEADY),
+                      target=d.get("target"), order=list(d.get("order", [])))
         tracker._previous = dict(d["previous"]) if d.get("previous") is not None else None
-        tracker._gained = {str(k): float(v) for k, v in (d.get("gained") or {}).items()}
-        tracker._lost = {str(k): float(v) for k, v in (d.get("lost") or {}).items()}
+        tracker._net = {str(k): float(v) for k, v in (d.get("net") or {}).items()}
+        tracker.settle = float(d.get("settle", 10.0))
+        pending = d.get("pending")
+        tracker._pending = [pending[0], pending[1], float(pending[2])] if isinstance(pending, list) and \
+            len(pending) == 3 else None
         return tracker
 
     def rank(self, version: str) -> int:
         return self.order.index(version)
 
-    def observe(self, capacities: dict[str, float]) -> tuple[str, str | None]:
+    def observe(self, capacities: dict[str, float], now: float | None = None) -> tuple[str, str | None]:
+        """The stage's capacities now (``now``: a clock in seconds; without one a change of
+        way needs no settling, for tests and tools without time)."""
+        self._now = now
         for version in capacities:
             if version not in self.order:
                 self.order.append(version)
@@ -88,45 +97,70 @@ class DirectionTracker:
         if previous is None:
             return self.state, self.target
 
+        # Hosts each version gained or lost, counted only when its share moved the same
+        # way: proportional scaling moves no share, and a version's share that moves only
+        # because another's hosts changed is that other version's doing.
         total, before = sum(capacities.values()), sum(previous.values())
-        advanced = False
         for v in set(previous) | set(capacities):
             hosts = capacities.get(v, 0.0) - previous.get(v, 0.0)
             share = (capacities.get(v, 0.0) / total if total else 0.0) - \
                 (previous.get(v, 0.0) / before if before else 0.0)
-            # Counted in hosts (a fraction of the stage), on condition that the share moved
-            # the same way: a share alone understates a move (it is diluted by the others).
-            if hosts > 0 and share > EPSILON:
-                self._gained[v] = self._gained.get(v, 0.0) + hosts / total
-                advanced = advanced or v == self.target
-            elif hosts < 0 and share < -EPSILON:
-                self._lost[v] = self._lost.get(v, 0.0) - hosts / (before or 1.0)
-        if advanced:
-            self._restart_evidence()             # the deploy advanced: earlier noise counts no more
-
+            if (hosts > EPSILON and share > EPSILON) or (hosts < -EPSILON and share < -EPSILON):
+                self._net[v] = self._net.get(v, 0.0) + hosts
         move = self._largest_move()
         if move is not None:
             self._consider(*move)
-        elif self.state == STEADY and previous and capacities:
+        else:
+            self._pending = None
+        if move is None and self.state == STEADY and capacities:
             # Only growth: new hosts launched with the newest build start a deploy (surge
             # style, before any old host goes); growth of an older version says nothing.
             newest = max(capacities, key=self.rank)
-            if self._gained.get(newest, 0.0) > EPSILON and len([c for c in capacities.values() if c > 0]) > 1 \
-                    and capacities.get(newest, 0.0) > previous.get(newest, 0.0):
+            if self._net.get(newest, 0.0) > EPSILON and len([c for c in capacities.values() if c > 0]) > 1:
                 self._enter(FORWARD, newest)
 
-        # A deploy is over when one version holds everything.
+        # A deploy whose target has gone (all its hosts retired) is over: its sessions need a
+        # way to go now, not after settling, so it becomes a deploy to the version that has
+        # gained most since the evidence started (a rollback, if an older one), or steady.
         live = [v for v, c in capacities.items() if c > 0]
+        if self.state != STEADY and self.target is not None and self.target not in live and len(live) > 1:
+            gains = {v: g for v, g in self._fractions()[0].items() if v in live}
+            if gains:
+                best = max(gains, key=lambda v: (gains[v], self.rank(v)))
+                self._enter(FORWARD if self.rank(best) > self.rank(self.target) else ROLLBACK, best)
+            else:
+                self._enter(STEADY, None)
+        # A deploy is over when one version holds everything.
         if self.state != STEADY and len(live) <= 1:     # one version left, or none (a stage emptied)
             self._enter(STEADY, None)
         return self.state, self.target
 
+    def settling(self, now: float) -> bool:
+        """Whether a change of way is waiting and has settled by ``now`` (decide again)."""
+        return self._pending is not None and now - self._pending[2] >= self.settle
+
+    def _fractions(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(gained, lost): each version's net movement as a fraction of the stage now."""
+        total = sum((self._previous or {}).values()) or 1.0
+        gained = {v: n / total for v, n in self._net.items() if n > EPSILON}
+        lost = {v: -n / total for v, n in self._net.items() if n < -EPSILON}
+        return gained, lost
+
     def published(self) -> tuple[str, str | None]:
-        """The direction to publish: ``state`` and ``target``, or ``steady`` (naming the
-        target) while half a reversal is pending."""
-        if self.state != STEADY and self.target is not None and self.target in self.order:
-            for version, gained in self._gained.items():
-                if gained > EPSILON and version != self.target and version in self.order and (
+        """The direction to publish: ``state`` and ``target``, or ``steady`` (naming where
+        it is going) while a change of way settles or half a reversal has been seen."""
+        if self._pending is not None:
+            # A change of way settling: move nobody meanwhile, but name where it is going,
+            # so sessions on a version that is gone go there straight (not by hash).
+            return STEADY, self._pending[1]
+        if self.state != STEADY and self.target is not None and self.target in self.order \
+                and self._net.get(self.target, 0.0) <= EPSILON:
+            for version, hosts in self._net.items():
+                # Half a reversal: at least a host gained by a version on the other side of
+                # the target, while the target gained nothing (the first half of a
+                # surge-style rollback; an autoscaler's hosts for the old version landing
+                # before those for the new). Move nobody until the other half shows.
+                if hosts >= 1.0 - EPSILON and version != self.target and version in self.order and (
                         self.rank(version) < self.rank(self.target) if self.state == FORWARD
                         else self.rank(version) > self.rank(self.target)):
                     return STEADY, self.target
@@ -134,8 +168,9 @@ class DirectionTracker:
 
     def _largest_move(self) -> tuple[tuple[str, str], float] | None:
         best = None
-        for gainer, gained in self._gained.items():
-            for loser, lost in self._lost.items():
+        gains, losses = self._fractions()
+        for gainer, gained in gains.items():
+            for loser, lost in losses.items():
                 if gainer == loser or gainer not in self.order or loser not in self.order:
                     continue
                 moved = min(gained, lost)
@@ -148,7 +183,7 @@ class DirectionTracker:
         return (best[1], best[2]) if best else None
 
     def _restart_evidence(self) -> None:
-        self._gained, self._lost = {}, {}
+        self._net, self._pending = {}, None
 
     def _enter(self, state: str, target: str | None) -> None:
         self.state, self.target = state, target
@@ -167,5 +202,11 @@ class DirectionTracker:
             self._restart_evidence()
         elif self.state == STEADY:
             self._enter(state, target)          # any real move starts a deploy
-        elif moved >= self.switch_fraction:
+        elif moved < self.switch_fraction:
+            self._pending = None
+        elif self._now is None:
+            self._enter(state, target)
+        elif self._pending is None or self._pending[:2] != [state, target]:
+            self._pending = [state, target, self._now]   # published as steady until it settles
+        elif self._now - self._pending[2] >= self.settle:
             self._enter(state, target)

@@ -104,15 +104,16 @@ def config_digest(config: dict) -> str:
 
 def publish(routemap: RouteMap, views: dict[str, ServersetView | None], state: DeployState,
             fleet: "admission.Fleet | list[set]", secrets_file: str | None = None,
-            routemap_revision: int = 0) -> dict:
+            routemap_revision: int = 0, now: float | None = None) -> dict:
     """The leader's step: advances ``state`` in place (direction evidence from the views,
     admission decisions from what the fleet knows, the generation when the config's content
-    changes) and returns the filter config it describes."""
+    changes) and returns the filter config it describes. ``now`` (seconds) lets a change of
+    a deploy's way settle (``DirectionTracker.settle``); the leader calls this every second."""
     for stage in routemap.stages:
         view = views.get(stage.name)
         if stage.mode == "rolling" and view is not None:
             # Observing the same capacities again is a no-op, so this is safe to repeat.
-            state.trackers.setdefault(stage.name, DirectionTracker()).observe(view.capacity)
+            state.trackers.setdefault(stage.name, DirectionTracker()).observe(view.capacity, now)
     rolling = {s.name for s in routemap.stages if s.mode == "rolling"}
     for gone in [name for name in state.trackers if name not in rolling]:
         del state.trackers[gone]

@@ -275,7 +275,7 @@ class ServiceState:
                 # Envoys may still be reconnecting. It releases nothing until it has.
                 fleet = self.fleet.knowledge if self.fresh or self.plane.fleet_seen() else NOBODY
                 config = publish(self.routemap, self.views, state, fleet, self.plane.secrets_file,
-                                 self.record.revision)
+                                 self.record.revision, now=time.time())
                 if state.to_json() != self.deploy.to_json():
                     expected = self.deploy_version
                 else:
