@@ -159,16 +159,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         cfg = sim.SimConfig(scenario=args.scenario, strategy=strategy, envoys=args.envoys, sessions=args.sessions,
                             lag_max=args.lag_max, seed=args.seed, replicas=args.replicas, failures=failures,
                             silent=tuple((i, at) for i, at in enumerate(args.silent_envoy_at or [])),
-                            ack_timeout=args.ack_timeout)
+                            ack_timeout=args.ack_timeout, drain=args.drain, debounce=args.debounce,
+                            reconnect_rate=args.reconnect_rate)
         results[strategy] = sim.run(cfg)
     if args.plot:
         shown = results.get("rollway") or next(iter(results.values()))
         sim.plot(shown, args.plot, f"{args.scenario}: sessions per version ({shown.metrics['strategy']}, "
                                    f"{args.envoys} Envoys lagging up to {args.lag_max:g} s)")
     keys = ("bounces", "sessions_bounced", "refreshes_per_session_max", "bounces_after_stale", "leader_changes",
-            "zero_capacity_requests",
-            "requests_to_drained", "overload_max", "overload_p99", "overload_lag_bound", "stage_share_error_max",
-            "requests")
+            "reconnects", "zero_capacity_requests", "requests_to_drained", "requests_to_draining", "overload_max",
+            "overload_p99", "overload_bound_max", "overload_violations", "stage_share_error_max", "requests")
     if args.json:
         out = {s: r.metrics for s, r in results.items()}
         json.dump(out if len(out) > 1 else next(iter(out.values())), sys.stdout, indent=2, sort_keys=True)
@@ -218,7 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--strategy", default="rollway", choices=(*STRATEGIES, "all"))
     simulate.add_argument("--envoys", type=int, default=8)
     simulate.add_argument("--sessions", type=int, default=10000)
-    simulate.add_argument("--lag-max", type=float, default=30.0, help="config delay per Envoy: uniform 0..N s")
+    simulate.add_argument("--lag-max", type=float, default=30.0,
+                          help="each config update reaches each Envoy after uniform 0..N s, in order")
+    simulate.add_argument("--drain", type=float, metavar="S",
+                          help="deregistered hosts keep serving S seconds (default: one propagation time)")
+    simulate.add_argument("--debounce", type=float, default=1.0, help="serverset debounce window, seconds")
+    simulate.add_argument("--reconnect-rate", type=float, default=0.02, metavar="R",
+                          help="each Envoy's stream breaks R times per simulated minute, reconnecting elsewhere")
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--replicas", type=int, default=1, help="control-plane replicas the Envoys split across")
     simulate.add_argument("--kill-leader-at", type=float, action="append", metavar="T",

@@ -8,7 +8,7 @@ import random
 from collections import Counter
 
 from rollway import murmur3_32, new_routing_id
-from rollway.tools.sim.accounting import Overload, Sessions
+from rollway.tools.sim.accounting import Actions, Overload, Sessions
 from rollway.tools.sim.fleet import ControlPlane, Envoy
 from rollway.tools.sim.model import After, Gate, SimConfig, SimResult, World
 from rollway.tools.sim.scenarios import SCENARIOS, timeline, with_faults
@@ -70,7 +70,6 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
     draining: list[tuple[str, str, float]] = []      # (key, version, serving until)
     changes: list[tuple[float, str, str, float]] = []
     step, step_t, gate_open_at = 1, 0.0, None
-    kinds: dict[int, str] = {world.episode: world.kind}   # operator action -> its kind
     seen: dict[str, list[str]] = {}                  # stage -> versions, first seen first
 
     ids = [new_routing_id(NOW0, random_bits=rng.getrandbits(64)) for _ in range(cfg.sessions)]
@@ -79,6 +78,8 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
     stage_cookie: list[str | None] = [None] * cfg.sessions
     app: list[str | None] = [None] * cfg.sessions
     book = Sessions(cfg.sessions)
+    actions = Actions()
+    actions.record(world.episode, world.kind, world.target)
     overload = Overload()
     metrics = Counter({"zero_capacity_requests": 0, "requests": 0, "requests_to_drained": 0,
                        "requests_to_draining": 0, "refreshes": 0, "stale_decisions": 0, "leader_changes": 0,
@@ -127,15 +128,15 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
             plane.leader = (plane.leader + 1) % max(1, cfg.replicas)
             metrics["leader_changes"] += 1
 
-    was_leading = True
+    was_leading, was_quorum = True, len(envoys)
     while (t <= end or changes or step < len(events)) and t <= give_up:
         changed = plane.current is None       # the first config goes out at once
         while step < len(events) and due(events[step][0]):
             world = events[step][1]
             step, step_t, gate_open_at, changed = step + 1, t, None, True
+            actions.record(world.episode, world.kind, world.target)
             if step == len(events):
                 end = max(end, t + settle)
-            kinds[world.episode] = world.kind
             # From what is registered once the changes still under way have landed.
             planned = {k: dict(v) for k, v in registered.items()}
             for _, key, version, delta in changes:
@@ -158,6 +159,11 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
             changed = True
         if plane.leading(t) != was_leading:
             was_leading, changed = plane.leading(t), True
+        if any(tracker.settling(t) for tracker in plane.state.trackers.values()):
+            changed = True                # a change of way has settled: decide again, as the leader's tick does
+        quorum_size = sum(1 for e in envoys if not stale(e))
+        if quorum_size != was_quorum:     # an Envoy left the quorum: what waited on it may go
+            was_quorum, changed = quorum_size, True
         for envoy in envoys:
             if not envoy.silent(t) and envoy.connected(t) and envoy.router is not None \
                     and fleet_rng.random() < cfg.reconnect_rate * cfg.tick / 60:
@@ -247,7 +253,8 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
                 tick_versions.setdefault(stage, Counter())[v] += 1
                 told = refresh[j] if cfg.strategy == "rollway" else (app[i] is not None and app[i] != v
                                                                      and cookie[i] != v)
-                book.served(i, v, told, envoy.episode, kinds[envoy.episode], out_of_quorum)
+                moved_stage = stage_cookie[i] is not None and stage_cookie[i] != stage and book.last[i] != v
+                book.served(i, v, told, actions.of(envoy.episode, v, moved_stage), out_of_quorum, stage)
                 cookie[i], stage_cookie[i] = v, stage
                 if app[i] is None or told:
                     if told:
@@ -255,8 +262,10 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
                     app[i] = v
         for key, caps in registered.items():
             if "/" not in key:
+                in_stage = sum(n for (s, _), n in book.on_stage.items() if s == key) or 1
+                resident = {v: n / in_stage for (s, v), n in book.on_stage.items() if s == key}
                 overload.tick(t, key, caps, tick_versions.get(key, Counter()), tick_stages[key],
-                              [e.views[key] for e in envoys if key in e.views])
+                              [e.views[key] for e in envoys if key in e.views], resident)
         if tick_stages:
             weight_total = sum(world.weights.values())
             n = sum(tick_stages.values())

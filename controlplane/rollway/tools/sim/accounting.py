@@ -1,0 +1,185 @@
+"""What the simulator measures, defined by the sessions and the world alone.
+
+``Sessions``: a **bounce** is a session served again by a version it had left, unless a
+newer operator action (a rollback, a weight change, a blue-green switch, the next deploy)
+moved it there, once per session per action. The action that moved a session is the one
+the deciding config reflects, so a lagging Envoy finishing an older action's move after a
+newer action moved the session is told apart: if that takes the session back, it is a
+bounce; and a return within one action (there and back in the same deploy) is one. Which
+Envoy decided plays no other part, except that sessions an Envoy outside the quorum
+(silent beyond the ACK timeout) moved are counted apart (``bounces_after_stale``): the
+risk a stale Envoy carries (README, "Running several replicas"). A **reload** is counted
+per session per action, by the same attribution.
+
+``Actions`` says which action a move belongs to, as operators count deploys: the one that
+sent the session where it went. A move within a stage belongs to the newest deploy or
+rollback (up to the one the deciding config reflects) whose target is the version it moved
+to, or to a blue-green switch; a move to another stage to the newest weight change. (By
+the deciding config's action alone, a session that had not asked since the last deploy step
+made that step's move under the next deploy's first config, and counted two reloads there.)
+
+``Overload``: per tick and version, the traffic the version got against the bound the
+README states, at the same tick: the largest share any Envoy's config gives the version now
+(Envoys route by what they were told), or, for a version that may hold sessions, the
+largest share any config gave it since it last could not (sessions are only ever held,
+never moved to balance load). A version cannot hold sessions in a config whose deploy
+drains it (the oldest listed in a forward deploy, the newest in a rollback, once the
+target is admitted: its sessions go straight to the target); it can in every other. From
+when some config lists three versions until the deploy ends, a deploy's target also
+carries every session that was left on the versions it drains, or on versions gone from
+the configs (each version's largest share while drained, summed):
+they go straight to it rather than through the version in between. A tick counts as over
+the bound when the version's requests exceed it by more than four standard deviations of
+the binomial sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from rollway.tools.sim.model import DEPLOY, ROLLBACK, START, SWITCH, WEIGHTS
+
+
+class Actions:
+    def __init__(self) -> None:
+        self.kinds: dict[int, tuple[str, str | None]] = {}
+
+    def record(self, episode: int, kind: str, target: str | None) -> None:
+        self.kinds[episode] = (kind, target)
+
+    def of(self, episode: int, version: str, stage_moved: bool) -> int:
+        """The action a move to ``version`` decided by a config of action ``episode`` belongs to."""
+        for action in range(episode, -1, -1):
+            kind, target = self.kinds.get(action, (START, None))
+            if stage_moved and kind == WEIGHTS:
+                return action
+            if not stage_moved and (kind == SWITCH or (kind in (DEPLOY, ROLLBACK) and target == version)):
+                return action
+        return episode
+
+
+class Sessions:
+    def __init__(self, n: int):
+        self.last: list[str | None] = [None] * n
+        self.left: list[dict[str, int]] = [{} for _ in range(n)]   # version -> action that moved it off
+        self.last_action: list[int] = [-1] * n                    # newest action that moved it
+        self.returned: set[tuple[int, int]] = set()               # (session, action) that took it back
+        self.reloads: Counter = Counter()                 # (session, episode) -> reloads
+        self.tainted: set[int] = set()                    # moved by an Envoy outside the quorum
+        self.on_version: Counter = Counter()
+        self.stage: list[str] = [""] * n
+        self.on_stage: Counter = Counter()                         # (stage, version) -> sessions
+        self.bounced: set[int] = set()
+        self.bounces = self.bounces_after_stale = 0
+
+    def served(self, i: int, version: str, told: bool, action: int, stale_envoy: bool, stage: str = "") -> None:
+        """Session ``i`` got a successful response from ``version``; ``told`` to reload;
+        ``action``: the operator action the deciding config reflects."""
+        prev = self.last[i]
+        if prev is not None and version != prev:
+            if stale_envoy:
+                self.tainted.add(i)      # what follows for this session is the stale Envoy's doing
+            left = self.left[i]
+            if version in left:
+                undoes_newer = action < self.last_action[i]       # a lagging Envoy undoing a newer move
+                within = left[version] == action                  # there and back in one action
+                if undoes_newer or within or (i, action) in self.returned:
+                    if i in self.tainted:
+                        self.bounces_after_stale += 1
+                    else:
+                        self.bounces += 1
+                        self.bounced.add(i)
+                else:
+                    self.returned.add((i, action))
+            left[prev] = action
+            self.last_action[i] = max(self.last_action[i], action)
+            self.on_version[prev] -= 1
+        if prev != version:
+            self.on_version[version] += 1
+        if (self.stage[i], prev) != (stage, version):
+            if prev is not None:
+                self.on_stage[(self.stage[i], prev)] -= 1
+            self.on_stage[(stage, version)] += 1
+        self.last[i], self.stage[i] = version, stage
+        if told:
+            self.reloads[(i, action)] += 1
+
+    def reloads_per_deploy_max(self) -> int:
+        return max((n for (i, _), n in self.reloads.items() if i not in self.tainted), default=0)
+
+
+class Overload:
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, str], float] = {}
+        self.three: set[str] = set()        # stages where some config listed three versions, deploy not over
+        self.absorbed: dict[str, float] = {}  # stage -> the session share left on drained versions
+        self.drained_peak: dict[str, dict[str, float]] = {}   # stage -> version -> its peak while drained
+        self.ratios: list[float] = []       # traffic share / capacity share
+        self.bounds: list[float] = []       # the bound, same unit, same tick
+        self.excess: list[float] = []       # traffic share / bound share
+        self.violations: list[tuple] = []
+
+    def tick(self, t: float, stage: str, capacities: dict[str, float], requests: Counter, total: int,
+             views: list[tuple[dict[str, float], set[str], str | None]], resident: dict[str, float]) -> None:
+        """One rolling stage at one tick: ``capacities`` registered now, ``requests`` per
+        version out of ``total``, ``views``: per Envoy, the shares its hash gives, the
+        versions its config lets hold sessions and its deploy's target; ``resident``: the
+        share of the stage's sessions last served by each version."""
+        versions = {v for shares, holds, _ in views for v in (*shares, *holds)} | set(capacities)
+        for v in versions:
+            now = max((shares.get(v, 0.0) for shares, _, _ in views), default=0.0)
+            key = (stage, v)
+            self.held[key] = max(self.held.get(key, 0.0), now) if any(v in h for _, h, _ in views) else now
+        # From when some config lists three versions until the deploy is over, the target
+        # also takes every session left on the versions it drains (they go straight to it).
+        if any(len(shares) >= 3 for shares, _, _ in views):
+            self.three.add(stage)
+        elif all(len(shares) <= 1 for shares, _, _ in views):
+            self.three.discard(stage)
+            self.absorbed.pop(stage, None)
+            self.drained_peak.pop(stage, None)
+        if stage in self.three:
+            listed = {v for shares, _, _ in views for v in shares}
+            drained = {v for shares, holds, _ in views for v in shares if v not in holds} | (set(resident) - listed)
+            peaks = self.drained_peak.setdefault(stage, {})
+            for v in drained:
+                peaks[v] = max(peaks.get(v, 0.0), resident.get(v, 0.0))
+            self.absorbed[stage] = sum(peaks.values())
+        targets = {target for _, _, target in views if target}
+        for v in targets & versions:
+            # What a target takes straight from drained versions it keeps (held), also
+            # once the deploy's target changes.
+            now = max((shares.get(v, 0.0) for shares, _, _ in views), default=0.0)
+            key = (stage, v)
+            self.held[key] = max(self.held.get(key, 0.0), now + self.absorbed.get(stage, 0.0))
+        cap_total = sum(c for c in capacities.values() if c > 0)
+        if not cap_total or total < 200:
+            return
+        for v, c in capacities.items():
+            share = c / cap_total
+            if share < 0.05:
+                continue
+            now = max((shares.get(v, 0.0) for shares, _, _ in views), default=0.0)
+            bound = min(1.0, max(now, self.held.get((stage, v), 0.0)))
+            got = requests.get(v, 0)
+            self.ratios.append(got / total / share)
+            self.bounds.append(bound / share)
+            self.excess.append(got / total / bound if bound else (0.0 if got == 0 else math.inf))
+            limit = total * bound + 4 * math.sqrt(total * bound * (1 - bound)) + 2
+            if got > limit:
+                self.violations.append((t, stage, v, got, total, round(share, 4), round(bound, 4)))
+
+    def metrics(self) -> dict:
+        ratios = sorted(self.ratios)
+        return {
+            "overload_max": round(ratios[-1], 3) if ratios else 0.0,
+            "overload_p99": round(ratios[min(len(ratios) - 1, int(0.99 * len(ratios)))], 3) if ratios else 0.0,
+            "overload_bound_max": round(max(self.bounds, default=0.0), 3),
+            "overload_over_bound_max": round(max(self.excess, default=0.0), 3),
+            "overload_violations": len(self.violations),
+            "overload_violation_first": list(self.violations[0]) if self.violations else None,
+        }
+
+
+__all__ = ["Actions", "Overload", "Sessions"]

@@ -1,0 +1,171 @@
+"""The control plane and the Envoys as the simulator runs them.
+
+``ControlPlane``: the serverset watchers' view (a debounce window, the empty-serverset
+grace), the leader's ``publish`` on the shared deploy state and the followers'
+``render_config`` (rollway.model.publish, the functions the server runs), and the deploy
+gate. ``Envoy``: one xDS stream each: every update arrives after a lag drawn afresh
+(uniform 0..lag_max, never overtaking the one before), the stream breaks and reconnects
+to the next replica, an ACK says what the Envoy knows only for a config the server still
+retains (its last ``RETAINED``, as ``SnapshotCache.on_ack`` does), and a silent Envoy
+applies nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+
+from rollway import Router
+from rollway.model.admission import KnowsSets, known_versions
+from rollway.model.deploy_state import DeployState
+from rollway.model.publish import publish, render_config
+from rollway.model.routemap import parse_routemap
+from rollway.sources.serverset import ServersetView
+from rollway.tools.sim.model import SimConfig, World
+from rollway.xds.cache import RETAINED
+
+
+class ControlPlane:
+    def __init__(self, routemap: dict, cfg: SimConfig):
+        self.routemap = parse_routemap(routemap)
+        self.cfg = cfg
+        self.state = DeployState()
+        self.current: dict | None = None        # the newest config; every replica serves the same
+        self.retained: list[dict] = []          # the last RETAINED configs, whose ACKs still count
+        self.members: dict[str, dict[str, float]] = {}  # registered capacity when the last window closed
+        self.view: dict[str, dict[str, float]] = {}     # what the watchers report (empty ones held)
+        self.window_end: float | None = None    # an open debounce window closes then
+        self.empty_since: dict[str, float] = {}  # serversets held at their last view since
+        self.leader, self.leader_down_until = 0, -1.0
+
+    # -- the serverset watchers --------------------------------------------------------
+    def notice(self, t: float) -> None:
+        """A member changed: a window opens, unless one is open."""
+        if self.window_end is None:
+            self.window_end = t + self.cfg.debounce
+
+    def flush(self, t: float, registered: dict[str, dict[str, float]]) -> bool:
+        """Takes the members when the window closes; holds a serverset that turns empty at
+        its last view for ``empty_grace``. Returns whether the view changed."""
+        if self.window_end is not None and t >= self.window_end:
+            self.window_end = None
+            self.members = {k: {v: c for v, c in caps.items() if c > 0} for k, caps in registered.items()}
+        view = {}
+        for key, caps in self.members.items():
+            if not caps and self.view.get(key):
+                since = self.empty_since.setdefault(key, t)
+                if t - since < self.cfg.empty_grace:
+                    caps = self.view[key]            # held: an empty view is not believed yet
+                else:
+                    del self.empty_since[key]
+            else:
+                self.empty_since.pop(key, None)
+            view[key] = caps
+        changed = view != self.view
+        self.view = view
+        return changed
+
+    def view_current(self) -> bool:
+        return self.window_end is None and not self.empty_since
+
+    # -- deciding ----------------------------------------------------------------------
+    def leading(self, t: float) -> bool:
+        return t >= self.leader_down_until
+
+    def build(self, world: World, quorum: list[set], t: float) -> dict | None:
+        """The config for the current view and operator state; None when nothing changed.
+        The leader decides (``publish``); with no leader, followers render the stored
+        deploy state with their views (capacity moves, direction and admission stay as the
+        dead leader left them)."""
+        doc = json.loads(json.dumps(self.routemap.document))
+        for stage in doc["stages"]:
+            stage["weight"] = world.weights.get(stage["name"], stage["weight"])
+            if stage["mode"] == "blue_green":
+                stage["active"] = world.active
+        routemap = parse_routemap(doc)
+        views = {k: ServersetView(k, dict(caps), {}, int(sum(caps.values())), 0) for k, caps in self.view.items()}
+        if self.leading(t):
+            generation = self.state.generation
+            config = publish(routemap, views, self.state, KnowsSets(quorum), now=t)
+            if self.current is not None and config["generation"] == generation:
+                return None
+        else:
+            config = render_config(routemap, views, self.state)
+            if config == self.current:
+                return None
+        self.current = config
+        self.retained = (self.retained + [config])[-RETAINED:]
+        return config
+
+    def retains(self, config: dict) -> bool:
+        return any(config is kept for kept in self.retained)
+
+    def waiting(self) -> bool:
+        return self.current is None or self.state.admission.waiting(self.current)
+
+
+@dataclass
+class Envoy:
+    replica: int = 0
+    silent_from: float | None = None      # stops applying and ACKing configs from then
+    disconnected_until: float = -1.0      # its stream broke: no config until then
+    pending: list = field(default_factory=list)   # (arrival time, config, episode), in order
+    last_arrival: float = 0.0
+    router: Router | None = None
+    config: dict | None = None
+    episode: int = 0                      # the operator action the config it routes on reflects
+    knows: set = field(default_factory=set)
+    stages: dict = field(default_factory=dict)      # stage -> (stage config, {version: capacity})
+    views: dict = field(default_factory=dict)       # stage -> (hashed shares, versions that hold, target)
+
+    def silent(self, t: float) -> bool:
+        return self.silent_from is not None and t >= self.silent_from
+
+    def connected(self, t: float) -> bool:
+        return self.disconnected_until <= t
+
+    def send(self, t: float, config: dict, episode: int, rng: random.Random, lag_max: float) -> None:
+        arrival = max(self.last_arrival, t + rng.uniform(0.0, lag_max))
+        self.last_arrival = arrival
+        self.pending.append((arrival, config, episode))
+
+    def drop(self, t: float, reconnect: float, replicas: int) -> None:
+        """The stream breaks: nothing in flight arrives; it reconnects to the next replica."""
+        self.pending.clear()
+        self.disconnected_until = t + reconnect
+        self.replica = (self.replica + 1) % max(1, replicas)
+
+    def receive(self, t: float, plane: ControlPlane) -> bool:
+        """Applies the newest update that has arrived; returns whether it applied one."""
+        due = [p for p in self.pending if p[0] <= t]
+        if not due:
+            return False
+        self.pending = [p for p in self.pending if p[0] > t]
+        _, config, episode = due[-1]
+        self.apply(config, episode, plane)
+        return True
+
+    def apply(self, config: dict, episode: int, plane: ControlPlane) -> None:
+        self.config, self.episode, self.router = config, episode, Router(json.dumps(config))
+        if plane.retains(config):
+            self.knows = known_versions(config)
+        self.stages, self.views = {}, {}
+        for stage in config["stages"]:
+            versions = stage.get("versions", [])
+            caps = {x["name"]: x["capacity"] for x in versions} or \
+                {x["version"]: x["capacity"] for x in stage.get("slots", {}).values()}
+            self.stages[stage["name"]] = (stage, caps)
+            hashed = {x["name"]: x["capacity"] for x in versions if x.get("admitted", True)}
+            total = sum(hashed.values())
+            # Which versions keep sessions under this config (router.cc, the tiebreak): all
+            # while steady; in a forward deploy all but the oldest (its sessions go to the
+            # target), in a rollback all but the newest.
+            # A target not admitted yet makes sessions on the drained version wait there.
+            listed = [x["name"] for x in versions]
+            way = stage.get("direction", {}).get("state", "steady")
+            waiting = stage.get("direction", {}).get("target") not in hashed
+            holds = set(listed[1:] if way == "forward" and not waiting else
+                        listed[:-1] if way == "rollback" and not waiting else listed)
+            target = stage.get("direction", {}).get("target")     # also a steady step's (a held or settling one)
+            self.views[stage["name"]] = ({v: c / total for v, c in hashed.items()} if total else {}, holds, target)

@@ -1,0 +1,144 @@
+"""The named deploy scenarios, as (time, World) steps and a route map.
+
+In-place scenarios replace ``batch`` hosts per step (the runner spreads a step's host
+changes over ``spread`` seconds, so halves of a batch land in different debounce windows);
+the ``surge-*`` ones announce the incoming hosts a half step before retiring the outgoing
+ones, as Kubernetes-style ``maxSurge`` deploys do. Every scenario follows the README's
+operating rule: a version's first hosts are announced before the last host of the version
+they replace goes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from rollway.tools.sim.model import DEPLOY, ROLLBACK, START, SWITCH, WEIGHTS, SimConfig, World
+
+SCENARIOS = ("rolling", "rollback", "autoscale", "spot-loss", "third-version", "blue-green", "canary-ramp",
+             "failover", "stale-envoy", "surge-rolling", "surge-rollback")
+FINAL_VERSION = {"rollback": "v1", "surge-rollback": "v1", "third-version": "v3"}
+
+
+class _Timeline:
+    def __init__(self, cfg: SimConfig):
+        self.t, self.episode, self.kind, self.target = 10.0, 0, START, None
+        self.events: list[tuple[float, World]] = []
+        self.weights = {"prod": 99.0}
+
+    def emit(self, hosts: dict, kind: str | None = None, active: str = "blue", target: str | None = None) -> None:
+        """A step at the current time; ``kind`` starts a new operator action (to ``target``)."""
+        if kind is not None:
+            self.episode, self.kind, self.target = self.episode + 1, kind, target
+        live = {s: {v: float(c) for v, c in caps.items() if c > 0} for s, caps in hosts.items()}
+        self.events.append((self.t, World(live, dict(self.weights), active, self.episode, self.kind, self.target)))
+
+
+def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, World]], dict]:
+    """The scenario as (time, World) steps, and its route map."""
+    h, b, step = cfg.hosts, cfg.batch, cfg.step_interval
+    prod = {"name": "prod", "weight": 99, "mode": "rolling", "serverset": "/discovery/web/prod"}
+    routemap = {"service": "web", "stages": [prod]}
+    tl = _Timeline(cfg)
+
+    if cfg.scenario == "blue-green":
+        routemap = {"service": "web", "stages": [{"name": "bg", "weight": 1, "mode": "blue_green", "active": "blue",
+                                                  "slots": {"blue": {"serverset": "/d/blue"},
+                                                            "green": {"serverset": "/d/green"}}}]}
+        tl.weights = {"bg": 1.0}
+        world = {"bg/blue": {"v1": h}, "bg/green": {"v2": h}}
+        tl.emit(world)
+        tl.t += 60
+        tl.emit(world, SWITCH, active="green")
+        return tl.events, routemap
+    if cfg.scenario == "canary-ramp":
+        routemap["stages"] = [{"name": "canary", "weight": 0.5, "mode": "rolling", "serverset": "/d/canary"}, prod]
+        world = {"prod": {"v1": h}, "canary": {"v2": max(2, h // 5)}}
+        tl.weights = {"canary": 0.5, "prod": 99.5}
+        tl.emit(world)
+        for w in (1, 2, 5):
+            tl.t += step * 2
+            tl.weights = {"canary": float(w), "prod": 100.0 - w}
+            tl.emit(world, WEIGHTS)
+        return tl.events, routemap
+
+    if cfg.scenario == "third-version":
+        # v2 replaces v1 until half the hosts run v2; then v3 starts and replaces the oldest
+        # hosts first (the rest of v1, then v2) until it runs everywhere.
+        hosts = ["v1"] * h
+        tl.emit({"prod": {"v1": h}})
+        kind: str | None = DEPLOY
+        while hosts.count("v2") < h // 2:
+            tl.t += step
+            for _ in range(b):
+                if "v1" in hosts:
+                    hosts[hosts.index("v1")] = "v2"
+            tl.emit({"prod": {v: hosts.count(v) for v in ("v1", "v2")}}, kind, target="v2")
+            kind = None
+        kind = DEPLOY
+        while hosts.count("v3") < h:
+            tl.t += step
+            for _ in range(b):
+                oldest = "v1" if "v1" in hosts else "v2"
+                if oldest in hosts:
+                    hosts[hosts.index(oldest)] = "v3"
+            tl.emit({"prod": {v: hosts.count(v) for v in ("v1", "v2", "v3")}}, kind, target="v3")
+            kind = None
+        return tl.events, routemap
+
+    surge = cfg.scenario.startswith("surge-")
+    back = cfg.scenario in ("rollback", "surge-rollback")
+    counts = {"v1": float(h), "v2": 0.0}     # hosts; what is registered is counts x scale
+    scale = 1.0
+
+    def emit(kind: str | None = None) -> None:
+        tl.emit({"prod": {v: c * scale for v, c in counts.items()}}, kind, target="v1" if kind == ROLLBACK else "v2")
+
+    def move(source: str, target: str, n: float, kind: str | None) -> None:
+        if surge:   # the incoming hosts first, the outgoing ones half a step later
+            counts[target] += n
+            emit(kind)
+            tl.t += step / 2
+            counts[source] -= n
+            emit()
+        else:
+            counts[target] += n
+            counts[source] -= n
+            emit(kind)
+
+    emit()
+    kind: str | None = DEPLOY
+    steps = 0
+    while counts["v1"] > 0 and not (back and counts["v2"] >= h // 2):
+        tl.t += step / 2 if surge else step
+        move("v1", "v2", min(float(b), counts["v1"]), kind)
+        kind, steps = None, steps + 1
+        if cfg.scenario == "autoscale" and steps in (2, 6, 8):
+            tl.t += step / 4     # the autoscaler acts between two deploy steps
+            scale = {2: 1.5, 6: 1.0, 8: 0.75}[steps]
+            emit()
+        if cfg.scenario == "spot-loss" and rng.random() < 0.5 and counts["v1"] >= 2:
+            tl.t += step / 4
+            counts["v1"] -= 1    # a spot host of the old version vanishes
+            emit()
+    if back:
+        kind = ROLLBACK
+        while counts["v2"] > 0:
+            tl.t += step / 2 if surge else step
+            move("v2", "v1", min(float(b), counts["v2"]), kind)
+            kind = None
+    return tl.events, routemap
+
+
+def with_faults(cfg: SimConfig) -> SimConfig:
+    """The control-plane faults of the ``failover`` and ``stale-envoy`` scenarios (a rolling
+    deploy underneath): three replicas, the leader SIGKILLed a third of the way in and a
+    replica restarted two thirds in; or one Envoy falling silent before the deploy starts
+    (it never learns of the new version)."""
+    span = 10.0 + cfg.step_interval * cfg.hosts / max(1, cfg.batch)
+    if cfg.scenario == "failover" and not cfg.failures:
+        return dataclasses.replace(cfg, replicas=max(3, cfg.replicas),
+                                   failures=(("kill-leader", span / 3), ("restart", 2 * span / 3)))
+    if cfg.scenario == "stale-envoy" and not cfg.silent:
+        return dataclasses.replace(cfg, replicas=max(2, cfg.replicas), silent=((0, 5.0),))
+    return cfg
