@@ -29,7 +29,7 @@ def api(store_url, open_stores):
     server = serve_operator_api(plane, port=0, token=TOKEN)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.rollway_port}")
     stub = pb_grpc.RouteMapServiceStub(channel)
-    stub.store, stub.plane = store, plane
+    stub.store, stub.plane, stub.servicer = store, plane, server.rollway_servicer
     yield stub
     channel.close()
     server.stop(0)
@@ -144,9 +144,13 @@ def test_wait_converged_is_bounded_in_time_and_in_concurrent_callers(api, monkey
     with pytest.raises(grpc.RpcError) as error:
         api.WaitConverged(pb.WaitConvergedRequest(service="web", timeout_seconds=7200))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "timeout_seconds" in error.value.details()
-    waiting = [api.WaitConverged.future(pb.WaitConvergedRequest(service="web", timeout_seconds=5)) for _ in range(8)]
+    # Long enough that none of the eight expires before the calls below meet the limit.
+    waiting = [api.WaitConverged.future(pb.WaitConvergedRequest(service="web", timeout_seconds=15)) for _ in range(8)]
+    # All eight admitted before the ninth is tried: otherwise a ninth call that arrives first
+    # takes a slot and one of the eight is the one refused.
+    wait_for(lambda: api.servicer.waiting == 8, what="eight waiting calls")
     with pytest.raises(grpc.RpcError) as error:
-        for _ in range(20):       # the eight above are admitted one by one; the ninth is refused
+        for _ in range(3):        # the ninth is refused
             api.WaitConverged(pb.WaitConvergedRequest(service="web", timeout_seconds=0.2))
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     rev = api.Get(pb.GetRequest(service="web"))          # other calls still get a worker

@@ -129,6 +129,11 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
                                                                  request.author or "unknown", request.reason))
         return pb.PushResponse(revision=revision_message(record))
 
+    @property
+    def waiting(self) -> int:
+        """How many WaitConverged calls are waiting now."""
+        return self.max_waiters - self.waiters._value
+
     def WaitConverged(self, request, context):  # noqa: N802
         timeout = request.timeout_seconds or DEFAULT_WAIT
         if not 0 < timeout <= MAX_WAIT:
@@ -188,8 +193,9 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
 def serve_operator_api(plane: ControlPlane, *, port: int, token: str | None, host: str = "127.0.0.1",
                        max_workers: int = 16) -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rollway-api"))
-    pb_grpc.add_RouteMapServiceServicer_to_server(RouteMapServicer(plane, token, max_waiters=max_workers // 2),
-                                                  server)
+    servicer = RouteMapServicer(plane, token, max_waiters=max_workers // 2)
+    pb_grpc.add_RouteMapServiceServicer_to_server(servicer, server)
+    server.rollway_servicer = servicer
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
