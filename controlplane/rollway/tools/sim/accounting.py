@@ -77,6 +77,10 @@ class Sessions:
         """Session ``i`` got a successful response from ``version``; ``told`` to reload;
         ``action``: the operator action the deciding config reflects."""
         prev = self.last[i]
+        if prev == version and self.stage[i] == stage:     # most requests: nothing moved
+            if told:
+                self.reloads[(i, action)] += 1
+            return
         if prev is not None and version != prev:
             if stale_envoy:
                 self.tainted.add(i)      # what follows for this session is the stale Envoy's doing

@@ -95,13 +95,12 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
     def stale(envoy: Envoy) -> bool:
         return envoy.silent_from is not None and t - envoy.silent_from > cfg.ack_timeout
 
-    def serving(stage: str, version: str) -> tuple[bool, bool]:
-        """(whether a host of ``version`` answers in ``stage``, whether only draining ones do)."""
+    def serving_now() -> dict[tuple[str, str], bool]:
+        """(stage, version) -> whether only draining hosts answer (absent: nobody answers)."""
+        out = {(key.split("/")[0], v): True for key, v, until in draining if until > t}
         for key, caps in registered.items():
-            if key.split("/")[0] == stage and caps.get(version, 0) > 0:
-                return True, False
-        draining_now = any(k.split("/")[0] == stage and v == version and until > t for k, v, until in draining)
-        return draining_now, draining_now
+            out.update({(key.split("/")[0], v): False for v, c in caps.items() if c > 0})
+        return out
 
     def gate_open() -> bool:
         if changes or not plane.view_current() or not plane.leading(t) or plane.waiting():
@@ -210,6 +209,7 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
         else:
             n_active = int(round(rng.gauss(p * cfg.sessions, math.sqrt(cfg.sessions * p * (1 - p)))))
             active = rng.sample(range(cfg.sessions), min(cfg.sessions, max(0, n_active)))
+        serving = serving_now()
         per_envoy: dict[int, list[int]] = {}
         for i in active:
             per_envoy.setdefault(rng.randrange(cfg.envoys), []).append(i)
@@ -241,8 +241,8 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
                 if caps.get(v, 0) <= 0:
                     metrics["zero_capacity_requests"] += 1
                 tick_stages[stage] += 1      # overload is per request sent, failed ones included
-                up, draining_only = serving(stage, v)
-                if not up:
+                draining_only = serving.get((stage, v))
+                if draining_only is None:
                     # Sent to hosts that are gone: the request fails (503), and a failed
                     # response commits nothing -- the filter sets no version cookie and no
                     # refresh signal on a 5xx -- so the session stays where it was.
@@ -250,11 +250,18 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
                     continue
                 if draining_only:
                     metrics["requests_to_draining"] += 1   # served by a draining host: committed
-                tick_versions.setdefault(stage, Counter())[v] += 1
+                counts = tick_versions.get(stage)
+                if counts is None:
+                    counts = tick_versions[stage] = Counter()
+                counts[v] += 1
                 told = refresh[j] if cfg.strategy == "rollway" else (app[i] is not None and app[i] != v
                                                                      and cookie[i] != v)
-                moved_stage = stage_cookie[i] is not None and stage_cookie[i] != stage and book.last[i] != v
-                book.served(i, v, told, actions.of(envoy.episode, v, moved_stage), out_of_quorum, stage)
+                if book.last[i] != v or told:   # which action a move belongs to: asked only for moves
+                    moved_stage = stage_cookie[i] is not None and stage_cookie[i] != stage
+                    action = actions.of(envoy.episode, v, moved_stage)
+                else:
+                    action = envoy.episode
+                book.served(i, v, told, action, out_of_quorum, stage)
                 cookie[i], stage_cookie[i] = v, stage
                 if app[i] is None or told:
                     if told:
