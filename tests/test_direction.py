@@ -273,3 +273,25 @@ def test_autoscaling_that_lands_host_by_host_in_any_order_never_flips(seed, way)
     # Never flipped. Net leftovers of uneven scaling may keep it paused (steady, naming
     # the target) until the deploy's next step; a pause moves nobody.
     assert tracker.published() in (expected, ("steady", expected[1]))
+
+
+def test_half_a_surge_rollback_pauses_even_after_a_scale_down_spread_over_windows():
+    """Found by the state machine: a scale-down landing v1's half in one window and v2's in
+    the next left net residues (v1 -6, v2 -2), so v1 regaining two hosts (a surge rollback's
+    first half) still read as net loss and the deploy kept moving sessions to v2 until v2's
+    last hosts went at once, while lagging Envoys still sent sessions there. Gains since the
+    target last gained are counted gross, so the pause shows."""
+    tracker = DirectionTracker()
+    for step in [{"v1": 21}, {"v1": 21, "v2": 4}, {"v1": 17, "v2": 4}]:
+        tracker.observe(step)
+    assert tracker.published() == ("forward", "v2")
+    for step in [{"v1": 11, "v2": 4}, {"v1": 8.5, "v2": 2}]:       # autoscale x0.5, spread
+        tracker.observe(step)
+    assert tracker.published() == ("forward", "v2")
+    tracker.observe({"v1": 10.5, "v2": 2})                          # the rollback's new v1 hosts
+    assert tracker.published() == ("steady", "v2")
+    tracker.observe({"v1": 10.5, "v2": 3})                          # the target gains again
+    assert tracker.published() == ("forward", "v2")
+    restored = DirectionTracker.from_dict(tracker.to_dict())
+    restored.observe({"v1": 12.5, "v2": 3})
+    assert restored.published() == ("steady", "v2")                 # survives the deploy state record

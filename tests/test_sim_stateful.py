@@ -272,3 +272,22 @@ def test_regression_a_third_version_takes_every_session_left_on_the_version_it_d
     machine.third_version(extra=0.0, surge=True)
     machine.autoscale(factor=0.5, wait=3.8)
     machine.teardown()
+
+
+def test_regression_a_surge_rollback_after_a_scale_down_spread_over_windows():
+    """Kept from the machine's search: a scale-down spread over two windows left the
+    direction's net evidence at v1 -6, so the surge rollback's new v1 hosts did not pause
+    the deploy; v2's last hosts then went at once while Envoys 39 s behind still moved
+    sessions to v2's draining hosts: 678 bounces, 7 reloads for one session."""
+    state = DeployMachine()
+    state.start(seed=342, drain=2.0, spread=3.21, reconnect_rate=0.49, debounce=0.5, hosts=28, lag=39.05,
+                envoys=6, replicas=3)
+    state.autoscale(factor=0.75, wait=16.2)
+    state.deploy_step(batch=4, extra=0.0, surge=True)
+    state.autoscale(factor=0.5, wait=14.9)
+    state.canary_shift(extra=1.8, weight=2.0)
+    state.rollback(extra=2.27, surge=True)
+    state.autoscale(factor=0.5, wait=13.2)
+    state.autoscale(factor=1.5, wait=19.1)
+    state.deploy_step(batch=2, extra=13.75, surge=True)
+    state.teardown()

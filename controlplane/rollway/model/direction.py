@@ -25,7 +25,7 @@ only the old version (or growing it first) while spot losses take hosts of the n
 together 5% of the stage between two deploy steps.
 
 While half a reversal has been seen (a version on the other side of the target gained a
-host or more while the target gained nothing: the first half of a surge-style rollback,
+host or more since the target last gained any: the first half of a surge-style rollback,
 or an autoscaler's hosts for the old version landing before those for the new), the
 deploy is *published* as ``steady`` naming its target (``published()``): nobody is moved
 either way until the other half shows. ``steady`` moves nobody, so this costs a pause and
@@ -61,6 +61,9 @@ class DirectionTracker:
     order: list[str] = field(default_factory=list)   # versions, oldest first (first seen)
     _previous: dict[str, float] | None = None
     _net: dict[str, float] = field(default_factory=dict)   # hosts gained - lost, since the last move its way
+    # Hosts each version gained (share moving up too) since the target last gained any:
+    # gross, not net, so an earlier scale-down's residue cannot hide half a reversal.
+    _gained_since_target: dict[str, float] = field(default_factory=dict)
     _pending: list | None = None        # [state, target, since]: a change of way waiting to settle
     _now: float | None = field(default=None, repr=False, compare=False)
 
@@ -68,7 +71,8 @@ class DirectionTracker:
         """Everything the tracker knows, for the deploy state record (JSON)."""
         return {"switch_fraction": self.switch_fraction, "state": self.state, "target": self.target,
                 "order": list(self.order), "previous": self._previous, "net": dict(self._net),
-                "settle": self.settle, "pending": self._pending}
+                "settle": self.settle, "pending": self._pending,
+                "gained_since_target": dict(self._gained_since_target)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DirectionTracker":
@@ -77,6 +81,7 @@ class DirectionTracker:
         tracker._previous = dict(d["previous"]) if d.get("previous") is not None else None
         tracker._net = {str(k): float(v) for k, v in (d.get("net") or {}).items()}
         tracker.settle = float(d.get("settle", 10.0))
+        tracker._gained_since_target = {str(k): float(v) for k, v in (d.get("gained_since_target") or {}).items()}
         pending = d.get("pending")
         tracker._pending = [pending[0], pending[1], float(pending[2])] if isinstance(pending, list) and \
             len(pending) == 3 else None
@@ -101,12 +106,20 @@ class DirectionTracker:
         # way: proportional scaling moves no share, and a version's share that moves only
         # because another's hosts changed is that other version's doing.
         total, before = sum(capacities.values()), sum(previous.values())
+        gained: dict[str, float] = {}
         for v in set(previous) | set(capacities):
             hosts = capacities.get(v, 0.0) - previous.get(v, 0.0)
             share = (capacities.get(v, 0.0) / total if total else 0.0) - \
                 (previous.get(v, 0.0) / before if before else 0.0)
             if (hosts > EPSILON and share > EPSILON) or (hosts < -EPSILON and share < -EPSILON):
                 self._net[v] = self._net.get(v, 0.0) + hosts
+            if hosts > EPSILON and share > EPSILON:
+                gained[v] = hosts
+        if self.target in gained:
+            self._gained_since_target = {}
+        else:
+            for v, hosts in gained.items():
+                self._gained_since_target[v] = self._gained_since_target.get(v, 0.0) + hosts
         move = self._largest_move()
         if move is not None:
             self._consider(*move)
@@ -153,14 +166,15 @@ class DirectionTracker:
             # A change of way settling: move nobody meanwhile, but name where it is going,
             # so sessions on a version that is gone go there straight (not by hash).
             return STEADY, self._pending[1]
-        if self.state != STEADY and self.target is not None and self.target in self.order \
-                and self._net.get(self.target, 0.0) <= EPSILON:
-            for version, hosts in self._net.items():
+        if self.state != STEADY and self.target is not None and self.target in self.order:
+            for version, hosts in self._gained_since_target.items():
                 # Half a reversal: at least a host gained by a version on the other side of
-                # the target, while the target gained nothing (the first half of a
+                # the target since the target last gained any (the first half of a
                 # surge-style rollback; an autoscaler's hosts for the old version landing
-                # before those for the new). Move nobody until the other half shows.
-                if hosts >= 1.0 - EPSILON and version != self.target and version in self.order and (
+                # before those for the new). Gross gains, not net: a scale-down spread over
+                # windows leaves net residues that would hide it (found by the state
+                # machine). Move nobody until the other half shows.
+                if hosts >= 1.0 - EPSILON and version in self.order and (
                         self.rank(version) < self.rank(self.target) if self.state == FORWARD
                         else self.rank(version) > self.rank(self.target)):
                     return STEADY, self.target
@@ -188,6 +202,7 @@ class DirectionTracker:
     def _enter(self, state: str, target: str | None) -> None:
         self.state, self.target = state, target
         self._restart_evidence()
+        self._gained_since_target = {}
 
     def _consider(self, evidence: tuple[str, str], moved: float) -> None:
         state, target = evidence
