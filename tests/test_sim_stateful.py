@@ -291,3 +291,25 @@ def test_regression_a_surge_rollback_after_a_scale_down_spread_over_windows():
     state.autoscale(factor=1.5, wait=19.1)
     state.deploy_step(batch=2, extra=13.75, surge=True)
     state.teardown()
+
+
+def test_regression_canary_sessions_shrinking_into_prod_keep_their_version():
+    """Kept from the machine's search: the canary (v2) shrank from 5% to 0.5% while prod's
+    v2 hosts were announced but not admitted; sessions the canary gave up kept v2 in prod
+    (prod serves it), where no config gave v2 a share yet, and the bound said 0. A weight
+    change's sessions keep their version in the stage they move into: the bound counts the
+    weight moved (README, "Overload")."""
+    state = DeployMachine()
+    state.start(debounce=0.76, hosts=19, replicas=1, lag=17.63, reconnect_rate=0.34, spread=5.04, drain=2.0,
+                envoys=6, seed=62515)
+    state.canary_shift(extra=24.3, weight=5.0)
+    state.canary_shift(extra=13.6, weight=2.0)
+    state.control_plane_failure(after=0.0, kind="restart")
+    state.canary_shift(extra=0.0, weight=0.5)
+    state.control_plane_failure(after=59.0, kind="restart")
+    state.autoscale(factor=1.5, wait=13.3)
+    state.envoy_falls_silent(after=0.0, envoy=0)
+    state.autoscale(factor=1.5, wait=14.3)
+    state.deploy_step(batch=4, extra=0.0, surge=True)
+    state.control_plane_failure(after=47.3, kind="restart")
+    state.teardown()

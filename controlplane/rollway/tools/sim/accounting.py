@@ -123,6 +123,34 @@ class Overload:
         self.bounds: list[float] = []       # the bound, same unit, same tick
         self.excess: list[float] = []       # traffic share / bound share
         self.violations: list[tuple] = []
+        self.weight_peak: dict[str, float] = {}    # stage -> its largest weight so far
+        self.weight_drop: dict[str, float] = {}    # stage -> the most weight it has given up since
+        self.weight_now: dict[str, float] = {}
+        self.served: dict[str, set[str]] = {}      # stage -> every version it has served
+
+    def weights(self, weights: dict[str, float], capacities: dict[str, dict[str, float]]) -> None:
+        """The operator's stage weights and each stage's versions, once a tick: a weight
+        change moves sessions between stages, and a session keeps its version when the stage
+        it moves into serves it (router.cc, choose_stage), so that stage's copy of the
+        version also carries up to the weight moved (a canary shrinking into prod while
+        prod's copy of the canary's build is not admitted yet holds them)."""
+        total = sum(weights.values()) or 1.0
+        for stage, weight in weights.items():
+            share = weight / total
+            self.weight_now[stage] = share
+            self.weight_peak[stage] = max(self.weight_peak.get(stage, 0.0), share)
+            self.weight_drop[stage] = max(self.weight_drop.get(stage, 0.0), self.weight_peak[stage] - share)
+        for stage, caps in capacities.items():
+            self.served.setdefault(stage, set()).update(v for v, c in caps.items() if c > 0)
+
+    def imported(self, stage: str, version: str) -> float:
+        """The share of ``stage``'s sessions that other stages' weight given up may have
+        brought to it on ``version``."""
+        into = self.weight_now.get(stage, 0.0)
+        if not into:
+            return 0.0
+        return min(1.0, sum(drop for other, drop in self.weight_drop.items()
+                            if other != stage and version in self.served.get(other, ())) / into)
 
     def tick(self, t: float, stage: str, capacities: dict[str, float], requests: Counter, total: int,
              views: list[tuple[dict[str, float], set[str], str | None]], resident: dict[str, float]) -> None:
@@ -165,7 +193,7 @@ class Overload:
             if share < 0.05:
                 continue
             now = max((shares.get(v, 0.0) for shares, _, _ in views), default=0.0)
-            bound = min(1.0, max(now, self.held.get((stage, v), 0.0)))
+            bound = min(1.0, max(now, self.held.get((stage, v), 0.0)) + self.imported(stage, v))
             got = requests.get(v, 0)
             self.ratios.append(got / total / share)
             self.bounds.append(bound / share)

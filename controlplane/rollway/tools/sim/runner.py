@@ -267,6 +267,7 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
                     if told:
                         metrics["refreshes"] += 1
                     app[i] = v
+        overload.weights(world.weights, {key: caps for key, caps in registered.items() if "/" not in key})
         for key, caps in registered.items():
             if "/" not in key:
                 in_stage = sum(n for (s, _), n in book.on_stage.items() if s == key) or 1
