@@ -70,7 +70,7 @@ def test_the_overload_check_catches_traffic_beyond_the_bound():
     resident = {"v1": 0.5, "v2": 0.5}
     overload.tick(1.0, "prod", {"v1": 10, "v2": 10}, Counter({"v1": 500, "v2": 500}), 1000, views, resident)
     assert overload.metrics()["overload_violations"] == 0
-    overload.tick(2.0, "prod", {"v1": 10, "v2": 10}, Counter({"v1": 300, "v2": 700}), 1000, views, resident)
+    overload.tick(2.0, "prod", {"v1": 10, "v2": 10}, Counter({"v1": 300, "v2": 700}), 1000, views, resident, 1000)
     assert overload.metrics()["overload_violations"] == 1
 
 

@@ -29,8 +29,11 @@ when some config lists three versions until the deploy ends, a deploy's target a
 carries every session that was left on the versions it drains, or on versions gone from
 the configs (each version's largest share while drained, summed):
 they go straight to it rather than through the version in between. A tick counts as over
-the bound when the version's requests exceed it by more than four standard deviations of
-the binomial sampling.
+the bound when the version's requests exceed it by more than five standard deviations of
+sampling, twice over: which sessions ask in a tick (binomial in the tick's requests), and
+how many of the stage's finite sessions fall in a share of the hash (binomial in the
+sessions; with 1,000 sessions a 10% share holds 100 +- 10 of them, found by the state
+machine as a tick "over" the bound when both drew high).
 """
 
 from __future__ import annotations
@@ -153,11 +156,12 @@ class Overload:
                             if other != stage and version in self.served.get(other, ())) / into)
 
     def tick(self, t: float, stage: str, capacities: dict[str, float], requests: Counter, total: int,
-             views: list[tuple[dict[str, float], set[str], str | None]], resident: dict[str, float]) -> None:
+             views: list[tuple[dict[str, float], set[str], str | None]], resident: dict[str, float],
+             sessions: int = 0) -> None:
         """One rolling stage at one tick: ``capacities`` registered now, ``requests`` per
         version out of ``total``, ``views``: per Envoy, the shares its hash gives, the
         versions its config lets hold sessions and its deploy's target; ``resident``: the
-        share of the stage's sessions last served by each version."""
+        share of the stage's sessions last served by each version, out of ``sessions``."""
         versions = {v for shares, holds, _ in views for v in (*shares, *holds)} | set(capacities)
         for v in versions:
             now = max((shares.get(v, 0.0) for shares, _, _ in views), default=0.0)
@@ -198,7 +202,8 @@ class Overload:
             self.ratios.append(got / total / share)
             self.bounds.append(bound / share)
             self.excess.append(got / total / bound if bound else (0.0 if got == 0 else math.inf))
-            limit = total * bound + 4 * math.sqrt(total * bound * (1 - bound)) + 2
+            population = total / sessions if sessions else 0.0
+            limit = total * bound + 5 * math.sqrt(total * bound * (1 - bound) * (1 + population)) + 2
             if got > limit:
                 self.violations.append((t, stage, v, got, total, round(share, 4), round(bound, 4)))
 

@@ -273,7 +273,7 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
                 in_stage = sum(n for (s, _), n in book.on_stage.items() if s == key) or 1
                 resident = {v: n / in_stage for (s, v), n in book.on_stage.items() if s == key}
                 overload.tick(t, key, caps, tick_versions.get(key, Counter()), tick_stages[key],
-                              [e.views[key] for e in envoys if key in e.views], resident)
+                              [e.views[key] for e in envoys if key in e.views], resident, in_stage)
         if tick_stages:
             weight_total = sum(world.weights.values())
             n = sum(tick_stages.values())
