@@ -295,3 +295,17 @@ def test_half_a_surge_rollback_pauses_even_after_a_scale_down_spread_over_window
     restored = DirectionTracker.from_dict(tracker.to_dict())
     restored.observe({"v1": 12.5, "v2": 3})
     assert restored.published() == ("steady", "v2")                 # survives the deploy state record
+
+
+def test_a_gone_target_hands_over_to_the_version_that_regained_hosts_since_it_last_grew():
+    """Found by the state machine: v3 replacing v1 while v2 still held hosts; an in-place
+    rollback announced v1's hosts a window before v3's last ones went. v1's net since the
+    last move was zero (it had just lost those hosts to v3), so the gone target handed over
+    to nobody and v3's sessions went by hash, some back to v2 which they had left."""
+    tracker = DirectionTracker()
+    for step in [{"v1": 6.5, "v2": 2.5}, {"v1": 6.5, "v2": 2.5, "v3": 2}, {"v1": 4.5, "v2": 2.5, "v3": 2}]:
+        tracker.observe(step)
+    assert tracker.published() == ("forward", "v3")
+    tracker.observe({"v1": 6.5, "v2": 2.5, "v3": 2})
+    assert tracker.published() == ("steady", "v3")
+    assert tracker.observe({"v1": 6.5, "v2": 2.5}) == ("rollback", "v1")

@@ -313,3 +313,25 @@ def test_regression_canary_sessions_shrinking_into_prod_keep_their_version():
     state.deploy_step(batch=4, extra=0.0, surge=True)
     state.control_plane_failure(after=47.3, kind="restart")
     state.teardown()
+
+
+def test_regression_an_in_place_rollback_of_a_third_version():
+    """Kept from the machine's search: the rollback's v1 hosts landed a window before v3's
+    last hosts went; the deploy's target gone, nobody had net gains, and v3's sessions went
+    by hash, some back to v2: 219 bounces. The handover counts gains since the target last
+    grew."""
+    state = DeployMachine()
+    state.start(spread=1.9, envoys=7, replicas=1, reconnect_rate=0.153, hosts=12, seed=1601, lag=31.78, drain=None,
+                debounce=1.0)
+    state.control_plane_failure(after=24.4, kind="kill-leader")
+    state.deploy_step(batch=2, extra=1.0, surge=True)
+    state.control_plane_failure(after=0.0, kind="kill-leader")
+    state.autoscale(factor=0.75, wait=5.14)
+    state.canary_shift(extra=5.71, weight=2.0)
+    state.deploy_step(batch=1, extra=0.71, surge=True)
+    state.control_plane_failure(after=0.0, kind="restart")
+    state.third_version(extra=6.79, surge=True)
+    state.rollback(extra=0.0, surge=False)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.teardown()

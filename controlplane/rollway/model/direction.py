@@ -137,7 +137,14 @@ class DirectionTracker:
         # gained most since the evidence started (a rollback, if an older one), or steady.
         live = [v for v, c in capacities.items() if c > 0]
         if self.state != STEADY and self.target is not None and self.target not in live and len(live) > 1:
-            gains = {v: g for v, g in self._fractions()[0].items() if v in live}
+            # Gains net since the evidence started, or gross since the target last gained
+            # (half a reversal already seen: an in-place rollback's new hosts landed in
+            # the window before the target's last ones went).
+            total = sum(capacities.values()) or 1.0
+            net = self._fractions()[0]
+            gains = {v: max(net.get(v, 0.0), self._gained_since_target.get(v, 0.0) / total)
+                     for v in live if v in net or v in self._gained_since_target}
+            gains = {v: g for v, g in gains.items() if g > EPSILON}
             if gains:
                 best = max(gains, key=lambda v: (gains[v], self.rank(v)))
                 self._enter(FORWARD if self.rank(best) > self.rank(self.target) else ROLLBACK, best)
