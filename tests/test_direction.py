@@ -309,3 +309,18 @@ def test_a_gone_target_hands_over_to_the_version_that_regained_hosts_since_it_la
     tracker.observe({"v1": 6.5, "v2": 2.5, "v3": 2})
     assert tracker.published() == ("steady", "v3")
     assert tracker.observe({"v1": 6.5, "v2": 2.5}) == ("rollback", "v1")
+
+
+def test_half_a_reversal_seen_while_a_new_target_settles_still_pauses():
+    """Found by the state machine: v3 replaced two v1 hosts while v2 was the target; while
+    that retarget settled (10 s), a surge rollback announced v1 hosts. Entering forward ->
+    v3 dropped that evidence, and v3's sessions later went by hash, some back to v2."""
+    tracker = DirectionTracker()
+    for step, now in [({"v1": 24}, 0), ({"v1": 24, "v2": 2}, 1), ({"v1": 22, "v2": 2}, 2),
+                      ({"v1": 20, "v2": 2, "v3": 2}, 10)]:
+        tracker.observe(step, now=now)
+    assert tracker.published() == ("steady", "v3")                   # the retarget settles
+    tracker.observe({"v1": 22, "v2": 2, "v3": 2}, now=19)            # the rollback's new v1 hosts
+    assert tracker.observe({"v1": 22, "v2": 2, "v3": 2}, now=21) == ("forward", "v3")
+    assert tracker.published() == ("steady", "v3")                   # still paused
+    assert DirectionTracker.from_dict(tracker.to_dict()).published() == ("steady", "v3")

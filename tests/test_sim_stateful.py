@@ -335,3 +335,23 @@ def test_regression_an_in_place_rollback_of_a_third_version():
     state.autoscale(factor=0.5, wait=3.0)
     state.autoscale(factor=0.5, wait=3.0)
     state.teardown()
+
+
+def test_regression_a_surge_rollback_while_a_third_version_settles():
+    """Kept from the machine's search: the rollback's v1 hosts landed while the retarget to
+    v3 was settling; entering forward -> v3 forgot them, v3's last hosts went, and its
+    sessions went by hash, some back to v2: 41 bounces."""
+    state = DeployMachine()
+    state.start(envoys=3, seed=420, spread=4.97, hosts=24, replicas=3, drain=0.0, lag=1.0, debounce=1.54,
+                reconnect_rate=0.42)
+    state.canary_shift(extra=7.1, weight=5.0)
+    state.canary_shift(extra=24.3, weight=1.0)
+    state.deploy_step(batch=2, extra=0.0, surge=True)
+    state.third_version(extra=2.25, surge=False)
+    state.rollback(extra=1.1, surge=True)
+    state.deploy_step(batch=4, extra=12.5, surge=True)
+    state.spot_loss(version="v1", wait=9.24)
+    state.control_plane_failure(after=53.1, kind="kill-leader")
+    state.spot_loss(version="v2", wait=16.2)
+    state.deploy_step(batch=1, extra=17.6, surge=True)
+    state.teardown()

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 STEADY, FORWARD, ROLLBACK = "steady", "forward", "rollback"
 EPSILON = 1e-9     # share changes below this are float noise (proportional scaling)
+GAIN_LOG = 64      # gross gains remembered (observations with a gain)
 
 
 @dataclass
@@ -61,9 +62,13 @@ class DirectionTracker:
     order: list[str] = field(default_factory=list)   # versions, oldest first (first seen)
     _previous: dict[str, float] | None = None
     _net: dict[str, float] = field(default_factory=dict)   # hosts gained - lost, since the last move its way
-    # Hosts each version gained (share moving up too) since the target last gained any:
-    # gross, not net, so an earlier scale-down's residue cannot hide half a reversal.
-    _gained_since_target: dict[str, float] = field(default_factory=dict)
+    # Gross gains (hosts, share moving up too), as [observation, version, hosts], the last
+    # GAIN_LOG of them: what each version gained since the target last gained any, whatever
+    # the target is by then. Gross, not net, so an earlier scale-down's residue cannot hide
+    # half a reversal; kept across a change of target, so a reversal that starts while a
+    # new target settles is still seen.
+    _gains: list = field(default_factory=list)
+    _observations: int = 0
     _pending: list | None = None        # [state, target, since]: a change of way waiting to settle
     _now: float | None = field(default=None, repr=False, compare=False)
 
@@ -72,7 +77,7 @@ class DirectionTracker:
         return {"switch_fraction": self.switch_fraction, "state": self.state, "target": self.target,
                 "order": list(self.order), "previous": self._previous, "net": dict(self._net),
                 "settle": self.settle, "pending": self._pending,
-                "gained_since_target": dict(self._gained_since_target)}
+                "gains": [list(g) for g in self._gains], "observations": self._observations}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DirectionTracker":
@@ -81,7 +86,9 @@ class DirectionTracker:
         tracker._previous = dict(d["previous"]) if d.get("previous") is not None else None
         tracker._net = {str(k): float(v) for k, v in (d.get("net") or {}).items()}
         tracker.settle = float(d.get("settle", 10.0))
-        tracker._gained_since_target = {str(k): float(v) for k, v in (d.get("gained_since_target") or {}).items()}
+        tracker._gains = [[int(g[0]), str(g[1]), float(g[2])] for g in d.get("gains") or []
+                          if isinstance(g, list) and len(g) == 3]
+        tracker._observations = int(d.get("observations", 0))
         pending = d.get("pending")
         tracker._pending = [pending[0], pending[1], float(pending[2])] if isinstance(pending, list) and \
             len(pending) == 3 else None
@@ -115,11 +122,9 @@ class DirectionTracker:
                 self._net[v] = self._net.get(v, 0.0) + hosts
             if hosts > EPSILON and share > EPSILON:
                 gained[v] = hosts
-        if self.target in gained:
-            self._gained_since_target = {}
-        else:
-            for v, hosts in gained.items():
-                self._gained_since_target[v] = self._gained_since_target.get(v, 0.0) + hosts
+        self._observations += 1
+        self._gains.extend([self._observations, v, hosts] for v, hosts in sorted(gained.items()))
+        del self._gains[:-GAIN_LOG]
         move = self._largest_move()
         if move is not None:
             self._consider(*move)
@@ -141,9 +146,9 @@ class DirectionTracker:
             # (half a reversal already seen: an in-place rollback's new hosts landed in
             # the window before the target's last ones went).
             total = sum(capacities.values()) or 1.0
-            net = self._fractions()[0]
-            gains = {v: max(net.get(v, 0.0), self._gained_since_target.get(v, 0.0) / total)
-                     for v in live if v in net or v in self._gained_since_target}
+            net, gross = self._fractions()[0], self._gained_since_target()
+            gains = {v: max(net.get(v, 0.0), gross.get(v, 0.0) / total)
+                     for v in live if v in net or v in gross}
             gains = {v: g for v, g in gains.items() if g > EPSILON}
             if gains:
                 best = max(gains, key=lambda v: (gains[v], self.rank(v)))
@@ -174,7 +179,7 @@ class DirectionTracker:
             # so sessions on a version that is gone go there straight (not by hash).
             return STEADY, self._pending[1]
         if self.state != STEADY and self.target is not None and self.target in self.order:
-            for version, hosts in self._gained_since_target.items():
+            for version, hosts in self._gained_since_target().items():
                 # Half a reversal: at least a host gained by a version on the other side of
                 # the target since the target last gained any (the first half of a
                 # surge-style rollback; an autoscaler's hosts for the old version landing
@@ -186,6 +191,15 @@ class DirectionTracker:
                         else self.rank(version) > self.rank(self.target)):
                     return STEADY, self.target
         return self.state, self.target
+
+    def _gained_since_target(self) -> dict[str, float]:
+        """Hosts each other version gained since the target last gained any."""
+        last = max((seq for seq, v, _ in self._gains if v == self.target), default=-1)
+        out: dict[str, float] = {}
+        for seq, version, hosts in self._gains:
+            if seq > last and version != self.target:
+                out[version] = out.get(version, 0.0) + hosts
+        return out
 
     def _largest_move(self) -> tuple[tuple[str, str], float] | None:
         best = None
@@ -209,7 +223,6 @@ class DirectionTracker:
     def _enter(self, state: str, target: str | None) -> None:
         self.state, self.target = state, target
         self._restart_evidence()
-        self._gained_since_target = {}
 
     def _consider(self, evidence: tuple[str, str], moved: float) -> None:
         state, target = evidence
