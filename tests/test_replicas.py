@@ -15,7 +15,7 @@ from ads_client import AdsClient
 from rollway.plane.control_plane import ControlPlane
 from rollway.sources.serverset import member_json
 from rollway.xds.cache import SnapshotCache
-from rollway.xds.resources import EXTENSION
+from rollway.xds.resources import EXTENSION, ListenerSpec
 from rollway.xds.server import XdsThread
 
 from conftest import wait_for
@@ -269,7 +269,7 @@ def test_an_ack_of_a_config_that_is_no_longer_current_still_says_what_the_envoy_
     wait_for(lambda: capacity(a) == {OLD: 1}, what="one host")
     cache = SnapshotCache(a)
     old = cache.snapshot("web", 10000)
-    old_config = cache.configs[("web", 10000)]
+    old_config = cache.configs[("web", ListenerSpec(port=10000))]
     second = r.agent.announce(PATH, member_json("10.0.0.2", 8000, NEW))
     wait_for(lambda: cache.snapshot("web", 10000).versions[EXTENSION] != old.versions[EXTENSION],
              what="a newer filter config")

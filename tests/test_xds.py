@@ -12,6 +12,7 @@ from rollway.plane.control_plane import ControlPlane
 from rollway.sources.serverset import member_json
 from rollway.sources.store import open_store
 from rollway.xds.server import XdsThread
+from rollway.xds.resources import ListenerSpec
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
@@ -66,9 +67,9 @@ class World:
             return False
         cache = self.xds.xds.cache
         for node, envoy_status in status.items():
-            port = self.envoys[node].listen_port
-            snapshot = cache.snapshot("web", port)
-            config = cache.configs[("web", port)]
+            listener = ListenerSpec(port=self.envoys[node].listen_port, address="127.0.0.1")
+            snapshot = cache.snapshot("web", listener)
+            config = cache.configs[("web", listener)]
             if any(v.get("admitted") is False for s in config["stages"] for v in s.get("versions", [])):
                 return False
             if envoy_status["acked"] != {k.rsplit(".", 1)[-1]: v for k, v in snapshot.versions.items()}:
@@ -256,7 +257,7 @@ def test_two_replicas_on_one_zookeeper_behave_as_one(zookeeper):
         def same():
             try:
                 return cache_a.snapshot("web", 10000).versions == cache_b.snapshot("web", 10000).versions and \
-                    cache_a.configs[("web", 10000)]["stages"][0]["versions"]
+                    cache_a.configs[("web", ListenerSpec(port=10000))]["stages"][0]["versions"]
             except Exception:
                 return False
         wait_for(same, what="identical snapshots on both replicas")
@@ -349,5 +350,6 @@ def test_a_route_map_naming_its_own_cluster_header_routes_through_envoy(world):
 
 
 def served_header(world) -> str | None:
-    config = world.xds.xds.cache.configs.get(("web", world.envoys["envoy-a"].listen_port))
+    config = world.xds.xds.cache.configs.get(("web", ListenerSpec(port=world.envoys["envoy-a"].listen_port,
+                                                                  address="127.0.0.1")))
     return (config or {}).get("headers", {}).get("cluster")

@@ -39,6 +39,8 @@ from rollway.plane.control_plane import ControlPlane, NotFound
 log = logging.getLogger(__name__)
 
 REQUESTS_PREFIX = "rollway.requests.stage."
+CONNECTION_TIMEOUT = 10.0   # seconds a dashboard client may take per read
+MAX_CONNECTIONS = 32
 STORE_STATES = ("connected", "suspended", "lost")
 
 
@@ -258,13 +260,19 @@ class DashboardServer:
     """The dashboard, its JSON and ``/metrics`` on one HTTP port, in a background thread."""
 
     def __init__(self, plane: ControlPlane, cache=None, *, port: int = 0, host: str = "127.0.0.1",
-                 sample_interval: float = 1.0):
+                 sample_interval: float = 1.0, tls=None):
+        """``tls``: a rollway.tls.ServerTLS to serve HTTPS. Needs no token (it only reads),
+        so it binds loopback by default; each connection gets ``CONNECTION_TIMEOUT`` seconds
+        per read and at most ``MAX_CONNECTIONS`` are served at once (more wait in the
+        listen backlog), so slow or many clients cost bounded threads."""
         self.plane, self.cache = plane, cache
         self.sampler = TrafficSampler(cache, sample_interval) if cache is not None else None
         page = dashboard_page()
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT
+
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 try:
@@ -295,8 +303,11 @@ class DashboardServer:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.server = _BoundedHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.ssl_context().wrap_socket(self.server.socket, server_side=True,
+                                                               do_handshake_on_connect=False)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="rollway-dashboard", daemon=True)
         self._thread.start()
@@ -308,6 +319,28 @@ class DashboardServer:
             self.sampler.stop()
         self.server.shutdown()
         self.server.server_close()
+
+
+class _BoundedHTTPServer(http.server.ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS at once."""
+
+    def __init__(self, *args, **kwargs):
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        self.slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 __all__ = ["DashboardServer", "TrafficSampler", "dashboard_state", "prometheus_text", "rendered_dom",

@@ -36,11 +36,14 @@ from rollway.plane.control_plane import ControlPlane, NotFound
 from rollway.proto import routemap_pb2 as pb
 from rollway.proto import routemap_pb2_grpc as pb_grpc
 from rollway.sources.store import ConflictError, RouteMapRecord, StoreError
+from rollway.tls import ServerTLS, is_loopback
 
 log = logging.getLogger(__name__)
 DEFAULT_WAIT, MAX_WAIT = 30.0, 3600.0   # WaitConverged's timeout: default and bound (seconds)
-# WaitConverged needs no token and holds a worker while it waits: at most this many at once,
-# so waiting clients can never take every worker from Push and the rest.
+# Validate needs no token and costs CPU and memory in proportion to its sample (20 million
+# took 22 s and 3.5 GB): the sample is capped, and so are the Validates running at once.
+MAX_SAMPLE, MAX_VALIDATING = 1_000_000, 2
+MAX_MESSAGE = 1 << 20     # bytes of one request; a route map is bounded far below this
 
 
 def revision_message(record: RouteMapRecord) -> pb.RouteMapRevision:
@@ -72,8 +75,12 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
     def __init__(self, plane: ControlPlane, token: str | None, max_waiters: int = 8):
         self.plane = plane
         self.token = token
+        # WaitConverged and WatchStatus need no token and hold a worker for as long as the
+        # client likes: together at most this many at once, so they can never take every
+        # worker from Push and the rest.
         self.waiters = threading.BoundedSemaphore(max_waiters)
         self.max_waiters = max_waiters
+        self.validating = threading.BoundedSemaphore(MAX_VALIDATING)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -103,8 +110,20 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
 
     # -- methods -----------------------------------------------------------------------------
 
+    def _hold_worker(self, context: grpc.ServicerContext, semaphore: threading.BoundedSemaphore, what: str) -> None:
+        if not semaphore.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many {what} calls at once; try again later")
+
     def Validate(self, request, context):  # noqa: N802 (gRPC names)
-        result = self._run(context, lambda: self.plane.validate(request.document, request.sample_size or None))
+        if not 0 <= request.sample_size <= MAX_SAMPLE:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"sample_size: must be between 0 and {MAX_SAMPLE} (0 = the server default), "
+                          f"not {request.sample_size}")
+        self._hold_worker(context, self.validating, "Validate")
+        try:
+            result = self._run(context, lambda: self.plane.validate(request.document, request.sample_size or None))
+        finally:
+            self.validating.release()
         return pb.ValidateResponse(service=result["service"], sample_size=result["sample_size"],
                                    total_change_share=result["total_change_share"],
                                    stages=[pb.StageChange(**s) for s in result["stages"]])
@@ -142,7 +161,8 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
         state = self._run(context, lambda: self.plane.service(request.service))
         if not self.waiters.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"{self.max_waiters} WaitConverged calls are already waiting; try again later")
+                          f"{self.max_waiters} WaitConverged or WatchStatus calls are already waiting; "
+                          "try again later")
         try:
             return self._wait_converged(request, context, state, timeout)
         finally:
@@ -173,14 +193,22 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
     def WatchStatus(self, request, context):  # noqa: N802
         service = request.service
         self._run(context, lambda: self.plane.service(service))
-        changes: queue.Queue[str] = queue.Queue()
+        if not self.waiters.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.max_waiters} WaitConverged or WatchStatus calls are already waiting; "
+                          "try again later")
+        changes: queue.Queue[str | None] = queue.Queue()
         listener = lambda name: changes.put(name) if name == service else None  # noqa: E731
         self.plane.add_listener(listener)
+        # A client that reads one status and cancels (``rollway status``) frees its place at
+        # once, not at the next poll.
+        context.add_callback(lambda: changes.put(None))
         try:
             yield status_message(self.plane, service)
             while context.is_active():
                 try:
-                    changes.get(timeout=0.5)
+                    if changes.get(timeout=0.5) is None:
+                        return
                 except queue.Empty:
                     continue
                 while not changes.empty():  # coalesce a burst into one message
@@ -188,21 +216,30 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
                 yield status_message(self.plane, service)
         finally:
             self.plane.remove_listener(listener)
+            self.waiters.release()
 
 
 def serve_operator_api(plane: ControlPlane, *, port: int, token: str | None, host: str = "127.0.0.1",
-                       max_workers: int = 16) -> grpc.Server:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rollway-api"))
+                       max_workers: int = 16, tls: ServerTLS | None = None) -> grpc.Server:
+    """The operator API on ``host:port``, over TLS with ``tls`` (writes are authenticated by
+    the token either way; without TLS the token crosses the network in clear, so serving
+    off loopback without it logs a warning)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rollway-api"),
+                         options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
     servicer = RouteMapServicer(plane, token, max_waiters=max_workers // 2)
     pb_grpc.add_RouteMapServiceServicer_to_server(servicer, server)
     server.rollway_servicer = servicer
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port}")
+        raise OSError(f"cannot listen on {address}")
     server.start()
     server.rollway_port = bound
-    log.info("operator API listening on %s:%d (writes %s)", host, bound,
+    log.info("operator API listening on %s:%d (%s; writes %s)", host, bound, "TLS" if tls else "plaintext",
              "need the operator token" if token else "disabled: no token")
+    if tls is None and not is_loopback(host):
+        log.warning("operator API: serving on %s without TLS: the operator token crosses the network in "
+                    "clear; give --tls-cert and --tls-key", host)
     return server
 
 

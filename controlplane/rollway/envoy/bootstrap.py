@@ -16,7 +16,10 @@ import ipaddress
 import json
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+from rollway.envoy.edge import EdgeOptions
 
 MODULE_NAME = "rollway_filter"
 FILTER_NAME = "rollway"
@@ -49,15 +52,21 @@ def envoy_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def filter_typed_config(filter_config: Mapping | str) -> dict:
-    """The DynamicModuleFilter message carrying a Rollway filter config (JSON text)."""
+def filter_typed_config(filter_config: Mapping | str, *, by_name: bool = False) -> dict:
+    """The DynamicModuleFilter message carrying a Rollway filter config (JSON text).
+
+    The module by absolute path (a bootstrap written on the Envoy's own host: no search
+    path needed), or ``by_name``: ``rollway_filter``, which Envoy resolves to
+    ``librollway_filter.so`` in ``$ENVOY_DYNAMIC_MODULES_SEARCH_PATH``. The control plane
+    sends it by name, since its own install path means nothing on another host."""
     value = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
+    module = {"name": MODULE_NAME} if by_name else \
+        {"name": MODULE_NAME, "module": {"local": {"filename": filter_library_path()}}}
     return {
         "@type": FILTER_TYPE,
-        # The module by absolute path (no search-path environment needed) and our own stats
-        # namespace: counters appear as rollway.<name> (Prometheus: envoy_rollway_<name>_total).
-        "dynamic_module_config": {"name": MODULE_NAME, "module": {"local": {"filename": filter_library_path()}},
-                                  "metrics_namespace": METRICS_NAMESPACE},
+        # Our own stats namespace: counters appear as rollway.<name> (Prometheus:
+        # envoy_rollway_<name>_total).
+        "dynamic_module_config": {**module, "metrics_namespace": METRICS_NAMESPACE},
         "filter_name": FILTER_NAME,
         "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
     }
@@ -84,15 +93,21 @@ def route_config(cluster_header: str = DEFAULT_CLUSTER_HEADER, name: str = "roll
     }
 
 
-def _listener(listen_port: int, rollway_filter: dict, route: dict, *, address: str = "127.0.0.1") -> dict:
+def ingress_listener(address: str, port: int, rollway_filter: dict, route: dict,
+                     edge: EdgeOptions | None = None) -> dict:
+    """The ingress listener: the Rollway filter, then the router, with the edge defaults
+    (rollway.envoy.edge). One builder for the static bootstrap and for LDS."""
+    edge = edge or EdgeOptions()
     return {
         "name": "rollway_ingress",
-        "address": {"socket_address": {"address": address, "port_value": listen_port}},
+        "address": {"socket_address": {"address": address, "port_value": port}},
+        **edge.listener(),
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": HCM_TYPE,
                 "stat_prefix": "ingress",
+                **edge.connection_manager(),
                 **route,
                 "http_filters": [rollway_filter,
                                  {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
@@ -113,13 +128,15 @@ def static_cluster(name: str, endpoints: Iterable[tuple[str, int]]) -> dict:
     }
 
 
-def _admin(admin_port: int) -> dict:
-    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}
+def _admin(admin_port: int, address: str = "127.0.0.1") -> dict:
+    return {"address": {"socket_address": {"address": address, "port_value": admin_port}}}
 
 
 def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterable[tuple[str, int]]], *,
                      listen_port: int, admin_port: int, ecds_path: str | None = None,
-                     cluster_header: str = DEFAULT_CLUSTER_HEADER, node_id: str = "rollway-static") -> dict:
+                     cluster_header: str = DEFAULT_CLUSTER_HEADER, node_id: str = "rollway-static",
+                     listen_address: str = "127.0.0.1", admin_address: str = "127.0.0.1",
+                     edge: EdgeOptions | None = None) -> dict:
     """Runs with no control plane: filter config inline (or, with ``ecds_path``, from a file
     watched for updates), static clusters."""
     if ecds_path is None:
@@ -130,12 +147,15 @@ def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterab
             "config_source": {"path_config_source": {"path": ecds_path}, "resource_api_version": "V3"},
             "type_urls": [FILTER_TYPE],
         }}
+    edge = edge or EdgeOptions()
     return {
         "node": {"id": node_id, "cluster": "rollway"},  # xDS (ECDS too) requires a node identity
-        "admin": _admin(admin_port),
+        "admin": _admin(admin_port, admin_address),
+        "overload_manager": edge.overload_manager(),
         "static_resources": {
-            "listeners": [_listener(listen_port, rollway_filter, {"route_config": route_config(cluster_header)})],
-            "clusters": [static_cluster(name, eps) for name, eps in clusters.items()],
+            "listeners": [ingress_listener(listen_address, listen_port, rollway_filter,
+                                           {"route_config": route_config(cluster_header)}, edge)],
+            "clusters": [{**static_cluster(name, eps), **edge.cluster()} for name, eps in clusters.items()],
         },
     }
 
@@ -149,17 +169,33 @@ def write_ecds_file(path: str, filter_config: Mapping | str, version: str | None
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class XdsTLS:
+    """How an Envoy reaches the control plane over TLS: the CA that signed the replicas'
+    certificates, and the Envoy's own certificate and key when the replicas require one.
+    Paths on the Envoy's host."""
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+
 def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: int, admin_port: int,
-                  service: str = "web", xds_fallback: list[tuple[str, int]] | tuple = ()) -> dict:
+                  service: str = "web", xds_fallback: list[tuple[str, int]] | tuple = (),
+                  listen_address: str = "127.0.0.1", admin_address: str = "127.0.0.1",
+                  edge: EdgeOptions | None = None, tls: XdsTLS | None = None) -> dict:
     """Everything from the control plane over one ADS stream: listener with the filter (its
     config over ECDS), route, clusters (CDS) and endpoints (EDS). The node's ``cluster``
-    names the service it fronts; ``metadata.listen_port`` the port its listener binds, and
-    ``metadata.admin_port`` where the control plane's dashboard reads its traffic counters.
+    names the service it fronts; its metadata the address and port its listener binds
+    (``listen_address``, ``listen_port``), the edge options that differ from the defaults
+    (``edge``), and ``admin_port``, where the control plane's dashboard reads its traffic
+    counters (reachable from the control plane's host only when ``admin_address`` is).
 
     ``xds_host:xds_port`` is the replica this Envoy prefers; ``xds_fallback`` lists other
     replicas (a lower priority) that it fails over to when a TCP health check finds the
     preferred one gone. Names are resolved (STRICT_DNS) when any address is not an IP
-    literal; HTTP/2 keepalives notice a peer that vanished without closing the stream."""
+    literal; HTTP/2 keepalives notice a replica that vanished without closing the stream
+    (and the replica's gRPC keepalives notice a vanished Envoy). With ``tls`` the link is TLS, the replica's certificate checked against the CA
+    and the replicas' names (an address by its IP SAN)."""
     ads_source = {"ads": {}, "resource_api_version": "V3"}
     replicas = [(xds_host, xds_port), *xds_fallback]
 
@@ -187,10 +223,20 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
         # in a row, so one slow answer under load does not move an Envoy off its replica.
         cluster["health_checks"] = [{"timeout": "2s", "interval": "1s", "unhealthy_threshold": 2,
                                      "healthy_threshold": 1, "tcp_health_check": {}}]
+    if cluster["type"] == "STRICT_DNS":
+        # A name with both an IPv4 and an IPv6 address (localhost) is reached over IPv4
+        # first: a replica bound to an IPv4 address refuses the IPv6 one.
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if tls is not None:
+        cluster["transport_socket"] = _xds_transport_socket(tls, [h for h, _ in replicas])
+    edge = edge or EdgeOptions()
+    metadata = {"listen_address": listen_address, "listen_port": listen_port, "admin_port": admin_port}
+    if edge.overrides():
+        metadata["edge"] = edge.overrides()
     return {
-        "node": {"id": node_id, "cluster": service,
-                 "metadata": {"listen_port": listen_port, "admin_port": admin_port}},
-        "admin": _admin(admin_port),
+        "node": {"id": node_id, "cluster": service, "metadata": metadata},
+        "admin": _admin(admin_port, admin_address),
+        "overload_manager": edge.overload_manager(),
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -203,6 +249,23 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
         },
         "static_resources": {"clusters": [cluster]},
     }
+
+
+def _xds_transport_socket(tls: XdsTLS, hosts: list[str]) -> dict:
+    """TLS to the replicas: their certificate must chain to ``tls.ca`` and name one of them
+    (DNS SAN for a name, IP SAN for an address); ALPN h2 for gRPC."""
+    sans = [{"san_type": "IP_ADDRESS" if _is_ip(h) else "DNS", "matcher": {"exact": h}} for h in dict.fromkeys(hosts)]
+    common = {"alpn_protocols": ["h2"],
+              "validation_context": {"trusted_ca": {"filename": tls.ca}, "match_typed_subject_alt_names": sans}}
+    if tls.cert:
+        common["tls_certificates"] = [{"certificate_chain": {"filename": tls.cert},
+                                       "private_key": {"filename": tls.key}}]
+    context = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+               "common_tls_context": common}
+    names = [h for h in hosts if not _is_ip(h)]
+    if names:
+        context["sni"] = names[0]
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def _is_ip(host: str) -> bool:

@@ -112,12 +112,29 @@ def _positive_int(value: Any, path: str, maximum: int) -> int:
     return value
 
 
+MAX_DOCUMENT = 64 * 1024    # bytes of route map text: real ones are a few hundred
+MAX_STAGES = 32
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: a few kilobytes of nested ``*refs`` expand to gigabytes once the
+    document is serialized (a route map arrives from clients, and Validate needs no token)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise RouteMapError("document: YAML aliases (*name) are not allowed in a route map")
+        return super().compose_node(parent, index)
+
+
 def load_document(text: str | bytes) -> dict:
-    """YAML or JSON text to a document (JSON is YAML)."""
+    """YAML or JSON text to a document (JSON is YAML), at most MAX_DOCUMENT bytes."""
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", errors="replace"))
+    if size > MAX_DOCUMENT:
+        raise RouteMapError(f"document: {size} bytes, more than the {MAX_DOCUMENT} a route map may have")
     if isinstance(text, bytes):
-        text = text.decode("utf-8")
+        text = text.decode("utf-8", errors="replace")
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as error:
         raise RouteMapError(f"document: not valid YAML/JSON: {error}") from None
     if not isinstance(doc, dict):
@@ -186,6 +203,8 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
     raw_stages = doc["stages"]
     if not isinstance(raw_stages, list) or not raw_stages:
         _fail("stages", "must be a non-empty list")
+    if len(raw_stages) > MAX_STAGES:
+        _fail("stages", f"{len(raw_stages)} stages, more than the {MAX_STAGES} allowed")
     stages: list[Stage] = []
     seen: set[str] = set()
     normalised = []

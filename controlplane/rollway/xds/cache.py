@@ -23,10 +23,11 @@ from envoy_data_plane.google.protobuf import Any
 from rollway.model.admission import known_versions
 from rollway.plane.control_plane import ControlPlane, NotFound
 from rollway.xds.ledger import GATED, SHORT, AckLedger, EnvoyNode
-from rollway.xds.resources import EXTENSION, TYPES, ConsistencyError, Resources, build_resources
+from rollway.xds.resources import EXTENSION, TYPES, ConsistencyError, ListenerSpec, Resources, build_resources
 
 log = logging.getLogger(__name__)
 RETAINED = 32    # filter configs per service whose ACKs still say what an Envoy knows
+MAX_LISTENERS = 256   # distinct listeners (address, port, edge options) built per service at once
 
 
 class SnapshotCache:
@@ -34,8 +35,8 @@ class SnapshotCache:
         self.plane = plane
         self.lock = threading.RLock()
         self.ledger = AckLedger(plane.report_envoys, replica=plane.replica_id, ack_timeout=plane.ack_timeout)
-        self.snapshots: dict[tuple[str, int], Resources] = {}
-        self.configs: dict[tuple[str, int], dict] = {}   # the filter config inside each snapshot
+        self.snapshots: dict[tuple[str, ListenerSpec], Resources] = {}
+        self.configs: dict[tuple[str, ListenerSpec], dict] = {}   # the filter config inside each snapshot
         # What an Envoy ACKing a filter config knows, for the last RETAINED configs of each
         # service by ECDS version: an Envoy whose updates lag behind a deploy ACKs configs
         # that are no longer current, and they must still count (counting only the current
@@ -64,9 +65,13 @@ class SnapshotCache:
     def envoy_status(self, service: str) -> list[dict]:
         return self.ledger.envoy_status(service)
 
-    def snapshot(self, service: str, listen_port: int) -> Resources:
+    def snapshot(self, service: str, listener: int | ListenerSpec) -> Resources:
+        """The current resources for ``service`` and one listener (a port, or what an
+        Envoy's metadata asks for: address, port and edge options)."""
+        if not isinstance(listener, ListenerSpec):
+            listener = ListenerSpec(port=listener)
         with self.lock:
-            key = (service, listen_port)
+            key = (service, listener)
             current = self.snapshots.get(key)
             with self.dirty_lock:
                 dirty = service in self.dirty
@@ -87,15 +92,22 @@ class SnapshotCache:
             if config is None:
                 raise NotFound(f"service {service!r} has no filter config yet")
             try:
-                fresh = build_resources(config, endpoints, listen_port, cache=self.encoded)
+                fresh = build_resources(config, endpoints, listener, cache=self.encoded)
             except ConsistencyError as error:
                 self.consistency_failures += 1
                 log.error("xds: not publishing an inconsistent snapshot for %s: %s", service, error)
                 previous = self.configs.get(key)
                 if previous is None:
                     raise
-                return self.snapshots.setdefault(key, build_resources(previous, endpoints, listen_port,
+                return self.snapshots.setdefault(key, build_resources(previous, endpoints, listener,
                                                                       cache=self.encoded))
+            # Listeners are what Envoys ask for (node metadata, unauthenticated): keep a
+            # bounded number per service, oldest out; an evicted one is rebuilt when asked.
+            self.configs.pop(key, None)
+            held = [k for k in self.configs if k[0] == service]
+            for old in held[:max(0, len(held) + 1 - MAX_LISTENERS)]:
+                self.configs.pop(old, None)
+                self.snapshots.pop(old, None)
             self.snapshots[key] = fresh
             self.configs[key] = config
             recent = self.recent.setdefault(service, OrderedDict())
@@ -109,7 +121,7 @@ class SnapshotCache:
         """The content versions of what the deploy gate compares (CDS, EDS, ECDS) in this
         replica's current snapshot of ``service``; None before there is one."""
         with self.lock:
-            port = next((k[1] for k in self.snapshots if k[0] == service), 10000)
+            port = next((k[1] for k in self.snapshots if k[0] == service), ListenerSpec())
         try:
             resources = self.snapshot(service, port)
         except NotFound:

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rollway.plane.fleet import EnvoyReport
-from rollway.xds.resources import CLUSTER, ENDPOINT, EXTENSION, TYPES
+from rollway.envoy.edge import EdgeOptions
+from rollway.xds.resources import CLUSTER, DEFAULT_LISTEN_ADDRESS, ENDPOINT, EXTENSION, TYPES, ListenerSpec
 
 log = logging.getLogger(__name__)
 SHORT = {t: t.rsplit(".", 1)[-1] for t in TYPES}
@@ -50,6 +51,8 @@ class EnvoyNode:
     generation: int = 0                                         # generation of that config
     wake: object | None = None          # the stream's wake-up: ``set()`` on the loop's thread
     admin_port: int = 0                 # from node metadata; 0 when the Envoy did not say
+    listen_address: str = DEFAULT_LISTEN_ADDRESS   # from node metadata
+    edge: EdgeOptions = EdgeOptions()               # from node metadata
     peer_host: str = "127.0.0.1"
     behind_since: float | None = None   # first send of a version it has not ACKed yet
     last_ack_latency: float = 0.0       # seconds from the last send to its ACK
@@ -62,12 +65,17 @@ class EnvoyNode:
     clusters: set = field(default_factory=set)  # the CDS clusters of the last snapshot it was offered
 
     @property
+    def listener(self) -> ListenerSpec:
+        return ListenerSpec(self.listen_port, self.listen_address, self.edge)
+
+    @property
     def caught_up(self) -> bool:
         return not self.behind
 
     def status(self) -> dict:
         now = time.time()
-        return {"node_id": self.node_id, "listen_port": self.listen_port, "connected_at": self.connected_at,
+        return {"node_id": self.node_id, "listen_port": self.listen_port,
+                "listen_address": self.listen_address, "connected_at": self.connected_at,
                 "connected": self.disconnected_at is None,
                 "acked": {SHORT[t]: v for t, v in self.acked.items()}, "nacks": self.nacks,
                 "last_nack": self.last_nack, "admin_port": self.admin_port, "peer_host": self.peer_host,

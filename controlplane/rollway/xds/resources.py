@@ -1,8 +1,8 @@
 """xDS resources for one service, built from the control plane's state, as protobufs
 (envoy-data-plane) serialized once per snapshot.
 
-Each Envoy (node.cluster = the service it fronts, node.metadata.listen_port = its port)
-gets: one listener with the Rollway filter (its config over ECDS) and the router, the
+Each Envoy (node.cluster = the service it fronts; node.metadata: listen_address,
+listen_port and edge options for its listener) gets: one listener with the Rollway filter (its config over ECDS) and the router, the
 route (cluster taken from the filter's header, 503 when absent), one EDS cluster per
 (stage, version) and blue-green slot, their endpoints, and the filter config.
 """
@@ -24,6 +24,7 @@ from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
 
 from rollway.envoy import bootstrap as ec
+from rollway.envoy.edge import EdgeOptions
 from rollway.xds.consistency import (
     CLUSTER,
     ENDPOINT,
@@ -43,12 +44,15 @@ __all__ = [
     "ROUTE",
     "TYPES",
     "ConsistencyError",
+    "ListenerSpec",
     "Resources",
     "build_resources",
 ]
 TYPES = (LISTENER, ROUTE, CLUSTER, ENDPOINT, EXTENSION)
 ROUTE_NAME = "rollway"
 ADS = {"ads": {}, "resource_api_version": "V3"}
+DEFAULT_LISTEN_ADDRESS = "0.0.0.0"    # an Envoy that does not say where to listen: everywhere
+CACHE_LIMIT = 20000                   # encoded resources kept for reuse
 
 
 @dataclass(frozen=True)
@@ -66,25 +70,16 @@ def content_version(resources: dict[str, bytes]) -> str:
     return digest.hexdigest()[:16]
 
 
-def listener_dict(listen_port: int, address: str = "127.0.0.1") -> dict:
+def listener_dict(listen_port: int, address: str = DEFAULT_LISTEN_ADDRESS, edge: EdgeOptions | None = None) -> dict:
     rollway_filter = {"name": ec.FILTER_NAME, "config_discovery": {"config_source": ADS,
                                                                     "type_urls": [ec.FILTER_TYPE]}}
-    return {
-        "name": "rollway_ingress",
-        "address": {"socket_address": {"address": address, "port_value": listen_port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {"@type": ec.HCM_TYPE, "stat_prefix": "ingress",
-                             "rds": {"config_source": ADS, "route_config_name": ROUTE_NAME},
-                             "http_filters": [rollway_filter, {"name": "envoy.filters.http.router",
-                                                               "typed_config": {"@type": ec.ROUTER_TYPE}}]},
-        }]}],
-    }
+    return ec.ingress_listener(address, listen_port, rollway_filter,
+                               {"rds": {"config_source": ADS, "route_config_name": ROUTE_NAME}}, edge)
 
 
-def cluster_dict(name: str) -> dict:
+def cluster_dict(name: str, edge: EdgeOptions | None = None) -> dict:
     return {"name": name, "type": "EDS", "connect_timeout": "1s",
-            "eds_cluster_config": {"eds_config": ADS, "service_name": name}}
+            "eds_cluster_config": {"eds_config": ADS, "service_name": name}, **(edge or EdgeOptions()).cluster()}
 
 
 def assignment_dict(name: str, endpoints: list[tuple[str, int, float]]) -> dict:
@@ -93,13 +88,23 @@ def assignment_dict(name: str, endpoints: list[tuple[str, int, float]]) -> dict:
          "load_balancing_weight": max(1, int(round(w)))} for h, p, w in endpoints]}]}
 
 
-def build_resources(filter_config: dict, endpoints: dict[str, list], listen_port: int,
+@dataclass(frozen=True)
+class ListenerSpec:
+    """What an Envoy asks for its own listener, from its node metadata."""
+    port: int = 10000
+    address: str = DEFAULT_LISTEN_ADDRESS
+    edge: EdgeOptions = EdgeOptions()
+
+
+def build_resources(filter_config: dict, endpoints: dict[str, list], listener: int | ListenerSpec,
                     cache: dict | None = None) -> Resources:
-    """All resources for one service and listener port. ``cache`` maps a resource's
-    canonical JSON to its bytes, so unchanged resources are not serialized again. The route
-    takes the cluster from the header the route map names (``headers.cluster``), the one
-    the filter writes."""
+    """All resources for one service and listener (a port, or a ListenerSpec). ``cache``
+    maps a resource's canonical JSON to its bytes, so unchanged resources are not
+    serialized again (bounded: cleared past CACHE_LIMIT entries). The route takes the
+    cluster from the header the route map names (``headers.cluster``), the one the filter
+    writes. The filter module goes by name: the Envoy's host resolves it."""
     cache = {} if cache is None else cache
+    spec = listener if isinstance(listener, ListenerSpec) else ListenerSpec(port=listener)
     cluster_header = filter_config.get("headers", {}).get("cluster", ec.DEFAULT_CLUSTER_HEADER)
 
     def encode(kind, doc: dict) -> bytes:
@@ -107,18 +112,20 @@ def build_resources(filter_config: dict, endpoints: dict[str, list], listen_port
         value = cache.get(key)
         if value is None:
             value = bytes(kind.from_dict(doc))
+            if len(cache) >= CACHE_LIMIT:
+                cache.clear()      # every config a long-running control plane ever served
             cache[key] = value
         return value
 
     clusters = sorted(picked_clusters(filter_config))
     by_type = {
-        LISTENER: {"rollway_ingress": encode(Listener, listener_dict(listen_port))},
+        LISTENER: {"rollway_ingress": encode(Listener, listener_dict(spec.port, spec.address, spec.edge))},
         ROUTE: {ROUTE_NAME: encode(RouteConfiguration, ec.route_config(cluster_header, ROUTE_NAME))},
-        CLUSTER: {name: encode(Cluster, cluster_dict(name)) for name in clusters},
+        CLUSTER: {name: encode(Cluster, cluster_dict(name, spec.edge)) for name in clusters},
         ENDPOINT: {name: encode(ClusterLoadAssignment, assignment_dict(name, endpoints.get(name, [])))
                    for name in clusters},
         EXTENSION: {ec.FILTER_NAME: encode(TypedExtensionConfig, {
-            "name": ec.FILTER_NAME, "typed_config": ec.filter_typed_config(filter_config)})},
+            "name": ec.FILTER_NAME, "typed_config": ec.filter_typed_config(filter_config, by_name=True)})},
     }
     versions = {t: content_version(r) for t, r in by_type.items()}
     # Decoded back and compared as Envoy will read it (rollway.xds.consistency), once per

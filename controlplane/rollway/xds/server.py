@@ -17,15 +17,18 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 
 import grpc
 
+from rollway.envoy.edge import EdgeOptionError, EdgeOptions
 from rollway.plane.control_plane import ControlPlane, NotFound
 from rollway.xds.cache import SnapshotCache
 from rollway.xds.ledger import SHORT, EnvoyNode
-from rollway.xds.resources import CLUSTER, EXTENSION, TYPES
+from rollway.xds.resources import CLUSTER, DEFAULT_LISTEN_ADDRESS, EXTENSION, TYPES
+from rollway.tls import ServerTLS, is_loopback
 from rollway.xds.wire import parse_request
 
 log = logging.getLogger(__name__)
@@ -92,10 +95,17 @@ class AdsServicer:
             log.warning("xds: %s sent a listen_port or admin_port that is not a port; closing the stream",
                         node_id[:64])
             return None
+        try:
+            listen_address = _address(meta, "listen_address")
+            edge = EdgeOptions.parse(_struct(meta["edge"]) if "edge" in meta else None)
+        except (ValueError, EdgeOptionError) as error:
+            log.warning("xds: %s: node metadata: %s; closing the stream", node_id[:64], error)
+            return None
         node = EnvoyNode(node_id, service, listen_port, wake=wake, admin_port=admin_port,
-                         peer_host=_peer_host(context.peer()))
+                         peer_host=_peer_host(context.peer()), listen_address=listen_address, edge=edge)
         self.cache.ledger.connect(node)
-        log.info("xds: %s connected (service %s, listener :%d)", node.node_id, node.service, listen_port)
+        log.info("xds: %s connected (service %s, listener %s:%d)", node.node_id, node.service, listen_address,
+                 listen_port)
         return node
 
     def _on_request(self, node: EnvoyNode, request, subscriptions: dict) -> None:
@@ -121,7 +131,7 @@ class AdsServicer:
         if node is None or EXTENSION not in subscriptions:
             return items
         try:
-            clusters = set(self.cache.snapshot(node.service, node.listen_port).by_type[CLUSTER])
+            clusters = set(self.cache.snapshot(node.service, node.listener).by_type[CLUSTER])
         except NotFound:
             return items
         removing = bool(node.clusters - clusters)
@@ -132,7 +142,7 @@ class AdsServicer:
 
     def _maybe_response(self, node: EnvoyNode, type_url: str, names: tuple[str, ...]):
         try:
-            resources = self.cache.snapshot(node.service, node.listen_port)
+            resources = self.cache.snapshot(node.service, node.listener)
         except NotFound:
             return None
         version = resources.versions[type_url]
@@ -147,6 +157,9 @@ class AdsServicer:
 
 _WAKE = object()
 MAX_NAME = 128   # node id and cluster length: they are keys in every replica's fleet record
+# Bytes of one DiscoveryRequest. Envoy's first one carries its node with every extension
+# it was built with (about 100 KB for 1.40); ACKs are far smaller.
+MAX_REQUEST = 1 << 20
 
 
 def _port(fields, name: str, default: int) -> int | None:
@@ -157,6 +170,31 @@ def _port(fields, name: str, default: int) -> int | None:
     if not value.is_integer() or not 0 <= value <= 65535:
         return None
     return int(value)
+
+
+def _address(fields, name: str) -> str:
+    """An IP address from node metadata (absent: every address); anything else raises."""
+    if name not in fields:
+        return DEFAULT_LISTEN_ADDRESS
+    value = fields[name].string_value
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{name} {value[:64]!r} is not an IP address") from None
+
+
+def _struct(value) -> dict:
+    """A metadata Struct value as plain Python (numbers, strings, booleans only)."""
+    kind = value.WhichOneof("kind")
+    if kind != "struct_value":
+        raise ValueError("edge: must be a mapping of option names to values")
+    out = {}
+    for key, item in value.struct_value.fields.items():
+        which = item.WhichOneof("kind")
+        if which not in ("number_value", "string_value", "bool_value"):
+            raise ValueError(f"edge option {key[:64]!r}: must be a number, string or boolean")
+        out[key] = getattr(item, which)
+    return out
 
 
 class _Wake:
@@ -188,20 +226,40 @@ class XdsServer:
         self.servicer = AdsServicer(self.cache, delays)
         self.server: grpc.aio.Server | None = None
 
-    async def start(self, port: int, host: str = "127.0.0.1") -> int:
+    async def start(self, port: int, host: str = "127.0.0.1", tls: ServerTLS | None = None) -> int:
+        """Serves ADS on ``host:port``; over TLS with ``tls``, and with its client CA only to
+        Envoys presenting a certificate that CA signed (others fail the handshake)."""
         self.cache.loop = asyncio.get_running_loop()
         self.cache.ledger.defer = self.cache.loop.call_soon   # ACKs of one loop turn: one report batch
-        self.server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 100000)])
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_concurrent_streams", 100000),
+            ("grpc.max_receive_message_length", MAX_REQUEST),
+            # Ping each Envoy every 10 s and drop it when 5 s pass without an answer, so a
+            # host that vanished leaves the fleet's view by the liveness timeout, not TCP's.
+            ("grpc.keepalive_time_ms", 10000), ("grpc.keepalive_timeout_ms", 5000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # Envoys ping every 5 s (HTTP/2 connection keepalive); gRPC's default minimum
+            # (5 minutes) would answer those pings with GOAWAY "too_many_pings".
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 4000),
+            ("grpc.http2.max_ping_strikes", 0)])
         handler = grpc.method_handlers_generic_handler(
             "envoy.service.discovery.v3.AggregatedDiscoveryService",
             {"StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 self.servicer.stream, request_deserializer=parse_request,
                 response_serializer=lambda body: body)})
         self.server.add_generic_rpc_handlers((handler,))
-        bound = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        bound = self.server.add_secure_port(address, tls.grpc_credentials(require_client=True)) if tls \
+            else self.server.add_insecure_port(address)
+        if bound == 0:
+            raise OSError(f"cannot listen on {address}")
         await self.server.start()
         self._liveness = asyncio.ensure_future(self._check_liveness())
-        log.info("xds: ADS listening on %s:%d", host, bound)
+        log.info("xds: ADS listening on %s:%d (%s)", host, bound,
+                 "plaintext" if tls is None else "TLS, client certificates required" if tls.client_ca else "TLS")
+        if (tls is None or tls.client_ca is None) and not is_loopback(host):
+            log.warning("xds: serving on %s without client certificates: any process that reaches this port "
+                        "can join the fleet's quorum (until it stops ACKing); give --tls-client-ca", host)
         return bound
 
     async def _check_liveness(self, interval: float = 1.0) -> None:
@@ -224,15 +282,21 @@ class XdsThread:
     and tests, whose control plane is thread-based)."""
 
     def __init__(self, plane: ControlPlane, port: int, host: str = "127.0.0.1",
-                 delays: dict[str, float] | None = None):
+                 delays: dict[str, float] | None = None, tls: ServerTLS | None = None):
         self.xds = XdsServer(plane, delays=delays)
         self.loop = asyncio.new_event_loop()
         self.port = 0
+        self.error: Exception | None = None
         started = threading.Event()
 
         def run():
             asyncio.set_event_loop(self.loop)
-            self.port = self.loop.run_until_complete(self.xds.start(port, host))
+            try:
+                self.port = self.loop.run_until_complete(self.xds.start(port, host, tls))
+            except Exception as error:   # reported to the starting thread
+                self.error = error
+                started.set()
+                return
             started.set()
             self.loop.run_forever()
 
@@ -240,6 +304,9 @@ class XdsThread:
         self.thread.start()
         if not started.wait(30):
             raise RuntimeError("xDS server did not start")
+        if self.error is not None:
+            self.thread.join(5)
+            raise self.error
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.xds.stop(), self.loop).result(10)
