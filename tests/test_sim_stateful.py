@@ -355,3 +355,23 @@ def test_regression_a_surge_rollback_while_a_third_version_settles():
     state.spot_loss(version="v2", wait=16.2)
     state.deploy_step(batch=1, extra=17.6, surge=True)
     state.teardown()
+
+
+def test_regression_a_rollback_of_less_than_one_host():
+    """Kept from the machine's search: autoscaling halved v3 to 0.375 of a host (capacity is
+    member weight, not a host count), and the rollback's v1 capacity, less than one, did not
+    pause the deploy: v3's sessions moved to v1 and lagging Envoys moved them back."""
+    state = DeployMachine()
+    state.start(reconnect_rate=0.169, replicas=3, spread=0.0, hosts=16, seed=1727, drain=2.0, envoys=7, lag=28.21,
+                debounce=2.64)
+    state.deploy_step(batch=3, extra=9.66, surge=False)
+    state.envoy_falls_silent(after=34.1, envoy=0)
+    state.canary_shift(extra=15.3, weight=2.0)
+    state.third_version(extra=0.0, surge=False)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.autoscale(factor=0.75, wait=3.0)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.rollback(extra=0.0, surge=False)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.teardown()

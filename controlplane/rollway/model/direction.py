@@ -24,8 +24,8 @@ while another lost; a rollback's evidence stays. What capacity alone cannot tell
 only the old version (or growing it first) while spot losses take hosts of the new one,
 together 5% of the stage between two deploy steps.
 
-While half a reversal has been seen (a version on the other side of the target gained a
-host or more since the target last gained any: the first half of a surge-style rollback,
+While half a reversal has been seen (a version on the other side of the target gained any
+capacity since the target last gained any: the first half of a surge-style rollback,
 or an autoscaler's hosts for the old version landing before those for the new), the
 deploy is *published* as ``steady`` naming its target (``published()``): nobody is moved
 either way until the other half shows. ``steady`` moves nobody, so this costs a pause and
@@ -180,13 +180,14 @@ class DirectionTracker:
             return STEADY, self._pending[1]
         if self.state != STEADY and self.target is not None and self.target in self.order:
             for version, hosts in self._gained_since_target().items():
-                # Half a reversal: at least a host gained by a version on the other side of
-                # the target since the target last gained any (the first half of a
+                # Half a reversal: capacity gained by a version on the other side of the
+                # target since the target last gained any, however little (a member may
+                # weigh less than one; found by the state machine) (the first half of a
                 # surge-style rollback; an autoscaler's hosts for the old version landing
                 # before those for the new). Gross gains, not net: a scale-down spread over
                 # windows leaves net residues that would hide it (found by the state
                 # machine). Move nobody until the other half shows.
-                if hosts >= 1.0 - EPSILON and version in self.order and (
+                if hosts > EPSILON and version in self.order and (
                         self.rank(version) < self.rank(self.target) if self.state == FORWARD
                         else self.rank(version) > self.rank(self.target)):
                     return STEADY, self.target
