@@ -375,3 +375,25 @@ def test_regression_a_rollback_of_less_than_one_host():
     state.rollback(extra=0.0, surge=False)
     state.autoscale(factor=0.5, wait=3.0)
     state.teardown()
+
+
+def test_regression_a_stale_envoys_stage_move_taints_the_session():
+    """Kept from the machine's search: an Envoy fallen silent on old canary weights took a
+    prod session to the canary on the same version (v2); after the rollback removed prod's
+    v2, the healthy Envoy's move to v1 was counted as a bounce. A stale Envoy's move of
+    stage is its doing as much as a move of version (counted apart)."""
+    state = DeployMachine()
+    state.start(reconnect_rate=0.446, debounce=1.66, replicas=1, envoys=2, spread=2.31, seed=1045, hosts=11,
+                drain=None, lag=12.25)
+    state.canary_shift(extra=5.69, weight=5.0)
+    state.envoy_falls_silent(after=19.8, envoy=0)
+    state.control_plane_failure(after=14.7, kind="kill-leader")
+    state.canary_shift(extra=26.9, weight=1.0)
+    state.deploy_step(batch=1, extra=1.0, surge=True)
+    state.control_plane_failure(after=30.4, kind="restart")
+    state.control_plane_failure(after=6.47, kind="kill-leader")
+    state.autoscale(factor=0.75, wait=10.93)
+    state.autoscale(factor=0.75, wait=11.19)
+    state.rollback(extra=0.0, surge=True)
+    state.canary_shift(extra=12.25, weight=5.0)
+    state.teardown()

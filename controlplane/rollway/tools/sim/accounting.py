@@ -84,9 +84,12 @@ class Sessions:
             if told:
                 self.reloads[(i, action)] += 1
             return
+        if prev is not None and stale_envoy:
+            # What follows for this session is the stale Envoy's doing, a move of stage too
+            # (found by the state machine: a stale Envoy's old weights took a session to the
+            # canary on its version; the healthy Envoys' move back was counted as a bounce).
+            self.tainted.add(i)
         if prev is not None and version != prev:
-            if stale_envoy:
-                self.tainted.add(i)      # what follows for this session is the stale Envoy's doing
             left = self.left[i]
             if version in left:
                 undoes_newer = action < self.last_action[i]       # a lagging Envoy undoing a newer move
