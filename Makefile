@@ -6,11 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMPS := .stamps
 # chromium: the dashboard test runs the page in a real (headless) browser.
-APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-dev chromium fonts-dejavu-core
+# iproute2 and openssl: the fleet test's hosts (network namespaces) and its certificates.
+APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-dev chromium fonts-dejavu-core \
+	iproute2 openssl
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' -o -name '*.html' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench-core bench-envoy bench-controlplane bench-xds bench-sim clean
+.PHONY: setup demo test fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-sim clean
 
 setup: $(STAMPS)/installed
 
@@ -39,6 +41,10 @@ demo: setup
 
 test: setup
 	$(VPY) -m pytest
+
+# The fleet test alone (it also runs in `make test`): needs root, for network namespaces.
+fleet-test: setup
+	$(VPY) -m pytest -s tests/fleet
 
 bench-core: setup
 	$(VPY) benchmarks/core.py

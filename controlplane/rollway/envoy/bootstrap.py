@@ -77,6 +77,39 @@ def ecds_resource(filter_config: Mapping | str) -> dict:
     return {"@type": ECDS_RESOURCE_TYPE, "name": FILTER_NAME, "typed_config": filter_typed_config(filter_config)}
 
 
+# A host that vanished without deregistering (a spot loss) stays in the endpoints until
+# its ZooKeeper session expires. Requests it never received are safe to send elsewhere:
+# retried on a refused or failed connection only (never after a reset, which may have
+# reached the app), on another host of the same version (the cluster stays the filter's).
+# And 421 Misdirected Request: an Envoy whose endpoints are stale (its link to the control
+# plane cut) may still list an address that a deploy has since reused for another version;
+# an app host that finds the cluster header naming a version it does not run answers 421
+# without acting on the request (README, "Running Rollway across hosts"), and another host
+# of the version the session wants serves it.
+RETRY_POLICY = {
+    "retry_on": "connect-failure,refused-stream,retriable-status-codes",
+    "retriable_status_codes": [421],
+    "num_retries": 2,
+    "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+    "host_selection_retry_max_attempts": "3",
+}
+
+
+# Per upstream cluster (static and EDS alike). Retries are limited by a budget (a quarter of
+# the requests in flight, at least 20 at once), not by Envoy's default of 3 concurrent
+# retries, which a burst of requests to a vanished host overflows into 503s. A host whose
+# connections keep failing is ejected for a while (local-origin failures only: an app's
+# own 5xx never ejects it), so a spot loss costs seconds of retries, not a ZooKeeper
+# session timeout's worth.
+UPSTREAM_RESILIENCE = {
+    "circuit_breakers": {"thresholds": [{"retry_budget": {"budget_percent": {"value": 25.0},
+                                                          "min_retry_concurrency": 20}}]},
+    "outlier_detection": {"split_external_local_origin_errors": True, "consecutive_local_origin_failure": 3,
+                          "interval": "1s", "base_ejection_time": "10s", "max_ejection_percent": 50},
+}
+
+
 def route_config(cluster_header: str = DEFAULT_CLUSTER_HEADER, name: str = "rollway") -> dict:
     return {
         "name": name,
@@ -85,7 +118,7 @@ def route_config(cluster_header: str = DEFAULT_CLUSTER_HEADER, name: str = "roll
             "domains": ["*"],
             "routes": [
                 {"match": {"prefix": "/", "headers": [{"name": cluster_header, "present_match": True}]},
-                 "route": {"cluster_header": cluster_header}},
+                 "route": {"cluster_header": cluster_header, "retry_policy": RETRY_POLICY}},
                 {"match": {"prefix": "/"},
                  "direct_response": {"status": 503, "body": {"inline_string": "rollway: no capacity\n"}}},
             ],
@@ -155,7 +188,8 @@ def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterab
         "static_resources": {
             "listeners": [ingress_listener(listen_address, listen_port, rollway_filter,
                                            {"route_config": route_config(cluster_header)}, edge)],
-            "clusters": [{**static_cluster(name, eps), **edge.cluster()} for name, eps in clusters.items()],
+            "clusters": [{**static_cluster(name, eps), **edge.cluster(), **UPSTREAM_RESILIENCE}
+                         for name, eps in clusters.items()],
         },
     }
 
@@ -241,7 +275,10 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
             "ads_config": {
                 "api_type": "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "rollway_xds"}}],
+                # Envoy's default reconnect backoff grows to 30 s: after a 20 s link cut an
+                # Envoy waited 26 s more for its config. At most 3 s between attempts.
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "rollway_xds", "retry_policy": {
+                    "retry_back_off": {"base_interval": "0.25s", "max_interval": "3s"}}}}],
                 "set_node_on_first_message_only": True,
             },
             "lds_config": ads_source,
@@ -260,11 +297,10 @@ def _xds_transport_socket(tls: XdsTLS, hosts: list[str]) -> dict:
     if tls.cert:
         common["tls_certificates"] = [{"certificate_chain": {"filename": tls.cert},
                                        "private_key": {"filename": tls.key}}]
+    # No SNI: one cluster reaches every replica, each with its own name; the SAN list
+    # checks whichever answers.
     context = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
                "common_tls_context": common}
-    names = [h for h in hosts if not _is_ip(h)]
-    if names:
-        context["sni"] = names[0]
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import envoy_data_plane.envoy.extensions.filters.http.dynamic_modules.v3  # noqa: F401
 import envoy_data_plane.envoy.extensions.filters.http.router.v3  # noqa: F401
 import envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3  # noqa: F401
+import envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3  # noqa: F401
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster
 from envoy_data_plane.envoy.config.core.v3 import TypedExtensionConfig
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
@@ -79,7 +80,8 @@ def listener_dict(listen_port: int, address: str = DEFAULT_LISTEN_ADDRESS, edge:
 
 def cluster_dict(name: str, edge: EdgeOptions | None = None) -> dict:
     return {"name": name, "type": "EDS", "connect_timeout": "1s",
-            "eds_cluster_config": {"eds_config": ADS, "service_name": name}, **(edge or EdgeOptions()).cluster()}
+            "eds_cluster_config": {"eds_config": ADS, "service_name": name}, **(edge or EdgeOptions()).cluster(),
+            **ec.UPSTREAM_RESILIENCE}
 
 
 def assignment_dict(name: str, endpoints: list[tuple[str, int, float]]) -> dict:

@@ -1,0 +1,87 @@
+"""The browser host of the fleet test: N sessions sending real HTTP to the Envoys.
+
+Each session keeps its cookies and, like a page, the version it was loaded from: it sends
+``x-app-version`` with it, and reloads (takes the served version as its own) when the
+response carries ``x-rw-refresh``. Every request goes to an Envoy picked at random, by
+name. One JSON line per request: time, session, Envoy, status, version served, refresh.
+Runs until the stop file appears.
+
+    python browsers.py --envoys env1,env2,env3 --sessions 200 --out requests.jsonl --stop stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import threading
+import time
+from http.cookies import SimpleCookie
+
+
+def session_loop(index: int, envoys: list[str], interval: float, out, lock, stop: str) -> None:
+    rng = random.Random(index)
+    cookies: dict[str, str] = {}
+    app_version: str | None = None
+    connections: dict[str, http.client.HTTPConnection] = {}
+    time.sleep(rng.random() * interval)
+    while not os.path.exists(stop):
+        envoy = rng.choice(envoys)
+        headers = {}
+        if cookies:
+            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        if app_version:
+            headers["x-app-version"] = app_version
+        record = {"t": time.time(), "session": index, "envoy": envoy}
+        try:
+            conn = connections.get(envoy) or http.client.HTTPConnection(envoy, 10000, timeout=10)
+            connections[envoy] = conn
+            conn.request("GET", "/api", headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            record["status"] = response.status
+            if response.status == 200:
+                record["version"] = json.loads(body)["version"]
+            else:
+                record["body"] = body[:120].decode(errors="replace")
+            for header in response.headers.get_all("set-cookie") or []:
+                jar = SimpleCookie()
+                jar.load(header)
+                cookies.update({k: m.value for k, m in jar.items()})
+            refresh = response.headers.get("x-rw-refresh")
+            if refresh:
+                record["refresh"] = refresh
+            if response.status == 200 and (app_version is None or refresh):
+                app_version = record["version"]        # the page (re)loads on what served it
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            record["status"] = 0
+            record["error"] = type(error).__name__
+            connections.pop(envoy, None)
+        with lock:
+            out.write(json.dumps(record) + "\n")
+        time.sleep(interval * (0.5 + rng.random()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--envoys", required=True)
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=3.0, help="mean seconds between a session's requests")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--stop", required=True)
+    args = parser.parse_args()
+    envoys = args.envoys.split(",")
+    lock = threading.Lock()
+    with open(args.out, "w", buffering=1) as out:
+        threads = [threading.Thread(target=session_loop, args=(i, envoys, args.interval, out, lock, args.stop),
+                                    daemon=True) for i in range(args.sessions)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+if __name__ == "__main__":
+    main()

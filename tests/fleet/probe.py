@@ -1,0 +1,163 @@
+"""Probes the fleet test runs inside a host's namespace (the test itself cannot reach it).
+
+    python probe.py http URL [--timeout S]            # until URL answers 200
+    python probe.py zk HOSTS [--timeout S]            # until the ensemble serves a session
+    python probe.py converged SERVER CA [--timeout S] [--envoys N] [--newer-than GENERATION]
+        # until every Envoy is connected, in the quorum and on the service's generation;
+        # prints {"seconds": ..., "leader": ..., "envoys": [...]} as JSON
+    python probe.py gone HOSTS PATH ADDRESS           # until no member of PATH is at ADDRESS
+    python probe.py leader SERVER CA                  # prints the service's leader replica
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.request
+
+
+def wait_http(url: str, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return 0
+        except OSError:
+            pass
+        time.sleep(0.2)
+    print(f"{url} did not answer 200 in {timeout}s", file=sys.stderr)
+    return 1
+
+
+def wait_zk(hosts: str, timeout: float) -> int:
+    from kazoo.client import KazooClient
+
+    client = KazooClient(hosts=hosts, timeout=5)
+    try:
+        client.start(timeout=timeout)
+        client.ensure_path("/rollway")
+        return 0
+    finally:
+        client.stop()
+        client.close()
+
+
+def wait_gone(hosts: str, path: str, address: str, timeout: float) -> int:
+    """Until no member of ``path`` is at ``address`` (its ZooKeeper session expired)."""
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoNodeError
+
+    client = KazooClient(hosts=hosts, timeout=5)
+    client.start(timeout=30)
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < timeout:
+            members = []
+            for child in client.get_children(path):
+                try:
+                    members.append(client.get(f"{path}/{child}")[0])
+                except NoNodeError:          # removed between the listing and the read
+                    pass
+            if not any(address.encode() in m for m in members):
+                print(json.dumps({"seconds": round(time.monotonic() - start, 2)}))
+                return 0
+            time.sleep(0.2)
+    finally:
+        client.stop()
+        client.close()
+    print(f"a member at {address} still in {path} after {timeout}s", file=sys.stderr)
+    return 1
+
+
+def stub(server: str, ca: str):
+    from rollway.proto import routemap_pb2_grpc as pb_grpc
+    from rollway.tls import ClientTLS
+
+    return pb_grpc.RouteMapServiceStub(ClientTLS.load(ca).channel(server))
+
+
+def status(server: str, ca: str):
+    from rollway.proto import routemap_pb2 as pb
+
+    stream = stub(server, ca).WatchStatus(pb.WatchStatusRequest(service="web"), timeout=5)
+    first = next(iter(stream))
+    stream.cancel()
+    return first
+
+
+def converged(servers: list[str], ca: str, timeout: float, envoys: int, newer_than: int = -1,
+              not_on: str = "") -> int:
+    start = time.monotonic()
+    last = None
+    while time.monotonic() - start < timeout:
+        for server in servers:
+            try:
+                s = status(server, ca)
+            except Exception as error:  # a replica down: ask the other
+                last = f"{server}: {error}"
+                continue
+            # Every Envoy connected (to either replica), in the quorum, holding the filter
+            # config generation the service is at (the fleet records carry generations).
+            nodes = [e for e in s.envoys if e.connected and not e.stale and e.generation == s.generation
+                     and e.replica != not_on]
+            last = {"generation": s.generation, "envoys": [(e.node_id, e.connected, e.stale, e.generation)
+                                                           for e in s.envoys]}
+            if len(nodes) >= envoys and s.generation > newer_than:
+                print(json.dumps({"seconds": round(time.monotonic() - start, 2), "leader": s.leader,
+                                  "generation": s.generation, "server": server,
+                                  "envoys": sorted(e.node_id for e in nodes)}))
+                return 0
+            break
+        time.sleep(0.25)
+    print(f"not converged in {timeout}s: {last}", file=sys.stderr)
+    return 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("http")
+    p.add_argument("url")
+    p.add_argument("--timeout", type=float, default=60)
+    p = sub.add_parser("zk")
+    p.add_argument("hosts")
+    p.add_argument("--timeout", type=float, default=60)
+    p = sub.add_parser("converged")
+    p.add_argument("servers")
+    p.add_argument("ca")
+    p.add_argument("--timeout", type=float, default=90)
+    p.add_argument("--envoys", type=int, default=3)
+    p.add_argument("--newer-than", type=int, default=-1, help="only a generation newer than this")
+    p.add_argument("--not-on", default="", help="no Envoy still counted on this (killed) replica")
+    p = sub.add_parser("gone")
+    p.add_argument("hosts")
+    p.add_argument("path")
+    p.add_argument("address")
+    p.add_argument("--timeout", type=float, default=90)
+    p = sub.add_parser("leader")
+    p.add_argument("servers")
+    p.add_argument("ca")
+    args = parser.parse_args()
+    if args.what == "http":
+        return wait_http(args.url, args.timeout)
+    if args.what == "zk":
+        return wait_zk(args.hosts, args.timeout)
+    if args.what == "gone":
+        return wait_gone(args.hosts, args.path, args.address, args.timeout)
+    if args.what == "converged":
+        return converged(args.servers.split(","), args.ca, args.timeout, args.envoys, args.newer_than,
+                         args.not_on)
+    for server in args.servers.split(","):
+        try:
+            print(status(server, args.ca).leader)
+            return 0
+        except Exception:
+            continue
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""A rolling deploy across a fleet of hosts, with faults during it.
+
+Every part is its own host (a network namespace with its own address and names, see
+netns.py): a ZooKeeper ensemble of three, two control-plane replicas serving xDS and the
+operator API over TLS (xDS with client certificates), three Envoys fed over ADS by name
+with the other replica as failover, eight app hosts announcing themselves, a browser host
+with 200 sessions sending real HTTP to the Envoys, and a deploy tool that rolls v1 -> v2
+two hosts at a time, draining each host and waiting for the deploy gate.
+
+During the deploy: the control-plane leader is SIGKILLed (and restarted later); a
+ZooKeeper server is stopped and later restarted; one Envoy's link to the control plane is
+cut for 20 s and restored; one app host vanishes without deregistering.
+
+Asserted: 0 bounces, at most one reload per session, every session on v2 at the end,
+failed requests <= 0.1% (each listed with why), every Envoy on the same final config
+after its link returns, and nothing left running. The table it prints is the README's
+"Faults during a deploy". ``make fleet-test`` runs this file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]
+from netns import Network  # noqa: E402
+from pki import CA  # noqa: E402
+
+HERE = Path(__file__).parent
+ZK = [f"zk{i}" for i in (1, 2, 3)]
+CPS = ["cp1", "cp2"]
+ENVOYS = ["env1", "env2", "env3"]
+APPS = [f"app{i}" for i in range(1, 9)]
+STORE = "zk://" + ",".join(f"{z}:2181" for z in ZK) + "/rollway"
+SERVERS = ",".join(f"{cp}:7700" for cp in CPS)
+PATH = "/discovery/web/prod"
+ROUTEMAP = {"service": "web", "stages": [{"name": "prod", "weight": 100, "mode": "rolling", "serverset": PATH}]}
+ZK_CLASSPATH = ":".join(["/etc/zookeeper/conf", "/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-api.jar",
+                         "/usr/share/java/log4j-1.2.jar"])
+SESSIONS = 200
+PY = sys.executable
+ROLLWAY = [PY, "-m", "rollway.cli.main"]
+
+
+class Fleet:
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.events: list[dict] = []          # the faults, with their times
+        self.t0 = time.time()
+        self.net = Network([*ZK, *CPS, *ENVOYS, *APPS, "browser", "deployer"])
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = {**os.environ, "PYTHONPATH": str(HERE), "SE_OFFLINE": "true"}
+        ca = CA(workdir / "pki")
+        self.ca = ca.cert
+        self.certs = {cp: ca.issue(cp, dns=(cp,), ips=(self.net.address[cp],)) for cp in CPS}
+        self.certs.update({e: ca.issue(e, client=True) for e in ENVOYS})
+        self.token = workdir / "token"
+        self.token.write_text("fleet-operator-token\n")
+
+    def log(self, name: str) -> Path:
+        return self.dir / f"{name}.log"
+
+    def spawn(self, key: str, host: str, argv: list[str]) -> subprocess.Popen:
+        proc = self.net.spawn(host, argv, self.log(key), env=self.env)
+        self.procs[key] = proc
+        return proc
+
+    def run(self, host: str, argv: list[str], timeout: float = 120, check: bool = True) -> str:
+        result = self.net.run(host, argv, timeout=timeout, env=self.env)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv[:6])} on {host} failed: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def probe(self, *args: str, timeout: float = 120) -> str:
+        return self.run("deployer", [PY, str(HERE / "probe.py"), *args], timeout=timeout)
+
+    def mark(self, what: str, **extra) -> None:
+        self.events.append({"t": time.time(), "what": what, **extra})
+
+    # -- parts ---------------------------------------------------------------------------
+
+    def start_zookeeper(self, name: str) -> None:
+        index = ZK.index(name) + 1
+        data = self.dir / name
+        data.mkdir(exist_ok=True)
+        (data / "myid").write_text(f"{index}\n")
+        config = data / "zoo.cfg"
+        config.write_text(
+            f"tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={data}\nclientPort=2181\n"
+            "admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\nquorumListenOnAllIPs=true\n"
+            "minSessionTimeout=1000\nmaxSessionTimeout=30000\n"
+            + "".join(f"server.{i + 1}={z}:2888:3888\n" for i, z in enumerate(ZK)))
+        self.spawn(name, name, [shutil.which("java") or "java", "-Xmx128m", "-cp", ZK_CLASSPATH,
+                                f"-Dzookeeper.log.dir={data}", "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                                str(config)])
+
+    def start_replica(self, cp: str) -> None:
+        cert = self.certs[cp]
+        self.spawn(cp, cp, [*ROLLWAY, "serve", "--store", STORE, "--replica-id", cp, "--api-host", "0.0.0.0",
+                            "--xds-host", "0.0.0.0", "--http-port", "7780", "--token-file", str(self.token),
+                            "--tls-cert", cert.cert, "--tls-key", cert.key, "--tls-client-ca", self.ca,
+                            "--session-timeout", "4", "--ack-timeout", "10", "--startup-grace", "2",
+                            "--debounce", "0.2"])
+
+    def start_app(self, app: str, version: str) -> None:
+        address = self.net.address[app]
+        self.spawn(f"{app}-server", app, [PY, str(HERE / "app.py"), "--version", version, "--host", app])
+        self.probe("http", f"http://{app}:8080/", "--timeout", "30")
+        self.spawn(f"{app}-announce", app, [*ROLLWAY, "serverset", "announce", "--store", STORE, "--path", PATH,
+                                            "--host", address, "--port", "8080", "--version", version])
+
+    def stop_app(self, app: str) -> None:
+        for part in ("announce", "server"):
+            proc = self.procs.pop(f"{app}-{part}")
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
+
+    def start_envoy(self, envoy: str) -> None:
+        index = ENVOYS.index(envoy)
+        preferred = CPS[index % 2], CPS[(index + 1) % 2]
+        cert = self.certs[envoy]
+        bootstrap = subprocess.run(
+            [*ROLLWAY, "envoy-config", "--ads", "--xds", f"{preferred[0]}:18000", "--xds", f"{preferred[1]}:18000",
+             "--node-id", envoy, "--listen", "0.0.0.0:10000", "--xds-tls-ca", self.ca, "--xds-tls-cert",
+             cert.cert, "--xds-tls-key", cert.key], capture_output=True, text=True, check=True).stdout
+        path = self.dir / f"{envoy}.json"
+        path.write_text(bootstrap)
+        self.spawn(envoy, envoy, [*ROLLWAY, "envoy-run", "--", "-c", str(path), "--base-id", str(100 + index),
+                                  "-l", "warning", "--drain-time-s", "1", "--concurrency", "1"])
+
+    def operator(self, *args: str, timeout: float = 90) -> str:
+        """An operator or deploy-tool command against whichever replica answers."""
+        errors = []
+        for attempt in range(6):
+            server = CPS[attempt % 2]
+            result = self.net.run("deployer", [*ROLLWAY, *args, "--server", f"{server}:7700", "--tls-ca", self.ca],
+                                  timeout=timeout, env=self.env)
+            if result.returncode == 0:
+                return result.stdout
+            errors.append(f"{server}: {result.stderr.strip()[-300:]}")
+            time.sleep(1)
+        raise AssertionError(f"rollway {' '.join(args[:3])} failed on every replica: {errors}")
+
+    def converged(self, timeout: float = 90, newer_than: int = -1, not_on: str = "") -> dict:
+        return json.loads(self.probe("converged", SERVERS, self.ca, "--timeout", str(timeout),
+                                     "--newer-than", str(newer_than), "--not-on", not_on, timeout=timeout + 30))
+
+    def leader(self) -> str:
+        return self.probe("leader", SERVERS, self.ca).strip()
+
+
+def deploy_host(fleet: Fleet, app: str) -> None:
+    fleet.operator("serverset", "drain", "--store", STORE, "--path", PATH, "--host", fleet.net.address[app],
+                   "--port", "8080", "--service", "web", "--timeout", "60")
+    fleet.stop_app(app)
+    fleet.start_app(app, "v2")
+
+
+def analyse(lines: list[dict], events: list[dict], deploy_end: float) -> dict:
+    by_session: dict[int, list[dict]] = {}
+    for r in sorted(lines, key=lambda r: r["t"]):
+        by_session.setdefault(r["session"], []).append(r)
+    bounces, refreshes, bounce_times = 0, {}, []
+    for session, records in by_session.items():
+        left: set[str] = set()
+        current = None
+        for r in records:
+            if r.get("status") != 200:
+                continue
+            if r.get("refresh"):
+                refreshes[session] = refreshes.get(session, 0) + 1
+            v = r["version"]
+            if current is not None and v != current:
+                if v in left:
+                    bounces += 1
+                    bounce_times.append(r["t"])
+                left.add(current)
+            current = v
+    failed = [r for r in lines if r.get("status") != 200]
+    final = {s: next((r["version"] for r in reversed(rs) if r.get("status") == 200), None)
+             for s, rs in by_session.items()}
+    return {"requests": len(lines), "failed": failed, "bounces": bounces, "bounce_times": bounce_times,
+            "refreshes_max": max(refreshes.values(), default=0), "sessions_refreshed": len(refreshes),
+            "final": final, "sessions": len(by_session)}
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    made = Fleet(tmp_path)
+    try:
+        yield made
+    finally:
+        made.net.close()
+
+
+def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
+    for z in ZK:
+        fleet.start_zookeeper(z)
+    fleet.probe("zk", ",".join(f"{z}:2181" for z in ZK), "--timeout", "90", timeout=120)
+    for cp in CPS:
+        fleet.start_replica(cp)
+    doc = tmp_path / "web.json"
+    doc.write_text(json.dumps(ROUTEMAP))
+    for app in APPS:
+        fleet.start_app(app, "v1")
+    fleet.operator("routemap", "push", str(doc), "--expected-revision", "0", "--token-file", str(fleet.token),
+                   "--reason", "fleet test")
+    for envoy in ENVOYS:
+        fleet.start_envoy(envoy)
+    for envoy in ENVOYS:
+        fleet.run("browser", [PY, str(HERE / "probe.py"), "http", f"http://{envoy}:10000/", "--timeout", "60"],
+                  timeout=90)
+    fleet.converged()
+    stop_file = tmp_path / "stop-browsers"
+    requests_path = tmp_path / "requests.jsonl"
+    browsers = fleet.spawn("browsers", "browser", [PY, str(HERE / "browsers.py"), "--envoys", ",".join(ENVOYS),
+                                                   "--sessions", str(SESSIONS), "--out", str(requests_path),
+                                                   "--stop", str(stop_file), "--interval", "3"])
+    time.sleep(12)          # every session has loaded its page on v1
+
+    faults: list[dict] = []
+
+    def fault(name: str, start: float, end: float | None = None, **extra) -> dict:
+        entry = {"fault": name, "start": start, "end": end or start, **extra}
+        faults.append(entry)
+        return entry
+
+    killed: dict[str, str] = {}
+    cut_done = threading.Event()
+
+    def cut_envoy_link():
+        start = time.time()
+        fleet.net.cut("env2", CPS)
+        time.sleep(20)
+        fleet.net.restore("env2", CPS)
+        entry = fault("env2's link to the control plane cut for 20 s", start, time.time())
+        fleet.converged(120)
+        entry["converged_after"] = round(time.time() - entry["end"], 2)
+        cut_done.set()
+
+    deploy_start = time.time()
+    batches = [APPS[i:i + 2] for i in range(0, len(APPS), 2)]
+    for number, batch in enumerate(batches, start=1):
+        if number == 2:
+            leader = fleet.leader()
+            assert leader in CPS, leader
+            killed["cp"] = leader
+            start = time.time()
+            fleet.procs[leader].send_signal(signal.SIGKILL)
+            fleet.procs[leader].wait(10)
+            entry = fault(f"control-plane leader ({leader}) SIGKILLed", start)
+            # Every Envoy on the surviving replica (its failover) and on the newest config.
+            fleet.converged(120, not_on=leader)
+            entry["converged_after"] = round(time.time() - start, 2)
+            start = time.time()
+            fleet.procs["zk2"].send_signal(signal.SIGTERM)
+            fleet.procs["zk2"].wait(20)
+            killed["zk"] = "zk2"
+            zk_stop = start
+        if number == 3:
+            threading.Thread(target=cut_envoy_link, daemon=True).start()
+            start = time.time()
+            fleet.net.unplug("app2")          # deployed to v2 in batch 1; gone without a word
+            spot = fault("app host app2 vanished without deregistering", start)
+
+            def spot_converged(entry=spot):
+                # Its member leaves when its ZooKeeper session expires; then every Envoy
+                # holds a config without it.
+                gone = json.loads(fleet.probe("gone", ",".join(f"{z}:2181" for z in ZK) + "/rollway", PATH,
+                                              fleet.net.address["app2"], "--timeout", "90"))
+                entry["member_gone_after"] = gone["seconds"]
+                fleet.converged(120)
+                entry["converged_after"] = round(time.time() - entry["start"], 2)
+            spot_thread = threading.Thread(target=spot_converged, daemon=True)
+            spot_thread.start()
+        for app in batch:
+            if app == "app2" and number > 1:
+                continue
+            deploy_host(fleet, app)
+        fleet.operator("deploy", "wait", "web", "--timeout", "90", timeout=120)
+        if number == 4:
+            fleet.start_zookeeper("zk2")
+            entry = fault("ZooKeeper server zk2 stopped, restarted after the last batch", zk_stop, time.time())
+            fleet.start_replica(killed["cp"])
+            fleet.converged(120)
+            entry["converged_after"] = round(time.time() - entry["end"], 2)
+    deploy_end = time.time()
+    assert cut_done.wait(120), "the link cut never finished"
+    spot_thread.join(150)
+    final = fleet.converged(120)
+    time.sleep(15)          # every session asks at least a few times more
+    stop_file.write_text("stop")
+    browsers.wait(60)
+
+    lines = [json.loads(line) for line in requests_path.read_text().splitlines() if line.strip()]
+    result = analyse(lines, faults, deploy_end)
+    # Each bounce or failure belongs to the latest fault started before it, while that
+    # fault lasts or within 30 s of its end (faults overlap: counted once).
+    def culprit(t: float) -> dict | None:
+        active = [e for e in faults if e["start"] <= t <= e["end"] + 30]
+        return max(active, key=lambda e: e["start"]) if active else None
+    for entry in faults:
+        entry["bounces"] = entry["failed"] = 0
+    for t in result["bounce_times"]:
+        if (entry := culprit(t)) is not None:
+            entry["bounces"] += 1
+    for r in result["failed"]:
+        if (entry := culprit(r["t"])) is not None:
+            entry["failed"] += 1
+    table = ["| Fault during the deploy | Bounces | Failed requests | Every Envoy converged after |",
+             "|---|---|---|---|"]
+    for entry in sorted(faults, key=lambda e: e["start"]):
+        gone = f" (its member gone after {entry['member_gone_after']} s)" if "member_gone_after" in entry else ""
+        table.append(f"| {entry['fault']} | {entry['bounces']} | {entry['failed']} | "
+                     f"{entry.get('converged_after', '-')} s{gone} |")
+    summary = {"requests": result["requests"], "failed": len(result["failed"]), "bounces": result["bounces"],
+               "refreshes_per_session_max": result["refreshes_max"], "sessions": result["sessions"],
+               "sessions_on_v2": sum(1 for v in result["final"].values() if v == "v2"),
+               "deploy_seconds": round(deploy_end - deploy_start, 1), "final_config": final}
+    print("\n" + "\n".join(table) + "\n" + json.dumps(summary, indent=1))
+    (tmp_path / "faults.md").write_text("\n".join(table) + "\n")
+
+    failed_why = [(round(r["t"] - fleet.t0, 1), r["envoy"], r.get("status"), r.get("error") or r.get("body"))
+                  for r in result["failed"]]
+    print("failed requests (time, Envoy, status, why):", json.dumps(failed_why))
+    print("faults (time from start):", json.dumps([(e["fault"], round(e["start"] - fleet.t0, 1),
+                                                    round(e["end"] - fleet.t0, 1)) for e in faults]))
+    assert result["sessions"] == SESSIONS
+    assert result["bounces"] == 0, result["bounce_times"]
+    assert result["refreshes_max"] <= 1
+    assert result["sessions_refreshed"] > 0               # sessions did move to v2, told once
+    assert all(v == "v2" for v in result["final"].values()), result["final"]
+    assert len(result["failed"]) <= 0.001 * result["requests"], failed_why
+    assert sorted(final["envoys"]) == ENVOYS              # every Envoy, env2 included, on one config
+    fleet.net.stop_all()
+    assert fleet.net.running() == {}                      # nothing left running
