@@ -324,3 +324,14 @@ def test_half_a_reversal_seen_while_a_new_target_settles_still_pauses():
     assert tracker.observe({"v1": 22, "v2": 2, "v3": 2}, now=21) == ("forward", "v3")
     assert tracker.published() == ("steady", "v3")                   # still paused
     assert DirectionTracker.from_dict(tracker.to_dict()).published() == ("steady", "v3")
+
+
+def test_handover_names_where_a_gone_targets_sessions_go_without_deciding():
+    tracker = DirectionTracker()
+    for step in [{"v1": 27}, {"v1": 27, "v2": 1}, {"v1": 26, "v2": 1}, {"v1": 24, "v2": 1, "v3": 2},
+                 {"v1": 23, "v2": 1, "v3": 2}, {"v1": 25, "v2": 1, "v3": 2}]:
+        tracker.observe(step)
+    before = tracker.to_dict()
+    assert tracker.handover({"v1": 25, "v2": 1}) == "v1"       # the rollback's new hosts
+    assert tracker.to_dict() == before                          # read-only
+    assert DirectionTracker().handover({"v1": 1, "v2": 1}) is None

@@ -397,3 +397,25 @@ def test_regression_a_stale_envoys_stage_move_taints_the_session():
     state.rollback(extra=0.0, surge=True)
     state.canary_shift(extra=12.25, weight=5.0)
     state.teardown()
+
+
+def test_regression_a_target_gone_while_no_leader_decides():
+    """Kept from the machine's search: v3's last hosts went (a surge rollback's second half)
+    while the only replica restarted; its configs rendered the stored deploy state, found
+    the target gone and sent v3's sessions by hash, some back to v2. A follower's render
+    now sends them where the evidence says the deploy turned (DirectionTracker.handover)."""
+    state = DeployMachine()
+    state.start(reconnect_rate=0.483, replicas=1, seed=519, spread=4.25, debounce=2.54, drain=2.0, envoys=6, hosts=27,
+                lag=0.0)
+    state.deploy_step(batch=1, extra=13.5, surge=True)
+    state.third_version(extra=13.9, surge=False)
+    state.control_plane_failure(after=1.0, kind="restart")
+    state.spot_loss(version="v1", wait=8.21)
+    state.spot_loss(version="v1", wait=8.21)
+    state.spot_loss(version="v1", wait=11.55)
+    state.rollback(extra=6.41, surge=True)
+    state.control_plane_failure(after=54.4, kind="restart")
+    state.spot_loss(version="v2", wait=10.68)
+    state.control_plane_failure(after=0.0, kind="restart")
+    state.control_plane_failure(after=0.0, kind="kill-leader")
+    state.teardown()

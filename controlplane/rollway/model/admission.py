@@ -224,9 +224,12 @@ def render(config: dict, state: AdmissionState) -> None:
         live = [v["name"] for v in stage["versions"]]
         direction = state.directions.get(name)
         if direction is not None:
-            # A follower whose serverset view lags may not list the target yet.
+            # A follower whose serverset view lags may not list the target yet, or its view
+            # is newer and the target has gone: move nobody, but keep where the evidence
+            # sends a gone version's sessions (build_filter_config, DirectionTracker.handover).
             if direction.get("target") not in (None, *live):
-                direction = {"state": "steady"}
+                rendered = stage.get("direction", {})
+                direction = rendered if rendered.get("state") == "steady" else {"state": "steady"}
             stage["direction"] = dict(direction)
         if any((name, v) in state.versions for v in live):
             for version in stage["versions"]:

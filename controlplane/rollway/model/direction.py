@@ -142,16 +142,8 @@ class DirectionTracker:
         # gained most since the evidence started (a rollback, if an older one), or steady.
         live = [v for v, c in capacities.items() if c > 0]
         if self.state != STEADY and self.target is not None and self.target not in live and len(live) > 1:
-            # Gains net since the evidence started, or gross since the target last gained
-            # (half a reversal already seen: an in-place rollback's new hosts landed in
-            # the window before the target's last ones went).
-            total = sum(capacities.values()) or 1.0
-            net, gross = self._fractions()[0], self._gained_since_target()
-            gains = {v: max(net.get(v, 0.0), gross.get(v, 0.0) / total)
-                     for v in live if v in net or v in gross}
-            gains = {v: g for v, g in gains.items() if g > EPSILON}
-            if gains:
-                best = max(gains, key=lambda v: (gains[v], self.rank(v)))
+            best = self.handover(capacities)
+            if best is not None:
                 self._enter(FORWARD if self.rank(best) > self.rank(self.target) else ROLLBACK, best)
             else:
                 self._enter(STEADY, None)
@@ -159,6 +151,19 @@ class DirectionTracker:
         if self.state != STEADY and len(live) <= 1:     # one version left, or none (a stage emptied)
             self._enter(STEADY, None)
         return self.state, self.target
+
+    def handover(self, capacities: dict[str, float]) -> str | None:
+        """Where the sessions of a deploy whose target has gone should go, by the evidence
+        so far (read-only: a follower rendering the leader's state uses it too): the live
+        version that gained most, net since the evidence started or gross since the target
+        last gained (half a reversal already seen: an in-place rollback's new hosts landed
+        in the window before the target's last ones went); None without any gain."""
+        live = [v for v, c in capacities.items() if c > 0 and v in self.order]
+        total = sum(capacities.values()) or 1.0
+        net, gross = self._fractions()[0], self._gained_since_target()
+        gains = {v: max(net.get(v, 0.0), gross.get(v, 0.0) / total) for v in live if v in net or v in gross}
+        gains = {v: g for v, g in gains.items() if g > EPSILON and v != self.target}
+        return max(gains, key=lambda v: (gains[v], self.rank(v))) if gains else None
 
     def settling(self, now: float) -> bool:
         """Whether a change of way is waiting and has settled by ``now`` (decide again)."""

@@ -54,6 +54,15 @@ def build_filter_config(routemap: RouteMap, views: dict[str, ServersetView | Non
             way, target = tracker.published() if tracker else ("steady", None)
             if tracker and tracker.state != "steady" and target in live:
                 direction = {"state": way, "target": target}
+            elif tracker and tracker.state != "steady" and len(live) > 1:
+                # The deploy's target is gone and the leader has not decided since (it is
+                # down, or this is its last view): move nobody, but send the gone version's
+                # sessions where the evidence says the deploy turned, not by hash (found by
+                # the state machine: a follower's render sent them back to a version they had
+                # left).
+                heir = tracker.handover(capacity)
+                if heir is not None:
+                    direction = {"state": "steady", "target": heir}
             stages.append({"name": stage.name, "weight": stage.weight, "mode": "rolling",
                            "versions": [{"name": v, "capacity": capacity[v],
                                          "cluster": cluster_name(routemap.service, stage.name, v)} for v in live],
