@@ -180,7 +180,11 @@ class Overload:
             self.drained_peak.pop(stage, None)
         if stage in self.three:
             listed = {v for shares, _, _ in views for v in shares}
-            drained = {v for shares, holds, _ in views for v in shares if v not in holds} | (set(resident) - listed)
+            # Drained: what a config drains, and what is no longer registered at all (an
+            # Envoy fallen silent may still list it; found by the state machine).
+            registered = {v for v, c in capacities.items() if c > 0}
+            drained = {v for shares, holds, _ in views for v in shares if v not in holds} | \
+                (set(resident) - (listed & registered))
             peaks = self.drained_peak.setdefault(stage, {})
             for v in drained:
                 peaks[v] = max(peaks.get(v, 0.0), resident.get(v, 0.0))
