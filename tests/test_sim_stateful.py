@@ -438,3 +438,23 @@ def test_regression_a_silent_envoy_still_listing_a_drained_version():
     state.third_version(extra=0.0, surge=False)
     state.autoscale(factor=0.5, wait=3.0)
     state.teardown()
+
+
+def test_regression_a_paused_deploy_holds_the_sessions_left_on_the_old_version():
+    """Kept from the machine's search: a scale-up landing v1's hosts first paused the deploy
+    (half a reversal); in the pause v1, down to 11% of the capacity, kept the 43% of the
+    sessions still on it. The bound counts them (README, "Overload")."""
+    state = DeployMachine()
+    state.start(reconnect_rate=0.0, lag=5.78, drain=2.0, debounce=0.5, spread=2.19, envoys=3, hosts=9, seed=230,
+                replicas=3)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.autoscale(factor=1.5, wait=9.94)
+    state.canary_shift(extra=0.0, weight=5.0)
+    state.spot_loss(version="v2", wait=18.4)
+    state.control_plane_failure(after=1.1, kind="kill-leader")
+    state.spot_loss(version="v2", wait=7.88)
+    state.envoy_falls_silent(after=49.5, envoy=3)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.deploy_step(batch=3, extra=19.8, surge=False)
+    state.autoscale(factor=1.5, wait=8.29)
+    state.teardown()

@@ -122,6 +122,7 @@ class Sessions:
 class Overload:
     def __init__(self) -> None:
         self.held: dict[tuple[str, str], float] = {}
+        self.holding: dict[tuple[str, str], bool] = {}   # whether some config let it hold, last tick
         self.three: set[str] = set()        # stages where some config listed three versions, deploy not over
         self.absorbed: dict[str, float] = {}  # stage -> the session share left on drained versions
         self.drained_peak: dict[str, dict[str, float]] = {}   # stage -> version -> its peak while drained
@@ -169,7 +170,16 @@ class Overload:
         for v in versions:
             now = max((shares.get(v, 0.0) for shares, _, _ in views), default=0.0)
             key = (stage, v)
-            self.held[key] = max(self.held.get(key, 0.0), now) if any(v in h for _, h, _ in views) else now
+            holding = any(v in h for _, h, _ in views)
+            if holding and not self.holding.get(key, True):
+                # A version a deploy was draining may hold again (the deploy paused: half a
+                # reversal, or a change of way settling): the sessions still on it stay, so
+                # it carries their share (found by the state machine: 43% of the sessions
+                # on a version down to 11% of the capacity while the deploy paused).
+                now = max(now, resident.get(v, 0.0))
+                self.held[key] = now
+            self.holding[key] = holding
+            self.held[key] = max(self.held.get(key, 0.0), now) if holding else now
         # From when some config lists three versions until the deploy is over, the target
         # also takes every session left on the versions it drains (they go straight to it).
         if any(len(shares) >= 3 for shares, _, _ in views):
