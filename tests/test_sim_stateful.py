@@ -458,3 +458,18 @@ def test_regression_a_paused_deploy_holds_the_sessions_left_on_the_old_version()
     state.deploy_step(batch=3, extra=19.8, surge=False)
     state.autoscale(factor=1.5, wait=8.29)
     state.teardown()
+
+
+def test_regression_a_weight_change_applied_after_a_newer_one_was_asked_for():
+    """Kept from the machine's search: nine canary weight changes in a row. The control
+    plane applies one change at a time, so configs built after the operator asked for 5%
+    still applied the previous 0.5%; a session they moved to prod was counted against the
+    5% change that later moved it back. A stage move belongs to the change whose weights
+    the deciding config applies."""
+    state = DeployMachine()
+    state.start(lag=18.16, envoys=2, spread=5.61, debounce=1.1, replicas=3, reconnect_rate=0.414, hosts=10, seed=106,
+                drain=2.0)
+    for weight, extra in [(5.0, 19.94), (2.0, 0.5), (5.0, 19.94), (0.5, 29.42), (5.0, 1.2), (1.0, 19.94),
+                          (5.0, 0.2), (2.0, 23.78), (5.0, 1.2)]:
+        state.canary_shift(extra=extra, weight=weight)
+    state.teardown()

@@ -47,12 +47,24 @@ from rollway.tools.sim.model import DEPLOY, ROLLBACK, START, SWITCH, WEIGHTS
 class Actions:
     def __init__(self) -> None:
         self.kinds: dict[int, tuple[str, str | None]] = {}
+        self.weights: dict[int, dict[str, float]] = {}
 
-    def record(self, episode: int, kind: str, target: str | None) -> None:
+    def record(self, episode: int, kind: str, target: str | None, weights: dict | None = None) -> None:
         self.kinds[episode] = (kind, target)
+        if weights is not None:
+            self.weights[episode] = dict(weights)
 
-    def of(self, episode: int, version: str, stage_moved: bool) -> int:
-        """The action a move to ``version`` decided by a config of action ``episode`` belongs to."""
+    def of(self, episode: int, version: str, stage_moved: bool, weights: dict | None = None) -> int:
+        """The action a move to ``version`` decided by a config of action ``episode`` belongs
+        to. A move of stage belongs to the weight change whose weights the config applies
+        (``weights``): the control plane applies one change at a time, so a config built
+        after a newer change may still apply an older one (found by the state machine)."""
+        if stage_moved and weights is not None:
+            for action in range(episode, -1, -1):
+                kind, _ = self.kinds.get(action, (START, None))
+                recorded = self.weights.get(action)
+                if kind in (WEIGHTS, START) and recorded is not None and _same_weights(recorded, weights):
+                    return action
         for action in range(episode, -1, -1):
             kind, target = self.kinds.get(action, (START, None))
             if stage_moved and kind == WEIGHTS:
@@ -60,6 +72,11 @@ class Actions:
             if not stage_moved and (kind == SWITCH or (kind in (DEPLOY, ROLLBACK) and target == version)):
                 return action
         return episode
+
+
+def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
+    ta, tb = sum(a.values()) or 1.0, sum(b.values()) or 1.0
+    return set(a) == set(b) and all(abs(a[k] / ta - b[k] / tb) < 1e-9 for k in a)
 
 
 class Sessions:

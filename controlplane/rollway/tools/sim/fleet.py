@@ -118,6 +118,7 @@ class Envoy:
     knows: set = field(default_factory=set)
     stages: dict = field(default_factory=dict)      # stage -> (stage config, {version: capacity})
     views: dict = field(default_factory=dict)       # stage -> (hashed shares, versions that hold, target)
+    weights: dict = field(default_factory=dict)     # stage -> weight its config applies
 
     def silent(self, t: float) -> bool:
         return self.silent_from is not None and t >= self.silent_from
@@ -148,6 +149,7 @@ class Envoy:
 
     def apply(self, config: dict, episode: int, plane: ControlPlane) -> None:
         self.config, self.episode, self.router = config, episode, Router(json.dumps(config))
+        self.weights = {stage["name"]: stage["weight"] for stage in config["stages"]}   # as applied
         if plane.retains(config):
             self.knows = known_versions(config)
         self.stages, self.views = {}, {}

@@ -79,7 +79,7 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
     app: list[str | None] = [None] * cfg.sessions
     book = Sessions(cfg.sessions)
     actions = Actions()
-    actions.record(world.episode, world.kind, world.target)
+    actions.record(world.episode, world.kind, world.target, world.weights)
     overload = Overload()
     metrics = Counter({"zero_capacity_requests": 0, "requests": 0, "requests_to_drained": 0,
                        "requests_to_draining": 0, "refreshes": 0, "stale_decisions": 0, "leader_changes": 0,
@@ -133,7 +133,7 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
         while step < len(events) and due(events[step][0]):
             world = events[step][1]
             step, step_t, gate_open_at, changed = step + 1, t, None, True
-            actions.record(world.episode, world.kind, world.target)
+            actions.record(world.episode, world.kind, world.target, world.weights)
             if step == len(events):
                 end = max(end, t + settle)
             # From what is registered once the changes still under way have landed.
@@ -258,7 +258,7 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
                                                                      and cookie[i] != v)
                 if book.last[i] != v or told:   # which action a move belongs to: asked only for moves
                     moved_stage = stage_cookie[i] is not None and stage_cookie[i] != stage
-                    action = actions.of(envoy.episode, v, moved_stage)
+                    action = actions.of(envoy.episode, v, moved_stage, envoy.weights)
                 else:
                     action = envoy.episode
                 book.served(i, v, told, action, out_of_quorum, stage)
