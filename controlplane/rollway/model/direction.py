@@ -68,7 +68,7 @@ class DirectionTracker:
     # half a reversal; kept across a change of target, so a reversal that starts while a
     # new target settles is still seen.
     _gains: list = field(default_factory=list)
-    _observations: int = 0
+    _observations: int = 0              # observations with a gain: the log's order
     _pending: list | None = None        # [state, target, since]: a change of way waiting to settle
     _now: float | None = field(default=None, repr=False, compare=False)
 
@@ -122,9 +122,12 @@ class DirectionTracker:
                 self._net[v] = self._net.get(v, 0.0) + hosts
             if hosts > EPSILON and share > EPSILON:
                 gained[v] = hosts
-        self._observations += 1
-        self._gains.extend([self._observations, v, hosts] for v, hosts in sorted(gained.items()))
-        del self._gains[:-GAIN_LOG]
+        if gained:
+            # Counted only when something gained: an observation that changes nothing must
+            # leave the deploy state record as it was (the leader observes every second).
+            self._observations += 1
+            self._gains.extend([self._observations, v, hosts] for v, hosts in sorted(gained.items()))
+            del self._gains[:-GAIN_LOG]
         move = self._largest_move()
         if move is not None:
             self._consider(*move)
