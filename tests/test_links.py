@@ -15,8 +15,6 @@ import grpc
 import pytest
 from pki import CA
 
-from conftest import wait_for
-from envoy_harness import Backends, EnvoyProcess, free_port
 from rollway.api.operator import MAX_SAMPLE, serve_operator_api
 from rollway.envoy import bootstrap as ec
 from rollway.envoy.edge import EdgeOptionError, EdgeOptions
@@ -27,9 +25,12 @@ from rollway.proto import routemap_pb2 as pb
 from rollway.proto import routemap_pb2_grpc as pb_grpc
 from rollway.sources.serverset import member_json
 from rollway.sources.store import open_store
-from rollway.tls import ClientTLS, ServerTLS
+from rollway.tls import ServerTLS
 from rollway.xds.resources import build_resources
 from rollway.xds.server import XdsThread
+
+from conftest import wait_for
+from envoy_harness import Backends, EnvoyProcess, free_port
 
 ROUTEMAP = {"service": "web", "stages": [
     {"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/discovery/web/prod"}]}

@@ -21,7 +21,7 @@ def main() -> None:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             # The cluster Envoy chose names the version it meant; an address reused by a
             # deploy (a stale Envoy's endpoints) is refused without acting: 421, retried.
             cluster = self.headers.get("x-rw-cluster", "")

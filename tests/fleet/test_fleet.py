@@ -32,8 +32,8 @@ from pathlib import Path
 import pytest
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]
-from netns import Network  # noqa: E402
-from pki import CA  # noqa: E402
+from netns import Network
+from pki import CA
 
 HERE = Path(__file__).parent
 ZK = [f"zk{i}" for i in (1, 2, 3)]

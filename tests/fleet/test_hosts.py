@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]
-from netns import Network  # noqa: E402
+from netns import Network
 
 HERE = Path(__file__).parent
 PY = sys.executable
