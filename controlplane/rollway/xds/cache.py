@@ -36,6 +36,7 @@ class SnapshotCache:
         self.lock = threading.RLock()
         self.ledger = AckLedger(plane.report_envoys, replica=plane.replica_id, ack_timeout=plane.ack_timeout)
         self.snapshots: dict[tuple[str, ListenerSpec], Resources] = {}
+        self._specs: dict[ListenerSpec, ListenerSpec] = {}
         self.configs: dict[tuple[str, ListenerSpec], dict] = {}   # the filter config inside each snapshot
         # What an Envoy ACKing a filter config knows, for the last RETAINED configs of each
         # service by ECDS version: an Envoy whose updates lag behind a deploy ACKs configs
@@ -64,6 +65,13 @@ class SnapshotCache:
 
     def envoy_status(self, service: str) -> list[dict]:
         return self.ledger.envoy_status(service)
+
+    def intern(self, listener: ListenerSpec) -> ListenerSpec:
+        """One object for equal listener specs: every lookup by a node's spec then hits the
+        snapshot dict by identity, without comparing its edge options field by field."""
+        if len(self._specs) >= 4 * MAX_LISTENERS:
+            self._specs.clear()
+        return self._specs.setdefault(listener, listener)
 
     def snapshot(self, service: str, listener: int | ListenerSpec) -> Resources:
         """The current resources for ``service`` and one listener (a port, or what an

@@ -66,7 +66,11 @@ class EnvoyNode:
 
     @property
     def listener(self) -> ListenerSpec:
-        return ListenerSpec(self.listen_port, self.listen_address, self.edge)
+        # One object per node: the snapshot cache's lookups then hit by identity.
+        spec = self.__dict__.get("_listener")
+        if spec is None or spec.port != self.listen_port:
+            spec = self.__dict__["_listener"] = ListenerSpec(self.listen_port, self.listen_address, self.edge)
+        return spec
 
     @property
     def caught_up(self) -> bool:

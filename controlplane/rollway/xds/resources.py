@@ -92,10 +92,17 @@ def assignment_dict(name: str, endpoints: list[tuple[str, int, float]]) -> dict:
 
 @dataclass(frozen=True)
 class ListenerSpec:
-    """What an Envoy asks for its own listener, from its node metadata."""
+    """What an Envoy asks for its own listener, from its node metadata. A key of the
+    snapshot cache, looked up several times per response: its hash is computed once."""
     port: int = 10000
     address: str = DEFAULT_LISTEN_ADDRESS
     edge: EdgeOptions = EdgeOptions()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.port, self.address, self.edge)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def build_resources(filter_config: dict, endpoints: dict[str, list], listener: int | ListenerSpec,

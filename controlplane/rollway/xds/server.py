@@ -103,6 +103,7 @@ class AdsServicer:
             return None
         node = EnvoyNode(node_id, service, listen_port, wake=wake, admin_port=admin_port,
                          peer_host=_peer_host(context.peer()), listen_address=listen_address, edge=edge)
+        node.__dict__["_listener"] = self.cache.intern(node.listener)
         self.cache.ledger.connect(node)
         log.info("xds: %s connected (service %s, listener %s:%d)", node.node_id, node.service, listen_address,
                  listen_port)
