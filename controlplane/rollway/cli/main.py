@@ -105,20 +105,28 @@ def _parse_cluster(spec: str) -> tuple[str, list[tuple[str, int]]]:
         raise argparse.ArgumentTypeError(f"--cluster {spec!r}: expected NAME=HOST:PORT[,HOST:PORT...]")
     parsed = []
     for endpoint in endpoints.split(","):
-        host, colon, port = endpoint.rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        split = _split_endpoint(endpoint)
+        if split is None:
             raise argparse.ArgumentTypeError(f"--cluster {spec!r}: bad endpoint {endpoint!r} (want HOST:PORT)")
-        parsed.append((host, int(port)))
+        parsed.append(split)
     return name, parsed
 
 
-def _host_port(spec: str, flag: str) -> tuple[str, int]:
-    """HOST:PORT (an IPv6 address in brackets); exits with a message naming the flag."""
-    host, colon, port = spec.rpartition(":")
+def _split_endpoint(text: str) -> tuple[str, int] | None:
+    """HOST:PORT (an IPv6 address in brackets) with a port in 1..65535, or None."""
+    host, colon, port = text.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise SystemExit(f"rollway: {flag} {spec!r}: expected HOST:PORT")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
     return host, int(port)
+
+
+def _host_port(spec: str, flag: str) -> tuple[str, int]:
+    """HOST:PORT; exits with a message naming the flag."""
+    split = _split_endpoint(spec)
+    if split is None:
+        raise SystemExit(f"rollway: {flag} {spec!r}: expected HOST:PORT")
+    return split
 
 
 def _ip_port(spec: str, flag: str) -> tuple[str, int]:
