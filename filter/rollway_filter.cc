@@ -97,6 +97,9 @@ struct FilterConfig {
   size_t counter_id[kCounterCount] = {};                // kNoCounter when Envoy refused it
   std::vector<std::vector<size_t>> request_counter;     // [stage][version]
   std::string cookie_attributes;  // "; Path=/; Max-Age=N; HttpOnly; SameSite=Lax[; Secure]"
+  // The version cookie without HttpOnly: it holds only a build id the page already shows,
+  // and a page that does not render its version reads it once at load (rollway.js).
+  std::string version_cookie_attributes;
 };
 
 size_t define_counter(void* config_envoy, const std::string& name) {
@@ -166,7 +169,11 @@ FilterConfig* new_config(void* config_envoy, std::string_view json) {
   const RouterConfig& router = *config->router;
   config->cookie_attributes = "; Path=/; Max-Age=" + std::to_string(router.ttl_seconds) +
                               "; HttpOnly; SameSite=Lax";
-  if (router.cookie_secure) config->cookie_attributes += "; Secure";
+  config->version_cookie_attributes = "; Path=/; Max-Age=" + std::to_string(router.ttl_seconds) + "; SameSite=Lax";
+  if (router.cookie_secure) {
+    config->cookie_attributes += "; Secure";
+    config->version_cookie_attributes += "; Secure";
+  }
   log(envoy_dynamic_module_type_log_level_Info,
       "rollway: filter config accepted: service " + router.service + ", generation " +
           std::to_string(router.generation) + ", " + std::to_string(router.stages.size()) + " stages");
@@ -342,7 +349,7 @@ void on_response_headers(HostStream host, StreamFilter& stream) {
   }
   if (stream.routed_version != nullptr && stream.set_version_cookie &&
       format_cookie(cookie, &length, router.version_cookie, *stream.routed_version,
-                    config.cookie_attributes)) {
+                    config.version_cookie_attributes)) {
     host.add_response_header("set-cookie", std::string_view(cookie, length));
   }
   if (stream.routed_stage != nullptr && stream.set_stage_cookie &&

@@ -327,6 +327,6 @@ class OracleRouter:
         stage_index, version_index, reason = chosen
         stage = self.stages[stage_index]
         version = stage.versions[version_index]
-        refresh = bool(wanted_version) and wanted_version != version.name and version_cookie != version.name
+        refresh = bool(wanted_version) and wanted_version != version.name
         return {**result, "stage": stage.name, "version": version.name, "cluster": version.cluster,
                 "reason": reason, "refresh": refresh}

@@ -149,17 +149,22 @@ def test_app_version_affinity_and_the_refresh_header(tmp_path, backends):
         assert "rw_ver" not in kept.set_cookies()
     finally:
         proc.stop()
-    # v1 drained: the session moves to v2 and is told to refresh once.
+    # v1 drained: the session moves to v2 and the tab is told to refresh. Another tab of
+    # the same browser, still on v1, is told too although the shared cookie already says
+    # v2; a tab that reloaded is not told again.
     proc = start_envoy(tmp_path, backends, filter_config({"v2": 10}, "forward", "v2"))
     try:
         told = proc.get("/", {"cookie": cookie_header(rid, "v1"), "x-app-version": "v1"})
         assert told.json["backend"] == "v2" and told.header("x-rw-refresh") == "v2"
         assert told.set_cookies()["rw_ver"] == "v2"
-        again = proc.get("/", {"cookie": cookie_header(rid, "v2"), "x-app-version": "v1"})
-        assert again.json["backend"] == "v2" and again.header("x-rw-refresh") is None
+        other_tab = proc.get("/", {"cookie": cookie_header(rid, "v2"), "x-app-version": "v1"})
+        assert other_tab.json["backend"] == "v2" and other_tab.header("x-rw-refresh") == "v2"
+        assert "rw_ver" not in other_tab.set_cookies()
         reloaded = proc.get("/", {"cookie": cookie_header(rid, "v2"), "x-app-version": "v2"})
         assert reloaded.header("x-rw-refresh") is None
-        assert proc.stats()["rollway.refresh_signals"] == 1
+        page_load = proc.get("/", {"cookie": cookie_header(rid, "v2")})
+        assert page_load.header("x-rw-refresh") is None
+        assert proc.stats()["rollway.refresh_signals"] == 2
     finally:
         proc.stop()
 

@@ -174,7 +174,8 @@ def test_a_new_session_is_routed_the_cluster_header_overwritten_and_cookies_set(
     assert cookies[0] == f"rw_rid={rid}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
     version = rollway.Router(json.dumps(make_config())).route(rid, now=time.time()).version
     assert cluster[0] == f"web.prod.{version}"
-    assert cookies[1] == f"rw_ver={version}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
+    # The version cookie is readable by the page (a build id; rollway.js falls back to it).
+    assert cookies[1] == f"rw_ver={version}; Path=/; Max-Age=600; SameSite=Lax"
     assert cookies[2] == "rw_stage=prod; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
     assert host.fake_counter(f"requests.stage.prod.version.{version}".encode()) == 1
     assert host.fake_counter(b"ids_minted") == 1

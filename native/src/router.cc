@@ -316,8 +316,12 @@ Decision decide_impl(const RouterConfig& config, const RouteRequest& request, bo
   }
 
   const std::string& routed = config.stages[d.stage].versions[d.version].name;
-  d.refresh = !request.app_version.empty() && !same_name(request.app_version, routed) &&
-              !same_name(request.version_cookie, routed);
+  // The signal follows the tab, not the session: the cookie is shared by every tab of the
+  // browser, so a tab still on the old version is told even after another tab (or this
+  // one, before it reloaded) moved the cookie. The page reloads at most once per target
+  // version (rollway.js keeps that guard in sessionStorage); a tab that reloaded sends the
+  // new version and is not told again.
+  d.refresh = !request.app_version.empty() && !same_name(request.app_version, routed);
   return d;
 }
 
