@@ -5,14 +5,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 STAMPS := .stamps
-# chromium: the dashboard test runs the page in a real (headless) browser.
+# chromium, chromium-driver: the dashboard and rollway.js tests run pages in a real headless
+# browser (Selenium drives it through Debian's driver). node-typescript: tsc checks rollway.d.ts.
 # iproute2 and openssl: the fleet test's hosts (network namespaces) and its certificates.
-APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-dev chromium fonts-dejavu-core \
+APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-dev chromium chromium-driver node-typescript fonts-dejavu-core \
 	iproute2 openssl
 VPY := $(VENV)/bin/python
-SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' -o -name '*.html' \) 2>/dev/null) CMakeLists.txt pyproject.toml
+SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' -o -name '*.html' -o -name '*.js' -o -name '*.ts' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-sim clean
+.PHONY: setup demo test fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-sim bench-clientjs clean
 
 setup: $(STAMPS)/installed
 
@@ -57,6 +58,9 @@ bench-controlplane: setup
 
 bench-xds: setup
 	$(VPY) benchmarks/xds.py
+
+bench-clientjs: setup
+	$(VPY) benchmarks/clientjs.py
 
 bench-sim: setup
 	$(VPY) benchmarks/sim.py

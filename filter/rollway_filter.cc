@@ -273,15 +273,21 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
   request.now = static_cast<int64_t>(std::time(nullptr));
   const Decision d = decide(router, request);
 
-  // From here on the header views above may be invalidated by our own writes.
   if (d.routed()) {
     const VersionEntry& version = router.stages[d.stage].versions[d.version];
+    // The version cookie is what the session's next page load asks for. A tab served the
+    // version it runs (its app-version header) leaves it alone: the cookie is shared by all
+    // tabs, and an older tab kept on its version must not send a new tab back to it. Page
+    // loads and moves (a tab told to reload) write it.
+    const bool kept_on_own_version = !request.app_version.empty() && !d.refresh;
+    stream.set_version_cookie = !same_name(request.version_cookie, version.name) &&
+                                (request.version_cookie.empty() || !kept_on_own_version);
+    stream.set_stage_cookie = !same_name(request.stage_cookie, router.stages[d.stage].name);
+    // From here on the header views above may be invalidated by our own writes.
     // Always overwrite: a client-sent cluster header must never choose the cluster.
     host.set_request_header(router.cluster_header, version.cluster);
     stream.routed_version = &version.name;
-    stream.set_version_cookie = !same_name(request.version_cookie, version.name);
     stream.routed_stage = &router.stages[d.stage].name;
-    stream.set_stage_cookie = !same_name(request.stage_cookie, router.stages[d.stage].name);
     stream.refresh = d.refresh;
     host.count(config.request_counter[d.stage][d.version]);
   } else {

@@ -147,6 +147,12 @@ def test_app_version_affinity_and_the_refresh_header(tmp_path, backends):
         kept = proc.get("/", {"cookie": cookie_header(rid, "v1"), "x-app-version": "v1"})
         assert kept.json["backend"] == "v1" and kept.header("x-rw-refresh") is None
         assert "rw_ver" not in kept.set_cookies()
+        # Another tab moved the shared cookie to v2: this tab stays on v1 and leaves the
+        # cookie to the newer tab, so the session's next page load still opens v2.
+        other_tab_kept = proc.get("/", {"cookie": cookie_header(rid, "v2"), "x-app-version": "v1"})
+        assert other_tab_kept.json["backend"] == "v1" and other_tab_kept.header("x-rw-refresh") is None
+        assert "rw_ver" not in other_tab_kept.set_cookies()
+        assert proc.get("/", {"cookie": cookie_header(rid, "v2")}).json["backend"] == "v2"
     finally:
         proc.stop()
     # v1 drained: the session moves to v2 and the tab is told to refresh. Another tab of

@@ -26,7 +26,6 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import shutil
 import subprocess
 import threading
 import time
@@ -225,17 +224,10 @@ def dashboard_page() -> bytes:
     return resources.files("rollway.api").joinpath("dashboard.html").read_bytes()
 
 
-def chromium_binary() -> str:
-    """Debian's headless-capable browser (``apt-get install chromium``)."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
-
-
 def _headless(url: str, *flags: str, budget_ms: int = 4000, timeout: float = 90.0) -> subprocess.CompletedProcess:
     # --virtual-time-budget lets the page's fetch-and-render loop run before the capture.
+    from rollway.tools.browser import chromium_binary
+
     return subprocess.run([chromium_binary(), "--headless=new", "--no-sandbox", "--disable-gpu",
                            "--hide-scrollbars", f"--virtual-time-budget={budget_ms}", *flags, url],
                           capture_output=True, text=True, timeout=timeout)

