@@ -1,6 +1,7 @@
 """`rollway demo`, the README's main job, run as a user runs it: a real control plane, two
-real Envoys, real backends and real HTTP from simulated browsers, on the embedded file
-store and on a real ZooKeeper; and Ctrl-C stops everything it started."""
+real Envoys, real backends and real HTTP from simulated browsers and from real headless
+Chromium tabs, on the embedded file store and on a real ZooKeeper; and Ctrl-C stops
+everything it started."""
 
 from __future__ import annotations
 
@@ -41,10 +42,18 @@ def assert_clean_deploy(summary: dict) -> None:
     assert summary["envoys"] == 2 and summary["xds_nacks"] == 0, summary
 
 
-def test_demo_deploys_v2_through_two_envoys_without_a_bounce():
-    summary = run_demo("--duration", "40", "--json")
+def test_demo_deploys_v2_through_two_envoys_without_a_bounce_and_20_chromium_tabs_reload_once():
+    summary = run_demo("--duration", "40", "--json", "--browsers", "20")
     assert summary["store"] == "file"
     assert_clean_deploy(summary)
+    # Real Chromium tabs on the app's page (rollway.js), five to a browser, both Envoys:
+    # each reloaded exactly once and ended on v2; the "navigation" half only when navigating.
+    tabs = summary["tabs"]
+    assert tabs["tabs"] == 20 and tabs["final_versions"] == {"v2": 20}, tabs
+    assert tabs["reloads_per_tab_min"] == tabs["reloads_per_tab_max"] == 1, tabs
+    assert tabs["reloads_before_navigation"] == 0 and tabs["bounces"] == 0, tabs
+    assert tabs["api_errors"] == 0 and tabs["api_lost"] <= tabs["reloads"], tabs   # a call cut by a reload
+    assert tabs["api_calls"] > 20 * 10, tabs
 
 
 def test_demo_runs_the_same_against_a_real_zookeeper(zookeeper):

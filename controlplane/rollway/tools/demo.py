@@ -2,9 +2,12 @@
 
 It starts, on this machine: the control plane (on a temporary directory, or on ZooKeeper
 with ``--zk``), its xDS server and dashboard; two stock Envoys loading the filter over
-ADS; HTTP backends that announce themselves in the ``prod`` and ``canary`` serversets as
-v1; and a crowd of simulated browsers that keep their cookies, send real HTTP through the
-Envoys (each request to a random one), and reload when the response tells them to. Then it
+ADS; app hosts (``rollway.tools.webapp``: a page with ``rollway.js`` and an API) that announce
+themselves in the ``prod`` and ``canary`` serversets as v1; a crowd of simulated browsers
+that keep their cookies, call the API through the Envoys (each request to a random one),
+and reload when the response tells them to; and, with ``--browsers N``, N real headless
+Chromium tabs on the page, five to a browser, half reloading at once when told and half at
+their next in-app navigation (every 6 s). Then it
 deploys v2 the way a deploy tool would: one canary host first, then ``prod`` in batches (a
 batch's new hosts announce themselves; once the deploy gate passes, the old ones are
 drained with ``rollway.tools.drain`` and stopped). The terminal shows
@@ -18,6 +21,7 @@ Usage::
     rollway demo                      # about a minute, live view in the terminal
     rollway demo --duration 40 --json # machine-readable summary (what the CI test checks)
     rollway demo --zk 127.0.0.1:2181  # the same against a real ZooKeeper
+    rollway demo --browsers 20        # and 20 Chromium tabs (Debian's chromium, chromium-driver)
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVICE = "web"
+TABS_PER_BROWSER = 5         # Chromium tabs share one browser (one user's cookies) five at a time
+NAVIGATE_EVERY_MS = 6000     # how often a "navigation" tab follows an in-app link
 STAGES = (("canary", 5.0, "/discovery/web/canary", 1), ("prod", 95.0, "/discovery/web/prod", 6))
 OLD, NEW = "v1", "v2"
 
@@ -47,18 +53,17 @@ OLD, NEW = "v1", "v2"
 # -- backends -------------------------------------------------------------------------------------
 
 class AppHost:
-    """One application host: an HTTP server answering with its version, announced in a
+    """One application host: the demo app's page and API for its version, announced in a
     serverset for as long as it is registered."""
 
     def __init__(self, store, stage: str, path: str, version: str, index: int):
+        from rollway.sources.serverset import member_json
+        from rollway.tools.webapp import WebApp
+
         self.stage, self.path, self.version = stage, path, version
         self.name = f"{stage}-{version}-{index}"
-        from rollway.envoy.process import json_backend
-        from rollway.sources.serverset import member_json
-
-        self.server = json_backend(lambda request: {"version": version, "host": self.name})
-
-        self.port = self.server.server_address[1]
+        self.app = WebApp(version, self.name)
+        self.port = self.app.port
         self.handle = store.announce(path, member_json("127.0.0.1", self.port, version))
 
     def deregister(self) -> None:
@@ -68,8 +73,7 @@ class AppHost:
 
     def stop(self) -> None:
         self.deregister()
-        self.server.shutdown()
-        self.server.server_close()
+        self.app.stop()
 
 
 # -- browsers -------------------------------------------------------------------------------------
@@ -96,7 +100,7 @@ class Browser:
             headers["x-app-version"] = self.app_version
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            conn.request("GET", "/", headers=headers)
+            conn.request("GET", "/api/demo", headers=headers)
             response = conn.getresponse()
             body = response.read()
             status, header_list = response.status, response.getheaders()
@@ -146,6 +150,9 @@ class Demo:
         self.steps_done, self.steps_total = 0, 0
         self.phase = "starting"
         self.drain_errors: list[str] = []
+        self.tabs = None                  # rollway.tools.browser.Tabs, with --browsers
+        self.tab_policies: list[str] = []
+        self.tab_states: list[dict] = []  # what each tab's page recorded, read every 2 s
         self.t0 = time.monotonic()
 
     # lifecycle
@@ -189,6 +196,36 @@ class Demo:
             self.envoys.append(envoy)
             self.started.append(envoy.stop)
         self._wait_for_routing()
+        if self.args.browsers:
+            self._open_tabs()
+
+    def _open_tabs(self) -> None:
+        """Real Chromium tabs on the demo page, spread over both Envoys: odd tabs reload at
+        once when told, even ones at their next in-app navigation."""
+        from rollway.tools.browser import Tabs
+
+        urls = []
+        for i in range(self.args.browsers):
+            policy = "immediate" if i % 2 else "navigation"
+            self.tab_policies.append(policy)
+            query = f"policy={policy}" + ("" if i % 2 else f"&navigate={NAVIGATE_EVERY_MS}")
+            urls.append(f"http://127.0.0.1:{self.envoys[i % len(self.envoys)].listen_port}/?{query}")
+        self.tabs = Tabs(urls, per_browser=TABS_PER_BROWSER)
+        self.started.append(self.tabs.close)
+
+    def _read_tabs(self) -> None:
+        states = []
+        for tab in self.tabs.tabs:
+            try:
+                states.append(self.tabs.state(tab))
+            except Exception:   # mid-reload: keep what the last read saw
+                previous = self.tab_states[len(states)] if len(self.tab_states) > len(states) else {}
+                states.append(previous)
+        self.tab_states = states
+
+    def _watch_tabs(self) -> None:
+        while not self.stop_event.wait(2.0):
+            self._read_tabs()
 
     def _add_host(self, stage: str, path: str, version: str, index: int) -> AppHost:
         host = AppHost(self.store, stage, path, version, index)
@@ -267,6 +304,8 @@ class Demo:
             thread.start()
         view = threading.Thread(target=self._view_loop, daemon=True)
         view.start()
+        if self.tabs is not None:
+            threading.Thread(target=self._watch_tabs, daemon=True).start()
         start = time.monotonic()
         prod_count = dict((s[0], s[3]) for s in STAGES)["prod"]
         batches = [self.args.batch] * (prod_count // self.args.batch) + ([prod_count % self.args.batch]
@@ -313,6 +352,8 @@ class Demo:
         return dashboard_state(self.plane, self.xds.xds.cache, None)["services"][0]
 
     def summary(self, elapsed: float) -> dict:
+        if self.tabs is not None:
+            self._read_tabs()
         service = self.status()
         live = {s["name"]: {v["name"]: v["capacity"] for v in s["versions"]} for s in service["stages"]}
         completed = self.steps_done == self.steps_total and all(set(v) == {NEW} for v in live.values())
@@ -338,6 +379,7 @@ class Demo:
             "xds_nacks": self.xds.xds.cache.nack_total,
             "drain_errors": list(self.drain_errors),
             "dashboard": f"http://127.0.0.1:{self.dashboard.port}/",
+            **({"tabs": tab_summary(self.tab_states, self.tab_policies)} if self.tabs is not None else {}),
         }
 
     def _view_loop(self) -> None:
@@ -363,9 +405,15 @@ class Demo:
 
     def _totals_line(self) -> str:
         b = self.browsers
-        return (f"bounces {sum(x.bounces for x in b)}   refreshes {sum(x.refreshes for x in b)} "
+        line = (f"bounces {sum(x.bounces for x in b)}   refreshes {sum(x.refreshes for x in b)} "
                 f"(max per session {max((x.refreshes for x in b), default=0)})   "
                 f"requests {sum(x.requests for x in b)}   errors {sum(x.errors for x in b)}")
+        if self.tabs is not None and self.tab_states:
+            tabs = tab_summary(self.tab_states, self.tab_policies)
+            on = ", ".join(f"{v} {n}" for v, n in sorted(tabs["final_versions"].items()))
+            line += (f"\nChromium tabs: {tabs['tabs']} on {on}; reloads {tabs['reloads']} "
+                     f"(max per tab {tabs['reloads_per_tab_max']}), bounces {tabs['bounces']}")
+        return line
 
     def render(self) -> str:
         service = self.status()
@@ -395,6 +443,29 @@ class Demo:
         return "\n".join(lines)
 
 
+def tab_summary(states: list[dict], policies: list[str]) -> dict:
+    """The Chromium tabs from what their pages recorded (``rollway.tools.webapp``)."""
+    loads = [state.get("loads", []) for state in states]
+    sequences = [state.get("sequence", []) for state in states]
+    reloads = [max(0, len(x) - 1) for x in loads]
+    return {
+        "tabs": len(states),
+        "final_versions": dict(Counter(x[-1]["version"] if x else "none" for x in loads)),
+        "reloads": sum(reloads),
+        "reloads_per_tab_min": min(reloads, default=0),
+        "reloads_per_tab_max": max(reloads, default=0),
+        # a "navigation" tab reloads only when it navigates, never by itself
+        "reloads_before_navigation": sum(1 for x, policy in zip(loads, policies) if policy == "navigation"
+                                         for load in x[1:] if load.get("cause") != "navigation"),
+        "api_calls": sum(sum(state.get("api", {}).values()) for state in states),
+        "api_errors": sum(state.get("errors", 0) for state in states),
+        "api_lost": sum(state.get("lost", 0) for state in states),
+        # API calls served by another version than the page's (a tab moved, not yet reloaded)
+        "skewed_calls": sum(state.get("skewed", 0) for state in states),
+        "bounces": sum(len(seq) - len(set(seq)) for seq in sequences),   # back on a version it left
+    }
+
+
 def run_demo(args: argparse.Namespace) -> int:
     demo = Demo(args)
 
@@ -419,7 +490,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print()
     else:
         print(demo_report(summary))
-    ok = summary["deploy_completed"] and summary["bounces"] == 0
+    ok = summary["deploy_completed"] and summary["bounces"] == 0 and summary.get("tabs", {}).get("bounces", 0) == 0
     return 0 if ok else 1
 
 
@@ -428,7 +499,10 @@ def demo_report(summary: dict) -> str:
             f"({summary['deploy_steps']} steps) in {summary['duration_seconds']} s: "
             f"{summary['sessions']} sessions, {summary['requests']} requests through {summary['envoys']} Envoys, "
             f"sessions now on {summary['final_versions']}, bounces {summary['bounces']}, "
-            f"refreshes per session at most {summary['refreshes_per_session_max']}, errors {summary['errors']}")
+            f"refreshes per session at most {summary['refreshes_per_session_max']}, errors {summary['errors']}"
+            + (f"; {summary['tabs']['tabs']} Chromium tabs now on {summary['tabs']['final_versions']}, reloads per "
+               f"tab {summary['tabs']['reloads_per_tab_min']}-{summary['tabs']['reloads_per_tab_max']}, "
+               f"bounces {summary['tabs']['bounces']}" if "tabs" in summary else ""))
 
 
 def add_command(sub) -> None:
@@ -440,6 +514,9 @@ def add_command(sub) -> None:
     demo.add_argument("--zk", metavar="HOST:PORT", help="use this ZooKeeper instead of a local directory")
     demo.add_argument("--http-port", type=int, default=int(os.environ.get("ROLLWAY_DEMO_HTTP_PORT", "7780")),
                       help="dashboard port (default 7780; 0 picks a free one)")
+    demo.add_argument("--browsers", type=int, default=0, metavar="N",
+                      help="also drive N real headless Chromium tabs on the app's page (Debian's chromium and "
+                           "chromium-driver, and selenium: pip install 'rollway[browser]')")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--screenshot", metavar="FILE.png",
                       help="mid-deploy, save the dashboard as headless Chromium renders it")
