@@ -33,6 +33,7 @@ class MisbehavingApp(WebApp):
 
     def api(self, path, query, headers):
         status, extra, body = super().api(path, query, headers)
+        body["routing_id"] = "rw_rid=" in (headers.get("cookie") or "")
         if path == "/api/fail":
             return 503, {"x-rw-refresh": query["target"][0]}, body
         if path == "/api/always":
@@ -60,7 +61,7 @@ def ports():
 
 @pytest.fixture(scope="module")
 def apps(ports):
-    # The page's origin is 127.0.0.1; `localhost` on the same Envoy is another origin.
+    # The page's origin; an API on another port is another origin of the same site.
     made = {v: MisbehavingApp(v, f"prod-{v}-0", cors_origins=(f"http://127.0.0.1:{ports['listen']}",)) for v in VERSIONS}
     yield made
     for app in made.values():
@@ -131,6 +132,8 @@ x.send();"""
 def test_a_tab_keeps_the_version_it_was_loaded_from_on_fetch_and_xhr(tmp_path, apps, ports):
     config = filter_config({"v1": 5, "v2": 5})
     stack = Stack(tmp_path, apps, ports, config)
+    (tmp_path / "api").mkdir()
+    api_stack = Stack(tmp_path / "api", apps, {"listen": free_port(), "admin": free_port()}, config)
     router = rollway.Router(json.dumps(config))
     rid = next(r for r in (rollway.new_routing_id() for _ in range(200))
                if router.route(r, now=time.time()).version == "v2")
@@ -167,21 +170,26 @@ def test_a_tab_keeps_the_version_it_was_loaded_from_on_fetch_and_xhr(tmp_path, a
         driver.get(stack.url("/?poll=0"))
         assert driver.find_element("id", "version").text == "v2"
         driver.switch_to.window(tab_a)
-        # Another origin gets no header unless it is listed (then it must allow it: CORS).
-        other = stack.url("/api/cross", host="localhost")
+        # An API on another origin of the same site (its own Envoy, another port) gets no
+        # header unless listed; listed, it must allow it (CORS), and with credentials the
+        # browser's routing id travels with the call.
+        other = api_stack.url("/api/cross")
         unlisted = driver.execute_async_script(FETCH, other)
         assert unlisted["status"] == 200 and unlisted["body"]["app_version"] is None, unlisted
         driver.execute_async_script("""const done = arguments[arguments.length - 1];
             const version = rollwayDemo.rollway.version;   // as loaded: the cookie says v2 by now
             rollwayDemo.rollway.uninstall();
             import('/rollway.js').then(m => { m.install({version, apiOrigins: [arguments[0]]}); done(); });""",
-                                    stack.url("/", host="localhost"))
-        listed = driver.execute_async_script(FETCH, other)
-        assert listed["status"] == 200 and listed["body"]["app_version"] == "v1", listed
-        assert listed["body"]["version"] == "v1"
+                                    api_stack.url("/"))
+        with_cookies = FETCH.replace("fetch(arguments[0])", "fetch(arguments[0], {credentials: 'include'})")
+        for _ in range(3):
+            listed = driver.execute_async_script(with_cookies, other)
+            assert listed["status"] == 200 and listed["body"]["app_version"] == "v1", listed
+            assert listed["body"]["version"] == "v1" and listed["body"]["routing_id"] is True, listed
     finally:
         driver.quit()
         stack.stop()
+        api_stack.stop()
 
 
 def test_a_rolling_deploy_reloads_each_of_20_tabs_once_and_navigation_waits_for_a_navigation(

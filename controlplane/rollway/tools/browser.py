@@ -52,7 +52,10 @@ def start_chromium(*, accept_insecure_certs: bool = False):
     for flag in FLAGS:
         options.add_argument(flag)
     options.accept_insecure_certs = accept_insecure_certs
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    except Exception as error:   # selenium's own exceptions: say what did not start
+        raise RuntimeError(f"headless Chromium did not start under {CHROMEDRIVER}: {error}") from error
 
 
 @dataclass

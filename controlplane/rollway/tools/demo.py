@@ -213,6 +213,10 @@ class Demo:
         self.tabs = Tabs(urls, per_browser=TABS_PER_BROWSER)
         self.started.append(self.tabs.close)
 
+    def app_url(self) -> str:
+        """The demo app's page through the first Envoy, for a browser of your own."""
+        return f"http://127.0.0.1:{self.envoys[0].listen_port}/?policy=immediate"
+
     def _read_tabs(self) -> None:
         states = []
         for tab in self.tabs.tabs:
@@ -379,6 +383,7 @@ class Demo:
             "xds_nacks": self.xds.xds.cache.nack_total,
             "drain_errors": list(self.drain_errors),
             "dashboard": f"http://127.0.0.1:{self.dashboard.port}/",
+            "app": self.app_url(),
             **({"tabs": tab_summary(self.tab_states, self.tab_policies)} if self.tabs is not None else {}),
         }
 
@@ -439,7 +444,8 @@ class Demo:
                                                          for v, n in sorted(by_version.items())),
                   self._sessions_line(),
                   self._totals_line(),
-                  f"dashboard: http://127.0.0.1:{self.dashboard.port}/   Ctrl-C stops everything", ""]
+                  f"dashboard: http://127.0.0.1:{self.dashboard.port}/   Ctrl-C stops everything",
+                  f"the app: {self.app_url()} (open it: the page reloads once onto {NEW})", ""]
         return "\n".join(lines)
 
 
@@ -481,6 +487,9 @@ def run_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nrollway demo: interrupted; stopping everything it started", file=sys.stderr)
         return 130
+    except (RuntimeError, OSError) as error:   # a part did not start: say which, stop the rest
+        print(f"rollway demo: {error}", file=sys.stderr)
+        return 1
     finally:
         demo.shutdown()
         signal.signal(signal.SIGTERM, previous)

@@ -13,8 +13,8 @@ as it was at load), ``poll`` (ms between API calls, default 1000; 0: none) and `
 (ms between in-app navigations, a ``pushState`` like a single-page app's router; default
 none).
 
-An API called from pages of other origins (``cors_origins``) answers their preflight and
-allows the app-version header and exposes the refresh header, which is what such an API
+An API called from pages of other origins (``cors_origins``) answers their preflight,
+allows credentials and the app-version header, and exposes the refresh header, which is what such an API
 must do for ``rollway.js`` (``install({apiOrigins: [...]})``).
 
 Like every app host behind Rollway, it answers 421 when the cluster Envoy chose
@@ -163,7 +163,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         origin = self.headers.get("origin", "")
         if origin not in self.app.cors_origins:
             return {}
+        # Credentials: the API's own Envoy keeps a routing id for the browser; without its
+        # cookie every call would be a new session, routed by the header alone.
         return {"access-control-allow-origin": origin, "vary": "origin",
+                "access-control-allow-credentials": "true",
                 "access-control-allow-headers": "x-app-version",
                 "access-control-expose-headers": "x-rw-refresh",
                 "access-control-max-age": "600"}
