@@ -234,7 +234,7 @@ def test_a_rolling_deploy_reloads_each_of_20_tabs_once_and_navigation_waits_for_
         assert state["lost"] <= 1, (i, state)      # at most the call its own reload cut short
 
 
-def test_a_5xx_never_reloads_and_a_server_that_always_says_reload_gets_one_per_version(tmp_path, apps, ports):
+def test_a_5xx_never_reloads_and_a_server_that_always_says_reload_gets_one_per_version_and_3_a_minute(tmp_path, apps, ports):
     stack = Stack(tmp_path, apps, ports, filter_config({"v1": 10}))
     driver = start_chromium()
     try:
@@ -272,8 +272,15 @@ def test_a_5xx_never_reloads_and_a_server_that_always_says_reload_gets_one_per_v
         call(FETCH, "/api/always?target=v3")
         call(FETCH, "/api/always?target=v2")
         assert len(loads()) == 3                              # one more for a new version only
-        assert json.loads(driver.execute_script("return JSON.stringify(sessionStorage.getItem('rollway.reloaded'))")) \
-            == "v2 v3"
+        for bogus in ("v4%20v5", "%3Cscript%3E", "v" * 129):
+            call(FETCH, f"/api/always?target={bogus}")
+        assert len(loads()) == 3                              # not a version name: not a signal
+        call(FETCH, "/api/always?target=v4")
+        assert len(loads()) == 4
+        call(FETCH, "/api/always?target=v5")                  # a fourth new version within the minute
+        assert len(loads()) == 4
+        guard = driver.execute_script("return sessionStorage.getItem('rollway.reloaded')")
+        assert [entry.split("@")[0] for entry in guard.split()] == ["v2", "v3", "v4"], guard
     finally:
         driver.quit()
         stack.stop()

@@ -9,8 +9,8 @@
 // calls on that version while it has capacity, whatever the cookie shared by all tabs says.
 // When the proxy routes the tab elsewhere, the response says so (`x-rw-refresh: <version>`)
 // and the tab reloads onto it: at the next navigation (default), at once, or as a callback
-// decides. A tab reloads at most once per target version (a guard in sessionStorage), never
-// because of a 5xx.
+// decides. A tab reloads at most once per target version and three times a minute (a guard
+// in sessionStorage), never because of a 5xx.
 //
 //   import { install } from "/rollway.js";
 //   install();   // the version from <meta name="rollway-version">, else the rw_ver cookie
@@ -31,13 +31,19 @@ function loadedVersion(cookie) {
   return "";
 }
 
-// The loop guard. Marks `target` as reloaded-for in this tab; false if it already was, or if
-// sessionStorage is unavailable (then nothing reloads by itself: it could not be bounded).
+// The loop guard, kept across reloads in sessionStorage as "version@ms" entries. Claims a
+// reload onto `target` for this tab: false if the tab already reloaded for it, if it
+// reloaded MAX_PER_MINUTE times in the last minute (a server naming a new version each time
+// cannot loop it), or if sessionStorage is unavailable (then nothing reloads by itself).
+const MAX_PER_MINUTE = 3;
 function claim(target) {
   try {
-    const seen = (sessionStorage.getItem(GUARD) || "").split(" ");
-    if (seen.includes(target)) return false;
-    sessionStorage.setItem(GUARD, seen.concat(target).join(" ").trim());
+    const now = Date.now();
+    const seen = (sessionStorage.getItem(GUARD) || "").split(" ").filter(Boolean).map((e) => e.split("@"));
+    if (seen.some(([v]) => v === target)) return false;
+    if (seen.filter(([, t]) => now - Number(t) < 60000).length >= MAX_PER_MINUTE) return false;
+    seen.push([target, String(now)]);
+    sessionStorage.setItem(GUARD, seen.slice(-32).map((e) => e.join("@")).join(" "));
     return true;
   } catch (_) {
     return false;
@@ -70,7 +76,9 @@ function install(options = {}) {
   let pending = "";
 
   const told = (status, target) => {
-    if (!target || target === version || status >= 500 || handled.has(target)) return;
+    // A version name as route maps allow it; anything else is not a signal from Rollway.
+    if (!target || !/^[\w.+-]{1,128}$/.test(target) || target === version || status >= 500 ||
+        handled.has(target)) return;
     handled.add(target);
     const event = { version: target, from: version, reload: () => claim(target) && (location.reload(), true) };
     if (typeof o.onRefresh === "function") o.onRefresh(event);
