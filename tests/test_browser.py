@@ -119,6 +119,20 @@ def page_state(tabs: Tabs, tab) -> dict:
     return holder["state"]
 
 
+def page_loads(driver) -> list:
+    """The loads the page recorded in the driver's current tab, waiting out a reload."""
+    holder = {}
+
+    def read():
+        try:
+            holder["value"] = json.loads(driver.execute_script("return sessionStorage.getItem('rollway-demo')"))["loads"]
+            return True
+        except Exception:   # mid-reload: the document is being replaced
+            return False
+    wait_until(read, timeout=15, what="the page")
+    return holder["value"]
+
+
 FETCH = """const done = arguments[arguments.length - 1];
 fetch(arguments[0]).then(async r => done({status: r.status, refresh: r.headers.get('x-rw-refresh'),
                                            body: await r.json()}), e => done({error: String(e)}));"""
@@ -240,19 +254,6 @@ def test_a_5xx_never_reloads_and_a_server_that_always_says_reload_gets_one_per_v
     try:
         driver.get(stack.url("/?poll=0&policy=immediate"))
 
-        def loads() -> list:
-            holder = {}
-
-            def read():
-                try:
-                    holder["value"] = json.loads(driver.execute_script(
-                        "return sessionStorage.getItem('rollway-demo')"))["loads"]
-                    return True
-                except Exception:
-                    return False
-            wait_until(read, timeout=15, what="the page")
-            return holder["value"]
-
         def call(script: str, path: str) -> None:
             try:
                 driver.execute_async_script(script, path)
@@ -262,23 +263,23 @@ def test_a_5xx_never_reloads_and_a_server_that_always_says_reload_gets_one_per_v
 
         call(FETCH, "/api/fail?target=v2")
         call(XHR, "/api/fail?target=v2")
-        assert len(loads()) == 1                              # a 5xx said v2: nothing reloads
+        assert len(page_loads(driver)) == 1                              # a 5xx said v2: nothing reloads
         call(FETCH, "/api/always?target=v2")
-        assert [x["version"] for x in loads()] == ["v1", "v1"]   # told v2 (a 200): one reload
+        assert [x["version"] for x in page_loads(driver)] == ["v1", "v1"]   # told v2 (a 200): one reload
         for script in (FETCH, XHR, FETCH):
             call(script, "/api/always?target=v2")
-        assert len(loads()) == 2                              # the guard: once per version
+        assert len(page_loads(driver)) == 2                              # the guard: once per version
         call(XHR, "/api/always?target=v3")
         call(FETCH, "/api/always?target=v3")
         call(FETCH, "/api/always?target=v2")
-        assert len(loads()) == 3                              # one more for a new version only
+        assert len(page_loads(driver)) == 3                              # one more for a new version only
         for bogus in ("v4%20v5", "%3Cscript%3E", "v" * 129):
             call(FETCH, f"/api/always?target={bogus}")
-        assert len(loads()) == 3                              # not a version name: not a signal
+        assert len(page_loads(driver)) == 3                              # not a version name: not a signal
         call(FETCH, "/api/always?target=v4")
-        assert len(loads()) == 4
+        assert len(page_loads(driver)) == 4
         call(FETCH, "/api/always?target=v5")                  # a fourth new version within the minute
-        assert len(loads()) == 4
+        assert len(page_loads(driver)) == 4
         guard = driver.execute_script("return sessionStorage.getItem('rollway.reloaded')")
         assert [entry.split("@")[0] for entry in guard.split()] == ["v2", "v3", "v4"], guard
     finally:
@@ -310,6 +311,30 @@ def test_the_browser_accepts_the_filters_cookies(tmp_path, apps, ports, scheme):
         assert cookie["httpOnly"] is (name != "rw_ver"), cookie
     assert rollway.parse_routing_id(cookies["rw_rid"]["value"], time.time(), TTL)["status"] == "valid"
     assert cookies["rw_ver"]["value"] == "v1" and cookies["rw_stage"]["value"] == "prod"
+
+
+def test_a_callback_decides_when_to_reload(tmp_path, apps, ports):
+    stack = Stack(tmp_path, apps, ports, filter_config({"v1": 10}))
+    driver = start_chromium()
+    try:
+        driver.get(stack.url("/?poll=0"))
+        events = driver.execute_async_script("""const done = arguments[arguments.length - 1];
+            const version = rollwayDemo.rollway.version;
+            rollwayDemo.rollway.uninstall();
+            window.events = [];
+            import('/rollway.js').then(async m => {
+              m.install({version, onRefresh: e => { window.events.push(e); }});
+              await fetch('/api/always?target=v2');
+              await fetch('/api/always?target=v2');
+              done(window.events.map(e => ({version: e.version, from: e.from})));
+            });""")
+        assert events == [{"version": "v2", "from": "v1"}]           # told once, nothing reloaded yet
+        assert len(page_loads(driver)) == 1
+        driver.execute_script("window.events[0].reload()")           # the user agreed
+        wait_until(lambda: len(page_loads(driver)) == 2, timeout=15, what="the reload the callback asked for")
+    finally:
+        driver.quit()
+        stack.stop()
 
 
 def test_the_classic_build_installs_from_a_plain_script_tag(tmp_path, apps, ports):

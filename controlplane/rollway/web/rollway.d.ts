@@ -6,7 +6,7 @@ export interface RefreshEvent {
   readonly version: string;
   /** The version this tab was loaded from. */
   readonly from: string;
-  /** Reloads the tab, unless it already reloaded for this version (then returns false). */
+  /** Reloads the tab, unless it already reloaded for this version or three times in the last minute (then returns false). */
   reload(): boolean;
 }
 
