@@ -11,17 +11,20 @@ open through it. What the tabs did is read from what the page records in its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
 import pytest
+from selenium.common.exceptions import WebDriverException
+from pki import CA
 
 import rollway
-from envoy_harness import EnvoyProcess, free_port, wait_until
-from pki import CA
 from rollway.envoy.bootstrap import static_bootstrap, write_ecds_file
 from rollway.tools.browser import Tabs, start_chromium
 from rollway.tools.webapp import WebApp
+
+from envoy_harness import EnvoyProcess, free_port, wait_until
 
 VERSIONS = ("v1", "v2")
 TTL = 3600
@@ -112,7 +115,7 @@ def page_state(tabs: Tabs, tab) -> dict:
     def read():
         try:
             holder["state"] = tabs.state(tab)
-        except Exception:   # mid-navigation: the document is being replaced
+        except (WebDriverException, TypeError, ValueError):   # mid-navigation: the document is being replaced
             return False
         return bool(holder["state"])
     wait_until(read, timeout=15, what="the page to load")
@@ -127,7 +130,7 @@ def page_loads(driver) -> list:
         try:
             holder["value"] = json.loads(driver.execute_script("return sessionStorage.getItem('rollway-demo')"))["loads"]
             return True
-        except Exception:   # mid-reload: the document is being replaced
+        except (WebDriverException, TypeError, ValueError):   # mid-reload: the document is being replaced
             return False
     wait_until(read, timeout=15, what="the page")
     return holder["value"]
@@ -255,10 +258,8 @@ def test_a_5xx_never_reloads_and_a_server_that_always_says_reload_gets_one_per_v
         driver.get(stack.url("/?poll=0&policy=immediate"))
 
         def call(script: str, path: str) -> None:
-            try:
+            with contextlib.suppress(WebDriverException):   # the page reloaded under the script
                 driver.execute_async_script(script, path)
-            except Exception:   # the page reloaded under the script: that is what is counted
-                pass
             time.sleep(1.0)
 
         call(FETCH, "/api/fail?target=v2")

@@ -13,6 +13,7 @@ install.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -108,10 +109,8 @@ class Tabs:
 
     def close(self) -> None:
         for driver in self.drivers:
-            try:
+            with contextlib.suppress(Exception):   # a browser that died already: nothing left to stop
                 driver.quit()
-            except Exception:   # a browser that died already: nothing left to stop
-                pass
         self.drivers.clear()
 
     def __enter__(self) -> Tabs:

@@ -143,7 +143,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     app: WebApp
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         cluster = self.headers.get("x-rw-cluster", "")
         if cluster and not cluster.endswith("." + self.app.version):
             return self._send(421, "text/plain", b"")
@@ -155,7 +155,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(status, "application/json", json.dumps(body).encode(), extra)
         return self._send(200, "text/html; charset=utf-8", self.app.page(parse_qs(url.query)))
 
-    def do_OPTIONS(self) -> None:  # noqa: N802
+    def do_OPTIONS(self) -> None:
         """A CORS preflight from an allowed origin: the app-version header may be sent."""
         self._send(204 if self._cors() else 403, "text/plain", b"")
 
