@@ -16,8 +16,8 @@ import json
 import time
 
 import pytest
-from selenium.common.exceptions import WebDriverException
 from pki import CA
+from selenium.common.exceptions import WebDriverException
 
 import rollway
 from rollway.envoy.bootstrap import static_bootstrap, write_ecds_file
