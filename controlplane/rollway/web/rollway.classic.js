@@ -26,7 +26,7 @@ function loadedVersion(cookie) {
   if (meta && meta.content) return meta.content;
   for (const part of document.cookie.split(";")) {
     const eq = part.indexOf("=");
-    if (eq > 0 && part.slice(0, eq).trim() === cookie) return decodeURIComponent(part.slice(eq + 1).trim());
+    if (eq > 0 && part.slice(0, eq).trim() === cookie) return part.slice(eq + 1).trim();   // a version name: no escapes
   }
   return "";
 }
