@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import sys
 import threading
 from string import Template
 from urllib.parse import parse_qs, urlsplit
@@ -120,7 +121,7 @@ class WebApp:
         self.scripts = {"/rollway.js": web.source("module").encode(),
                         "/rollway.classic.js": web.source("classic").encode()}
         handler = type("Handler", (_Handler,), {"app": self})
-        self.server = http.server.ThreadingHTTPServer((host, port), handler)
+        self.server = _Server((host, port), handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, name=f"webapp-{name}", daemon=True).start()
@@ -137,6 +138,14 @@ class WebApp:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A peer that goes away mid-request (Envoy closing an idle upstream connection, a
+        # tab reloading) is not an error worth a traceback; anything else still is.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
