@@ -19,6 +19,20 @@ Reported: requests/s and the proxy's CPU time per request (utime+stime from /pro
 ratios to (a); scenarios alternate within each round and the median over rounds is shown,
 because this VM's neighbours move single runs by +-10%.
 
+--instructions adds what does not move with the neighbours: instructions per request on
+the proxy's worker thread under valgrind --tool=callgrind (Envoy starts under valgrind,
+takes 1,000 warm-up requests, the counters are zeroed, then 2,000 requests are counted:
+start-up is not in the figure), one request at a time on one keep-alive connection, the
+same returning browsers as wrk's. Three more scenarios, measured the same way:
+
+  (e) floor: a dynamic module whose hooks do nothing (what any module costs)
+  (f) floor: a module that only sets a fixed cluster header and clears the route cache
+      (what routing by cluster header costs; benchmarks/modules/floor_module.cc)
+  (g) Envoy's own peer: stateful_session (cookie) + weighted_clusters
+
+Its last line: `rollway: N instructions/request, floor (f) F, rollway - floor D, X.XXx fixed
+cluster, Y.YYx lua`.
+
 Measured alternatives (issue 3 asks to try them before settling):
 - clear_route_cluster_cache instead of clear_route_cache: does not re-read a cluster_header
   once the route is resolved, so requests stay on the fallback route: not usable.
@@ -32,6 +46,7 @@ Measured alternatives (issue 3 asks to try them before settling):
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
@@ -136,16 +151,32 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
     router = hcm["http_filters"][-1]
     if kind in ("rollway", "rollway1"):
         return doc
+    if kind in ("noop", "fixed"):   # the floors: the same filter slot, a module with no logic
+        rollway_filter = hcm["http_filters"][0]
+        rollway_filter["typed_config"] = {
+            **rollway_filter["typed_config"], "filter_name": "floor",
+            "dynamic_module_config": {"name": "floor", "module": {"local": {"filename": FLOOR_MODULES[kind]}}},
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "{}"}}
+        if kind == "noop":   # nothing sets the cluster header: route like (a)
+            hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+                {"match": {"prefix": "/"}, "route": {"cluster": "web.prod.v1"}}]
+        return doc
     if kind == "lua":
         hcm["http_filters"] = [{"name": "envoy.filters.http.lua", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
             "default_source_code": {"inline_string": LUA_FILTER}}}, router]
         return doc
     hcm["http_filters"] = [router]
+    if kind == "stateful":   # Envoy's own session affinity: a host cookie, inside the cluster picked
+        hcm["http_filters"] = [{"name": "envoy.filters.http.stateful_session", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession",
+            "session_state": {"name": "envoy.http.stateful_session.cookie", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.stateful_session.cookie.v3.CookieBasedSessionState",
+                "cookie": {"name": "envoy-session", "path": "/", "ttl": "86400s"}}}}}, router]
     vhost = hcm["route_config"]["virtual_hosts"][0]
     if kind == "baseline":
         vhost["routes"] = [{"match": {"prefix": "/"}, "route": {"cluster": "web.prod.v1"}}]
-    elif kind == "weighted":
+    elif kind in ("weighted", "stateful"):
         vhost["routes"] = [{"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
             {"name": f"web.prod.{v}", "weight": w} for v, w in VERSIONS.items()]}}}]
     return doc
@@ -175,85 +206,206 @@ def run_wrk(port: int, seconds: float, script: str, connections: int) -> tuple[i
     return total, rps
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=6, help="load per scenario and round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; the median is reported")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--only", nargs="*", help="run only these scenarios (baseline weighted rollway lua)")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install wrk; `make setup` does it)")
+FLOOR_MODULES: dict[str, str] = {}   # floor kind -> the module built for this run
+NAMES = {"baseline": "(a) fixed cluster", "weighted": "(b) weighted_clusters", "rollway": "(c) rollway filter",
+         "rollway1": "(c1) rollway, 1 version", "lua": "(d) lua filter", "noop": "(e) no-op module",
+         "fixed": "(f) fixed cluster header", "stateful": "(g) stateful_session+wc"}
+CPU_KINDS = ["baseline", "weighted", "rollway", "rollway1", "lua"]
+ALL_KINDS = CPU_KINDS + ["noop", "fixed", "stateful"]
 
-    work = Path(tempfile.mkdtemp(prefix="rollway-bench-"))
-    filter_config = {"service": "web", "generation": 1, "routing_id": {"cookie": "rw_rid", "ttl_seconds": 86400},
-                     "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "direction": {"state": "steady"},
-                                 "versions": [{"name": v, "capacity": c, "cluster": f"web.prod.{v}"}
-                                              for v, c in VERSIONS.items()]}]}
-    rng = random.Random(3)
-    # Returning browsers: each carries its routing id and the version and stage cookies
-    # Rollway gave it (so no response needs a Set-Cookie).
+
+def build_floor_modules(work: Path) -> None:
+    """Compiles the two floor modules (benchmarks/modules/floor_module.cc) for this run."""
+    source = Path(_HERE) / "modules" / "floor_module.cc"
+    include = Path(_HERE).parent / "filter"
+    for kind, flags in (("noop", []), ("fixed", ["-DFIXED_CLUSTER=web.prod.v1"])):
+        out = work / f"libfloor_{kind}.so"
+        built = subprocess.run(["g++", "-O2", "-shared", "-fPIC", f"-I{include}", *flags, "-o", str(out), str(source)],
+                               capture_output=True, text=True, check=False)
+        if built.returncode != 0:
+            raise RuntimeError(f"building the {kind} floor module failed:\n{built.stderr}")
+        FLOOR_MODULES[kind] = str(out)
+
+
+class Browsers:
+    """The returning browsers, one request at a time on one keep-alive connection, each
+    keeping the cookies it is given (Rollway's are already in place; stateful_session's
+    arrive with the first responses)."""
+
+    def __init__(self, port: int, cookies: list[str]):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.jars = [dict(part.split("=", 1) for part in cookie.split("; ")) for cookie in cookies]
+        self.next = 0
+
+    def run(self, count: int) -> None:
+        for _ in range(count):
+            jar = self.jars[self.next]
+            self.next = (self.next + 1) % len(self.jars)
+            self.conn.request("GET", "/", headers={"cookie": "; ".join(f"{k}={v}" for k, v in jar.items())})
+            response = self.conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"the proxy answered {response.status}")
+            for value in response.headers.get_all("set-cookie") or []:
+                name, _, rest = value.partition("=")
+                jar[name] = rest.split(";", 1)[0]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def callgrind_summary(path: Path) -> int:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no summary line in {path}")
+
+
+def measure_instructions(kind: str, ports: dict[str, int], filter_config: dict, cookies: list[str], work: Path,
+                         warmup: int, count: int) -> float:
+    """Instructions per request on the proxy's worker thread, start-up and warm-up excluded."""
+    listen, admin = free_port(), free_port()
+    out = work / f"callgrind.{kind}"
+    proxy = EnvoyProcess(proxy_bootstrap(kind, ports, listen, admin, filter_config), work, listen, admin,
+                         concurrency=1, wrapper=("valgrind", "--tool=callgrind", "--separate-threads=yes",
+                                                 f"--callgrind-out-file={out}", "--dump-instr=no")).start(timeout=600)
+    browsers = Browsers(listen, cookies)
+    try:
+        browsers.run(warmup)
+        for step in (["-z"], None, ["-d"]):
+            if step is None:
+                browsers.run(count)
+                continue
+            done = subprocess.run(["callgrind_control", *step, str(proxy.process.pid)], capture_output=True,
+                                  text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"callgrind_control {step[0]} failed: {done.stdout}{done.stderr}")
+    finally:
+        browsers.close()
+        proxy.stop()
+    # The dump after zeroing, one file per thread: requests are the worker's (the busiest).
+    counted = [callgrind_summary(path) for path in work.glob(f"callgrind.{kind}.1-*")]
+    if not counted:
+        raise RuntimeError(f"callgrind wrote no dump for {kind}")
+    return max(counted) / count
+
+
+def returning_browsers(filter_config: dict, seed: int = 3) -> list[str]:
+    """1,000 browsers carrying the routing id and the version and stage cookies Rollway gave
+    them (so no response needs a Set-Cookie)."""
+    rng = random.Random(seed)
     router = rollway.Router(json.dumps(filter_config))
     cookies = []
     for _ in range(1000):
         rid = rollway.new_routing_id(random_bits=rng.getrandbits(64))
         decision = router.route(rid)
         cookies.append(f"rw_rid={rid}; rw_ver={decision.version}; rw_stage={decision.stage}")
-    script = work / "cookies.lua"
-    script.write_text(WRK_SCRIPT % ", ".join(json.dumps(c) for c in cookies))
+    return cookies
 
-    ports = {f"web.prod.{v}": free_port() for v in VERSIONS}
-    backend = EnvoyProcess(backend_bootstrap(ports, free_port()), work, 0, 0, concurrency=1)
-    backend.admin_port = backend.bootstrap["admin"]["address"]["socket_address"]["port_value"]
-    backend.start()
-    pin(backend.process.pid, LOAD_CPU)
-    kinds = args.only or ["baseline", "weighted", "rollway", "rollway1", "lua"]
+
+def measure_cpu(kinds: list[str], ports: dict[str, int], filter_config: dict, script: Path, work: Path,
+                args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """(req/s, CPU us/request) per scenario under wrk: the median over rounds that alternate."""
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
-    try:
-        for _ in range(args.rounds):
-            for kind in kinds:
-                listen, admin = free_port(), free_port()
-                proxy = EnvoyProcess(proxy_bootstrap(kind, ports, listen, admin, filter_config), work, listen, admin,
-                                     concurrency=1).start()
-                pin(proxy.process.pid, PROXY_CPU)
-                try:
-                    run_wrk(listen, 1.0, str(script), args.connections)  # warm up
-                    before = cpu_ticks(proxy.process.pid)
-                    total, rps = run_wrk(listen, args.seconds, str(script), args.connections)
-                    used = cpu_ticks(proxy.process.pid) - before
-                    samples[kind].append((rps, used * 1e6 / CLK_TCK / total))
-                finally:
-                    proxy.stop()
-    finally:
-        backend.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    for _ in range(args.rounds):
+        for kind in kinds:
+            listen, admin = free_port(), free_port()
+            proxy = EnvoyProcess(proxy_bootstrap(kind, ports, listen, admin, filter_config), work, listen, admin,
+                                 concurrency=1).start()
+            pin(proxy.process.pid, PROXY_CPU)
+            try:
+                run_wrk(listen, 1.0, str(script), args.connections)  # warm up
+                before = cpu_ticks(proxy.process.pid)
+                total, rps = run_wrk(listen, args.seconds, str(script), args.connections)
+                used = cpu_ticks(proxy.process.pid) - before
+                samples[kind].append((rps, used * 1e6 / CLK_TCK / total))
+            finally:
+                proxy.stop()
 
     def median(values):
         values = sorted(values)
         return values[len(values) // 2]
 
-    result = {k: (median([s[0] for s in v]), median([s[1] for s in v])) for k, v in samples.items()}
-    if set(kinds) != {"baseline", "weighted", "rollway", "rollway1", "lua"}:
-        for kind in kinds:
-            print(f"{kind:10} {result[kind][0]:10.0f} req/s {result[kind][1]:8.2f} us/req")
-        return 0
-    base_rps, base_cpu = result["baseline"]
-    print(f"Envoy 1.40, 1 worker, wrk -t1 -c{args.connections}, {args.seconds:.0f}s x {args.rounds} rounds (median)")
-    print(f"{'scenario':22} {'req/s':>10} {'CPU us/req':>11} {'CPU vs (a)':>11}")
-    names = {"baseline": "(a) fixed cluster", "weighted": "(b) weighted_clusters", "rollway": "(c) rollway filter",
-             "rollway1": "(c1) rollway, 1 version", "lua": "(d) lua filter"}
+    return {k: (median([s[0] for s in v]), median([s[1] for s in v])) for k, v in samples.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=6, help="load per scenario and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; the median is reported")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--only", nargs="*", help=f"run only these scenarios ({' '.join(ALL_KINDS)})")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per request under callgrind, with the floors (e) (f) and "
+                             "Envoy's stateful_session peer (g)")
+    parser.add_argument("--requests", type=int, default=2000, help="(--instructions) requests counted per scenario")
+    parser.add_argument("--keep", metavar="DIR", help="(--instructions) keep the callgrind files here, for "
+                                                      "callgrind_annotate")
+    args = parser.parse_args()
+    for tool in ("wrk", *(("valgrind", "callgrind_control", "g++") if args.instructions else ())):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (`make setup` installs wrk; valgrind: apt-get install valgrind)")
+
+    work = Path(tempfile.mkdtemp(prefix="rollway-bench-"))
+    filter_config = {"service": "web", "generation": 1, "routing_id": {"cookie": "rw_rid", "ttl_seconds": 86400},
+                     "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "direction": {"state": "steady"},
+                                 "versions": [{"name": v, "capacity": c, "cluster": f"web.prod.{v}"}
+                                              for v, c in VERSIONS.items()]}]}
+    cookies = returning_browsers(filter_config)
+    script = work / "cookies.lua"
+    script.write_text(WRK_SCRIPT % ", ".join(json.dumps(c) for c in cookies))
+    kinds = args.only or (ALL_KINDS if args.instructions else CPU_KINDS)
+    if any(k not in ALL_KINDS for k in kinds):
+        raise SystemExit(f"unknown scenario; choose from {' '.join(ALL_KINDS)}")
+
+    ports = {f"web.prod.{v}": free_port() for v in VERSIONS}
+    backend = EnvoyProcess(backend_bootstrap(ports, free_port()), work, 0, 0, concurrency=1)
+    backend.admin_port = backend.bootstrap["admin"]["address"]["socket_address"]["port_value"]
+    instructions: dict[str, float] = {}
+    try:
+        build_floor_modules(work)
+        backend.start()
+        pin(backend.process.pid, LOAD_CPU)
+        if args.instructions:
+            for kind in kinds:
+                instructions[kind] = measure_instructions(kind, ports, filter_config, cookies, work, 1000,
+                                                          args.requests)
+                print(f"{NAMES[kind]:26} {instructions[kind]:10,.0f} instructions/request", file=sys.stderr)
+        result = measure_cpu(kinds, ports, filter_config, script, work, args)
+    finally:
+        backend.stop()
+        if args.keep:
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            for path in work.glob("callgrind.*"):
+                shutil.copy(path, args.keep)
+        shutil.rmtree(work, ignore_errors=True)
+
+    base_cpu = result["baseline"][1] if "baseline" in result else None
+    base_instr = instructions.get("baseline")
+    print(f"Envoy 1.40, 1 worker, wrk -t1 -c{args.connections}, {args.seconds:.0f}s x {args.rounds} rounds (median)"
+          + (f"; callgrind: {args.requests} requests, one at a time, worker thread" if args.instructions else ""))
+    print(f"{'scenario':26} {'req/s':>9} {'CPU us/req':>11} {'vs (a)':>8}"
+          + (f" {'instr/req':>11} {'vs (a)':>8}" if args.instructions else ""))
     for kind in kinds:
         rps, cpu = result[kind]
-        print(f"{names[kind]:22} {rps:10.0f} {cpu:11.2f} {cpu / base_cpu:10.3f}x")
-    rollway_cpu, single_cpu, lua_cpu = result["rollway"][1], result["rollway1"][1], result["lua"][1]
-    weighted_cpu = result["weighted"][1]
-    print(f"filter's own cost, same fan-out as (a): (c1)/(a) = {single_cpu / base_cpu:.3f}x "
-          f"-> target <=1.05x {'met' if single_cpu <= 1.05 * base_cpu else 'MISSED'}")
-    print(f"split traffic, same fan-out as (b):     (c)/(b)  = {rollway_cpu / weighted_cpu:.3f}x "
-          f"-> <=1.05x {'met' if rollway_cpu <= 1.05 * weighted_cpu else 'MISSED'}")
-    print(f"(c)/(a) = {rollway_cpu / base_cpu:.3f}x {'met' if rollway_cpu <= 1.05 * base_cpu else 'MISSED'} "
-          f"(includes the two-cluster fan-out); rollway below lua: "
+        line = f"{NAMES[kind]:26} {rps:9.0f} {cpu:11.2f} " + (f"{cpu / base_cpu:7.3f}x" if base_cpu else f"{'':8}")
+        if args.instructions:
+            count = instructions[kind]
+            line += f" {count:11,.0f} " + (f"{count / base_instr:7.3f}x" if base_instr else "")
+        print(line)
+    if not {"baseline", "rollway", "lua"} <= set(kinds):
+        return 0
+    rollway_cpu, lua_cpu = result["rollway"][1], result["lua"][1]
+    print(f"CPU: (c)/(a) = {rollway_cpu / base_cpu:.3f}x (target <= 1.08x: "
+          f"{'met' if rollway_cpu <= 1.08 * base_cpu else 'MISSED'}); below lua: "
           f"{'met' if rollway_cpu < lua_cpu else 'MISSED'} ({rollway_cpu / lua_cpu:.3f}x of lua)")
+    if args.instructions and "fixed" in instructions:
+        ours, floor, lua = instructions["rollway"], instructions["fixed"], instructions["lua"]
+        print(f"instructions: rollway - floor (f) <= 2,000: {'met' if ours - floor <= 2000 else 'MISSED'}; "
+              f"<= 1.08x fixed cluster: {'met' if ours <= 1.08 * base_instr else 'MISSED'}; "
+              f"below lua: {'met' if ours < lua else 'MISSED'}")
+        print(f"rollway: {ours:,.0f} instructions/request, floor (f) {floor:,.0f}, rollway - floor {ours - floor:,.0f}, "
+              f"{ours / base_instr:.2f}x fixed cluster, {ours / lua:.2f}x lua")
     return 0
 
 

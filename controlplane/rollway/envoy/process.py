@@ -47,6 +47,7 @@ class EnvoyProcess:
     listen_port: int
     admin_port: int
     concurrency: int = 1
+    wrapper: tuple[str, ...] = ()    # a command Envoy runs under, e.g. valgrind (benchmarks)
     process: subprocess.Popen | None = None
     log_path: Path = field(init=False)
 
@@ -59,7 +60,7 @@ class EnvoyProcess:
         self.log_path = self.workdir / f"envoy-{self.admin_port}.log"
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [envoy_binary(), "-c", str(config_path), "--concurrency", str(self.concurrency),
+                [*self.wrapper, envoy_binary(), "-c", str(config_path), "--concurrency", str(self.concurrency),
                  "--base-id", str(self.admin_port), "-l", "info", "--drain-time-s", "1"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=envoy_config.envoy_environment(), start_new_session=True)

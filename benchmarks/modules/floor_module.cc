@@ -1,0 +1,61 @@
+// The floors of benchmarks/envoy.py --instructions: what any dynamic module costs, and what
+// routing by a cluster header costs, with no routing logic at all.
+//
+//   g++ -O2 -shared -fPIC -Ifilter -o libfloor_noop.so benchmarks/modules/floor_module.cc
+//   g++ -O2 -shared -fPIC -Ifilter -DFIXED_CLUSTER=web.prod.v1 -o libfloor_fixed.so ...
+//
+// Without FIXED_CLUSTER (floor e) every hook returns at once. With it (floor f) the request
+// hook sets the cluster header to that constant and clears the route cache: exactly the
+// Envoy-side work of routing by cluster header, which Rollway's filter does on every request.
+#include <cstdint>
+#include <new>
+
+#include "envoy_abi.h"
+
+#define EXPORT extern "C" __attribute__((visibility("default")))
+#define STR2(x) #x
+#define STR(x) STR2(x)
+
+namespace {
+int g_filter;   // every stream shares one dummy filter object: nothing to allocate per stream
+}
+
+EXPORT const char* envoy_dynamic_module_on_program_init() { return "v0.2.0"; }
+EXPORT void* envoy_dynamic_module_on_http_filter_config_new(void*, envoy_dynamic_module_type_envoy_buffer,
+                                                           envoy_dynamic_module_type_envoy_buffer) noexcept {
+  return &g_filter;
+}
+EXPORT void envoy_dynamic_module_on_http_filter_config_destroy(void*) noexcept {}
+EXPORT void* envoy_dynamic_module_on_http_filter_new(void*, void*) noexcept { return &g_filter; }
+
+EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envoy, void*, bool) noexcept {
+#ifdef FIXED_CLUSTER
+  static constexpr char kHeader[] = "x-rw-cluster";
+  static constexpr char kCluster[] = STR(FIXED_CLUSTER);
+  envoy_dynamic_module_callback_http_set_header(filter_envoy, envoy_dynamic_module_type_http_header_type_RequestHeader,
+                                                {kHeader, sizeof(kHeader) - 1}, {kCluster, sizeof(kCluster) - 1});
+  envoy_dynamic_module_callback_http_clear_route_cache(filter_envoy);
+#else
+  (void)filter_envoy;
+#endif
+  return kEnvoyFilterContinue;
+}
+EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void*, void*, bool) noexcept { return 0; }
+EXPORT int envoy_dynamic_module_on_http_filter_request_body(void*, void*, bool) noexcept { return 0; }
+EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void*, void*) noexcept { return 0; }
+EXPORT int envoy_dynamic_module_on_http_filter_response_body(void*, void*, bool) noexcept { return 0; }
+EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void*, void*) noexcept { return 0; }
+EXPORT void envoy_dynamic_module_on_http_filter_stream_complete(void*, void*) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_destroy(void*) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_http_callout_done(void*, void*, uint64_t, int, void*, size_t, void*,
+                                                                  size_t) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_headers(void*, void*, uint64_t, void*, size_t,
+                                                                    bool) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_data(void*, void*, uint64_t, const void*, size_t,
+                                                                 bool) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_trailers(void*, void*, uint64_t, void*, size_t) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_complete(void*, void*, uint64_t) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_http_stream_reset(void*, void*, uint64_t, int) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_scheduled(void*, void*, uint64_t) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(void*, void*) noexcept {}
+EXPORT void envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(void*, void*) noexcept {}
