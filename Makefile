@@ -9,11 +9,11 @@ STAMPS := .stamps
 # browser (Selenium drives it through Debian's driver). node-typescript: tsc checks rollway.d.ts.
 # iproute2 and openssl: the fleet test's hosts (network namespaces) and its certificates.
 APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-dev chromium chromium-driver node-typescript fonts-dejavu-core \
-	iproute2 openssl
+	iproute2 openssl valgrind
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' -o -name '*.html' -o -name '*.js' -o -name '*.ts' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-sim bench-clientjs clean
+.PHONY: setup demo test fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-sim bench-clientjs bench-envoy-instructions clean
 
 setup: $(STAMPS)/installed
 
@@ -52,6 +52,11 @@ bench-core: setup
 
 bench-envoy: setup
 	$(VPY) benchmarks/envoy.py
+
+# Instructions per request under callgrind (repeatable on a noisy machine) beside CPU us,
+# with the floors: about 15 minutes.
+bench-envoy-instructions: setup
+	$(VPY) benchmarks/envoy.py --instructions --rounds 3
 
 bench-controlplane: setup
 	$(VPY) benchmarks/controlplane.py

@@ -151,7 +151,7 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
     router = hcm["http_filters"][-1]
     if kind in ("rollway", "rollway1"):
         return doc
-    if kind in ("noop", "fixed"):   # the floors: the same filter slot, a module with no logic
+    if kind in ("noop", "fixed", "subset"):   # the floors: the same filter slot, a module with no logic
         rollway_filter = hcm["http_filters"][0]
         rollway_filter["typed_config"] = {
             **rollway_filter["typed_config"], "filter_name": "floor",
@@ -160,6 +160,8 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
         if kind == "noop":   # nothing sets the cluster header: route like (a)
             hcm["route_config"]["virtual_hosts"][0]["routes"] = [
                 {"match": {"prefix": "/"}, "route": {"cluster": "web.prod.v1"}}]
+        if kind == "subset":
+            subset_routing(doc, hcm, backends)
         return doc
     if kind == "lua":
         hcm["http_filters"] = [{"name": "envoy.filters.http.lua", "typed_config": {
@@ -180,6 +182,25 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
         vhost["routes"] = [{"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
             {"name": f"web.prod.{v}", "weight": w} for v, w in VERSIONS.items()]}}}]
     return doc
+
+
+def subset_routing(doc: dict, hcm: dict, backends: dict[str, int]) -> None:
+    """Routing by metadata: one cluster for the service, every endpoint tagged with the
+    version's cluster name (envoy.lb rw_cluster), the subset load balancer choosing by the
+    request's envoy.lb metadata; the route resolves once, and Envoy itself writes the
+    cluster header for the app (from the metadata, over anything the client sent)."""
+    doc["static_resources"]["clusters"].append({
+        "name": "web.prod", "type": "STATIC", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
+        "lb_subset_config": {"fallback_policy": "NO_FALLBACK", "subset_selectors": [{"keys": ["rw_cluster"]}]},
+        "load_assignment": {"cluster_name": "web.prod", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
+             "metadata": {"filter_metadata": {"envoy.lb": {"rw_cluster": name}}}}
+            for name, port in backends.items()]}]}})
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [{
+        "match": {"prefix": "/"}, "route": {"cluster": "web.prod"},
+        "request_headers_to_add": [{"header": {"key": ec.DEFAULT_CLUSTER_HEADER,
+                                               "value": "%DYNAMIC_METADATA(envoy.lb:rw_cluster)%"},
+                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]
 
 
 def cpu_ticks(pid: int) -> int:
@@ -209,16 +230,18 @@ def run_wrk(port: int, seconds: float, script: str, connections: int) -> tuple[i
 FLOOR_MODULES: dict[str, str] = {}   # floor kind -> the module built for this run
 NAMES = {"baseline": "(a) fixed cluster", "weighted": "(b) weighted_clusters", "rollway": "(c) rollway filter",
          "rollway1": "(c1) rollway, 1 version", "lua": "(d) lua filter", "noop": "(e) no-op module",
-         "fixed": "(f) fixed cluster header", "stateful": "(g) stateful_session+wc"}
+         "fixed": "(f) fixed cluster header", "subset": "(f2) fixed envoy.lb metadata",
+         "stateful": "(g) stateful_session+wc"}
 CPU_KINDS = ["baseline", "weighted", "rollway", "rollway1", "lua"]
-ALL_KINDS = CPU_KINDS + ["noop", "fixed", "stateful"]
+ALL_KINDS = CPU_KINDS + ["noop", "fixed", "subset", "stateful"]
 
 
 def build_floor_modules(work: Path) -> None:
     """Compiles the two floor modules (benchmarks/modules/floor_module.cc) for this run."""
     source = Path(_HERE) / "modules" / "floor_module.cc"
     include = Path(_HERE).parent / "filter"
-    for kind, flags in (("noop", []), ("fixed", ["-DFIXED_CLUSTER=web.prod.v1"])):
+    for kind, flags in (("noop", []), ("fixed", ["-DFIXED_CLUSTER=web.prod.v1"]),
+                        ("subset", ["-DSUBSET_CLUSTER=web.prod.v1"])):
         out = work / f"libfloor_{kind}.so"
         built = subprocess.run(["g++", "-O2", "-shared", "-fPIC", f"-I{include}", *flags, "-o", str(out), str(source)],
                                capture_output=True, text=True, check=False)

@@ -78,6 +78,12 @@ bool envoy_dynamic_module_callback_http_add_header(
 // was resolved before this filter ran.
 void envoy_dynamic_module_callback_http_clear_route_cache(void* filter_envoy_ptr);
 
+// Sets dynamic metadata ns.key = value (a string), overwriting. Envoy copies all three. Under
+// the namespace "envoy.lb" the router turns it into subset load-balancer criteria.
+void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+    void* filter_envoy_ptr, envoy_dynamic_module_type_module_buffer ns,
+    envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value);
+
 // Only inside on_http_filter_config_new. Label names: our buffers, copied by Envoy. (We
 // define every counter without labels: labelled increments resolve the name per call.)
 envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_config_define_counter(

@@ -192,6 +192,26 @@ def test_cookies_are_found_across_several_cookie_headers(libs, config):
     assert s.headers(RESPONSE, "set-cookie") == []  # valid id, version and stage cookies already right
 
 
+@pytest.mark.parametrize("filler", [0, 40, 200])
+def test_cookies_and_app_version_are_read_among_many_headers_in_any_case(libs, config, filler):
+    host, module = libs
+    router = rollway.Router(json.dumps(make_config()))
+    rid = next(r for r in (rollway.new_routing_id() for _ in range(200)) if router.route(r, now=time.time()).version == "v1")
+    s = Stream(host, module, config)
+    s.request([*((f"x-filler-{i}", "y") for i in range(filler)), ("Cookie", f"a=1; rw_rid={rid}"),
+               ("X-App-Version", "v1"), ("cookie", "rw_ver=v2; rw_rid=ignored"), ("x-app-version", "v2"),
+               ("x-rw-override", "stage=prod;version=v2;exp=1;mac=00")])
+    # The first rw_rid (hashed to v1) and the first app version (v1) win: the session stays on
+    # v1. Reading the second app version (v2, the forward target) would move it to v2.
+    assert s.header(REQUEST, "x-rw-cluster") == "web.prod.v1"
+    # No override key configured: the header means nothing to Rollway, is not even read, and
+    # goes through like any other (with a key it is checked and never forwarded: see below).
+    assert s.header(REQUEST, "x-rw-override") == "stage=prod;version=v2;exp=1;mac=00"
+    assert host.fake_counter(b"overrides_rejected") == 0
+    s.respond()
+    assert not any(c.startswith("rw_rid=") for c in s.headers(RESPONSE, "set-cookie"))   # the id was valid
+
+
 @pytest.mark.parametrize("value", [b"\xff\xfe\x00garbage", b"rw_rid=" + b"\x00" * 25, b";" * 10000,
                                    b"rw_rid=" + b"1" * 100000, b"rw_rid=\"", b"="])
 def test_hostile_cookie_bytes_get_a_fresh_id(libs, config, value):
@@ -235,10 +255,19 @@ def test_no_capacity_removes_the_cluster_header(libs):
         module.envoy_dynamic_module_on_http_filter_config_destroy(cfg)
 
 
-def test_an_override_header_is_never_forwarded_and_an_unsigned_one_is_counted(libs, config):
+def test_an_override_header_is_never_forwarded_and_an_unsigned_one_is_counted(libs, tmp_path):
     host, module = libs
-    s = Stream(host, module, config)
-    s.request([("x-rw-override", f"version=v1;exp={int(time.time()) + 60}")])
-    assert s.headers(REQUEST, "x-rw-override") == []
-    s.respond()
-    assert host.fake_counter(b"overrides_rejected") == 1
+    host.fake_reset_all()
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"ops": "operator-secret-of-32-bytes-long"}))
+    cfg = config_new(module, b"rollway", json.dumps(make_config(
+        override={"key_id": "ops", "max_ttl_seconds": 600}, secrets_file=str(secrets))).encode())
+    assert cfg != ffi.NULL, ffi.string(host.fake_last_log())
+    try:
+        s = Stream(host, module, cfg)
+        s.request([("x-rw-override", f"version=v1;exp={int(time.time()) + 60}")])
+        assert s.headers(REQUEST, "x-rw-override") == []
+        s.respond()
+        assert host.fake_counter(b"overrides_rejected") == 1
+    finally:
+        module.envoy_dynamic_module_on_http_filter_config_destroy(cfg)

@@ -29,6 +29,46 @@ const rollway::RouterConfig& config() {
   return *parsed;
 }
 
+// The scanner as first written (split on ';', then on the first '=', trim, unquote): the
+// reference the one-pass scanner must agree with on every input.
+bool reference_scan(std::string_view header, const std::string_view* names, rollway::CookieMatch* matches,
+                    size_t count) {
+  auto is_space = [](char c) { return c == ' ' || c == '\t'; };
+  auto trim = [&](std::string_view s) {
+    size_t b = 0, e = s.size();
+    while (b < e && is_space(s[b])) ++b;
+    while (e > b && is_space(s[e - 1])) --e;
+    return s.substr(b, e - b);
+  };
+  auto all_found = [&] {
+    for (size_t i = 0; i < count; ++i) {
+      if (!matches[i].found) return false;
+    }
+    return true;
+  };
+  if (header.size() > rollway::kMaxCookieHeaderScan) return all_found();
+  size_t pos = 0;
+  while (pos < header.size() && !all_found()) {
+    size_t end = header.find(';', pos);
+    if (end == std::string_view::npos) end = header.size();
+    const std::string_view pair = header.substr(pos, end - pos);
+    pos = end + 1;
+    const size_t eq = pair.find('=');
+    if (eq == std::string_view::npos) continue;
+    const std::string_view name = trim(pair.substr(0, eq));
+    std::string_view value = trim(pair.substr(eq + 1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
+    for (size_t i = 0; i < count; ++i) {
+      if (!matches[i].found && name == names[i]) {
+        matches[i].value = value;
+        matches[i].found = true;
+        break;
+      }
+    }
+  }
+  return all_found();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -42,7 +82,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   const std::string_view names[3] = {"rw_rid", "rw_ver", "rw_stage"};
   rollway::CookieMatch matches[3];
-  rollway::scan_cookie_header(header, names, matches, 3);
+  const bool all_found = rollway::scan_cookie_header(header, names, matches, 3);
+  rollway::CookieMatch expected[3];
+  if (reference_scan(header, names, expected, 3) != all_found) __builtin_trap();
+  for (int i = 0; i < 3; ++i) {   // the same matches, pointing at the same bytes
+    if (matches[i].found != expected[i].found || matches[i].value.data() != expected[i].value.data() ||
+        matches[i].value.size() != expected[i].value.size()) {
+      if (matches[i].found || expected[i].found) __builtin_trap();
+    }
+  }
+  // Across two headers (HTTP/2 splits them): the second fills only what the first lacked.
+  rollway::CookieMatch split[3];
+  rollway::CookieMatch split_expected[3];
+  const size_t half = header.size() / 2;
+  rollway::scan_cookie_header(header.substr(0, half), names, split, 3);
+  rollway::scan_cookie_header(header.substr(half), names, split, 3);
+  reference_scan(header.substr(0, half), names, split_expected, 3);
+  reference_scan(header.substr(half), names, split_expected, 3);
+  for (int i = 0; i < 3; ++i) {
+    if (split[i].found != split_expected[i].found ||
+        (split[i].found && split[i].value.data() != split_expected[i].value.data())) {
+      __builtin_trap();
+    }
+  }
   const rollway::CookieMatch& rid = matches[0];
   const rollway::CookieMatch& version = matches[1];
   if (rid.found && (rid.value.data() < header.data() || rid.value.data() + rid.value.size() > header.data() + header.size())) {

@@ -15,7 +15,7 @@
 
 typedef struct { const char* ptr; size_t length; } buffer;
 
-#define MAX_HEADERS 128
+#define MAX_HEADERS 256
 #define MAX_COUNTERS 256
 #define KEY_MAX 512
 

@@ -90,10 +90,15 @@ struct StageEntry {
   int find_version(std::string_view name) const;
 };
 
-// Name equality for the hot path: length and first byte decide almost every mismatch
-// without an out-of-line memcmp call.
+// Name equality for the hot path: length decides most mismatches, and names up to 16 bytes
+// (stage names, short build ids) compare inline instead of through an out-of-line memcmp.
 inline bool same_name(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && (a.empty() || (a[0] == b[0] && a.compare(b) == 0));
+  if (a.size() != b.size()) return false;
+  if (a.size() > 16) return a.compare(b) == 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
 }
 
 using Secrets = std::unordered_map<std::string, std::string>;
