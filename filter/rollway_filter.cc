@@ -277,12 +277,13 @@ class StreamPool {
       return;
     }
     try {
-      free_.push_back(stream);   // reserved below: never allocates, never throws
+      free_.push_back(stream);   // may grow the vector (up to kPooledStreams entries)
     } catch (...) {
-      delete stream;
+      delete stream;             // no memory for the pool: free it instead
     }
   }
-  StreamPool() { free_.reserve(kPooledStreams); }
+  // Nothing is allocated up front: the pool is built on a worker's first stream, inside a
+  // noexcept hook, where a throwing constructor would take Envoy down.
 
  private:
   std::vector<StreamFilter*> free_;
