@@ -348,7 +348,9 @@ def test_the_classic_build_installs_from_a_plain_script_tag(tmp_path, apps, port
             const script = document.createElement('script');
             script.src = '/rollway.classic.js';
             script.onload = () => {
-              const handle = window.Rollway.install({version: 'v1', appVersionHeader: 'X-App-Version'});
+              // options given as undefined keep their defaults
+              const handle = window.Rollway.install({version: 'v1', appVersionHeader: 'X-App-Version',
+                                                      apiOrigins: undefined, onRefresh: undefined});
               fetch('/api/classic').then(r => r.json()).then(body => done({version: handle.version, body}));
             };
             document.head.appendChild(script);""")

@@ -57,8 +57,10 @@ export function install(options = {}) {
   /** @type {Required<Omit<import("./rollway.js").InstallOptions, "version">> & {version?: string}} */
   const o = {
     appVersionHeader: "x-app-version", refreshHeader: "x-rw-refresh", versionCookie: "rw_ver",
-    onRefresh: "navigation", apiOrigins: [], ...options,
+    onRefresh: "navigation", apiOrigins: [],
   };
+  // An option given as undefined (`{apiOrigins: config.apiOrigins}`) keeps its default.
+  for (const [key, value] of Object.entries(options)) if (value !== undefined) o[key] = value;
   const header = o.appVersionHeader.toLowerCase();
   const version = o.version || loadedVersion(o.versionCookie);
   const origins = new Set([location.origin].concat(o.apiOrigins.map((u) => new URL(u).origin)));
