@@ -23,12 +23,14 @@ because this VM's neighbours move single runs by +-10%.
 the proxy's worker thread under valgrind --tool=callgrind (Envoy starts under valgrind,
 takes 1,000 warm-up requests, the counters are zeroed, then 2,000 requests are counted:
 start-up is not in the figure), one request at a time on one keep-alive connection, the
-same returning browsers as wrk's. Three more scenarios, measured the same way:
+same returning browsers as wrk's. More scenarios, measured the same way:
 
   (e) floor: a dynamic module whose hooks do nothing (what any module costs)
   (f) floor: a module that only sets a fixed cluster header and clears the route cache
       (what routing by cluster header costs; benchmarks/modules/floor_module.cc)
+  (f2) the design not taken: envoy.lb metadata + subset load balancing (see below)
   (g) Envoy's own peer: stateful_session (cookie) + weighted_clusters
+  (a0) (a) without the retry policy every other route carries
 
 Its last line: `rollway: N instructions/request, floor (f) F, rollway - floor D, X.XXx fixed
 cluster, Y.YYx lua`.
@@ -44,10 +46,14 @@ Measured alternatives (issue 3 asks to try them before settling):
 
 Measured in instructions (issue 15; worker thread, callgrind):
 - (f2) routing by dynamic metadata (envoy.lb rw_cluster) with subset load balancing, the
-  route resolved once: 180.3k/request without the cluster header the apps check, 187.2k
-  when Envoy writes that header from the metadata (request_headers_to_add with
-  %DYNAMIC_METADATA%: +6.9k); the cluster-header floor (f) is 184.2k. Writing the header
-  from the module instead (set_header, ~1.45k) would make it ~181.8k: 2.4k below (f).
+  route resolved once, the module writing the header the app checks, same retry policy:
+  187.9k/request against the cluster-header floor (f) 184.2k. Envoy builds the subset match
+  criteria per request (allocations), which costs more than the second route resolution it
+  saves, so Rollway keeps the cluster header. (An earlier estimate of 181.8k compared a
+  route without the retry policy, 3.2k by itself.) Built in full on the branch
+  experiment/metadata-routing, with its tests; not merged.
+- Envoy writing the app's header from the metadata (request_headers_to_add with
+  %DYNAMIC_METADATA%) instead of the module: +6.9k per request.
 - one read of all request headers (get_headers) instead of one lookup per name: Envoy walks
   the map through a callback, ~100 instructions per header; two lookups cost ~1,000 and
   beat it from ~10 headers on (browsers send 15-20).
@@ -170,7 +176,7 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
             "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "{}"}}
         if kind == "noop":   # nothing sets the cluster header: route like (a)
             hcm["route_config"]["virtual_hosts"][0]["routes"] = [
-                {"match": {"prefix": "/"}, "route": {"cluster": "web.prod.v1"}}]
+                {"match": {"prefix": "/"}, "route": {"cluster": "web.prod.v1", "retry_policy": ec.RETRY_POLICY}}]
         if kind == "subset":
             subset_routing(doc, hcm, backends)
         return doc
@@ -187,31 +193,34 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
                 "@type": "type.googleapis.com/envoy.extensions.http.stateful_session.cookie.v3.CookieBasedSessionState",
                 "cookie": {"name": "envoy-session", "path": "/", "ttl": "86400s"}}}}}, router]
     vhost = hcm["route_config"]["virtual_hosts"][0]
-    if kind == "baseline":
+    # Every scenario's route carries Rollway's retry policy (3k instructions/request by
+    # itself), so the comparisons are between routers, not route options; (a0) shows (a)
+    # without it.
+    if kind in ("baseline", "bare"):
         vhost["routes"] = [{"match": {"prefix": "/"}, "route": {"cluster": "web.prod.v1"}}]
     elif kind in ("weighted", "stateful"):
         vhost["routes"] = [{"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
             {"name": f"web.prod.{v}", "weight": w} for v, w in VERSIONS.items()]}}}]
+    if kind != "bare":
+        vhost["routes"][0]["route"]["retry_policy"] = ec.RETRY_POLICY
     return doc
 
 
 def subset_routing(doc: dict, hcm: dict, backends: dict[str, int]) -> None:
-    """Routing by metadata: one cluster for the service, every endpoint tagged with the
-    version's cluster name (envoy.lb rw_cluster), the subset load balancer choosing by the
-    request's envoy.lb metadata; the route resolves once, and Envoy itself writes the
-    cluster header for the app (from the metadata, over anything the client sent)."""
+    """Routing by metadata (measured, not used): one cluster for the service, every endpoint
+    tagged with its version's cluster name (envoy.lb rw_cluster), the subset load balancer
+    choosing by the request's envoy.lb metadata, which the module sets along with the
+    cluster header the app checks; the route (same retry policy) is resolved once."""
     doc["static_resources"]["clusters"].append({
-        "name": "web.prod", "type": "STATIC", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
-        "lb_subset_config": {"fallback_policy": "NO_FALLBACK", "subset_selectors": [{"keys": ["rw_cluster"]}]},
+        **{k: v for k, v in doc["static_resources"]["clusters"][0].items() if k not in ("name", "load_assignment")},
+        "name": "web.prod", "lb_subset_config": {"fallback_policy": "NO_FALLBACK",
+                                                 "subset_selectors": [{"keys": ["rw_cluster"]}]},
         "load_assignment": {"cluster_name": "web.prod", "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}},
              "metadata": {"filter_metadata": {"envoy.lb": {"rw_cluster": name}}}}
             for name, port in backends.items()]}]}})
     hcm["route_config"]["virtual_hosts"][0]["routes"] = [{
-        "match": {"prefix": "/"}, "route": {"cluster": "web.prod"},
-        "request_headers_to_add": [{"header": {"key": ec.DEFAULT_CLUSTER_HEADER,
-                                               "value": "%DYNAMIC_METADATA(envoy.lb:rw_cluster)%"},
-                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]
+        "match": {"prefix": "/"}, "route": {"cluster": "web.prod", "retry_policy": ec.RETRY_POLICY}}]
 
 
 def cpu_ticks(pid: int) -> int:
@@ -239,12 +248,12 @@ def run_wrk(port: int, seconds: float, script: str, connections: int) -> tuple[i
 
 
 FLOOR_MODULES: dict[str, str] = {}   # floor kind -> the module built for this run
-NAMES = {"baseline": "(a) fixed cluster", "weighted": "(b) weighted_clusters", "rollway": "(c) rollway filter",
-         "rollway1": "(c1) rollway, 1 version", "lua": "(d) lua filter", "noop": "(e) no-op module",
-         "fixed": "(f) fixed cluster header", "subset": "(f2) fixed envoy.lb metadata",
+NAMES = {"baseline": "(a) fixed cluster", "bare": "(a0) (a), no retry policy", "weighted": "(b) weighted_clusters",
+         "rollway": "(c) rollway filter", "rollway1": "(c1) rollway, 1 version", "lua": "(d) lua filter", "noop": "(e) no-op module",
+         "fixed": "(f) fixed cluster header", "subset": "(f2) metadata+header floor",
          "stateful": "(g) stateful_session+wc"}
 CPU_KINDS = ["baseline", "weighted", "rollway", "rollway1", "lua"]
-ALL_KINDS = CPU_KINDS + ["noop", "fixed", "subset", "stateful"]
+ALL_KINDS = CPU_KINDS + ["bare", "noop", "fixed", "subset", "stateful"]
 
 
 def build_floor_modules(work: Path) -> None:
@@ -438,6 +447,9 @@ def main() -> int:
         print(f"instructions: rollway - floor (f) <= 2,000: {'met' if ours - floor <= 2000 else 'MISSED'}; "
               f"<= 1.08x fixed cluster: {'met' if ours <= 1.08 * base_instr else 'MISSED'}; "
               f"below lua: {'met' if ours < lua else 'MISSED'}")
+        if "subset" in instructions:
+            print(f"routing by envoy.lb metadata instead (f2, its floor): {instructions['subset']:,.0f}, "
+                  f"{instructions['subset'] - floor:+,.0f} against the cluster-header floor (f)")
         print(f"rollway: {ours:,.0f} instructions/request, floor (f) {floor:,.0f}, rollway - floor {ours - floor:,.0f}, "
               f"{ours / base_instr:.2f}x fixed cluster, {ours / lua:.2f}x lua")
     return 0

@@ -7,9 +7,10 @@
 // Without FIXED_CLUSTER (floor e) every hook returns at once. With it (floor f) the request
 // hook sets the cluster header to that constant and clears the route cache: exactly the
 // Envoy-side work of routing by cluster header, which Rollway's filter does on every request.
-// With SUBSET_CLUSTER (floor f2) it sets dynamic metadata envoy.lb rw_cluster=<name> instead:
-// the route is resolved once, to one cluster per service, and the subset load balancer
-// picks the version's endpoints by their metadata.
+// With SUBSET_CLUSTER (floor f2) it sets dynamic metadata envoy.lb rw_cluster=<name> and the
+// cluster header the app checks, without clearing the route cache: the route is resolved
+// once, to one cluster per service, and the subset load balancer picks the version's
+// endpoints by their metadata (the design measured against header routing, not used).
 #include <cstdint>
 #include <new>
 
@@ -35,9 +36,12 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
 #if defined(SUBSET_CLUSTER)
   static constexpr char kNamespace[] = "envoy.lb";
   static constexpr char kKey[] = "rw_cluster";
+  static constexpr char kHeader[] = "x-rw-cluster";
   static constexpr char kCluster[] = STR(SUBSET_CLUSTER);
   envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
       filter_envoy, {kNamespace, sizeof(kNamespace) - 1}, {kKey, sizeof(kKey) - 1}, {kCluster, sizeof(kCluster) - 1});
+  envoy_dynamic_module_callback_http_set_header(filter_envoy, envoy_dynamic_module_type_http_header_type_RequestHeader,
+                                                {kHeader, sizeof(kHeader) - 1}, {kCluster, sizeof(kCluster) - 1});
 #elif defined(FIXED_CLUSTER)
   static constexpr char kHeader[] = "x-rw-cluster";
   static constexpr char kCluster[] = STR(FIXED_CLUSTER);
