@@ -17,6 +17,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -100,6 +101,8 @@ struct FilterConfig {
   // The version cookie without HttpOnly: it holds only a build id the page already shows,
   // and a page that does not render its version reads it once at load (rollway.js).
   std::string version_cookie_attributes;
+  // The routing-id, version and stage cookie names (bytes owned by `router`).
+  CookieNames cookie_names;
 };
 
 size_t define_counter(void* config_envoy, const std::string& name) {
@@ -167,6 +170,9 @@ FilterConfig* new_config(void* config_envoy, std::string_view json) {
   }
   define_request_counters(config_envoy, *config);
   const RouterConfig& router = *config->router;
+  const std::string_view cookie_names[kWantedCookies] = {router.routing_cookie, router.version_cookie,
+                                                         router.stage_cookie};
+  config->cookie_names = CookieNames(cookie_names);
   config->cookie_attributes = "; Path=/; Max-Age=" + std::to_string(router.ttl_seconds) +
                               "; HttpOnly; SameSite=Lax";
   config->version_cookie_attributes = "; Path=/; Max-Age=" + std::to_string(router.ttl_seconds) + "; SameSite=Lax";
@@ -252,87 +258,98 @@ struct StreamFilter {
   bool refresh = false;
   bool minted = false;
   MintedToken new_id;
+  StreamFilter* next_free = nullptr;  // the pool's list while the object waits for reuse
 };
 
 // Stream objects are recycled per thread instead of allocated per request: a stream is made
 // and destroyed on its worker, and new/delete was a tenth of the filter's own instructions.
-// At most kPooledStreams wait per thread; the rest are freed.
-class StreamPool {
- public:
-  static constexpr size_t kPooledStreams = 1024;
-  ~StreamPool() {
-    for (StreamFilter* stream : free_) delete stream;
-  }
-  StreamFilter* take(const FilterConfig* config) noexcept {
-    if (free_.empty()) return new (std::nothrow) StreamFilter(config);
-    StreamFilter* stream = free_.back();
-    free_.pop_back();
-    stream->reset(config);
-    return stream;
-  }
-  void give(StreamFilter* stream) noexcept {
-    if (stream == nullptr) return;
-    if (free_.size() >= kPooledStreams) {
-      delete stream;
-      return;
-    }
-    try {
-      free_.push_back(stream);   // may grow the vector (up to kPooledStreams entries)
-    } catch (...) {
-      delete stream;             // no memory for the pool: free it instead
-    }
-  }
-  // Nothing is allocated up front: the pool is built on a worker's first stream, inside a
-  // noexcept hook, where a throwing constructor would take Envoy down.
-
- private:
-  std::vector<StreamFilter*> free_;
+// The free streams form an intrusive list (a pop and a push, nothing to grow or fail); at
+// most kPooledStreams wait per thread, the rest are freed.
+//
+// The per-thread state is trivially destructible, so reaching it costs one %fs access: a
+// thread_local with a destructor gets a guard variable that the compiler reads through
+// __tls_get_addr on every access (two calls per request, ~40 instructions). The free list is
+// released at thread exit by a separate object, touched only when the pool is empty.
+struct StreamPool {
+  StreamFilter* free;
+  size_t free_count;
 };
 // initial-exec: a direct %fs access instead of a __tls_get_addr call per stream. The module's
 // whole TLS block is under 100 bytes, well inside the static TLS glibc keeps for dlopen'd
 // libraries (a module that could not get it would fail to load, loudly, not misbehave).
-__attribute__((tls_model("initial-exec"))) thread_local StreamPool stream_pool;
+__attribute__((tls_model("initial-exec"))) thread_local StreamPool stream_pool;  // zero-initialized
+constexpr size_t kPooledStreams = 1024;
+
+struct StreamPoolRelease {
+  ~StreamPoolRelease() {
+    while (stream_pool.free != nullptr) delete std::exchange(stream_pool.free, stream_pool.free->next_free);
+    stream_pool.free_count = 0;
+  }
+};
+
+// The slow path: a thread's first streams, or more streams open at once than ever before.
+// Registering the release here (once per thread, by constructing the thread_local) keeps the
+// guard off the fast path. Nothing throws: the constructor is trivial.
+__attribute__((noinline)) StreamFilter* new_stream(const FilterConfig* config) noexcept {
+  thread_local StreamPoolRelease release;
+  (void)release;
+  return new (std::nothrow) StreamFilter(config);
+}
+
+StreamFilter* take_stream(const FilterConfig* config) noexcept {
+  StreamPool& pool = stream_pool;
+  if (pool.free == nullptr) return new_stream(config);
+  StreamFilter* stream = std::exchange(pool.free, pool.free->next_free);
+  --pool.free_count;
+  stream->reset(config);
+  return stream;
+}
+
+void give_stream(StreamFilter* stream) noexcept {
+  if (stream == nullptr) return;
+  StreamPool& pool = stream_pool;
+  if (pool.free_count >= kPooledStreams) {
+    delete stream;
+    return;
+  }
+  stream->next_free = std::exchange(pool.free, stream);
+  ++pool.free_count;
+}
 
 constexpr size_t kSetCookieBuffer = 1024;  // names <= 128, token <= 41, version <= 128
 
-// What the filter reads from a request: the three cookies (the first occurrence of each, in
-// any number of Cookie headers), the app version and the override (first values).
-struct RequestInputs {
-  CookieMatch cookies[3];
-  std::string_view app_version;
-  std::string_view override_value;
-};
-
-// One lookup per name, not one read of all headers: Envoy's get_headers walks every header
-// through a callback (about 100 instructions each; a browser sends 15 to 20), while Cookie
-// is an indexed header and the app version one linear match. The override header is looked
-// up only when an override key is configured: without one it means nothing to Rollway and
-// is passed through like any other header.
-void read_request(HostStream host, const RouterConfig& router, RequestInputs& in) {
-  const std::string_view names[3] = {router.routing_cookie, router.version_cookie, router.stage_cookie};
+// One lookup per name, not one read of all headers. Measured in Envoy 1.40 under callgrind
+// (a module doing only the reads): two get_header calls cost ~1,000 instructions whether a
+// request has 3 headers or a browser's 18; get_headers (every header through a callback)
+// costs the same with 3 and ~2,300 with 18. The override header is looked up only when an
+// override key is configured: without one it means nothing to Rollway and is passed
+// through like any other header.
+//
+// Fills `request` with the three cookies (the first occurrence of each, in any number of
+// Cookie headers), the app version and the override (first values).
+void read_request(HostStream host, const FilterConfig& config, RouteRequest& request) {
+  const RouterConfig& router = *config.router;
+  CookieMatch cookies[kWantedCookies];
   size_t cookie_headers = 0;
   const std::string_view first = host.request_header("cookie", 0, &cookie_headers);
-  if (cookie_headers > 0 && !scan_cookie_header(first, names, in.cookies, 3)) {
+  if (cookie_headers > 0 && !scan_cookie_header(first, config.cookie_names, cookies)) {
     for (size_t i = 1; i < cookie_headers; ++i) {
-      if (scan_cookie_header(host.request_header("cookie", i), names, in.cookies, 3)) break;
+      if (scan_cookie_header(host.request_header("cookie", i), config.cookie_names, cookies)) break;
     }
   }
-  in.app_version = host.request_header(router.app_version_header);
-  if (!router.override_secret.empty()) in.override_value = host.request_header(router.override_header);
+  request.routing_id = cookies[0].value;
+  request.version_cookie = cookies[1].value;
+  request.stage_cookie = cookies[2].value;
+  request.app_version = host.request_header(router.app_version_header);
+  if (!router.override_secret.empty()) request.override_value = host.request_header(router.override_header);
 }
 
 void on_request_headers(HostStream host, StreamFilter& stream) {
   const FilterConfig& config = *stream.config;
   const RouterConfig& router = *config.router;
 
-  RequestInputs in;
-  read_request(host, router, in);
   RouteRequest request;
-  request.routing_id = in.cookies[0].value;
-  request.version_cookie = in.cookies[1].value;
-  request.stage_cookie = in.cookies[2].value;
-  request.app_version = in.app_version;
-  request.override_value = in.override_value;
+  read_request(host, config, request);
   request.now = static_cast<int64_t>(std::time(nullptr));
   const Decision d = decide(router, request);
 
@@ -477,7 +494,7 @@ ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_config_destroy(void* con
 // Worker thread, once per stream. Returns a StreamFilter* we own until filter_destroy.
 ROLLWAY_EXPORT void* envoy_dynamic_module_on_http_filter_new(void* config, void* /*filter_envoy*/) noexcept {
   if (config == nullptr) return nullptr;
-  return rollway::filter::stream_pool.take(static_cast<const FilterConfig*>(config));
+  return rollway::filter::take_stream(static_cast<const FilterConfig*>(config));
 }
 
 ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envoy, void* filter,
@@ -514,7 +531,7 @@ ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void*, 
 ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_stream_complete(void*, void*) noexcept {}
 
 ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_destroy(void* filter) noexcept {
-  rollway::filter::stream_pool.give(static_cast<StreamFilter*>(filter));
+  rollway::filter::give_stream(static_cast<StreamFilter*>(filter));
 }
 
 // Hooks Envoy requires every HTTP module to export; Rollway starts no callouts, streams or

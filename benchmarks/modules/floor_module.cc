@@ -11,7 +11,12 @@
 // cluster header the app checks, without clearing the route cache: the route is resolved
 // once, to one cluster per service, and the subset load balancer picks the version's
 // endpoints by their metadata (the design measured against header routing, not used).
+// With READ_BY_NAME or READ_ALL as well as FIXED_CLUSTER (floors f-name, f-all) the hook
+// first reads the Cookie and app-version headers, by two get_header calls or by one
+// get_headers call and a scan: the two ways the ABI offers to read a request.
 #include <cstdint>
+#include <cstring>
+#include <initializer_list>
 #include <new>
 
 #include "envoy_abi.h"
@@ -22,7 +27,18 @@
 
 namespace {
 int g_filter;   // every stream shares one dummy filter object: nothing to allocate per stream
+volatile size_t g_read_bytes;  // what the reads found, so the compiler keeps them
+
+struct AbiHeader {  // envoy_dynamic_module_type_envoy_http_header in Envoy 1.40
+  const char* key;
+  size_t key_length;
+  const char* value;
+  size_t value_length;
+};
 }
+extern "C" size_t envoy_dynamic_module_callback_http_get_headers_size(void*, envoy_dynamic_module_type_http_header_type);
+extern "C" bool envoy_dynamic_module_callback_http_get_headers(void*, envoy_dynamic_module_type_http_header_type,
+                                                               AbiHeader*);
 
 EXPORT const char* envoy_dynamic_module_on_program_init() { return "v0.2.0"; }
 EXPORT void* envoy_dynamic_module_on_http_filter_config_new(void*, envoy_dynamic_module_type_envoy_buffer,
@@ -43,10 +59,32 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
   envoy_dynamic_module_callback_http_set_header(filter_envoy, envoy_dynamic_module_type_http_header_type_RequestHeader,
                                                 {kHeader, sizeof(kHeader) - 1}, {kCluster, sizeof(kCluster) - 1});
 #elif defined(FIXED_CLUSTER)
+  constexpr auto kRequest = envoy_dynamic_module_type_http_header_type_RequestHeader;
+#if defined(READ_BY_NAME)
+  for (const envoy_dynamic_module_type_module_buffer name : {envoy_dynamic_module_type_module_buffer{"cookie", 6},
+                                                             envoy_dynamic_module_type_module_buffer{"x-app-version", 13}}) {
+    envoy_dynamic_module_type_envoy_buffer value{nullptr, 0};
+    size_t count = 0;
+    envoy_dynamic_module_callback_http_get_header(filter_envoy, kRequest, name, &value, 0, &count);
+    g_read_bytes = g_read_bytes + value.length;
+  }
+#elif defined(READ_ALL)
+  AbiHeader headers[64];
+  const size_t count = envoy_dynamic_module_callback_http_get_headers_size(filter_envoy, kRequest);
+  if (count <= 64 && envoy_dynamic_module_callback_http_get_headers(filter_envoy, kRequest, headers)) {
+    for (size_t i = 0; i < count; ++i) {
+      const AbiHeader& h = headers[i];
+      if ((h.key_length == 6 && std::memcmp(h.key, "cookie", 6) == 0) ||
+          (h.key_length == 13 && std::memcmp(h.key, "x-app-version", 13) == 0)) {
+        g_read_bytes = g_read_bytes + h.value_length;
+      }
+    }
+  }
+#endif
   static constexpr char kHeader[] = "x-rw-cluster";
   static constexpr char kCluster[] = STR(FIXED_CLUSTER);
-  envoy_dynamic_module_callback_http_set_header(filter_envoy, envoy_dynamic_module_type_http_header_type_RequestHeader,
-                                                {kHeader, sizeof(kHeader) - 1}, {kCluster, sizeof(kCluster) - 1});
+  envoy_dynamic_module_callback_http_set_header(filter_envoy, kRequest, {kHeader, sizeof(kHeader) - 1},
+                                                {kCluster, sizeof(kCluster) - 1});
   envoy_dynamic_module_callback_http_clear_route_cache(filter_envoy);
 #else
   (void)filter_envoy;

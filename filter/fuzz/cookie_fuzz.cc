@@ -69,20 +69,11 @@ bool reference_scan(std::string_view header, const std::string_view* names, roll
   return all_found();
 }
 
-}  // namespace
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (size == 0) return 0;
-  const std::string_view all(reinterpret_cast<const char*>(data) + 1, size - 1);
-  const size_t cut1 = all.empty() ? 0 : (data[0] * 7u) % (all.size() + 1);
-  const size_t cut2 = cut1 + (all.size() - cut1) / 2;
-  const std::string_view header = all.substr(0, cut1);
-  const std::string_view app_version = all.substr(cut1, cut2 - cut1);
-  const std::string_view override_value = all.substr(cut2);
-
-  const std::string_view names[3] = {"rw_rid", "rw_ver", "rw_stage"};
-  rollway::CookieMatch matches[3];
-  const bool all_found = rollway::scan_cookie_header(header, names, matches, 3);
+// The scanner must agree with the reference on one header and across a split into two.
+void check_against_reference(std::string_view header, const std::string_view (&names)[3],
+                             rollway::CookieMatch (&matches)[3]) {
+  const rollway::CookieNames wanted(names);
+  const bool all_found = rollway::scan_cookie_header(header, wanted, matches);
   rollway::CookieMatch expected[3];
   if (reference_scan(header, names, expected, 3) != all_found) __builtin_trap();
   for (int i = 0; i < 3; ++i) {   // the same matches, pointing at the same bytes
@@ -95,8 +86,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   rollway::CookieMatch split[3];
   rollway::CookieMatch split_expected[3];
   const size_t half = header.size() / 2;
-  rollway::scan_cookie_header(header.substr(0, half), names, split, 3);
-  rollway::scan_cookie_header(header.substr(half), names, split, 3);
+  rollway::scan_cookie_header(header.substr(0, half), wanted, split);
+  rollway::scan_cookie_header(header.substr(half), wanted, split);
   reference_scan(header.substr(0, half), names, split_expected, 3);
   reference_scan(header.substr(half), names, split_expected, 3);
   for (int i = 0; i < 3; ++i) {
@@ -105,6 +96,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       __builtin_trap();
     }
   }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const std::string_view all(reinterpret_cast<const char*>(data) + 1, size - 1);
+  const size_t cut1 = all.empty() ? 0 : (data[0] * 7u) % (all.size() + 1);
+  const size_t cut2 = cut1 + (all.size() - cut1) / 2;
+  const std::string_view header = all.substr(0, cut1);
+  const std::string_view app_version = all.substr(cut1, cut2 - cut1);
+  const std::string_view override_value = all.substr(cut2);
+
+  // The deployed names, then a set with a name longer than the scanner's 8-byte head (the
+  // memcmp path), a one-byte name and a shared prefix.
+  const std::string_view names[3] = {"rw_rid", "rw_ver", "rw_stage"};
+  const std::string_view other_names[3] = {"rollway_routing_id", "v", "rollway_routing"};
+  rollway::CookieMatch matches[3];
+  check_against_reference(header, names, matches);
+  rollway::CookieMatch other_matches[3];
+  check_against_reference(header, other_names, other_matches);
   const rollway::CookieMatch& rid = matches[0];
   const rollway::CookieMatch& version = matches[1];
   if (rid.found && (rid.value.data() < header.data() || rid.value.data() + rid.value.size() > header.data() + header.size())) {

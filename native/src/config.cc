@@ -251,13 +251,10 @@ std::string secret_for(const Secrets& secrets, const std::string& key_id, const 
 }  // namespace
 
 int StageEntry::find_version(std::string_view wanted) const {
-  // No early exit: the loop is a handful of length checks, and on the request path which
-  // version matches is data-dependent.
-  int found = -1;
   for (size_t i = 0; i < versions.size(); ++i) {
-    found = (found < 0 && same_name(versions[i].name, wanted)) ? static_cast<int>(i) : found;
+    if (same_name(versions[i].name, wanted)) return static_cast<int>(i);
   }
-  return found;
+  return -1;
 }
 
 int RouterConfig::find_stage(std::string_view wanted) const {

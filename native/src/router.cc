@@ -17,9 +17,7 @@ inline double unit_interval(uint64_t bits) {
 
 // Weighted rendezvous (P-MinHash): each stage scores -ln(u)/weight; the lowest wins.
 // `next` picks under the weights of a change in progress (next_weight).
-int pick_stage(const RouterConfig& config, uint64_t hash_low, bool next = false) {
-  const std::vector<int>& live = next ? config.next_stages_with_traffic : config.stages_with_traffic;
-  if (live.size() <= 1) return live.empty() ? -1 : live[0];  // no logarithm needed
+int pick_weighted_stage(const RouterConfig& config, const std::vector<int>& live, uint64_t hash_low, bool next) {
   int best = -1;
   double best_score = std::numeric_limits<double>::infinity();
   for (const int i : live) {
@@ -33,6 +31,14 @@ int pick_stage(const RouterConfig& config, uint64_t hash_low, bool next = false)
     best_score = better ? score : best_score;
   }
   return best;
+}
+
+// One stage taking traffic is the common case and needs no logarithm; kept apart from the
+// weighted pick so it is inlined without that function's register saves.
+inline int pick_stage(const RouterConfig& config, uint64_t hash_low, bool next = false) {
+  const std::vector<int>& live = next ? config.next_stages_with_traffic : config.stages_with_traffic;
+  if (live.size() <= 1) return live.empty() ? -1 : live[0];
+  return pick_weighted_stage(config, live, hash_low, next);
 }
 
 int pick_version(const StageEntry& stage, uint64_t hash_high) {
@@ -271,7 +277,8 @@ Decision decide_impl(const RouterConfig& config, const RouteRequest& request, bo
     d.minted = true;
     routing_key = d.new_id.routing_key();
   }
-  const Hash128 h = murmur3_x64_128(routing_key.data(), routing_key.size(), 0);
+  // Every routing key has the same length (parsed or minted): a constant the hash is inlined for.
+  const Hash128 h = murmur3_x64_128(routing_key.data(), kRoutingKeyLength, 0);
   const std::string_view wanted =
       request.app_version.empty() ? request.version_cookie : request.app_version;
 

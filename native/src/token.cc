@@ -124,7 +124,7 @@ ParsedToken parse_token(std::string_view value, int64_t now, int64_t ttl_seconds
   }
   result.status = IdStatus::kValid;
   result.issued_at = static_cast<uint32_t>(issued);
-  result.routing_key = value.substr(kRoutingKeyOffset, kRoutingKeyLength);
+  result.routing_key = std::string_view(p + kRoutingKeyOffset, kRoutingKeyLength);  // length checked above
   return result;
 }
 
