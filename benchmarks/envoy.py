@@ -21,7 +21,7 @@ because this VM's neighbours move single runs by +-10%.
 
 --instructions adds what does not move with the neighbours: instructions per request on
 the proxy's worker thread under valgrind --tool=callgrind (Envoy starts under valgrind,
-takes 1,000 warm-up requests, the counters are zeroed, then 2,000 requests are counted:
+takes 1,000 warm-up requests, the counters are zeroed, then 5,000 requests are counted:
 start-up is not in the figure), one request at a time on one keep-alive connection, the
 same returning browsers as wrk's. More scenarios, measured the same way:
 
@@ -407,7 +407,7 @@ def main() -> int:
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions per request under callgrind, with the floors (e) (f) and "
                              "Envoy's stateful_session peer (g)")
-    parser.add_argument("--requests", type=int, default=2000, help="(--instructions) requests counted per scenario")
+    parser.add_argument("--requests", type=int, default=5000, help="(--instructions) requests counted per scenario")
     parser.add_argument("--browser-headers", action="store_true",
                         help="(--instructions) send a browser's 15 other headers with every counted request")
     parser.add_argument("--keep", metavar="DIR", help="(--instructions) keep the callgrind files here, for "

@@ -248,7 +248,7 @@ struct StreamFilter {
   void reset(const FilterConfig* c) {
     config = c;
     routed_version = routed_stage = nullptr;
-    set_version_cookie = set_stage_cookie = refresh = minted = false;
+    set_version_cookie = set_stage_cookie = refresh = minted = writes_response = false;
   }
   const FilterConfig* config;
   const std::string* routed_version = nullptr;  // owned by config->router
@@ -257,6 +257,10 @@ struct StreamFilter {
   bool set_stage_cookie = false;
   bool refresh = false;
   bool minted = false;
+  // Whether the response phase has anything to write: most responses do not (a returning
+  // session kept where it was), and then the response hook returns before touching the
+  // rest of this object or setting up its frame.
+  bool writes_response = false;
   MintedToken new_id;
   StreamFilter* next_free = nullptr;  // the pool's list while the object waits for reuse
 };
@@ -360,9 +364,12 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
     // tabs, and an older tab kept on its version must not send a new tab back to it. Page
     // loads and moves (a tab told to reload) write it.
     const bool kept_on_own_version = !request.app_version.empty() && !d.refresh;
-    stream.set_version_cookie = !same_name(request.version_cookie, version.name) &&
-                                (request.version_cookie.empty() || !kept_on_own_version);
-    stream.set_stage_cookie = !same_name(request.stage_cookie, router.stages[d.stage].name);
+    const bool set_version_cookie = !same_name(request.version_cookie, version.name) &&
+                                    (request.version_cookie.empty() || !kept_on_own_version);
+    const bool set_stage_cookie = !same_name(request.stage_cookie, router.stages[d.stage].name);
+    stream.set_version_cookie = set_version_cookie;
+    stream.set_stage_cookie = set_stage_cookie;
+    stream.writes_response = d.minted || set_version_cookie || set_stage_cookie || d.refresh;
     // From here on the header views above may be invalidated by our own writes.
     // Always overwrite: a client-sent cluster header must never choose the cluster.
     host.set_request_header(router.cluster_header, version.cluster);
@@ -371,6 +378,7 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
     stream.refresh = d.refresh;
     host.count(config.request_counter[d.stage][d.version]);
   } else {
+    stream.writes_response = d.minted;
     host.remove_request_header(router.cluster_header);
     host.count(config, kNoCapacity);
   }
@@ -415,7 +423,7 @@ bool format_cookie(char (&out)[kSetCookieBuffer], size_t* length, std::string_vi
   return true;
 }
 
-void on_response_headers(HostStream host, StreamFilter& stream) {
+__attribute__((noinline)) void on_response_headers(HostStream host, StreamFilter& stream) {
   const FilterConfig& config = *stream.config;
   const RouterConfig& router = *config.router;
   char cookie[kSetCookieBuffer];
@@ -510,7 +518,8 @@ ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* fil
 ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void* filter_envoy, void* filter,
                                                                         bool /*end_of_stream*/) noexcept {
   try {
-    if (filter != nullptr) rollway::filter::on_response_headers(HostStream(filter_envoy), *static_cast<StreamFilter*>(filter));
+    auto* stream = static_cast<StreamFilter*>(filter);
+    if (stream != nullptr && stream->writes_response) rollway::filter::on_response_headers(HostStream(filter_envoy), *stream);
   } catch (...) {
   }
   return kEnvoyFilterContinue;

@@ -7,6 +7,10 @@
 
 #include "rollway/crypto.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace rollway {
 namespace {
 
@@ -34,6 +38,26 @@ inline uint64_t bytes_between(uint64_t x, uint64_t lo, uint64_t hi) {
 inline bool is_hex8(uint64_t x) {
   if (x & kHigh) return false;
   return (bytes_between(x, '0', '9') | bytes_between(x, 'a', 'f')) == kHigh;
+}
+
+// Whether the 24 characters [p, p + 24) are all lowercase hex: the issue time and the routing
+// key, checked as two overlapping 16-byte blocks with SSE2 (a third of the SWAR's work), or
+// as three words without it.
+inline bool is_hex24(const char* p) {
+#if defined(__SSE2__)
+  auto hex_block = [](const char* at) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+    // Signed compares: bytes >= 0x80 are negative and fall outside both ranges.
+    const __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
+                                        _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1)));
+    const __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('a' - 1)),
+                                         _mm_cmplt_epi8(x, _mm_set1_epi8('f' + 1)));
+    return _mm_movemask_epi8(_mm_or_si128(digit, letter)) == 0xffff;
+  };
+  return hex_block(p) && hex_block(p + 8);
+#else
+  return is_hex8(load8(p)) && is_hex8(load8(p + 8)) && is_hex8(load8(p + 16));
+#endif
 }
 
 // Eight validated hex characters to their 32-bit value, first character most significant.
@@ -90,10 +114,9 @@ ParsedToken parse_token(std::string_view value, int64_t now, int64_t ttl_seconds
     return result;
   }
   const char* p = value.data();
+  static_assert(kRoutingKeyOffset == 9 && kRoutingKeyLength == 16, "issue time and key are [1, 25)");
   const uint64_t issued_text = load8(p + 1);
-  const uint64_t key_hi = load8(p + kRoutingKeyOffset);
-  const uint64_t key_lo = load8(p + kRoutingKeyOffset + 8);
-  bool ok = is_hex8(issued_text) && is_hex8(key_hi) && is_hex8(key_lo);
+  bool ok = is_hex24(p + 1);
   uint64_t mac = 0;
   if (value.size() == kSignedTokenLength) {
     const uint64_t mac_hi = load8(p + kUnsignedTokenLength);
