@@ -1,7 +1,9 @@
 """Type stub for the C++ routing core extension (see native/include/rollway/router.h)."""
 
-from collections.abc import Buffer, Mapping, Sequence
-from typing import Literal, TypedDict
+from collections.abc import Mapping, Sequence
+from typing import Literal, NotRequired, TypedDict
+
+from typing_extensions import Buffer  # collections.abc.Buffer is Python 3.12; the package supports 3.11
 
 Reason = Literal[
     "hashed", "affinity", "kept", "moved_forward", "moved_rollback",
@@ -77,6 +79,27 @@ class BatchDecisions:
     @property
     def new_routing_id(self) -> list[str | None]: ...
 
+class VersionInfo(TypedDict):
+    name: str
+    capacity: float
+    cluster: str
+    admitted: bool
+    slot: NotRequired[str]  # blue-green only
+
+class DirectionInfo(TypedDict):
+    state: Literal["steady", "forward", "rollback"]
+    target: NotRequired[str]
+
+class StageInfo(TypedDict):
+    name: str
+    weight: float
+    mode: Literal["rolling", "blue_green"]
+    takes_traffic: bool
+    versions: list[VersionInfo]
+    direction: NotRequired[DirectionInfo]  # rolling only
+    active: NotRequired[str]  # blue-green only: the active slot
+    next: NotRequired[str]  # blue-green only, during a switch
+
 class Router:
     def __init__(self, config_json: str, secrets: Mapping[str, str | bytes] | None = None) -> None:
         """Parse and validate a filter config; raises ValueError naming the bad field."""
@@ -117,4 +140,4 @@ class Router:
     @property
     def stage_cookie(self) -> str: ...
     @property
-    def stages(self) -> list[dict[str, object]]: ...
+    def stages(self) -> list[StageInfo]: ...
