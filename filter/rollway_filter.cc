@@ -65,6 +65,7 @@ enum Counter : size_t {
   kNoCapacity,
   kConfigsRejected,
   kMovesNotCommitted,
+  kIdsUnavailable,
   kCounterCount,
 };
 
@@ -83,6 +84,7 @@ constexpr const char* kCounterNames[kCounterCount] = {
     "no_capacity",
     "configs_rejected",
     "moves_not_committed",
+    "ids_unavailable",   // an id was due but the OS gave no random bytes: served without one
 };
 
 constexpr size_t kNoCounter = static_cast<size_t>(-1);
@@ -97,6 +99,8 @@ struct FilterConfig {
   std::shared_ptr<const RouterConfig> router;
   size_t counter_id[kCounterCount] = {};                // kNoCounter when Envoy refused it
   std::vector<std::vector<size_t>> request_counter;     // [stage][version]
+  std::vector<std::vector<size_t>> reload_counter;      // [stage][version]: refresh signals sent to tabs
+  std::vector<std::vector<size_t>> move_counter;        // [stage][version]: sessions moved onto it
   std::string cookie_attributes;  // "; Path=/; Max-Age=N; HttpOnly; SameSite=Lax[; Secure]"
   // The version cookie without HttpOnly: it holds only a build id the page already shows,
   // and a page that does not render its version reads it once at load (rollway.js).
@@ -118,12 +122,20 @@ void define_counters(void* config_envoy, FilterConfig& config) {
   for (size_t i = 0; i < kCounterCount; ++i) config.counter_id[i] = define_counter(config_envoy, kCounterNames[i]);
 }
 
+// Per stage and version: requests routed there, refresh signals telling a tab to reload onto
+// it, and sessions moved onto it (both committed: the response was not a 5xx). Names keep the
+// stage and version in fixed places so Envoy's tag extraction (rollway.envoy.bootstrap
+// STATS_TAGS) turns them into labels: envoy_rollway_requests{rollway_stage, rollway_version}.
 void define_request_counters(void* config_envoy, FilterConfig& config) {
   for (const StageEntry& stage : config.router->stages) {
     config.request_counter.emplace_back();
+    config.reload_counter.emplace_back();
+    config.move_counter.emplace_back();
     for (const VersionEntry& version : stage.versions) {
-      config.request_counter.back().push_back(
-          define_counter(config_envoy, "requests.stage." + stage.name + ".version." + version.name));
+      const std::string where = ".stage." + stage.name + ".version." + version.name;
+      config.request_counter.back().push_back(define_counter(config_envoy, "requests" + where));
+      config.reload_counter.back().push_back(define_counter(config_envoy, "reloads" + where));
+      config.move_counter.back().push_back(define_counter(config_envoy, "moves" + where));
     }
   }
 }
@@ -248,7 +260,7 @@ struct StreamFilter {
   void reset(const FilterConfig* c) {
     config = c;
     routed_version = routed_stage = nullptr;
-    set_version_cookie = set_stage_cookie = refresh = minted = writes_response = false;
+    set_version_cookie = set_stage_cookie = refresh = minted = writes_response = moved = false;
   }
   const FilterConfig* config;
   const std::string* routed_version = nullptr;  // owned by config->router
@@ -257,6 +269,9 @@ struct StreamFilter {
   bool set_stage_cookie = false;
   bool refresh = false;
   bool minted = false;
+  bool moved = false;            // the decision moved the session (forward, rollback, version gone)
+  int stage_index = -1;          // with routed_version: indices into the counters
+  int version_index = -1;
   // Whether the response phase has anything to write: most responses do not (a returning
   // session kept where it was), and then the response hook returns before touching the
   // rest of this object or setting up its frame.
@@ -331,7 +346,9 @@ constexpr size_t kSetCookieBuffer = 1024;  // names <= 128, token <= 41, version
 //
 // Fills `request` with the three cookies (the first occurrence of each, in any number of
 // Cookie headers), the app version and the override (first values).
-void read_request(HostStream host, const FilterConfig& config, RouteRequest& request) {
+// Returns whether the request carries the override header at all (even empty): it is then
+// removed, so no override header ever reaches the upstream.
+bool read_request(HostStream host, const FilterConfig& config, RouteRequest& request) {
   const RouterConfig& router = *config.router;
   CookieMatch cookies[kWantedCookies];
   size_t cookie_headers = 0;
@@ -345,7 +362,10 @@ void read_request(HostStream host, const FilterConfig& config, RouteRequest& req
   request.version_cookie = cookies[1].value;
   request.stage_cookie = cookies[2].value;
   request.app_version = host.request_header(router.app_version_header);
-  if (!router.override_secret.empty()) request.override_value = host.request_header(router.override_header);
+  if (router.override_secret.empty()) return false;
+  size_t overrides = 0;
+  request.override_value = host.request_header(router.override_header, 0, &overrides);
+  return overrides > 0;
 }
 
 void on_request_headers(HostStream host, StreamFilter& stream) {
@@ -353,7 +373,7 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
   const RouterConfig& router = *config.router;
 
   RouteRequest request;
-  read_request(host, config, request);
+  const bool has_override_header = read_request(host, config, request);
   request.now = static_cast<int64_t>(std::time(nullptr));
   const Decision d = decide(router, request);
 
@@ -369,7 +389,11 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
     const bool set_stage_cookie = !same_name(request.stage_cookie, router.stages[d.stage].name);
     stream.set_version_cookie = set_version_cookie;
     stream.set_stage_cookie = set_stage_cookie;
-    stream.writes_response = d.minted || set_version_cookie || set_stage_cookie || d.refresh;
+    stream.moved = d.reason == Reason::kMovedForward || d.reason == Reason::kMovedRollback ||
+                   d.reason == Reason::kUnavailable;
+    stream.stage_index = d.stage;
+    stream.version_index = d.version;
+    stream.writes_response = d.minted || set_version_cookie || set_stage_cookie || d.refresh || stream.moved;
     // From here on the header views above may be invalidated by our own writes.
     // Always overwrite: a client-sent cluster header must never choose the cluster.
     host.set_request_header(router.cluster_header, version.cluster);
@@ -382,13 +406,17 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
     host.remove_request_header(router.cluster_header);
     host.count(config, kNoCapacity);
   }
-  if (!request.override_value.empty()) host.remove_request_header(router.override_header);
+  if (has_override_header) host.remove_request_header(router.override_header);
   host.clear_route_cache();
 
-  if (d.minted) {
-    stream.minted = true;
-    stream.new_id = d.new_id;
-    host.count(config, kIdsMinted);
+  if (d.minted || d.id_unavailable) {
+    if (d.minted) {
+      stream.minted = true;
+      stream.new_id = d.new_id;
+      host.count(config, kIdsMinted);
+    } else {
+      host.count(config, kIdsUnavailable);
+    }
     switch (d.id_status) {
       case IdStatus::kMalformed: host.count(config, kBadCookieMalformed); break;
       case IdStatus::kExpired: host.count(config, kBadCookieExpired); break;
@@ -434,7 +462,7 @@ __attribute__((noinline)) void on_response_headers(HostStream host, StreamFilter
   }
   // Most responses have nothing more to carry: a returning session kept where it was.
   if (stream.routed_version == nullptr ||
-      !(stream.set_version_cookie || stream.set_stage_cookie || stream.refresh)) {
+      !(stream.set_version_cookie || stream.set_stage_cookie || stream.refresh || stream.moved)) {
     return;
   }
   // A 5xx (Envoy's own 503 when a lagging view sent the request to hosts that are gone, or
@@ -457,7 +485,9 @@ __attribute__((noinline)) void on_response_headers(HostStream host, StreamFilter
   if (stream.routed_version != nullptr && stream.refresh) {
     host.set_response_header(router.refresh_header, *stream.routed_version);
     host.count(config, kRefreshSignals);
+    host.count(config.reload_counter[stream.stage_index][stream.version_index]);
   }
+  if (stream.moved) host.count(config.move_counter[stream.stage_index][stream.version_index]);
 }
 
 }  // namespace

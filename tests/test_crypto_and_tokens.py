@@ -85,3 +85,29 @@ def test_token_parsing_matches_oracle(value, now, signed):
     got = rollway.parse_routing_id(value, now, 86400, signing_secret=secret)
     status, key = oracle.parse_token(value, now, 86400, secret)
     assert (got["status"], got["routing_key"]) == (status, key)
+
+
+def test_no_random_bytes_means_no_routing_id_never_a_predictable_one(tmp_path):
+    """The core draws its per-thread key with getrandom(2); when that fails (the test switch
+    stands in for ENOSYS or a seccomp filter) minting refuses rather than falling back to
+    clock or address bits, and a decision still routes, without an id."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, rollway\n"
+        "try:\n    rollway.new_routing_id(); minted = True\n"
+        "except RuntimeError as e:\n    minted = str(e)\n"
+        "cfg = {'service': 'web', 'generation': 1, 'routing_id': {'cookie': 'rw_rid', 'ttl_seconds': 60},\n"
+        "       'stages': [{'name': 'prod', 'weight': 1, 'mode': 'rolling', 'direction': {'state': 'steady'},\n"
+        "                   'versions': [{'name': 'v1', 'capacity': 1, 'cluster': 'c1'}]}]}\n"
+        "d = rollway.Router(json.dumps(cfg)).route(None)\n"
+        "print(json.dumps({'minted': minted, 'version': d.version, 'new_id': d.new_routing_id}))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "ROLLWAY_TEST_FAIL_GETRANDOM": "1"})
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert "getrandom" in result["minted"]
+    assert result["version"] == "v1" and result["new_id"] is None

@@ -127,7 +127,8 @@ def test_config_new_defines_the_counters_and_logs_acceptance(libs, config):
     names = {ffi.string(host.fake_counter_name(i)).decode() for i in range(host.fake_defined_counters())}
     assert {"requests.stage.prod.version.v1", "requests.stage.prod.version.v2", "ids_minted",
             "bad_cookies.reason.malformed", "bad_cookies.reason.expired", "forward_moves",
-            "tiebreak_kept", "refresh_signals", "overrides_rejected", "configs_rejected"} <= names
+            "tiebreak_kept", "refresh_signals", "overrides_rejected", "configs_rejected", "ids_unavailable",
+            "reloads.stage.prod.version.v2", "moves.stage.prod.version.v1"} <= names
     assert b"generation 3" in ffi.string(host.fake_last_log())
 
 

@@ -341,6 +341,7 @@ PYBIND11_MODULE(_core, m) {
         const TokenKey* k = key.has_value() ? &*key : nullptr;
         const MintedToken token =
             random_bits.has_value() ? mint_token_with(t, k, *random_bits) : mint_token(t, k);
+        if (!token.minted()) throw std::runtime_error("no random bytes from the OS (getrandom failed)");
         return std::string(token.view());
       },
       py::arg("now") = py::none(), py::arg("signing_secret") = py::none(),

@@ -8,12 +8,22 @@ root="$(cd "$here/../.." && pwd)"
 out="${1:?output directory}"
 seconds="${2:-30}"
 mkdir -p "$out"
+# nlohmann/json: the headers the package build uses (the nlohmann-json Python package, in
+# the Python running this: $PYTHON, else python3), else the system's.
+python="${PYTHON:-python3}"
+json_include="$("$python" -c 'import os, nlohmann_json; print(os.fspath(nlohmann_json.get_include()))' 2>/dev/null || true)"
 flags=(-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
        -fno-omit-frame-pointer -I"$root/native/include" -I"$root/filter")
+if [ -n "$json_include" ]; then flags+=(-isystem "$json_include"); fi
 core=("$root"/native/src/*.cc)
 clang++ "${flags[@]}" "$here/cookie_fuzz.cc" "$root/filter/cookies.cc" "${core[@]}" -o "$out/cookie_fuzz"
 clang++ "${flags[@]}" "$here/config_fuzz.cc" "${core[@]}" -o "$out/config_fuzz"
-for target in cookie config; do
+# The filter's hooks through the fake Envoy host (tests/fake_envoy), the module compiled in.
+clang -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -c "$root/tests/fake_envoy/fake_envoy_host.c" \
+  -o "$out/fake_envoy_host.o"
+clang++ "${flags[@]}" "$here/filter_fuzz.cc" "$root/filter/rollway_filter.cc" "$root/filter/cookies.cc" "${core[@]}" \
+  "$out/fake_envoy_host.o" -o "$out/filter_fuzz"
+for target in cookie config filter; do
   work="$out/corpus-$target"
   mkdir -p "$work"
   cp -n "$here/corpus/$target"/* "$work/" 2>/dev/null || true

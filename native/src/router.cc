@@ -264,6 +264,10 @@ OverrideRequest parse_override(std::string_view value, std::string_view secret, 
 
 namespace {
 
+// The routing key of a request served without an id (the OS gave no random bytes).
+constexpr char kAnonymousRoutingKey[] = "0000000000000000";
+static_assert(sizeof kAnonymousRoutingKey - 1 == kRoutingKeyLength, "a routing key's length");
+
 Decision decide_impl(const RouterConfig& config, const RouteRequest& request, bool fixed_random,
                      uint64_t random_bits) noexcept {
   Decision d;
@@ -274,8 +278,11 @@ Decision decide_impl(const RouterConfig& config, const RouteRequest& request, bo
   if (token.status != IdStatus::kValid) {
     d.new_id = fixed_random ? mint_token_with(request.now, key, random_bits)
                             : mint_token(request.now, key);
-    d.minted = true;
-    routing_key = d.new_id.routing_key();
+    d.minted = d.new_id.minted();
+    // No random bytes from the OS: no id (never a predictable one), and the request is
+    // served as an anonymous session, hashed by a fixed key; the next request tries again.
+    d.id_unavailable = !d.minted;
+    routing_key = d.minted ? d.new_id.routing_key() : std::string_view(kAnonymousRoutingKey, kRoutingKeyLength);
   }
   // Every routing key has the same length (parsed or minted): a constant the hash is inlined for.
   const Hash128 h = murmur3_x64_128(routing_key.data(), kRoutingKeyLength, 0);

@@ -1,8 +1,11 @@
 #include "rollway/token.h"
 
-#include <chrono>
+#include <sys/random.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
 
 #include "rollway/crypto.h"
@@ -168,10 +171,34 @@ MintedToken mint_token_with(int64_t now, const TokenKey* key, uint64_t random_bi
 }
 
 MintedToken mint_token(int64_t now, const TokenKey* key) noexcept {
-  return mint_token_with(now, key, secure_random64());
+  uint64_t bits = 0;
+  if (!secure_random64(&bits)) return MintedToken{};   // length 0: not minted
+  return mint_token_with(now, key, bits);
 }
 
-uint64_t secure_random64() noexcept {
+namespace {
+
+// getrandom(2) into `out`, retrying on EINTR and short reads; false on any other failure
+// (ENOSYS on a kernel before 3.17, a seccomp filter, ...). GRND_NONBLOCK: an entropy pool not
+// yet initialized (early boot) is a failure, not a request blocked inside Envoy.
+bool os_random(uint8_t* out, size_t size) noexcept {
+  size_t filled = 0;
+  while (filled < size) {
+    const ssize_t got = ::getrandom(out + filled, size - filled, GRND_NONBLOCK);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    filled += static_cast<size_t>(got);
+  }
+  return true;
+}
+
+}  // namespace
+
+// Tests fail the OS source on purpose (ROLLWAY_TEST_FAIL_GETRANDOM=1 in the environment at
+// the first draw of a thread) to check that the filter serves without minting.
+bool secure_random64(uint64_t* out) noexcept {
   struct Generator {
     std::array<uint8_t, 16> key{};
     uint64_t counter = 0;
@@ -179,28 +206,13 @@ uint64_t secure_random64() noexcept {
   };
   thread_local Generator gen;
   if (!gen.seeded) {
-    try {
-      std::random_device device;
-      for (size_t i = 0; i < gen.key.size(); i += 4) {
-        const uint32_t r = device();
-        for (size_t j = 0; j < 4; ++j) gen.key[i + j] = static_cast<uint8_t>(r >> (8 * j));
-      }
-    } catch (...) {
-      // No OS entropy source: fall back to address and clock entropy rather than failing
-      // a request. Ids stay unique per thread; they are routing keys, not secrets.
-      const uint64_t a = reinterpret_cast<uintptr_t>(&gen);
-      const uint64_t b = static_cast<uint64_t>(
-          std::chrono::steady_clock::now().time_since_epoch().count());
-      for (size_t i = 0; i < 8; ++i) {
-        gen.key[i] = static_cast<uint8_t>(a >> (8 * i));
-        gen.key[8 + i] = static_cast<uint8_t>(b >> (8 * i));
-      }
-    }
+    const char* fail = std::getenv("ROLLWAY_TEST_FAIL_GETRANDOM");
+    if ((fail != nullptr && fail[0] == '1') || !os_random(gen.key.data(), gen.key.size())) return false;
     gen.seeded = true;
   }
   const uint64_t counter = gen.counter++;
-  return siphash24(gen.key, std::string_view(reinterpret_cast<const char*>(&counter),
-                                             sizeof counter));
+  *out = siphash24(gen.key, std::string_view(reinterpret_cast<const char*>(&counter), sizeof counter));
+  return true;
 }
 
 }  // namespace rollway

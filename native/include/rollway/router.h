@@ -175,6 +175,7 @@ struct Decision {
   IdStatus id_status = IdStatus::kAbsent;
   OverrideStatus override_status = OverrideStatus::kNone;
   bool minted = false;   // new_id must be sent with Set-Cookie
+  bool id_unavailable = false;  // an id was due but the OS gave no random bytes: none minted
   bool refresh = false;  // tell the client to reload onto the routed version
   MintedToken new_id;
 

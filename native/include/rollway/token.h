@@ -57,18 +57,23 @@ struct MintedToken {
   char text[kSignedTokenLength];
   uint8_t length = 0;
   std::string_view view() const { return std::string_view(text, length); }
+  bool minted() const { return length != 0; }
   std::string_view routing_key() const {
     return std::string_view(text + kRoutingKeyOffset, kRoutingKeyLength);
   }
 };
 
-// Mints a token issued at `now` (clamped to the u32 range) with 64 fresh random bits.
+// Mints a token issued at `now` (clamped to the u32 range) with 64 fresh random bits. When
+// the OS gives no random bytes (secure_random64 fails) nothing is minted: the result has
+// length 0 (minted() false). Ids are never made from predictable bits.
 MintedToken mint_token(int64_t now, const TokenKey* key) noexcept;
 // Same with caller-chosen random bits: deterministic, for tests and simulations.
 MintedToken mint_token_with(int64_t now, const TokenKey* key, uint64_t random_bits) noexcept;
 
 // 64 unpredictable bits: SipHash of a per-thread counter under a per-thread key drawn
-// from the OS (std::random_device), so one token reveals nothing about the next.
-uint64_t secure_random64() noexcept;
+// from the OS with getrandom(2), so one token reveals nothing about the next. False, with
+// nothing written, when the OS gives no random bytes (no fallback to clocks or addresses);
+// the key is drawn again on the next call.
+bool secure_random64(uint64_t* out) noexcept;
 
 }  // namespace rollway

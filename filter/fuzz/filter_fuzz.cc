@@ -1,0 +1,125 @@
+// libFuzzer target: the filter's own hooks, as Envoy calls them, through the fake Envoy host
+// (tests/fake_envoy/fake_envoy_host.c), under ASan and UBSan. Each input is one request and
+// its response: Cookie headers (one or two), the app-version, override and client-sent
+// cluster headers, and the response status, split at 0x00 bytes. Streams are recycled by the
+// module's pool across inputs, as on an Envoy worker.
+//
+// Besides no crash, leak or undefined behaviour, it checks what must hold for every request:
+// - the cluster header Envoy routes by is one of the config's clusters or absent, never the
+//   client's own value (a client never chooses the cluster);
+// - the override header never reaches the upstream;
+// - the route cache is cleared once per request;
+// - every Set-Cookie is one of Rollway's three cookies with its attributes.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <unistd.h>
+
+extern "C" {
+struct Buffer {
+  const char* ptr;
+  size_t length;
+};
+void* envoy_dynamic_module_on_http_filter_config_new(void*, Buffer, Buffer);
+void* envoy_dynamic_module_on_http_filter_new(void*, void*);
+int envoy_dynamic_module_on_http_filter_request_headers(void*, void*, bool);
+int envoy_dynamic_module_on_http_filter_response_headers(void*, void*, bool);
+void envoy_dynamic_module_on_http_filter_destroy(void*);
+void fake_reset_all(void);
+void fake_reset_stream(void);
+void fake_add_header(int kind, const char* key, const char* value, size_t length);
+size_t fake_header_count(int kind, const char* key);
+const char* fake_header(int kind, const char* key, size_t index);
+int fake_route_cache_clears(void);
+}
+
+namespace {
+
+constexpr int kRequest = 0;
+constexpr int kResponse = 2;
+const char* const kClusters[] = {"web.prod.v1", "web.prod.v2", "web.prod.v3", "web.bg.blue", "web.bg.green"};
+
+void* config() {
+  static void* made = [] {
+    fake_reset_all();
+    char path[] = "/tmp/rollway-filter-fuzz-XXXXXX";
+    const int fd = mkstemp(path);
+    if (fd < 0) abort();
+    const char secrets[] = R"({"rid": "fuzzing-routing-id-secret", "ops": "fuzzing-operator-secret"})";
+    if (write(fd, secrets, sizeof secrets - 1) != static_cast<ssize_t>(sizeof secrets - 1)) abort();
+    close(fd);
+    const std::string json = std::string(R"({"service": "web", "generation": 7, "secrets_file": ")") + path + R"(",
+      "routing_id": {"cookie": "rw_rid", "ttl_seconds": 86400, "signing_key_id": "rid"},
+      "version_cookie": "rw_ver", "override": {"key_id": "ops", "max_ttl_seconds": 600},
+      "stages": [
+        {"name": "prod", "weight": 9, "mode": "rolling", "direction": {"state": "forward", "target": "v2"},
+         "versions": [{"name": "v1", "capacity": 3, "cluster": "web.prod.v1"},
+                      {"name": "v2", "capacity": 1, "cluster": "web.prod.v2"},
+                      {"name": "v3", "capacity": 1, "cluster": "web.prod.v3", "admitted": false}]},
+        {"name": "bg", "weight": 1, "mode": "blue_green", "active": "blue",
+         "slots": {"blue": {"version": "v1", "capacity": 1, "cluster": "web.bg.blue"},
+                   "green": {"version": "v2", "capacity": 1, "cluster": "web.bg.green"}}}]})";
+    void* made_config = envoy_dynamic_module_on_http_filter_config_new(
+        reinterpret_cast<void*>(1), {"rollway", 7}, {json.data(), json.size()});
+    if (made_config == nullptr) abort();   // the config above is valid: a rejection is a bug
+    return made_config;
+  }();
+  return made;
+}
+
+bool known_cluster(std::string_view value) {
+  for (const char* cluster : kClusters) {
+    if (value == cluster) return true;
+  }
+  return false;
+}
+
+bool rollway_cookie(std::string_view set_cookie) {
+  for (std::string_view name : {"rw_rid=", "rw_ver=", "rw_stage="}) {
+    if (set_cookie.substr(0, name.size()) == name) return set_cookie.find("; Path=/; Max-Age=86400") != std::string_view::npos;
+  }
+  return false;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  void* const filter_config = config();
+  std::string_view parts[6];
+  size_t count = 0;
+  std::string_view rest(reinterpret_cast<const char*>(data), size);
+  while (count < 6) {
+    const size_t cut = rest.find('\0');
+    parts[count++] = rest.substr(0, cut);
+    if (cut == std::string_view::npos) break;
+    rest.remove_prefix(cut + 1);
+  }
+  fake_reset_stream();
+  const char* const names[] = {"cookie", "cookie", "x-app-version", "x-rw-override", "x-rw-cluster"};
+  for (size_t i = 0; i < count && i < 5; ++i) {
+    if (i > 0 || !parts[i].empty()) fake_add_header(kRequest, names[i], parts[i].data(), parts[i].size());
+  }
+  void* stream = envoy_dynamic_module_on_http_filter_new(filter_config, reinterpret_cast<void*>(2));
+  if (stream == nullptr) abort();
+  envoy_dynamic_module_on_http_filter_request_headers(reinterpret_cast<void*>(2), stream, true);
+
+  if (fake_route_cache_clears() != 1) abort();
+  if (fake_header_count(kRequest, "x-rw-override") != 0) abort();     // never forwarded upstream
+  const size_t clusters = fake_header_count(kRequest, "x-rw-cluster");
+  if (clusters > 1 || (clusters == 1 && !known_cluster(fake_header(kRequest, "x-rw-cluster", 0)))) abort();
+
+  const std::string_view status = count > 5 && !parts[5].empty() ? parts[5].substr(0, 3) : "200";
+  fake_add_header(kResponse, ":status", status.data(), status.size());
+  envoy_dynamic_module_on_http_filter_response_headers(reinterpret_cast<void*>(2), stream, true);
+  const size_t cookies = fake_header_count(kResponse, "set-cookie");
+  if (cookies > 3) abort();
+  for (size_t i = 0; i < cookies; ++i) {
+    if (!rollway_cookie(fake_header(kResponse, "set-cookie", i))) abort();
+  }
+  envoy_dynamic_module_on_http_filter_destroy(stream);
+  return 0;
+}
