@@ -5,6 +5,11 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+# Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
+pytestmark = [pytest.mark.slow]
+
 EXAMPLE = pathlib.Path(__file__).parent.parent / "envoy-config" / "filter-config.example.json"
 
 
@@ -36,12 +41,41 @@ def test_bad_config_is_a_clear_error(tmp_path):
     bad.write_text(json.dumps({"service": "web", "generation": 1, "stages": [
         {"name": "prod", "weight": -1, "mode": "rolling", "versions": []}]}))
     out = run("route", "--config", str(bad))
-    assert out.returncode == 2
+    assert out.returncode == 1   # the command ran and could not: a runtime error
     assert "stages[0].weight: must be a number >= 0" in out.stderr
     missing = run("route", "--config", str(tmp_path / "nope.json"))
-    assert missing.returncode != 0 and "cannot read config" in missing.stderr
+    assert missing.returncode == 1 and "cannot read config" in missing.stderr
+    assert "Traceback" not in out.stderr + missing.stderr
 
 
+def test_exit_codes_usage_is_2_runtime_is_1_and_version_is_0():
+    usage = run("route")                                   # argparse: --config is required
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    combo = run("envoy-config", "--static")                # options that do not fit together
+    assert combo.returncode == 2 and "--static needs --filter-config FILE" in combo.stderr
+    version = run("--version")
+    assert version.returncode == 0
+    import rollway
+
+    assert version.stdout.strip() == f"rollway {rollway.__version__} (Envoy 1.40.0, dynamic-module ABI v0.2.0)"
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`rollway client-js | head -0`: the reader is gone before the first write; the command
+    ends with exit 0 and no traceback."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)                                     # like head exiting at once
+    try:
+        done = subprocess.run([sys.executable, "-m", "rollway.cli.main", "client-js"], stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr, done.stderr
+
+
+@pytest.mark.envoy
 def test_envoy_config_static_is_a_bootstrap_envoy_accepts(tmp_path):
     from envoy_harness import ENVOY_BINARY
 
@@ -64,9 +98,10 @@ def test_envoy_config_names_missing_clusters_and_bad_endpoints():
     out = run("envoy-config", "--static", "--filter-config", str(EXAMPLE), "--cluster", "web.prod.v1=127.0.0.1:1")
     assert out.returncode == 2 and "no --cluster given for web.canary.v1" in out.stderr
     bad = run("envoy-config", "--static", "--filter-config", str(EXAMPLE), "--cluster", "x=nohostport")
-    assert bad.returncode != 0 and "bad endpoint" in bad.stderr
+    assert bad.returncode == 2 and "bad endpoint" in bad.stderr
 
 
+@pytest.mark.envoy
 def test_envoy_config_ads(tmp_path):
     from envoy_harness import ENVOY_BINARY
 

@@ -16,6 +16,9 @@ from test_control_plane import ROUTEMAP
 from conftest import wait_for
 from envoy_harness import free_port
 
+# Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
+pytestmark = [pytest.mark.slow]
+
 TOKEN = "cli-operator-token"
 
 
@@ -68,7 +71,7 @@ def test_push_status_history_rollback_diff_from_the_command_line(server, tmp_pat
     assert refused.returncode == 2 and "operator token" in refused.stderr
     wrong = rollway("routemap", "push", str(path), "--expected-revision", "0", "--server", addr,
                     env={**os.environ, "ROLLWAY_TOKEN": "nope"})
-    assert wrong.returncode == 2 and "PERMISSION_DENIED" in wrong.stderr
+    assert wrong.returncode == 1 and "PERMISSION_DENIED" in wrong.stderr   # asked rightly, refused
 
     pushed = rollway("routemap", "push", str(path), "--expected-revision", "0", "--server", addr,
                      "--token-file", str(token), "--author", "alice", "--reason", "first", "--json")
@@ -86,6 +89,16 @@ def test_push_status_history_rollback_diff_from_the_command_line(server, tmp_pat
                         what="3 members through status")
         human = rollway("status", "web", "--server", addr)
         assert "prod" in human.stdout and "v1" in human.stdout
+        # --watch --json is JSON Lines: one compact document per line, as the status changes.
+        watch = subprocess.Popen([sys.executable, "-m", "rollway.cli.main", "status", "web", "--server", addr,
+                                  "--watch", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert watch.stdout is not None
+            first = json.loads(watch.stdout.readline())
+            assert {s["name"] for s in first["stages"]} >= {"prod"}
+        finally:
+            watch.terminate()
+            watch.communicate(timeout=15)
     finally:
         assert stop(agent) == 0
 
@@ -102,7 +115,7 @@ def test_push_status_history_rollback_diff_from_the_command_line(server, tmp_pat
                    "--token-file", str(token)).returncode == 0
     stale = rollway("routemap", "push", str(path2), "--expected-revision", "1", "--server", addr,
                     "--token-file", str(token))
-    assert stale.returncode == 2 and "ABORTED" in stale.stderr and "at revision 2, not 1" in stale.stderr
+    assert stale.returncode == 1 and "ABORTED" in stale.stderr and "at revision 2, not 1" in stale.stderr
 
     back = rollway("routemap", "rollback", "web", "--to", "1", "--expected-revision", "2", "--server", addr,
                    "--token-file", str(token), "--json")
@@ -120,4 +133,4 @@ def test_a_bad_route_map_file_names_the_field(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     out = rollway("routemap", "validate", str(path), "--local")
-    assert out.returncode == 2 and "stages[0].mode: must be rolling or blue_green" in out.stderr
+    assert out.returncode == 1 and "stages[0].mode: must be rolling or blue_green" in out.stderr

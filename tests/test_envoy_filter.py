@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,6 +15,8 @@ import rollway
 from rollway.envoy import bootstrap as envoy_config
 
 from envoy_harness import Backends, EnvoyProcess, free_port, wait_until
+
+pytestmark = [pytest.mark.envoy]
 
 OPS_KEY = "operator-override-key-for-tests"
 VERSIONS = ["v1", "v2", "v3"]
@@ -211,6 +215,55 @@ def test_a_signed_override_works_and_an_unsigned_one_does_not(envoy_5050):
     stats = envoy_5050.stats()
     assert stats["rollway.overrides_applied"] == 1
     assert stats["rollway.overrides_rejected"] == 4
+
+
+def test_rollway_override_mint_makes_a_header_the_filter_accepts(envoy_5050, tmp_path):
+    """The operator's way to an override: `rollway override mint` with the filter's own
+    secrets file; the real filter routes by it, and a header minted with another key or
+    already expired is refused."""
+    rid = next(r for r in (rollway.new_routing_id() for _ in range(200))
+               if envoy_5050.router.route(r, now=time.time()).version == "v1")
+    secrets = tmp_path / "secrets.json"     # the file envoy_5050's config names
+
+    def mint(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rollway.cli.main", "override", "mint", "--version", "v2",
+                               "--key-file", str(secrets), *extra], capture_output=True, text=True, timeout=60)
+
+    out = mint("--ttl", "300", "--key-id", "ops")
+    assert out.returncode == 0, out.stderr
+    name, _, value = out.stdout.strip().partition(": ")
+    assert name == "x-rw-override" and OPS_KEY not in out.stdout
+    assert envoy_5050.get("/", {"cookie": cookie_header(rid), name: value}).json["backend"] == "v2"
+    other = tmp_path / "other-key"
+    other.write_text("not-the-operator-key-at-all\n")
+    forged = subprocess.run([sys.executable, "-m", "rollway.cli.main", "override", "mint", "--version", "v2",
+                             "--ttl", "300", "--key-file", str(other), "--value-only"],
+                            capture_output=True, text=True, timeout=60)
+    assert forged.returncode == 0, forged.stderr
+    expired = mint("--ttl", "60", "--key-id", "ops", "--now", str(time.time() - 120), "--value-only")
+    for bad in (forged.stdout.strip(), expired.stdout.strip()):
+        assert envoy_5050.get("/", {"cookie": cookie_header(rid), name: bad}).json["backend"] == "v1"
+    too_long = mint("--ttl", str(8 * 86400), "--key-id", "ops")
+    assert too_long.returncode == 2 and "--ttl" in too_long.stderr
+
+
+def test_without_random_bytes_no_id_is_minted_and_the_request_is_still_served(tmp_path, backends, monkeypatch):
+    """getrandom(2) failing (here by the module's test switch, read at a thread's first draw)
+    fails closed: no routing id is minted from predictable bits, the failure is counted, and
+    the request is served all the same; a returning session is unaffected."""
+    monkeypatch.setenv("ROLLWAY_TEST_FAIL_GETRANDOM", "1")
+    proc = start_envoy(tmp_path, backends, filter_config({"v1": 50, "v2": 50}))
+    try:
+        first = proc.get("/")
+        assert first.status == 200 and first.json["backend"] in ("v1", "v2")
+        assert not [c for c in first.all("set-cookie") if c.startswith("rw_rid=")]
+        rid = rollway.new_routing_id()      # minted here, in the test process
+        again = proc.get("/", {"cookie": cookie_header(rid)})
+        assert again.status == 200
+        stats = proc.stats()
+        assert stats["rollway.ids_unavailable"] == 1 and stats["rollway.ids_minted"] == 0
+    finally:
+        proc.stop()
 
 
 def test_no_capacity_anywhere_is_a_503_not_a_crash(tmp_path, backends):

@@ -20,6 +20,8 @@ import time
 import grpc
 import yaml
 
+from rollway.cli.errors import CommandError, UsageError
+
 DEFAULT_SERVER = os.environ.get("ROLLWAY_SERVER", "127.0.0.1:7700")
 
 
@@ -39,8 +41,7 @@ def _write_metadata(args, command: str) -> tuple:
     """gRPC metadata carrying the operator token; exits with a clear message without one."""
     token = _token(args)
     if not token:
-        print(f"rollway: {command} needs the operator token (--token-file or $ROLLWAY_TOKEN)", file=sys.stderr)
-        raise SystemExit(2)
+        raise UsageError(f"{command} needs the operator token (--token-file or $ROLLWAY_TOKEN)")
     return (("authorization", f"Bearer {token}"),)
 
 
@@ -55,8 +56,7 @@ def _stub(args):
             tls = ClientTLS.load(ca, getattr(args, "tls_cert", None), getattr(args, "tls_key", None),
                                  getattr(args, "tls_server_name", None))
         except TLSConfigError as error:
-            print(f"rollway: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise CommandError(str(error)) from None
         channel = tls.channel(args.server)
     else:
         channel = grpc.insecure_channel(args.server)
@@ -67,8 +67,7 @@ def _call(fn):
     try:
         return fn()
     except grpc.RpcError as error:
-        print(f"rollway: {error.code().name}: {error.details()}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise CommandError(f"{error.code().name}: {error.details()}") from None
 
 
 def _revision_dict(rev) -> dict:
@@ -76,12 +75,18 @@ def _revision_dict(rev) -> dict:
             "time": rev.time, "document": json.loads(rev.document) if rev.document else None}
 
 
-def _print(args, data, human) -> int:
-    if args.json:
+def _print(args, data, human, stream: bool = False) -> int:
+    """--json: one document, indented; in a stream (``--watch``), JSON Lines, one compact
+    document per line, flushed as it comes, so a reader can parse line by line."""
+    if args.json and stream:
+        print(json.dumps(data, sort_keys=True, separators=(",", ":")), flush=True)
+    elif args.json:
         json.dump(data, sys.stdout, indent=2, sort_keys=True)
         print()
     else:
         human(data)
+        if stream:
+            sys.stdout.flush()
     return 0
 
 
@@ -106,13 +111,11 @@ def cmd_serve(args) -> int:
         from rollway.tls import ServerTLS, TLSConfigError
 
         if not (args.tls_cert and args.tls_key):
-            print("rollway: --tls-cert and --tls-key go together (--tls-client-ca needs both)", file=sys.stderr)
-            return 2
+            raise UsageError("--tls-cert and --tls-key go together (--tls-client-ca needs both)")
         try:
             tls = ServerTLS.load(args.tls_cert, args.tls_key, args.tls_client_ca)
         except TLSConfigError as error:
-            print(f"rollway: {error}", file=sys.stderr)
-            return 2
+            raise CommandError(str(error)) from None
     xds_host = args.xds_host or args.api_host
     http_host = args.http_host or args.api_host
     store = open_store(args.store, **_session_options(args.store, args.session_timeout))
@@ -163,8 +166,7 @@ def cmd_validate(args) -> int:
     try:
         routemap = parse_routemap(text)
     except RouteMapError as error:
-        print(f"rollway: invalid route map {args.file!r}: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(f"invalid route map {args.file!r}: {error}") from None
     if args.local:
         return _print(args, {"service": routemap.service, "valid": True}, lambda d: print(f"{args.file}: valid"))
     result = _call(lambda: _stub(args).Validate(pb.ValidateRequest(document=text, sample_size=args.sample)))
@@ -236,8 +238,7 @@ def cmd_diff(args) -> int:
     try:
         proposed = parse_routemap(_read(args.file))
     except RouteMapError as error:
-        print(f"rollway: invalid route map {args.file!r}: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(f"invalid route map {args.file!r}: {error}") from None
     current = _call(lambda: _stub(args).Get(pb.GetRequest(service=proposed.service)))
     old = yaml.safe_dump(json.loads(current.document), sort_keys=False).splitlines(keepends=True)
     new = yaml.safe_dump(proposed.document, sort_keys=False).splitlines(keepends=True)
@@ -296,15 +297,16 @@ def cmd_status(args) -> int:
     stream = _stub(args).WatchStatus(pb.WatchStatusRequest(service=args.service))
     try:
         for status in stream:
-            _print(args, _status_dict(status), _print_status)
+            _print(args, _status_dict(status), _print_status, stream=args.watch)
             if not args.watch:
                 stream.cancel()
                 return 0
     except grpc.RpcError as error:
         if error.code() == grpc.StatusCode.CANCELLED:
             return 0
-        print(f"rollway: {error.code().name}: {error.details()}", file=sys.stderr)
-        return 2
+        raise CommandError(f"{error.code().name}: {error.details()}") from None
+    finally:
+        stream.cancel()   # also when the reader went away (BrokenPipeError) or ^C
     return 0
 
 

