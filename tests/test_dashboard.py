@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -20,6 +21,8 @@ from rollway.sources.store import open_store
 from rollway.xds.server import XdsThread
 
 from envoy_harness import Backends, EnvoyProcess, free_port, wait_until
+
+pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 
 ROUTEMAP = {"service": "web", "stages": [
     {"name": "canary", "weight": 10, "mode": "rolling", "serverset": "/discovery/web/canary"},
@@ -115,12 +118,15 @@ def test_the_dashboard_shows_capacity_direction_envoys_and_live_traffic_in_chrom
 
 
 def metrics(url: str) -> dict[str, float]:
+    """Every sample of /metrics, keyed `name{label="value",...}` with the labels sorted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = urllib.request.urlopen(url + "metrics", timeout=5).read().decode()
     out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return out
 
 
@@ -134,11 +140,97 @@ def test_prometheus_metrics_report_pushes_store_capacity_and_envoy_lag(world):
     assert m['rollway_capacity{service="web",stage="prod",version="v1"}'] == 2
     assert m['rollway_members{service="web",stage="canary",version="v2"}'] == 1
     assert m['rollway_routemap_revision{service="web"}'] == 1
-    assert m['rollway_envoy_behind_seconds{service="web",node="envoy-a"}'] == 0   # it ACKed everything
-    assert m['rollway_envoy_last_ack_latency_seconds{service="web",node="envoy-a"}'] > 0
+    assert m['rollway_envoy_behind_seconds{node="envoy-a",service="web"}'] == 0   # it ACKed everything
+    assert m['rollway_envoy_last_ack_latency_seconds{node="envoy-a",service="web"}'] > 0
     before = m['rollway_xds_pushes_total{type="ClusterLoadAssignment"}']
     world["handles"]["p2"].close()     # a serverset change: a new EDS push
     wait_until(lambda: metrics(world["url"])['rollway_xds_pushes_total{type="ClusterLoadAssignment"}'] > before,
                what="an EDS push to be counted")
     state = json.loads(urllib.request.urlopen(world["url"] + "api/state", timeout=5).read())
     assert state["xds"]["pushes"]["ClusterLoadAssignment"] > before
+
+
+def test_metrics_are_valid_prometheus_text_and_health_and_readiness_answer(world):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(world["url"] + "metrics", timeout=5).read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["rollway_xds_pushes"].type == "counter"          # exposed as rollway_xds_pushes_total
+    assert families["rollway_store_up"].type == "gauge"
+    assert "process_cpu_seconds" in families                          # the process's own collector
+    m = metrics(world["url"])
+    assert m["rollway_ready"] == 1 and m['rollway_admission_held_versions{service="web"}'] == 0
+    health = urllib.request.urlopen(world["url"] + "healthz", timeout=5)
+    ready = urllib.request.urlopen(world["url"] + "readyz", timeout=5)
+    assert (health.status, ready.status, ready.read()) == (200, 200, b"ready\n")
+
+
+def test_counters_print_exactly_not_rounded():
+    """`{value:g}` printed 1,234,567 as 1.23457e+06; the collector's output keeps every digit."""
+    from types import SimpleNamespace
+
+    from rollway.api.dashboard import prometheus_text
+
+    plane = SimpleNamespace(store=SimpleNamespace(state="connected"), services={}, service=None)
+    cache = SimpleNamespace(pushes={"Listener": 1_234_567}, nack_total=0, consistency_failures=0)
+    text = prometheus_text(plane, cache)
+    value = next(line.rsplit(" ", 1)[1] for line in text.splitlines()
+                 if line.startswith('rollway_xds_pushes_total{type="Listener"}'))
+    assert float(value) == 1_234_567
+
+
+@pytest.mark.zookeeper
+def test_readyz_follows_zookeeper_while_healthz_stays_alive(tmp_path):
+    """ZooKeeper lost: the replica is alive (/healthz 200) but not ready (/readyz 503, naming
+    the store), and rollway_store_up drops to 0; ZooKeeper back: ready again."""
+    from zk_harness import ZooKeeperServer
+
+    zk = ZooKeeperServer(tmp_path / "zk").start()
+    store = open_store(f"zk://{zk.hosts}/rollway", session_timeout=2.0)
+    store.start()
+    plane = ControlPlane(store, debounce=0.02)
+    plane.start()
+    dashboard = DashboardServer(plane, None, port=free_port())
+    url = f"http://127.0.0.1:{dashboard.port}/"
+
+    def readyz() -> tuple[int, str]:
+        try:
+            answer = urllib.request.urlopen(url + "readyz", timeout=5)
+            return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    try:
+        assert readyz()[0] == 503 and "no route map loaded" in readyz()[1]
+        plane.push(ROUTEMAP, 0, "test", "readiness")
+        wait_until(lambda: readyz() == (200, "ready\n"), timeout=30, what="ready with ZooKeeper up")
+        zk.stop()
+        wait_until(lambda: readyz()[0] == 503, timeout=30, what="not ready without ZooKeeper")
+        assert "store " in readyz()[1]
+        assert urllib.request.urlopen(url + "healthz", timeout=5).status == 200
+        assert metrics(url)["rollway_store_up"] == 0 and metrics(url)["rollway_ready"] == 0
+        zk.start()
+        wait_until(lambda: readyz() == (200, "ready\n"), timeout=60, what="ready again with ZooKeeper back")
+    finally:
+        dashboard.stop()
+        plane.stop()
+        store.stop()
+        zk.stop()
+
+
+def test_every_metric_the_ops_bundle_reads_exists_in_real_scrapes(world):
+    """The rules and the dashboard (rollway.ops) read metrics by name: each exists in this
+    control plane's /metrics or in the real Envoy's /stats/prometheus, where the bootstrap's
+    stats_tags turn the filter's per-version counters into labels."""
+    from test_ops import referenced_metrics
+
+    world["envoy"].get("/")
+    control = urllib.request.urlopen(world["url"] + "metrics", timeout=5).read().decode()
+    status, envoy_text = world["envoy"].admin("/stats/prometheus")
+    assert status == 200
+    assert re.search(r'^envoy_rollway_requests\{[^}]*rollway_stage="(prod|canary)"[^}]*rollway_version="v[12]"', envoy_text, re.M), \
+        envoy_text[:3000]
+    scraped = control + "\n" + envoy_text      # sample lines, and # TYPE lines of families with none yet
+    exposed = set(re.findall(r"^([a-z_:][a-z0-9_:]*)", scraped, re.M)) | set(re.findall(r"^# TYPE (\S+)", scraped, re.M))
+    missing = sorted(referenced_metrics() - exposed)
+    assert not missing, f"the ops bundle reads metrics nobody exposes: {missing}"

@@ -21,6 +21,9 @@ from rollway.xds.server import XdsThread
 from conftest import wait_for
 from envoy_harness import free_port
 
+# Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
+pytestmark = [pytest.mark.slow]
+
 # Build ids like git commits: alphabetical order is the reverse of their age.
 OLD, NEW = "f3e2d1c", "a1b2c3d"
 PATH = "/discovery/web/prod"
@@ -186,8 +189,13 @@ def test_a_silent_or_nacking_envoy_holds_admission_no_longer_than_the_ack_timeou
         assert not healthy["stale"]
         # It held admission only until it left the quorum, never after.
         assert admitted_at[0] >= broken["stale_since"]
+        from prometheus_client.parser import text_string_to_metric_families
+
         from rollway.api.dashboard import prometheus_text
-        assert f'rollway_envoy_stale{{service="web",node="envoy-{mode}"' in prometheus_text(a, r.xds["a"].xds.cache)
+
+        stale = [sample.labels for family in text_string_to_metric_families(prometheus_text(a, r.xds["a"].xds.cache))
+                 if family.name == "rollway_envoy_stale" for sample in family.samples if sample.value == 1]
+        assert [(s["service"], s["node"]) for s in stale] == [("web", f"envoy-{mode}")]
     finally:
         bad.stop()
         good.stop()

@@ -7,7 +7,11 @@
   revision, the connected Envoys with the config versions each has ACKed, and a live chart
   of traffic per version;
 - ``/api/state``: the same as JSON;
-- ``/metrics``: Prometheus text format (pushes, NACKs, store state, per-Envoy lag, capacity).
+- ``/metrics``: Prometheus text format through prometheus_client (pushes, NACKs, store
+  state, readiness, per-Envoy lag, capacity, versions held by admission; the process's own);
+- ``/healthz``: 200 while the process serves (liveness: restart it when this fails);
+- ``/readyz``: 200 when the store is connected and every service has a snapshot published,
+  else 503 naming what is missing (readiness: send Envoys elsewhere meanwhile).
 
 Traffic comes from the Envoys themselves: ``TrafficSampler`` reads each connected Envoy's
 ``rollway.requests.stage.<stage>.version.<version>`` counters from its admin endpoint (the
@@ -30,7 +34,12 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from importlib import resources
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from rollway.envoy.process import admin_counters
 from rollway.plane.control_plane import ControlPlane, NotFound
@@ -149,75 +158,127 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
     return {"time": time.time(), "services": services, "xds": xds}
 
 
-def _label(value) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class ControlPlaneCollector(Collector):
+    """The control plane's metrics, read from its live state at each scrape (a custom
+    prometheus_client collector: no values are copied into client-side metrics and left to
+    go stale). Counters keep their ``_total`` names; values print exactly (a counter of
+    1,234,567 is ``1.234567e+06``, not a rounded ``1.23457e+06``)."""
+
+    def __init__(self, plane: ControlPlane, cache):
+        self.plane, self.cache = plane, cache
+
+    def collect(self) -> Iterator[Metric]:
+        plane, cache = self.plane, self.cache
+        state = plane.store.state
+        yield _gauge("rollway_store_up", "1 while the store (ZooKeeper or directory) is connected", [],
+                     [([], 1.0 if state == "connected" else 0.0)])
+        yield _gauge("rollway_store_state", "the store's session state (1 for the current one)", ["state"],
+                     [([s], 1.0 if s == state else 0.0) for s in STORE_STATES])
+        yield _gauge("rollway_ready", "1 while /readyz answers 200: store connected and a snapshot published", [],
+                     [([], 1.0 if not readiness_problems(plane, cache) else 0.0)])
+        if cache is not None:
+            yield _counter("rollway_xds_pushes_total", "xDS responses sent to Envoys, per resource type", ["type"],
+                           [([t], n) for t, n in sorted(cache.pushes.items())])
+            yield _counter("rollway_xds_nacks_total", "configs Envoys rejected (NACKs)", [], [([], cache.nack_total)])
+            yield _counter("rollway_xds_consistency_failures_total",
+                           "snapshots withheld because they failed the consistency check", [],
+                           [([], cache.consistency_failures)])
+        revisions, generations, capacity, members, direction, skipped = [], [], [], [], [], []
+        connected, behind, ack_latency, nacks, quorum, held = [], [], [], [], [], []
+        stale: list[tuple[list[str], float]] = []
+        for name, service in _services(plane):
+            with service.lock:
+                revisions.append(([name], service.record.revision))
+                generations.append(([name], service.generation))
+                config = service.config
+            held.append(([name], sum(1 for s in (config or {}).get("stages", []) for v in s.get("versions", [])
+                                     if v.get("admitted") is False)))
+            for stage in service.status():
+                for version, cap, count in stage.versions:
+                    capacity.append(([name, stage.name, version], cap))
+                    members.append(([name, stage.name, version], count))
+                direction.append(([name, stage.name, stage.direction, stage.target or ""], 1.0))
+                skipped.append(([name, stage.name], stage.skipped_members))
+            envoys = cache.envoy_status(name) if cache is not None else []
+            connected.append(([name], sum(1 for e in envoys if e["connected"])))
+            fleet = plane.fleet_status(name)
+            quorum.append(([name], sum(1 for e in fleet if not e["stale"])))
+            stale.extend(([name, e["node_id"], e["replica"], e["stale"]], 1.0) for e in fleet if e["stale"])
+            for e in envoys:
+                behind.append(([name, e["node_id"]], e["behind_seconds"]))
+                ack_latency.append(([name, e["node_id"]], e["last_ack_latency"]))
+                nacks.append(([name, e["node_id"]], e["nacks"]))
+        svc, stage_version = ["service"], ["service", "stage", "version"]
+        yield _gauge("rollway_routemap_revision", "route-map revision in force", svc, revisions)
+        yield _gauge("rollway_filter_config_generation", "filter configs built since start", svc, generations)
+        yield _gauge("rollway_capacity", "live capacity (sum of member weights) per stage and version",
+                     stage_version, capacity)
+        yield _gauge("rollway_members", "ALIVE serverset members per stage and version", stage_version, members)
+        yield _gauge("rollway_stage_direction", "deployment direction of each stage (1 for the current one)",
+                     ["service", "stage", "state", "target"], direction)
+        yield _gauge("rollway_serverset_skipped_members", "malformed serverset members skipped",
+                     ["service", "stage"], skipped)
+        yield _gauge("rollway_envoys_connected", "Envoys on an ADS stream to this replica", svc, connected)
+        yield _gauge("rollway_envoys_quorum", "Envoys of the service (any replica) whose ACKs admission waits for",
+                     svc, quorum)
+        yield _gauge("rollway_admission_held_versions",
+                     "versions announced but not yet admitted (waiting for every Envoy to know them)", svc, held)
+        yield _gauge("rollway_envoy_stale",
+                     "1 for each Envoy out of the quorum (no ACK of the newest config within --ack-timeout)",
+                     ["service", "node", "replica", "reason"], stale)
+        yield _gauge("rollway_envoy_behind_seconds",
+                     "how long an Envoy has not ACKed the newest config sent to it (0: up to date)",
+                     ["service", "node"], behind)
+        yield _gauge("rollway_envoy_last_ack_latency_seconds", "seconds from sending a config to its ACK, for the last one",
+                     ["service", "node"], ack_latency)
+        yield _counter("rollway_envoy_nacks_total", "configs this Envoy rejected", ["service", "node"], nacks)
+
+
+def _gauge(name: str, help_text: str, labels: list[str], samples) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=labels)
+    for values, value in samples:
+        family.add_metric([str(v) for v in values], float(value))
+    return family
+
+
+def _counter(name: str, help_text: str, labels: list[str], samples) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=labels)
+    for values, value in samples:
+        family.add_metric([str(v) for v in values], float(value))
+    return family
+
+
+def metrics_registry(plane: ControlPlane, cache) -> CollectorRegistry:
+    """A registry of this control plane's collector and the process's own (CPU, memory,
+    file descriptors): private to it, so two control planes in one process (the tests) do
+    not collide in prometheus_client's global registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ControlPlaneCollector(plane, cache))
+    ProcessCollector(registry=registry)
+    return registry
 
 
 def prometheus_text(plane: ControlPlane, cache) -> str:
     """The control plane's metrics in the Prometheus text exposition format (0.0.4)."""
-    out: list[str] = []
+    return generate_latest(metrics_registry(plane, cache)).decode()
 
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            rendered = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{rendered}}} {value:g}" if rendered else f"{name} {value:g}")
 
-    state = plane.store.state
-    metric("rollway_store_up", "gauge", "1 while the store (ZooKeeper or directory) is connected",
-           [({}, 1.0 if state == "connected" else 0.0)])
-    metric("rollway_store_state", "gauge", "the store's session state (1 for the current one)",
-           [({"state": s}, 1.0 if s == state else 0.0) for s in STORE_STATES])
-    if cache is not None:
-        metric("rollway_xds_pushes_total", "counter", "xDS responses sent to Envoys, per resource type",
-               [({"type": t}, n) for t, n in sorted(cache.pushes.items())])
-        metric("rollway_xds_nacks_total", "counter", "configs Envoys rejected (NACKs)", [({}, cache.nack_total)])
-        metric("rollway_xds_consistency_failures_total", "counter",
-               "snapshots withheld because they failed the consistency check", [({}, cache.consistency_failures)])
-    revisions, generations, capacity, members, direction, skipped = [], [], [], [], [], []
-    connected, behind, ack_latency, nacks, quorum, stale = [], [], [], [], [], []
-    for name, service in _services(plane):
+def readiness_problems(plane: ControlPlane, cache=None) -> list[str]:
+    """Why this replica should not take Envoys yet, or nothing: the store must be connected,
+    and every service it knows must have a filter config built from its route map and
+    serversets (the snapshot the xDS cache serves to any Envoy that asks)."""
+    problems = []
+    if plane.store.state != "connected":
+        problems.append(f"store {plane.store.state}")
+    services = list(_services(plane))
+    if not services:
+        problems.append("no route map loaded")
+    for name, service in services:
         with service.lock:
-            revisions.append(({"service": name}, service.record.revision))
-            generations.append(({"service": name}, service.generation))
-        for stage in service.status():
-            for version, cap, count in stage.versions:
-                labels = {"service": name, "stage": stage.name, "version": version}
-                capacity.append((labels, cap))
-                members.append((labels, count))
-            direction.append(({"service": name, "stage": stage.name, "state": stage.direction,
-                               "target": stage.target or ""}, 1.0))
-            skipped.append(({"service": name, "stage": stage.name}, stage.skipped_members))
-        envoys = cache.envoy_status(name) if cache is not None else []
-        connected.append(({"service": name}, sum(1 for e in envoys if e["connected"])))
-        fleet = plane.fleet_status(name)
-        quorum.append(({"service": name}, sum(1 for e in fleet if not e["stale"])))
-        stale.extend(({"service": name, "node": e["node_id"], "replica": e["replica"], "reason": e["stale"]}, 1.0)
-                     for e in fleet if e["stale"])
-        for e in envoys:
-            labels = {"service": name, "node": e["node_id"]}
-            behind.append((labels, e["behind_seconds"]))
-            ack_latency.append((labels, e["last_ack_latency"]))
-            nacks.append((labels, e["nacks"]))
-    metric("rollway_routemap_revision", "gauge", "route-map revision in force", revisions)
-    metric("rollway_filter_config_generation", "gauge", "filter configs built since start", generations)
-    metric("rollway_capacity", "gauge", "live capacity (sum of member weights) per stage and version", capacity)
-    metric("rollway_members", "gauge", "ALIVE serverset members per stage and version", members)
-    metric("rollway_stage_direction", "gauge", "deployment direction of each stage (1 for the current one)",
-           direction)
-    metric("rollway_serverset_skipped_members", "gauge", "malformed serverset members skipped", skipped)
-    metric("rollway_envoys_connected", "gauge", "Envoys on an ADS stream to this replica", connected)
-    metric("rollway_envoys_quorum", "gauge", "Envoys of the service (any replica) whose ACKs admission waits for",
-           quorum)
-    metric("rollway_envoy_stale", "gauge",
-           "1 for each Envoy out of the quorum (no ACK of the newest config within --ack-timeout)", stale)
-    metric("rollway_envoy_behind_seconds", "gauge",
-           "how long an Envoy has not ACKed the newest config sent to it (0: up to date)", behind)
-    metric("rollway_envoy_last_ack_latency_seconds", "gauge",
-           "seconds from sending a config to its ACK, for the last one", ack_latency)
-    metric("rollway_envoy_nacks_total", "counter", "configs this Envoy rejected", nacks)
-    return "\n".join(out) + "\n"
+            built = service.config is not None
+        if not built:
+            problems.append(f"no snapshot published for {name}")
+    return problems
 
 
 def dashboard_page() -> bytes:
@@ -258,6 +319,7 @@ class DashboardServer:
         per read and at most ``MAX_CONNECTIONS`` are served at once (more wait in the
         listen backlog), so slow or many clients cost bounded threads."""
         self.plane, self.cache = plane, cache
+        self.registry = metrics_registry(plane, cache)
         self.sampler = TrafficSampler(cache, sample_interval) if cache is not None else None
         page = dashboard_page()
         owner = self
@@ -274,10 +336,14 @@ class DashboardServer:
                         body = json.dumps(dashboard_state(owner.plane, owner.cache, owner.sampler)).encode()
                         self._send(200, "application/json", body)
                     elif path == "/metrics":
-                        body = prometheus_text(owner.plane, owner.cache).encode()
-                        self._send(200, "text/plain; version=0.0.4; charset=utf-8", body)
-                    elif path == "/healthz":
+                        body = generate_latest(owner.registry)
+                        self._send(200, CONTENT_TYPE_LATEST, body)
+                    elif path == "/healthz":   # alive: the process answers (not: its store works)
                         self._send(200, "text/plain", b"ok\n")
+                    elif path == "/readyz":    # ready: store connected, a snapshot published
+                        problems = readiness_problems(owner.plane, owner.cache)
+                        body = ("ready\n" if not problems else "not ready: " + "; ".join(problems) + "\n").encode()
+                        self._send(503 if problems else 200, "text/plain", body)
                     else:
                         self._send(404, "text/plain", b"not found\n")
                 except Exception:

@@ -22,6 +22,10 @@ from pathlib import Path
 from rollway.envoy.edge import EdgeOptions
 
 MODULE_NAME = "rollway_filter"
+# The Envoy release the module is built against and the dynamic-module ABI version its
+# envoy_dynamic_module_on_program_init returns (filter/rollway_filter.cc kAbiVersion).
+ENVOY_VERSION = "1.40.0"
+MODULE_ABI_VERSION = "v0.2.0"
 FILTER_NAME = "rollway"
 FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
@@ -161,6 +165,22 @@ def static_cluster(name: str, endpoints: Iterable[tuple[str, int]]) -> dict:
     }
 
 
+# Envoy's tag extraction for the filter's per-version counters (rollway.<what>.stage.<S>.
+# version.<V>): done once per stat name when the counter is created, never per request. In
+# /stats/prometheus they read envoy_rollway_requests{rollway_stage="prod",rollway_version="v2"}
+# (likewise reloads and moves), which is what the Grafana dashboard (rollway.ops) plots.
+STATS_TAGS = [
+    {"tag_name": "rollway_stage",
+     "regex": r"^rollway\.(?:requests|reloads|moves)(\.stage\.(.+?))\.version\."},
+    {"tag_name": "rollway_version",
+     "regex": r"^rollway\.(?:requests|reloads|moves)\.stage\..+?(\.version\.(.+))$"},
+]
+
+
+def stats_config() -> dict:
+    return {"stats_tags": STATS_TAGS}
+
+
 def _admin(admin_port: int, address: str = "127.0.0.1") -> dict:
     return {"address": {"socket_address": {"address": address, "port_value": admin_port}}}
 
@@ -184,6 +204,7 @@ def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterab
     return {
         "node": {"id": node_id, "cluster": "rollway"},  # xDS (ECDS too) requires a node identity
         "admin": _admin(admin_port, admin_address),
+        "stats_config": stats_config(),
         "overload_manager": edge.overload_manager(),
         "static_resources": {
             "listeners": [ingress_listener(listen_address, listen_port, rollway_filter,
@@ -239,7 +260,7 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
     endpoints = [{"priority": 0, "lb_endpoints": [endpoint(xds_host, xds_port)]}]
     if xds_fallback:
         endpoints.append({"priority": 1, "lb_endpoints": [endpoint(h, p) for h, p in xds_fallback]})
-    cluster = {
+    cluster: dict[str, object] = {
         "name": "rollway_xds",
         "type": "STATIC" if all(_is_ip(h) for h, _ in replicas) else "STRICT_DNS",
         "connect_timeout": "1s",
@@ -270,6 +291,7 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
     return {
         "node": {"id": node_id, "cluster": service, "metadata": metadata},
         "admin": _admin(admin_port, admin_address),
+        "stats_config": stats_config(),
         "overload_manager": edge.overload_manager(),
         "dynamic_resources": {
             "ads_config": {
@@ -292,8 +314,9 @@ def _xds_transport_socket(tls: XdsTLS, hosts: list[str]) -> dict:
     """TLS to the replicas: their certificate must chain to ``tls.ca`` and name one of them
     (DNS SAN for a name, IP SAN for an address); ALPN h2 for gRPC."""
     sans = [{"san_type": "IP_ADDRESS" if _is_ip(h) else "DNS", "matcher": {"exact": h}} for h in dict.fromkeys(hosts)]
-    common = {"alpn_protocols": ["h2"],
-              "validation_context": {"trusted_ca": {"filename": tls.ca}, "match_typed_subject_alt_names": sans}}
+    common: dict[str, object] = {
+        "alpn_protocols": ["h2"],
+        "validation_context": {"trusted_ca": {"filename": tls.ca}, "match_typed_subject_alt_names": sans}}
     if tls.cert:
         common["tls_certificates"] = [{"certificate_chain": {"filename": tls.cert},
                                        "private_key": {"filename": tls.key}}]

@@ -25,10 +25,10 @@ import grpc
 
 from rollway.envoy.edge import EdgeOptionError, EdgeOptions
 from rollway.plane.control_plane import ControlPlane, NotFound
+from rollway.tls import ServerTLS, is_loopback
 from rollway.xds.cache import SnapshotCache
 from rollway.xds.ledger import SHORT, EnvoyNode
 from rollway.xds.resources import CLUSTER, DEFAULT_LISTEN_ADDRESS, EXTENSION, TYPES
-from rollway.tls import ServerTLS, is_loopback
 from rollway.xds.wire import parse_request
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,18 @@ class XdsThread:
             raise self.error
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.xds.stop(), self.loop).result(10)
+        """Stops the server, then finishes every task still on its loop (stream handlers,
+        the liveness check) before closing it: a loop closed under pending tasks makes grpc
+        print "Event loop is closed" tracebacks when they are collected at exit."""
+        async def shutdown() -> None:
+            await self.xds.stop()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(15)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
