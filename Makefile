@@ -9,11 +9,11 @@ STAMPS := .stamps
 # browser (Selenium drives it through Debian's driver). node-typescript: tsc checks rollway.d.ts.
 # iproute2 and openssl: the fleet test's hosts (network namespaces) and its certificates.
 APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-dev chromium chromium-driver node-typescript fonts-dejavu-core \
-	iproute2 openssl valgrind
+	iproute2 openssl valgrind prometheus
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' -o -name '*.html' -o -name '*.js' -o -name '*.ts' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-sim bench-clientjs bench-envoy-instructions clean
+.PHONY: setup demo lint test test-unit fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-sim bench-clientjs bench-envoy-instructions clean
 
 setup: $(STAMPS)/installed
 
@@ -40,8 +40,18 @@ $(STAMPS)/installed: $(STAMPS)/venv $(SOURCES)
 demo: setup
 	$(VENV)/bin/rollway demo
 
-test: setup
+# Lint (ruff) and types (mypy, configured in pyproject.toml): seconds, before every test run.
+lint: setup
+	$(VPY) -m ruff check .
+	$(VPY) -m mypy
+
+# Every tier (unit, zookeeper, envoy, browser, fuzz, fleet, packaging); CI runs this.
+test: lint
 	$(VPY) -m pytest
+
+# The fast tier alone: no ZooKeeper, Envoy, Chromium, fuzzing or namespaces.
+test-unit: setup
+	$(VPY) -m pytest -m unit
 
 # The fleet test alone (it also runs in `make test`): needs root, for network namespaces.
 fleet-test: setup

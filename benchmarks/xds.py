@@ -155,7 +155,7 @@ def convergence(changes: int) -> list[float]:
     headers = {"cookie": f"rw_rid={probe}"}
     times = []
     try:
-        for k in range(changes):
+        for _ in range(changes):
             time.sleep(0.05)
             start = time.perf_counter()
             member = agent.announce("/discovery/web/prod", member_json(*backends.address("v2"), "v2"))

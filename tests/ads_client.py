@@ -50,7 +50,7 @@ class AdsClient:
                     version_info="" if error else response.version_info, error_detail=error))
             self.closed = True
 
-    def start(self) -> "AdsClient":
+    def start(self) -> AdsClient:
         self.thread.start()
         self.task = asyncio.run_coroutine_threadsafe(self._run(), self.loop)
         return self

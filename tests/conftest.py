@@ -109,3 +109,33 @@ def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
             return value
         _time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# -- tiers -------------------------------------------------------------------------------------
+#
+# Every test is in one or more tiers (pyproject.toml lists the markers). A module names the
+# systems it starts with `pytestmark`; a test that asks for ZooKeeper (the `zookeeper`
+# fixture, or the "zk" side of `store_url`) is marked `zookeeper` here; whatever starts
+# nothing and is not `slow` is `unit`. `pytest -m unit` runs in seconds; `make test` runs every tier, and a
+# missing tool fails its tests loudly. A `unit` test that starts ZooKeeper or Envoy fails:
+# the harnesses ask `require_tier` first.
+
+from tiers import EXTERNAL_TIERS  # noqa: E402
+from tiers import current as _current_tiers  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "zookeeper" in item.fixturenames or params.get("store_url") == "zk":
+            item.add_marker(pytest.mark.zookeeper)
+        if not any(item.get_closest_marker(tier) for tier in (*EXTERNAL_TIERS, "slow")):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _tiers_of_this_test(request):
+    _current_tiers.clear()
+    _current_tiers.update(m.name for m in request.node.iter_markers() if m.name in (*EXTERNAL_TIERS, "unit"))
+    yield
+    _current_tiers.clear()

@@ -70,6 +70,12 @@ class Response:
 class EnvoyProcess(_EnvoyProcess):
     """The package's launcher, plus an HTTP client for the listener."""
 
+    def start(self, *args, **kwargs) -> EnvoyProcess:
+        from tiers import require_tier
+
+        require_tier("envoy", "Envoy")
+        return super().start(*args, **kwargs)
+
     def get(self, path: str = "/", headers: Mapping[str, str] | list[tuple[str, str]] | None = None) -> Response:
         conn = http.client.HTTPConnection("127.0.0.1", self.listen_port, timeout=10)
         try:

@@ -26,6 +26,8 @@ from rollway.tools.webapp import WebApp
 
 from envoy_harness import EnvoyProcess, free_port, wait_until
 
+pytestmark = [pytest.mark.envoy, pytest.mark.browser]
+
 VERSIONS = ("v1", "v2")
 TTL = 3600
 

@@ -16,6 +16,9 @@ import pytest
 
 from rollway import web
 
+# Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
+pytestmark = [pytest.mark.slow]
+
 TSC = shutil.which("tsc")
 SIZE_LIMIT = 2048        # bytes, minified and gzipped (the target)
 

@@ -14,7 +14,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from envoy_harness import free_port, wait_until
+
+pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 
 DEMO = [sys.executable, "-m", "rollway.cli.main", "demo", "--http-port", "0"]
 

@@ -16,6 +16,7 @@ import threading
 import time
 
 import grpc
+import pytest
 
 from rollway.envoy.bootstrap import ads_bootstrap
 from rollway.proto import routemap_pb2 as pb
@@ -26,6 +27,8 @@ from rollway.tools.drain import drain
 
 from conftest import wait_for
 from envoy_harness import EnvoyProcess, free_port, stop_process
+
+pytestmark = [pytest.mark.envoy]
 
 PATH = "/discovery/web/prod"
 ROUTEMAP = {"service": "web", "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": PATH}]}

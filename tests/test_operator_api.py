@@ -17,6 +17,9 @@ from rollway.sources.serverset import member_json
 
 from conftest import wait_for
 
+# Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
+pytestmark = [pytest.mark.slow]
+
 TOKEN = "operator-token-for-tests"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 

@@ -10,6 +10,9 @@ from rollway.tools.sim import FINAL_VERSION, SCENARIOS, SimConfig, World, run
 from rollway.tools.sim.accounting import Sessions
 from rollway.tools.sim.model import DEPLOY
 
+# Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
+pytestmark = [pytest.mark.slow]
+
 
 def assert_promise(m: dict) -> None:
     """The product's promise, as the README states it, and the overload bound at every tick."""

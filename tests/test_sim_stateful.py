@@ -25,12 +25,16 @@ current one (admission starved while updates came faster than an Envoy's lag).
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from rollway.tools.sim import After, Gate, SimConfig, World, run
 from rollway.tools.sim.model import DEPLOY, ROLLBACK, WEIGHTS
+
+# Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
+pytestmark = [pytest.mark.slow]
 
 ROUTEMAP = {"service": "web", "stages": [
     {"name": "canary", "weight": 0.5, "mode": "rolling", "serverset": "/discovery/web/canary"},

@@ -11,11 +11,13 @@ from rollway.envoy import bootstrap as ec
 from rollway.plane.control_plane import ControlPlane
 from rollway.sources.serverset import member_json
 from rollway.sources.store import open_store
-from rollway.xds.server import XdsThread
 from rollway.xds.resources import ListenerSpec
+from rollway.xds.server import XdsThread
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
+
+pytestmark = [pytest.mark.envoy]
 
 HOSTS = 5
 ROUTEMAP = {"service": "web", "stages": [

@@ -49,7 +49,10 @@ class ZooKeeperServer:
         except OSError:
             return False
 
-    def start(self, timeout: float = 30.0) -> "ZooKeeperServer":
+    def start(self, timeout: float = 30.0) -> ZooKeeperServer:
+        from tiers import require_tier
+
+        require_tier("zookeeper", "ZooKeeper")
         java = shutil.which("java")
         if java is None or not Path("/usr/share/java/zookeeper.jar").exists():
             raise RuntimeError("ZooKeeper needs Debian's zookeeper package (make setup installs it)")

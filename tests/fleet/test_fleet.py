@@ -35,6 +35,8 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]
 from netns import Network
 from pki import CA
 
+pytestmark = [pytest.mark.fleet, pytest.mark.envoy, pytest.mark.zookeeper]
+
 HERE = Path(__file__).parent
 ZK = [f"zk{i}" for i in (1, 2, 3)]
 CPS = ["cp1", "cp2"]

@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]
+import pytest
 from netns import Network
+
+pytestmark = [pytest.mark.fleet]
 
 HERE = Path(__file__).parent
 PY = sys.executable

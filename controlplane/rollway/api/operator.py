@@ -88,6 +88,7 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
         if not self.token:
             context.abort(grpc.StatusCode.UNAUTHENTICATED,
                           "writes are disabled: the server has no operator token configured")
+            raise AssertionError("unreachable: context.abort raises")  # grpc is untyped: mypy cannot know
         metadata = dict(context.invocation_metadata())
         header = metadata.get("authorization", "")
         if not header.startswith("Bearer ") or not header[7:]:

@@ -51,7 +51,7 @@ class EnvoyProcess:
     process: subprocess.Popen | None = None
     log_path: Path = field(init=False)
 
-    def start(self, timeout: float = 30.0, wait_ready: bool = True) -> "EnvoyProcess":
+    def start(self, timeout: float = 30.0, wait_ready: bool = True) -> EnvoyProcess:
         """Starts Envoy and waits until its admin endpoint reports ready (or, without
         ``wait_ready``, until it answers at all: an Envoy that may never get a config)."""
         self.workdir = Path(self.workdir)
@@ -152,11 +152,15 @@ class _JsonHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _JsonServer(http.server.ThreadingHTTPServer):
+    payload: Callable[[http.server.BaseHTTPRequestHandler], dict]   # what ``_JsonHandler`` answers with
+
+
 def json_backend(payload: Callable[[http.server.BaseHTTPRequestHandler], dict]) -> http.server.ThreadingHTTPServer:
     """A backend for Envoy on a free loopback port, answering every GET with
     ``payload(request)`` as JSON, served from a background thread. Stop it with
     ``shutdown()`` and ``server_close()``."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _JsonHandler)
+    server = _JsonServer(("127.0.0.1", 0), _JsonHandler)
     server.daemon_threads = True
     server.payload = payload
     threading.Thread(target=server.serve_forever, name="rollway-backend", daemon=True).start()

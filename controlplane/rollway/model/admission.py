@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 Key = tuple[str, str]  # (stage, version) or (stage, token) for steps
 
 
+@runtime_checkable  # ``decide`` tells a fleet from a list of sets by isinstance (hasattr underneath)
 class Fleet(Protocol):
     def all_know(self, key: Key) -> bool: ...
 
@@ -106,14 +107,14 @@ class AdmissionState:
                 "weights": self.weights, "next_weights": self.next_weights, "ways": self.ways}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AdmissionState":
+    def from_dict(cls, d: dict) -> AdmissionState:
         return cls({(k[0], k[1]) for k in d.get("versions", [])}, dict(d.get("directions", {})),
                    dict(d.get("holding", {})), dict(d.get("active_slots", {})), dict(d.get("next_slots", {})),
                    d.get("weights"), d.get("next_weights"), dict(d.get("ways", {})))
 
 
-def apply_admission(config: dict, state: "AdmissionState | set[Key]",
-                    fleet: "Fleet | Iterable[set[Key]]") -> None:
+def apply_admission(config: dict, state: AdmissionState | set[Key],
+                    fleet: Fleet | Iterable[set[Key]]) -> None:
     """Decides (``decide``) and applies (``render``) admission on ``config``, in place."""
     if isinstance(state, set):  # versions only (callers that do not track directions)
         state = AdmissionState(state)
@@ -121,7 +122,7 @@ def apply_admission(config: dict, state: "AdmissionState | set[Key]",
     render(config, state)
 
 
-def decide(wanted: dict, state: AdmissionState, fleet: "Fleet | Iterable[set[Key]]") -> None:
+def decide(wanted: dict, state: AdmissionState, fleet: Fleet | Iterable[set[Key]]) -> None:
     """Advances ``state`` towards the ``wanted`` config (what capacity and the route map
     say now, nothing held back) as far as what the fleet knows allows.
 
@@ -131,7 +132,7 @@ def decide(wanted: dict, state: AdmissionState, fleet: "Fleet | Iterable[set[Key
     on ``rollback``, moved it back. ``steady`` moves nobody, so going forward -> steady ->
     rollback (the second step only once every Envoy holds the first) never sends a session
     both ways (found by rollway.tools.sim)."""
-    if not hasattr(fleet, "all_know"):
+    if not isinstance(fleet, Fleet):
         fleet = KnowsSets(fleet)
     _decide_weights(wanted, state, fleet)
     for stage in wanted["stages"]:

@@ -45,7 +45,7 @@ class DeployState:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DeployState":
+    def from_dict(cls, d: dict) -> DeployState:
         if d.get("format") != FORMAT:
             raise ValueError(f"deploy state: format {d.get('format')!r} is not {FORMAT}")
         return cls(int(d["generation"]), str(d.get("digest", "")),
@@ -53,8 +53,8 @@ class DeployState:
                    AdmissionState.from_dict(d.get("admission", {})), int(d.get("routemap_revision", 0)))
 
     @classmethod
-    def from_json(cls, data: bytes) -> "DeployState":
+    def from_json(cls, data: bytes) -> DeployState:
         return cls.from_dict(json.loads(data))
 
-    def copy(self) -> "DeployState":
+    def copy(self) -> DeployState:
         return DeployState.from_dict(json.loads(self.to_json()))

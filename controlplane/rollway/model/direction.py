@@ -80,7 +80,7 @@ class DirectionTracker:
                 "gains": [list(g) for g in self._gains], "observations": self._observations}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DirectionTracker":
+    def from_dict(cls, d: dict) -> DirectionTracker:
         tracker = cls(switch_fraction=float(d.get("switch_fraction", 0.05)), state=d.get("state", STEADY),
                       target=d.get("target"), order=list(d.get("order", [])))
         tracker._previous = dict(d["previous"]) if d.get("previous") is not None else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 
 from rollway.model import admission
 from rollway.model.deploy_state import DeployState
@@ -26,7 +27,7 @@ def cluster_name(service: str, stage: str, leaf: str) -> str:
     return f"{service}.{stage}.{leaf}"
 
 
-def build_filter_config(routemap: RouteMap, views: dict[str, ServersetView | None],
+def build_filter_config(routemap: RouteMap, views: Mapping[str, ServersetView | None],
                         directions: dict[str, DirectionTracker], generation: int,
                         secrets_file: str | None = None) -> dict:
     """The filter config (design.md) from a route map, serverset views and directions."""
@@ -82,7 +83,7 @@ def build_filter_config(routemap: RouteMap, views: dict[str, ServersetView | Non
     return doc
 
 
-def endpoints_by_cluster(routemap: RouteMap, views: dict[str, ServersetView | None]) -> dict[str, list]:
+def endpoints_by_cluster(routemap: RouteMap, views: Mapping[str, ServersetView | None]) -> dict[str, list]:
     """Cluster name -> [(host, port, weight)] for every cluster the filter config may name."""
     out: dict[str, list] = {}
     for stage in routemap.stages:
@@ -93,12 +94,12 @@ def endpoints_by_cluster(routemap: RouteMap, views: dict[str, ServersetView | No
         else:
             for slot in stage.slots:
                 view = views.get(f"{stage.name}/{slot}")
-                eps = [e for group in (view.endpoints.values() if view else []) for e in group]
-                out[cluster_name(routemap.service, stage.name, slot)] = eps
+                members = [e for group in (view.endpoints.values() if view else []) for e in group]
+                out[cluster_name(routemap.service, stage.name, slot)] = members
     return out
 
 
-def render_config(routemap: RouteMap, views: dict[str, ServersetView | None], state: DeployState,
+def render_config(routemap: RouteMap, views: Mapping[str, ServersetView | None], state: DeployState,
                   secrets_file: str | None = None) -> dict:
     """The filter config ``state`` describes for these views: nothing is decided here."""
     config = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file)
@@ -111,8 +112,8 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def publish(routemap: RouteMap, views: dict[str, ServersetView | None], state: DeployState,
-            fleet: "admission.Fleet | list[set]", secrets_file: str | None = None,
+def publish(routemap: RouteMap, views: Mapping[str, ServersetView | None], state: DeployState,
+            fleet: admission.Fleet | list[set], secrets_file: str | None = None,
             routemap_revision: int = 0, now: float | None = None) -> dict:
     """The leader's step: advances ``state`` in place (direction evidence from the views,
     admission decisions from what the fleet knows, the generation when the config's content

@@ -48,6 +48,7 @@ class Stage:
     def serversets(self) -> dict[str, str]:
         """Watch key -> serverset path (the stage itself, or one per blue-green slot)."""
         if self.mode == "rolling":
+            assert self.serverset is not None  # parse_routemap requires it of a rolling stage
             return {self.name: self.serverset}
         return {f"{self.name}/{slot}": path for slot, path in self.slots.items()}
 
@@ -189,7 +190,7 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
         headers = {k: _token(v, f"headers.{k}") for k, v in doc["headers"].items()}
         out["headers"] = headers
 
-    override = None
+    override: dict[str, Any] | None = None
     if "override" in doc:
         ov = doc["override"]
         if not isinstance(ov, dict):

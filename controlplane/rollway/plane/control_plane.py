@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from rollway.model.publish import build_filter_config, endpoints_by_cluster, pub
 from rollway.model.routemap import RouteMap, RouteMapError, parse_routemap
 from rollway.plane.fleet import EnvoyReport, FleetView, decode_reports, encode_reports
 from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view
-from rollway.sources.store import ConflictError, RouteMapRecord, Store, StoreError
+from rollway.sources.store import Campaign, ConflictError, FleetRecord, RouteMapRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class ServiceState:
     and serve what it says (``render_config``). All decisions run on the control plane's
     worker thread, one service at a time."""
 
-    def __init__(self, plane: "ControlPlane", record: RouteMapRecord):
+    def __init__(self, plane: ControlPlane, record: RouteMapRecord):
         self.plane = plane
         self.lock = threading.RLock()
         self.record = record
@@ -96,8 +97,8 @@ class ServiceState:
         self.updated = time.time()
         self.write_failures = 0
         self._handles: list = []
-        self._fleet_record = None
-        self._campaign = None
+        self._fleet_record: FleetRecord | None = None
+        self._campaign: Campaign | None = None
         self._next_flush = 0.0                # monotonic time before which the fleet record is not rewritten
         self._deciding = threading.Lock()   # one recomputation at a time (worker, start, apply)
 
@@ -152,7 +153,7 @@ class ServiceState:
             new = {k: p for k, p in wanted.items() if k not in self.watchers}
             for key, path in new.items():
                 self.watchers[key] = ServersetWatcher(
-                    self.plane.store, path, lambda view, key=key: self._on_view(key, view),
+                    self.plane.store, path, functools.partial(self._on_view, key),
                     debounce=self.plane.debounce, empty_grace=self.plane.empty_grace)
         for key in new:
             self.watchers[key].start()
@@ -325,7 +326,7 @@ class ServiceState:
         with self.lock:
             watched = {key: (w.path, self.views.get(key)) for key, w in self.watchers.items()}
         behind = []
-        for key, (path, view) in watched.items():
+        for path, view in watched.values():
             fresh = build_view(path, self.plane.store.read_members(path))
             if view is None or (fresh.members and view.held_empty) or \
                     (not view.held_empty and (fresh.capacity, fresh.endpoints) != (view.capacity, view.endpoints)):
@@ -531,7 +532,7 @@ class ControlPlane:
         with self._lock:
             state = self.services.get(record.service)
             created = state is None
-            if created:
+            if state is None:
                 state = ServiceState(self, record)
                 self.services[record.service] = state
         if created:
@@ -642,7 +643,8 @@ class ControlPlane:
                 directions.update(current_state.directions)
         for stage in proposed.stages:
             for key, path in stage.serversets().items():
-                if key not in views or views[key] is None or views[key].path != path:
+                view = views.get(key)
+                if view is None or view.path != path:
                     views[key] = read_view_once(self.store, path)
         proposed_config = build_filter_config(proposed, views, directions, 1, None)
         n = sample_size or self.sample_size

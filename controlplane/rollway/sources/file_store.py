@@ -113,7 +113,7 @@ class _FileWatch(Handle):
     and heartbeats move mtimes; without it (serversets, where member data never changes) a
     change of the set of files or of a file's size is enough and no file is read."""
 
-    def __init__(self, store: "FileStore", directory: Path, callback: MembersCallback,
+    def __init__(self, store: FileStore, directory: Path, callback: MembersCallback,
                  key: Callable[[str], str | None] = _member_key, by_content: bool = False):
         self.store, self.directory, self.callback = store, directory, callback
         self.key, self.by_content = key, by_content
@@ -145,10 +145,12 @@ class _FileWatch(Handle):
             if self.seen is not None and shape == self.seen:
                 return
             self.seen = shape
-        members = {}
+        members: dict[str, bytes] = {}
         for name in listing:
+            key = self.key(name)
+            assert key is not None  # ``listing`` holds only the names ``key`` accepts
             try:
-                members[self.key(name)] = (self.directory / name).read_bytes()
+                members[key] = (self.directory / name).read_bytes()
             except FileNotFoundError:
                 continue
         if self.by_content:
@@ -162,7 +164,7 @@ class _FileWatch(Handle):
 
 
 class _Member(Handle):
-    def __init__(self, store: "FileStore", path: Path):
+    def __init__(self, store: FileStore, path: Path):
         self.store, self.path = store, path
 
     def close(self) -> None:
@@ -178,7 +180,7 @@ class _DeployWatch(Handle):
     """Calls back when the deploy record's version changes. A stat per poll; the record
     is read only when the file was replaced (new inode, mtime or size)."""
 
-    def __init__(self, store: "FileStore", service: str, callback: DeployStateCallback):
+    def __init__(self, store: FileStore, service: str, callback: DeployStateCallback):
         self.store, self.service, self.callback = store, service, callback
         self.path = store._service_dir(service) / "deploy.json"
         self.fingerprint: tuple | None = None
@@ -213,7 +215,7 @@ class _Campaign(Campaign):
     """A lease in ``leader.json``, taken or renewed every lease/3. The token tells this
     campaign's lease from another one's with the same identity (a restarted replica)."""
 
-    def __init__(self, store: "FileStore", service: str, identity: str, on_change: LeadershipCallback):
+    def __init__(self, store: FileStore, service: str, identity: str, on_change: LeadershipCallback):
         self.store, self.identity, self.on_change = store, identity, on_change
         self.directory = store._service_dir(service)
         self.path = self.directory / "leader.json"
@@ -247,7 +249,7 @@ class _Campaign(Campaign):
                 now = time.time()
                 lease = self._read()
                 free = lease is None or float(lease.get("expires", 0)) <= now
-                if free or lease.get("token") == self.token:
+                if free or (lease is not None and lease.get("token") == self.token):
                     expires = now + self.store.lease_seconds
                     _write_atomically(self.path, json.dumps(
                         {"holder": self.identity, "token": self.token, "expires": expires}).encode())
@@ -297,7 +299,7 @@ class _Campaign(Campaign):
 
 
 class _FleetRecord(FleetRecord):
-    def __init__(self, store: "FileStore", path: Path, data: bytes):
+    def __init__(self, store: FileStore, path: Path, data: bytes):
         self.store, self.path = store, path
         self.lock = threading.Lock()
         self.closed = False

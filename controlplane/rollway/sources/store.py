@@ -72,7 +72,7 @@ class RouteMapRecord:
                 "author": self.author, "reason": self.reason, "time": self.time}
 
     @classmethod
-    def from_json_dict(cls, d: dict) -> "RouteMapRecord":
+    def from_json_dict(cls, d: dict) -> RouteMapRecord:
         return cls(d["service"], int(d["revision"]), d["document"], d.get("author", ""), d.get("reason", ""),
                    float(d.get("time", 0.0)))
 

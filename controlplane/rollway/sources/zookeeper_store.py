@@ -65,7 +65,7 @@ class _MemberWatch(Handle):
     """{child: data} of the children of ``path`` whose names start with ``prefix``
     (serversets: "member_"; fleet reports: every child)."""
 
-    def __init__(self, store: "ZooKeeperStore", path: str, callback: MembersCallback, prefix: str = "member_"):
+    def __init__(self, store: ZooKeeperStore, path: str, callback: MembersCallback, prefix: str = "member_"):
         self.store, self.path, self.callback = store, path.rstrip("/") or "/", callback
         self.prefix = prefix
         self.lock = threading.Lock()
@@ -162,7 +162,7 @@ class _Member(Handle):
     loss the member is registered again (as a new sequential node) once reconnected, the
     way a host agent keeps its host in the serverset."""
 
-    def __init__(self, store: "ZooKeeperStore", parent: str, data: bytes):
+    def __init__(self, store: ZooKeeperStore, parent: str, data: bytes):
         self.store, self.parent, self.data = store, parent, data
         self.closed = False
         self.lost = False
@@ -198,7 +198,7 @@ class _DeployWatch(Handle):
     """kazoo's DataWatch: called now, on every change and after reconnects (it re-reads and
     calls back only if the node changed meanwhile)."""
 
-    def __init__(self, store: "ZooKeeperStore", path: str, callback: DeployStateCallback):
+    def __init__(self, store: ZooKeeperStore, path: str, callback: DeployStateCallback):
         self.callback = callback
         self.closed = False
         self.watch = DataWatch(store.client, path, self._on_data)
@@ -228,7 +228,7 @@ class _Campaign(Campaign):
     at once on SUSPENDED/LOST and wakes the thread; ``epoch`` makes a look that straddled a
     connection change count for nothing."""
 
-    def __init__(self, store: "ZooKeeperStore", service: str, identity: str, on_change: LeadershipCallback):
+    def __init__(self, store: ZooKeeperStore, service: str, identity: str, on_change: LeadershipCallback):
         self.store, self.client = store, store.client
         self.path = f"{ROOT}/{service}/leader"
         self.identity, self.on_change = identity, on_change
@@ -343,7 +343,7 @@ class _FleetRecord(FleetRecord):
     else that takes the node away) it is put back with the latest data once reconnected,
     like an announced member."""
 
-    def __init__(self, store: "ZooKeeperStore", path: str, data: bytes):
+    def __init__(self, store: ZooKeeperStore, path: str, data: bytes):
         self.store, self.client, self.path, self.data = store, store.client, path, data
         self.lock = threading.Lock()
         self.closed = False

@@ -19,6 +19,10 @@ import os
 import shutil
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # selenium is an optional extra, imported only when a browser starts
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # Tabs in the background must keep their timers: a deploy is watched from every tab at once.
@@ -61,7 +65,7 @@ def start_chromium(*, accept_insecure_certs: bool = False):
 
 @dataclass
 class Tab:
-    driver: object
+    driver: WebDriver
     handle: str
     lock: threading.Lock
     url: str

@@ -42,6 +42,10 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # like the rest of the demo's pieces, imported when used
+    from rollway.tools.browser import Tabs
 
 SERVICE = "web"
 TABS_PER_BROWSER = 5         # Chromium tabs share one browser (one user's cookies) five at a time
@@ -145,12 +149,12 @@ class Demo:
         self.hosts: list[AppHost] = []
         self.envoys: list = []
         self.browsers = [Browser() for _ in range(args.sessions)]
-        self.recent: list[tuple[float, str, str]] = []   # (time, stage, version) of recent responses
+        self.recent: list[tuple[float, str | None, str]] = []   # (time, stage, version) of recent responses
         self.recent_lock = threading.Lock()
         self.steps_done, self.steps_total = 0, 0
         self.phase = "starting"
         self.drain_errors: list[str] = []
-        self.tabs = None                  # rollway.tools.browser.Tabs, with --browsers
+        self.tabs: Tabs | None = None     # with --browsers
         self.tab_policies: list[str] = []
         self.tab_states: list[dict] = []  # what each tab's page recorded, read every 2 s
         self.t0 = time.monotonic()
@@ -218,10 +222,12 @@ class Demo:
         return f"http://127.0.0.1:{self.envoys[0].listen_port}/?policy=immediate"
 
     def _read_tabs(self) -> None:
+        tabs = self.tabs
+        assert tabs is not None  # read only with --browsers
         states = []
-        for tab in self.tabs.tabs:
+        for tab in tabs.tabs:
             try:
-                states.append(self.tabs.state(tab))
+                states.append(tabs.state(tab))
             except Exception:   # mid-reload: keep what the last read saw
                 previous = self.tab_states[len(states)] if len(self.tab_states) > len(states) else {}
                 states.append(previous)
@@ -288,7 +294,7 @@ class Demo:
         from rollway.tools.drain import DrainError, drain
 
         olds = [h for h in self.hosts if h.stage == stage and h.version == OLD and h.handle is not None][:count]
-        for i, old in enumerate(olds):
+        for i in range(len(olds)):
             self._add_host(stage, path, NEW, step * 10 + i)
         self._gate()
         try:

@@ -176,7 +176,8 @@ class SnapshotCache:
         knows = generation = None
         if type_url == EXTENSION:
             with self.lock:
-                known = self.recent.get(node.service, {}).get(version)
+                retained = self.recent.get(node.service)
+                known = retained.get(version) if retained is not None else None
             if known is not None:
                 knows, generation = known
         self.ledger.acked(node, type_url, version, knows, generation)

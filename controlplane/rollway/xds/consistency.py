@@ -39,7 +39,10 @@ class ConsistencyError(RuntimeError):
 def served_filter_config(by_type: dict[str, dict[str, bytes]]) -> dict:
     """The Rollway filter config inside the snapshot's ECDS resource."""
     extension = TypedExtensionConfig.parse(by_type[EXTENSION][ec.FILTER_NAME])
+    # build_resources always fills both envelopes; what this check is for is the config inside.
+    assert extension.typed_config is not None
     module = DynamicModuleFilter.parse(extension.typed_config.value)
+    assert module.filter_config is not None
     return json.loads(StringValue.parse(module.filter_config.value).value)
 
 

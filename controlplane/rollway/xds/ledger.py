@@ -24,9 +24,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
-from rollway.plane.fleet import EnvoyReport
 from rollway.envoy.edge import EdgeOptions
+from rollway.plane.fleet import EnvoyReport
 from rollway.xds.resources import CLUSTER, DEFAULT_LISTEN_ADDRESS, ENDPOINT, EXTENSION, TYPES, ListenerSpec
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ SHORT = {t: t.rsplit(".", 1)[-1] for t in TYPES}
 # listener port for the same inputs (the listener and route do not depend on deploys).
 GATED = (CLUSTER, ENDPOINT, EXTENSION)
 Report = Callable[[str, "dict[str, EnvoyReport | None]"], None]
+
+
+class Wake(Protocol):
+    """A stream's wake-up (rollway.xds.server's ``_Wake``)."""
+
+    def set(self) -> None: ...
 
 
 @dataclass
@@ -49,7 +56,7 @@ class EnvoyNode:
     last_nack: str = ""
     knows: frozenset = frozenset()                              # keys of the filter config it ACKed
     generation: int = 0                                         # generation of that config
-    wake: object | None = None          # the stream's wake-up: ``set()`` on the loop's thread
+    wake: Wake | None = None            # the stream's wake-up: ``set()`` on the loop's thread
     admin_port: int = 0                 # from node metadata; 0 when the Envoy did not say
     listen_address: str = DEFAULT_LISTEN_ADDRESS   # from node metadata
     edge: EdgeOptions = EdgeOptions()               # from node metadata
@@ -110,7 +117,7 @@ class AckLedger:
                            node.stale_since if node.stale else (node.disconnected_at or node.connected_at),
                            node.nacks, tuple(node.acked.get(t, "") for t in GATED))
 
-    def _tell(self, node: EnvoyNode, report: EnvoyReport | None | bool = True) -> None:
+    def _tell(self, node: EnvoyNode, report: EnvoyReport | None | Literal[True] = True) -> None:
         report = self.report(node) if report is True else report
         if self.defer is None:
             self.on_report(node.service, {node.node_id: report})

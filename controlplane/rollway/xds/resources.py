@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Registering the message types used inside Any (typed_config) with betterproto2.
 import envoy_data_plane.envoy.extensions.filters.http.dynamic_modules.v3  # noqa: F401
@@ -97,6 +97,7 @@ class ListenerSpec:
     port: int = 10000
     address: str = DEFAULT_LISTEN_ADDRESS
     edge: EdgeOptions = EdgeOptions()
+    _hash: int = field(init=False, repr=False, compare=False)   # set by __post_init__
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash((self.port, self.address, self.edge)))

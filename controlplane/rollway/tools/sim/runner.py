@@ -22,7 +22,8 @@ def _host_changes(old: dict[str, dict[str, float]], new: dict[str, dict[str, flo
     """A step from ``old`` to ``new`` registered capacity as one change per host, spread
     over ``spread`` seconds in random order; removals that empty a version come after every
     addition (a version's last host goes only after its successor's first is announced)."""
-    adds, removes = [], []
+    adds: list[tuple[str, str, float, bool]] = []      # (key, version, unit, whether it empties the version)
+    removes: list[tuple[str, str, float, bool]] = []
     for key in sorted(set(old) | set(new)):
         for version in sorted(set(old.get(key, {})) | set(new.get(key, {}))):
             delta = new.get(key, {}).get(version, 0.0) - old.get(key, {}).get(version, 0.0)
@@ -56,6 +57,7 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
         cfg = with_faults(cfg)
         events, routemap = timeline(cfg, random.Random(cfg.seed + 1))
+    assert routemap is not None, "steps given without their route map"
     plane = ControlPlane(routemap, cfg)
     envoys = [Envoy(replica=k % max(1, cfg.replicas)) for k in range(cfg.envoys)]
     for index, when in cfg.silent:
@@ -241,8 +243,8 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
                 if caps.get(v, 0) <= 0:
                     metrics["zero_capacity_requests"] += 1
                 tick_stages[stage] += 1      # overload is per request sent, failed ones included
-                draining_only = serving.get((stage, v))
-                if draining_only is None:
+                draining_only = serving.get((stage, v)) if v is not None else None
+                if v is None or draining_only is None:
                     # Sent to hosts that are gone: the request fails (503), and a failed
                     # response commits nothing -- the filter sets no version cookie and no
                     # refresh signal on a 5xx -- so the session stays where it was.
@@ -280,17 +282,17 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
             if n >= 500:
                 for stage, w in world.weights.items():
                     stage_errors.append(abs(tick_stages.get(stage, 0) / n - w / weight_total))
-        counts = {v: c for v, c in book.on_version.items() if c}
-        total_sessions = sum(counts.values()) or 1
+        on_version = {v: c for v, c in book.on_version.items() if c}
+        total_sessions = sum(on_version.values()) or 1
         capacity: Counter = Counter()
         for caps in registered.values():
             capacity.update(caps)
         cap_total = sum(capacity.values()) or 1
-        series[t] = {"sessions": {v: c / total_sessions for v, c in counts.items()},
+        series[t] = {"sessions": {v: c / total_sessions for v, c in on_version.items()},
                      "capacity": {v: c / cap_total for v, c in capacity.items()}}
         t += cfg.tick
 
-    out = dict(metrics)
+    out: dict[str, object] = dict(metrics)
     out.update({
         "scenario": cfg.scenario, "strategy": cfg.strategy, "envoys": cfg.envoys, "sessions": cfg.sessions,
         "lag_max": cfg.lag_max, "seed": cfg.seed,

@@ -22,7 +22,8 @@ FINAL_VERSION = {"rollback": "v1", "surge-rollback": "v1", "third-version": "v3"
 
 class _Timeline:
     def __init__(self, cfg: SimConfig):
-        self.t, self.episode, self.kind, self.target = 10.0, 0, START, None
+        self.t, self.episode, self.kind = 10.0, 0, START
+        self.target: str | None = None
         self.events: list[tuple[float, World]] = []
         self.weights = {"prod": 99.0}
 
@@ -107,7 +108,7 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
             emit(kind)
 
     emit()
-    kind: str | None = DEPLOY
+    kind = DEPLOY
     steps = 0
     while counts["v1"] > 0 and not (back and counts["v2"] >= h // 2):
         tl.t += step / 2 if surge else step
