@@ -65,6 +65,7 @@ void* config() {
                    "green": {"version": "v2", "capacity": 1, "cluster": "web.bg.green"}}}]})";
     void* made_config = envoy_dynamic_module_on_http_filter_config_new(
         reinterpret_cast<void*>(1), {"rollway", 7}, {json.data(), json.size()});
+    unlink(path);                          // the secrets are read once, at config_new
     if (made_config == nullptr) abort();   // the config above is valid: a rejection is a bug
     return made_config;
   }();
