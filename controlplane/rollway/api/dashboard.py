@@ -11,7 +11,15 @@
   state, readiness, per-Envoy lag, capacity, versions held by admission; the process's own);
 - ``/healthz``: 200 while the process serves (liveness: restart it when this fails);
 - ``/readyz``: 200 when the store is connected and every service has a snapshot published,
-  else 503 naming what is missing (readiness: send Envoys elsewhere meanwhile).
+  else 503 naming what is missing (readiness: send Envoys elsewhere meanwhile). A service
+  whose stored route map cannot be served is named too, but does not make the replica
+  unready: every replica reads the same store, and the other services must keep serving.
+
+Every path answers HEAD as it answers GET, without the body. A connection gets
+``CONNECTION_TIMEOUT`` seconds per read and ``REQUEST_DEADLINE`` seconds in all, from accept
+to the last byte of the answer; at most ``MAX_CONNECTIONS`` are served at once. So a client
+that trickles a header line every few seconds holds a slot for at most ``REQUEST_DEADLINE``
+seconds, and a client that hangs up is no error (logged at debug).
 
 Traffic comes from the Envoys themselves: ``TrafficSampler`` reads each connected Envoy's
 ``rollway.requests.stage.<stage>.version.<version>`` counters from its admin endpoint (the
@@ -30,6 +38,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import socket
 import subprocess
 import threading
 import time
@@ -42,12 +51,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from rollway.envoy.process import admin_counters
-from rollway.plane.control_plane import ControlPlane, NotFound
+from rollway.inputs import InputError, printable
+from rollway.plane.control_plane import BrokenRecord, ControlPlane, NotFound
+from rollway.ports import PortInUse
 
 log = logging.getLogger(__name__)
 
 REQUESTS_PREFIX = "rollway.requests.stage."
-CONNECTION_TIMEOUT = 10.0   # seconds a dashboard client may take per read
+CONNECTION_TIMEOUT = 5.0    # seconds a dashboard client may take per read
+REQUEST_DEADLINE = 10.0     # seconds a connection may take in all, however it trickles
 MAX_CONNECTIONS = 32
 STORE_STATES = ("connected", "suspended", "lost")
 
@@ -128,7 +140,7 @@ def _services(plane: ControlPlane):
     for name in sorted(plane.services):
         try:
             yield name, plane.service(name)
-        except NotFound:
+        except (NotFound, BrokenRecord, InputError):
             continue
 
 
@@ -150,12 +162,14 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
         envoys = plane.fleet_status(name)
         services.append({"service": name, "revision": revision, "generation": generation,
                          "leader": state.leader(), "duplicate_node_ids": state.fleet.duplicates(),
-                         "store_state": plane.store.state, "stages": stages,
+                         "store_state": plane.store.state, "stages": stages, "problems": plane.problems(name),
                          "envoys": sorted(envoys, key=lambda e: e["node_id"]),
                          "traffic": sampler.series(name) if sampler else {"times": [], "series": {}}})
     xds = {"pushes": dict(cache.pushes), "nacks": cache.nack_total,
            "consistency_failures": cache.consistency_failures} if cache is not None else {}
-    return {"time": time.time(), "services": services, "xds": xds}
+    broken = [{"service": name, "revision": revision, "reason": reason}
+              for name, (revision, reason) in sorted(plane.broken.items())]
+    return {"time": time.time(), "services": services, "broken": broken, "xds": xds}
 
 
 class ControlPlaneCollector(Collector):
@@ -183,6 +197,12 @@ class ControlPlaneCollector(Collector):
             yield _counter("rollway_xds_consistency_failures_total",
                            "snapshots withheld because they failed the consistency check", [],
                            [([], cache.consistency_failures)])
+            yield _counter("rollway_xds_snapshot_build_failures_total",
+                           "snapshots that did not build (the last good one kept being served), per service",
+                           ["service"], sorted(([name], n) for name, n in cache.build_failures.items()))
+        yield _gauge("rollway_routemap_broken",
+                     "1 for each service whose stored route map cannot be served (skipped, or its previous "
+                     "revision served)", ["service"], [([name], 1.0) for name in sorted(plane.broken)])
         revisions, generations, capacity, members, direction, skipped = [], [], [], [], [], []
         connected, behind, ack_latency, nacks, quorum, held = [], [], [], [], [], []
         stale: list[tuple[list[str], float]] = []
@@ -281,6 +301,11 @@ def readiness_problems(plane: ControlPlane, cache=None) -> list[str]:
     return problems
 
 
+def readiness_notes(plane: ControlPlane) -> list[str]:
+    """What /readyz names without failing: services whose stored route map is not served."""
+    return [f"not served: {name}: {printable(reason)}" for name, (_, reason) in sorted(plane.broken.items())]
+
+
 def dashboard_page() -> bytes:
     return resources.files("rollway.api").joinpath("dashboard.html").read_bytes()
 
@@ -327,6 +352,37 @@ class DashboardServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = CONNECTION_TIMEOUT
 
+            def setup(self):
+                super().setup()
+                # The whole request's deadline: past it the socket is shut, and whatever
+                # read or write is waiting ends at once.
+                self._deadline = threading.Timer(REQUEST_DEADLINE, self._expire)
+                self._deadline.daemon = True
+                self._deadline.start()
+
+            def _expire(self):
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def finish(self):
+                self._deadline.cancel()
+                try:
+                    super().finish()
+                except OSError:     # the client went away before the answer was flushed
+                    pass
+
+            def handle(self):
+                try:
+                    super().handle()
+                except (OSError, ValueError) as error:   # hang-ups, resets, a shut socket
+                    log.debug("dashboard client %s: %s", self.client_address[0], error)
+
+            def do_HEAD(self):  # noqa: N802 (http.server's naming)
+                self._head = True
+                self.do_GET()
+
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 try:
@@ -342,12 +398,16 @@ class DashboardServer:
                         self._send(200, "text/plain", b"ok\n")
                     elif path == "/readyz":    # ready: store connected, a snapshot published
                         problems = readiness_problems(owner.plane, owner.cache)
-                        body = ("ready\n" if not problems else "not ready: " + "; ".join(problems) + "\n").encode()
-                        self._send(503 if problems else 200, "text/plain", body)
+                        notes = readiness_notes(owner.plane)
+                        body = ("ready" if not problems else "not ready: " + "; ".join(problems)) + "\n"
+                        body += "".join(f"{note}\n" for note in notes)
+                        self._send(503 if problems else 200, "text/plain", body.encode())
                     else:
                         self._send(404, "text/plain", b"not found\n")
+                except OSError:
+                    raise       # the client hung up: handle() notes it quietly
                 except Exception:
-                    log.exception("dashboard request %s failed", path)
+                    log.exception("dashboard request %s failed", printable(path[:200]))
                     self._send(500, "text/plain", b"internal error\n")
 
             def _send(self, status: int, kind: str, body: bytes) -> None:
@@ -356,12 +416,16 @@ class DashboardServer:
                 self.send_header("content-length", str(len(body)))
                 self.send_header("cache-control", "no-store")
                 self.end_headers()
-                self.wfile.write(body)
+                if not getattr(self, "_head", False):
+                    self.wfile.write(body)
 
             def log_message(self, *args):
                 pass
 
-        self.server = _BoundedHTTPServer((host, port), Handler)
+        try:
+            self.server = _BoundedHTTPServer((host, port), Handler)
+        except OSError:
+            raise PortInUse("dashboard", f"{host}:{port}") from None
         self.server.daemon_threads = True
         if tls is not None:
             self.server.socket = tls.ssl_context().wrap_socket(self.server.socket, server_side=True,

@@ -5,13 +5,18 @@ operator token; without a configured token every write is refused. The token is 
 in constant time and never logged. Errors map to gRPC codes with the control plane's
 message (which names the offending field for a bad route map):
 
-=====================  ===================
-bad route map          INVALID_ARGUMENT
-revision conflict      ABORTED
-unknown service/rev    NOT_FOUND
-no/bad token           UNAUTHENTICATED / PERMISSION_DENIED
-store unavailable      UNAVAILABLE
-=====================  ===================
+===============================  ===================
+bad route map, name or argument  INVALID_ARGUMENT
+a request that does not decode   INVALID_ARGUMENT
+revision conflict                ABORTED
+unknown service/rev              NOT_FOUND
+a stored record not servable     FAILED_PRECONDITION
+no/bad token                     UNAUTHENTICATED / PERMISSION_DENIED
+too many calls at once           RESOURCE_EXHAUSTED
+store unavailable                UNAVAILABLE
+===============================  ===================
+
+No input answers UNKNOWN or INTERNAL: every refusal above names what was wrong.
 
 Usage::
 
@@ -31,11 +36,13 @@ from concurrent import futures
 
 import grpc
 
+from rollway.inputs import InputError, printable
 from rollway.model.routemap import RouteMapError
-from rollway.plane.control_plane import ControlPlane, NotFound
+from rollway.plane.control_plane import BrokenRecord, ControlPlane, NotFound
+from rollway.ports import GRPC_OPTIONS, PortInUse
 from rollway.proto import routemap_pb2 as pb
 from rollway.proto import routemap_pb2_grpc as pb_grpc
-from rollway.sources.store import ConflictError, RouteMapRecord, StoreError
+from rollway.sources.store import ConflictError, RecordError, RouteMapRecord, StoreError
 from rollway.tls import ServerTLS, is_loopback
 
 log = logging.getLogger(__name__)
@@ -68,7 +75,8 @@ def status_message(plane: ControlPlane, service: str) -> pb.Status:
     return pb.Status(service=service, revision=state.record.revision, generation=state.generation, stages=stages,
                      store_state=plane.store.state, time=state.updated, envoys=envoys,
                      filter_config=json.dumps(state.config, sort_keys=True) if state.config else "",
-                     leader=state.leader(), duplicate_node_ids=state.fleet.duplicates())
+                     leader=state.leader(), duplicate_node_ids=state.fleet.duplicates(),
+                     problems=plane.problems(service))
 
 
 class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
@@ -100,12 +108,14 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
     def _run(context: grpc.ServicerContext, fn):
         try:
             return fn()
-        except RouteMapError as error:
+        except (RouteMapError, InputError) as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except ConflictError as error:
             context.abort(grpc.StatusCode.ABORTED, str(error))
         except NotFound as error:
             context.abort(grpc.StatusCode.NOT_FOUND, str(error.args[0] if error.args else error))
+        except (BrokenRecord, RecordError) as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         except StoreError as error:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
 
@@ -220,20 +230,62 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
             self.waiters.release()
 
 
+class _Undecodable:
+    """A request whose bytes are not the method's message (a string field that is not
+    UTF-8, a truncated message): answered INVALID_ARGUMENT by the method, not INTERNAL."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    decode, kind = handler.request_deserializer, "unary_unary" if handler.unary_unary else "unary_stream"
+    behaviour = getattr(handler, kind)
+
+    def safe_decode(data: bytes):
+        try:
+            return decode(data)
+        except Exception as error:   # protobuf's DecodeError, and whatever else bad bytes raise
+            return _Undecodable(error)
+
+    def checked(request, context):
+        if isinstance(request, _Undecodable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"the request does not decode ({printable(str(request.error))[:200]}); "
+                          "strings must be UTF-8")
+        return behaviour(request, context)
+
+    return handler._replace(request_deserializer=safe_decode, **{kind: checked})
+
+
+class _DecodeRequestsSafely(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or not (handler.unary_unary or handler.unary_stream):
+            return handler
+        return _tolerant(handler)
+
+
 def serve_operator_api(plane: ControlPlane, *, port: int, token: str | None, host: str = "127.0.0.1",
                        max_workers: int = 16, tls: ServerTLS | None = None) -> grpc.Server:
     """The operator API on ``host:port``, over TLS with ``tls`` (writes are authenticated by
     the token either way; without TLS the token crosses the network in clear, so serving
     off loopback without it logs a warning)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rollway-api"),
-                         options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
+                         interceptors=[_DecodeRequestsSafely()],
+                         # No SO_REUSEPORT: a second server on this port must fail to start,
+                         # not share the port and answer some of the calls.
+                         options=[("grpc.max_receive_message_length", MAX_MESSAGE), *GRPC_OPTIONS])
     servicer = RouteMapServicer(plane, token, max_waiters=max_workers // 2)
     pb_grpc.add_RouteMapServiceServicer_to_server(servicer, server)
     server.rollway_servicer = servicer
     address = f"{host}:{port}"
-    bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
+    try:
+        bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
+    except RuntimeError:     # grpcio raises where older versions returned 0
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise PortInUse("operator API", address)
     server.start()
     server.rollway_port = bound
     log.info("operator API listening on %s:%d (%s; writes %s)", host, bound, "TLS" if tls else "plaintext",

@@ -21,14 +21,21 @@ import grpc
 import yaml
 
 from rollway.cli.errors import CommandError, UsageError
+from rollway.inputs import printable
 
 DEFAULT_SERVER = os.environ.get("ROLLWAY_SERVER", "127.0.0.1:7700")
 
 
-def _read(path: str) -> str:
-    from rollway.cli.main import read_file
+def _read(path: str, what: str = "file", limit: int | None = None) -> str:
+    from rollway.cli.main import MAX_INPUT_FILE, read_file
 
-    return read_file(path)
+    return read_file(path, what, limit or MAX_INPUT_FILE)
+
+
+def _read_routemap(path: str) -> str:
+    from rollway.model.routemap import MAX_DOCUMENT
+
+    return _read(path, "route map", MAX_DOCUMENT)
 
 
 def _token(args) -> str | None:
@@ -67,7 +74,7 @@ def _call(fn):
     try:
         return fn()
     except grpc.RpcError as error:
-        raise CommandError(f"{error.code().name}: {error.details()}") from None
+        raise CommandError(printable(f"{error.code().name}: {error.details()}")) from None
 
 
 def _revision_dict(rev) -> dict:
@@ -102,7 +109,7 @@ def _session_options(url: str, session_timeout: float | None) -> dict:
 def cmd_serve(args) -> int:
     from rollway.api.operator import serve_operator_api
     from rollway.plane.control_plane import ControlPlane
-    from rollway.sources.store import open_store
+    from rollway.ports import PortInUse
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = _read(args.token_file).strip() if args.token_file else os.environ.get("ROLLWAY_TOKEN")
@@ -118,23 +125,31 @@ def cmd_serve(args) -> int:
             raise CommandError(str(error)) from None
     xds_host = args.xds_host or args.api_host
     http_host = args.http_host or args.api_host
-    store = open_store(args.store, **_session_options(args.store, args.session_timeout))
-    store.start()
+    store = _open_store(args.store, **_session_options(args.store, args.session_timeout))
     plane = ControlPlane(store, debounce=args.debounce, empty_grace=args.empty_grace,
                          secrets_file=args.secrets_file, ack_timeout=args.ack_timeout, replica_id=args.replica_id,
                          startup_grace=args.startup_grace)
     plane.start()
-    server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token, tls=tls)
-    xds = dashboard = None
-    if args.xds_port is not None:
-        from rollway.xds.server import XdsThread
+    server = xds = dashboard = None
+    try:
+        server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token, tls=tls)
+        if args.xds_port is not None:
+            from rollway.xds.server import XdsThread
 
-        xds = XdsThread(plane, args.xds_port, host=xds_host, tls=tls)
-    if args.http_port is not None:
-        from rollway.api.dashboard import DashboardServer
+            xds = XdsThread(plane, args.xds_port, host=xds_host, tls=tls)
+        if args.http_port is not None:
+            from rollway.api.dashboard import DashboardServer
 
-        dashboard = DashboardServer(plane, xds.xds.cache if xds else None, port=args.http_port, host=http_host,
-                                    tls=tls)
+            dashboard = DashboardServer(plane, xds.xds.cache if xds else None, port=args.http_port,
+                                        host=http_host, tls=tls)
+    except PortInUse as error:
+        # A port another process holds: refuse to start (exit 2), releasing what started.
+        for started in (xds, server):
+            if started is not None:
+                started.stop(*(() if started is xds else (0,)))
+        plane.stop()
+        store.stop()
+        raise UsageError(str(error)) from None
     scheme = "https" if tls else "http"
     print(f"rollway: control plane on {args.store}, operator API on {args.api_host}:{server.rollway_port}"
           + (" (TLS)" if tls else "")
@@ -159,12 +174,12 @@ def cmd_serve(args) -> int:
 # -- routemap -------------------------------------------------------------------------------------
 
 def cmd_validate(args) -> int:
-    from rollway.model.routemap import RouteMapError, parse_routemap
+    from rollway.model.validation import RouteMapError, check_routemap
     from rollway.proto import routemap_pb2 as pb
 
-    text = _read(args.file)
+    text = _read_routemap(args.file)
     try:
-        routemap = parse_routemap(text)
+        routemap = check_routemap(text)   # the same validation as the server's push
     except RouteMapError as error:
         raise CommandError(f"invalid route map {args.file!r}: {error}") from None
     if args.local:
@@ -190,7 +205,7 @@ def cmd_push(args) -> int:
     from rollway.proto import routemap_pb2 as pb
 
     metadata = _write_metadata(args, "push")
-    request = pb.PushRequest(document=_read(args.file), expected_revision=args.expected_revision,
+    request = pb.PushRequest(document=_read_routemap(args.file), expected_revision=args.expected_revision,
                              author=args.author, reason=args.reason)
     rev = _call(lambda: _stub(args).Push(request, metadata=metadata)).revision
     return _print(args, _revision_dict(rev), lambda d: print(f"{d['service']}: pushed revision {d['revision']}"))
@@ -201,8 +216,9 @@ def cmd_get(args) -> int:
 
     rev = _call(lambda: _stub(args).Get(pb.GetRequest(service=args.service, revision=args.revision)))
     data = _revision_dict(rev)
-    return _print(args, data, lambda d: (print(f"# {d['service']} revision {d['revision']} by {d['author']}: "
-                                               f"{d['reason']}"), print(yaml.safe_dump(d["document"],
+    return _print(args, data, lambda d: (print(printable(f"# {d['service']} revision {d['revision']} by "
+                                                         f"{d['author']}: {d['reason']}")),
+                                         print(yaml.safe_dump(d["document"],
                                                                                       sort_keys=False), end="")))
 
 
@@ -216,7 +232,7 @@ def cmd_history(args) -> int:
         print(f"{'revision':>8}  {'time (UTC)':20} {'author':12} reason")
         for r in d:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["time"]))
-            print(f"{r['revision']:>8}  {stamp:20} {r['author']:12} {r['reason']}")
+            print(printable(f"{r['revision']:>8}  {stamp:20} {r['author']:12} {r['reason']}"))
     return _print(args, data, human)
 
 
@@ -232,11 +248,11 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from rollway.model.routemap import RouteMapError, parse_routemap
+    from rollway.model.validation import RouteMapError, check_routemap
     from rollway.proto import routemap_pb2 as pb
 
     try:
-        proposed = parse_routemap(_read(args.file))
+        proposed = check_routemap(_read_routemap(args.file))
     except RouteMapError as error:
         raise CommandError(f"invalid route map {args.file!r}: {error}") from None
     current = _call(lambda: _stub(args).Get(pb.GetRequest(service=proposed.service)))
@@ -252,7 +268,7 @@ def cmd_diff(args) -> int:
 def _status_dict(status) -> dict:
     return {"service": status.service, "revision": status.revision, "generation": status.generation,
             "store_state": status.store_state, "leader": status.leader,
-            "duplicate_node_ids": list(status.duplicate_node_ids),
+            "duplicate_node_ids": list(status.duplicate_node_ids), "problems": list(status.problems),
             "envoys": [{"node_id": e.node_id, "acked": dict(e.acked), "nacks": e.nacks, "last_nack": e.last_nack,
                         "replica": e.replica, "connected": e.connected, "generation": e.generation,
                         "stale": e.stale or None, "stale_since": e.stale_since or None}
@@ -264,7 +280,21 @@ def _status_dict(status) -> dict:
                                      for v in s.versions]} for s in status.stages]}
 
 
+def _inert(value):
+    """``value`` with every string in it made printable (control characters escaped)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _inert(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_inert(v) for v in value]
+    return value
+
+
 def _print_status(d: dict) -> None:
+    """The human table. Its strings came over the network (node ids, replica names, NACK
+    messages): control characters are escaped first, so none reaches the terminal."""
+    d = _inert(d)
     stale = [e for e in d["envoys"] if e["stale"]]
     print(f"{d['service']}: route map revision {d['revision']}, filter config generation {d['generation']}, "
           f"store {d['store_state']}, leader {d['leader'] or '-'}, {len(d['envoys'])} Envoy(s)"
@@ -289,6 +319,8 @@ def _print_status(d: dict) -> None:
         for i, v in enumerate(rows):
             head = f"{s['name']:12} {s['weight']:7g} {direction:18}" if i == 0 else " " * 39
             print(f"{head} {v['name']:14} {v['capacity']:9g} {v['members']:8d}{note if i == 0 else ''}")
+    for problem in d["problems"]:
+        print(f"  PROBLEM: {problem}")
 
 
 def cmd_status(args) -> int:
@@ -304,7 +336,7 @@ def cmd_status(args) -> int:
     except grpc.RpcError as error:
         if error.code() == grpc.StatusCode.CANCELLED:
             return 0
-        raise CommandError(f"{error.code().name}: {error.details()}") from None
+        raise CommandError(printable(f"{error.code().name}: {error.details()}")) from None
     finally:
         stream.cancel()   # also when the reader went away (BrokenPipeError) or ^C
     return 0
@@ -334,14 +366,37 @@ def cmd_deploy_wait(args) -> int:
 
 # -- serverset announce -------------------------------------------------------------------------
 
-def cmd_announce(args) -> int:
-    from rollway.sources.serverset import member_json
-    from rollway.sources.store import open_store
+MAX_ANNOUNCE = 1000   # members one announcer holds: a host agent announces one or a few
 
-    store = open_store(args.store)
-    store.start()
-    handles = [store.announce(args.path, member_json(args.host, args.port + i, args.version, args.weight))
-               for i in range(args.count)]
+
+def _open_store(url: str, **options):
+    """A started store, or exit 2 for a URL that names none (``serve --store bogus://x``)."""
+    from rollway.sources.store import StoreError, open_store
+
+    try:
+        store = open_store(url, **options)
+    except ValueError as error:
+        raise UsageError(f"--store: {error}") from None
+    try:
+        store.start()
+    except StoreError as error:
+        raise CommandError(str(error)) from None
+    return store
+
+
+def cmd_announce(args) -> int:
+    from rollway.inputs import InputError, check_zk_path
+    from rollway.sources.serverset import check_member
+
+    if not 1 <= args.count <= MAX_ANNOUNCE:
+        raise UsageError(f"--count {args.count}: announce from 1 to {MAX_ANNOUNCE} members")
+    try:
+        check_zk_path(args.path, "--path")
+        members = [check_member(args.host, args.port + i, args.version, args.weight) for i in range(args.count)]
+    except InputError as error:     # what a control plane would skip is never announced
+        raise UsageError(str(error)) from None
+    store = _open_store(args.store)
+    handles = [store.announce(args.path, data) for data in members]
     print(f"rollway: announced {args.count} member(s) of version {args.version} at {args.path}; "
           f"holding them until stopped", flush=True)
     stop = threading.Event()
@@ -366,11 +421,9 @@ def _wait_converged(args, service: str):
 
 
 def cmd_drain(args) -> int:
-    from rollway.sources.store import open_store
     from rollway.tools.drain import DrainError, drain
 
-    store = open_store(args.store)
-    store.start()
+    store = _open_store(args.store)
     try:
         names = drain(store, args.path, [(args.host, args.port)], _wait_converged(args, args.service))
     except DrainError as error:

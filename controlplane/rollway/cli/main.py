@@ -43,14 +43,20 @@ import rollway
 from rollway import Router, new_routing_id
 from rollway.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, UsageError
 
+MAX_INPUT_FILE = 1 << 20   # bytes of any file a command reads (route maps, configs, keys): far above real ones
 
-def read_file(path: str, what: str = "file") -> str:
-    """A file's text, or exit with a message naming it (shared by every subcommand)."""
+
+def read_file(path: str, what: str = "file", limit: int = MAX_INPUT_FILE) -> str:
+    """A file's UTF-8 text, at most ``limit`` bytes, or exit 1 with a message naming it
+    (shared by every subcommand: ``routemap push /dev/urandom`` stops at the bound)."""
+    from rollway.inputs import InputError, decode_utf8, read_bounded
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        return decode_utf8(read_bounded(path, limit, what), f"{what} {path!r}")
     except OSError as error:
-        raise CommandError(f"cannot read {what} {path!r}: {error.strerror}") from None
+        raise CommandError(f"cannot read {what} {path!r}: {error.strerror or error}") from None
+    except InputError as error:
+        raise CommandError(str(error)) from None
 
 
 def _read_config(path: str) -> str:
@@ -188,6 +194,13 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
                                             ecds_path=args.ecds_path, listen_address=listen_address,
                                             admin_address=admin_address, edge=edge)
     else:
+        from rollway.inputs import InputError, check_node_id
+
+        try:   # what the control plane would refuse, refused here
+            check_node_id(args.node_id, "--node-id")
+            check_node_id(args.service, "--service")
+        except InputError as error:
+            raise UsageError(str(error)) from None
         replicas = [_host_port(spec, "--xds") for spec in args.xds or []]
         if not replicas:
             raise UsageError("--ads needs --xds HOST:PORT (repeat it for fallback replicas)")

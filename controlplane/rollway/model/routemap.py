@@ -27,9 +27,10 @@ from typing import Any
 
 import yaml
 
+from rollway.inputs import InputError, check_name, check_zk_path
+
 NAME = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
 TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
-ZK_PATH = re.compile(r"^(/[A-Za-z0-9._:@+-]+)+$")
 
 
 class RouteMapError(ValueError):
@@ -94,11 +95,18 @@ def _token(value: Any, path: str) -> str:
 
 
 def _zk_path(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        _fail(path, "is required: the ZooKeeper path of the serverset")
-    if not ZK_PATH.match(value):
-        _fail(path, f"is not a ZooKeeper path like /discovery/web/prod (got {value!r})")
-    return value
+    try:
+        return check_zk_path(value, path)
+    except InputError as error:
+        raise RouteMapError(str(error)) from None
+
+
+def _service(value: Any, path: str) -> str:
+    """The service name: one rule with the stores' (a path component, never . or ..)."""
+    try:
+        return check_name(value, path)
+    except InputError as error:
+        raise RouteMapError(str(error)) from None
 
 
 def _number(value: Any, path: str) -> float:
@@ -115,16 +123,47 @@ def _positive_int(value: Any, path: str, maximum: int) -> int:
 
 MAX_DOCUMENT = 64 * 1024    # bytes of route map text: real ones are a few hundred
 MAX_STAGES = 32
+MAX_DEPTH = 16              # nesting of mappings and lists: a real route map needs 5
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without aliases: a few kilobytes of nested ``*refs`` expand to gigabytes once the
-    document is serialized (a route map arrives from clients, and Validate needs no token)."""
+class _StrictLoader(yaml.SafeLoader):
+    """YAML for documents from clients (Validate needs no token):
+
+    - no aliases: a few kilobytes of nested ``*refs`` expand to gigabytes once the document
+      is serialized;
+    - nesting at most MAX_DEPTH, counted while composing, before anything recurses deeper
+      (5,000 levels of ``[[[...`` exhausted Python's stack);
+    - no key twice in one mapping: YAML would keep the last silently, so ``service: probe``
+      then ``service: web`` read as ``web``."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             raise RouteMapError("document: YAML aliases (*name) are not allowed in a route map")
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise RouteMapError(f"document: nested more than {MAX_DEPTH} deep (line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:   # an unhashable key: SafeLoader refuses it below
+                continue
+            if duplicate:
+                raise RouteMapError(f"{str(key)[:64]}: appears twice in one mapping (line {key_node.start_mark.line + 1})")
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_document(text: str | bytes) -> dict:
@@ -135,7 +174,7 @@ def load_document(text: str | bytes) -> dict:
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     try:
-        doc = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as error:
         raise RouteMapError(f"document: not valid YAML/JSON: {error}") from None
     if not isinstance(doc, dict):
@@ -147,7 +186,7 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
     doc = text if isinstance(text, dict) else load_document(text)
     _check_keys(doc, {"service", "routing_id", "version_cookie", "stage_cookie", "headers", "override", "stages"},
                 {"service", "stages"}, "")
-    service = _name(doc["service"], "service")
+    service = _service(doc["service"], "service")
     out: dict[str, Any] = {"service": service}
 
     routing_id: dict[str, Any] = {"cookie": "rw_rid", "ttl_seconds": 86400}

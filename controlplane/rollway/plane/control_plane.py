@@ -36,14 +36,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rollway import Router, new_routing_id
+from rollway.inputs import InputError, check_name, check_text, printable
 from rollway.model.deploy_state import DeployState
 from rollway.model.direction import DirectionTracker
 from rollway.model.fleet import NOBODY
 from rollway.model.publish import build_filter_config, endpoints_by_cluster, publish, render_config
-from rollway.model.routemap import RouteMap, RouteMapError, parse_routemap
+from rollway.model.routemap import RouteMapError
+from rollway.model.validation import check_routemap
 from rollway.plane.fleet import EnvoyReport, FleetView, decode_reports, encode_reports
 from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view
-from rollway.sources.store import Campaign, ConflictError, FleetRecord, RouteMapRecord, Store, StoreError
+from rollway.sources.store import Campaign, ConflictError, FleetRecord, RecordError, RouteMapRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,11 @@ Listener = Callable[[str], None]  # called with the service name after any chang
 
 class NotFound(LookupError):
     pass
+
+
+class BrokenRecord(LookupError):
+    """A service whose stored route map this replica cannot serve (it does not parse, or
+    the one validation refuses it): reported, and skipped."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ class ServiceState:
         self.plane = plane
         self.lock = threading.RLock()
         self.record = record
-        self.routemap = parse_routemap(record.document)
+        self.routemap = check_routemap(record.document)   # RouteMapError: the plane skips the service
         self.views: dict[str, ServersetView | None] = {}
         self.watchers: dict[str, ServersetWatcher] = {}
         self.deploy = DeployState()
@@ -137,9 +144,12 @@ class ServiceState:
                 log.debug("closing %s: %s", handle, error)
 
     def apply(self, record: RouteMapRecord) -> None:
+        """A newer revision; one that does not validate raises before anything changes, and
+        the service keeps serving the revision it has."""
+        routemap = check_routemap(record.document)
         with self.lock:
             self.record = record
-            self.routemap = parse_routemap(record.document)
+            self.routemap = routemap
         self._sync_watchers()
         self.recompute()
 
@@ -404,6 +414,12 @@ class ControlPlane:
         self.secrets_file = secrets_file
         self.sample_size = sample_size
         self.services: dict[str, ServiceState] = {}
+        # Services whose stored route map (at the revision named) cannot be served, and why:
+        # skipped, reported in status, /readyz and /metrics, logged once per revision.
+        self.broken: dict[str, tuple[int, str]] = {}
+        # Services whose newest snapshot did not build (the xDS cache serves the last good
+        # one), and why: reported by the cache through ``report_snapshot``.
+        self.snapshot_failures: dict[str, str] = {}
         self._listeners: list[Listener] = []
         # Set by the xDS layer: service -> [per-Envoy status dicts] (what each one ACKed).
         self.envoy_status: Callable[[str], list[dict]] = lambda service: []
@@ -432,10 +448,38 @@ class ControlPlane:
         threading.Thread(target=loop, name="rollway-routemap-refresh", daemon=True).start()
 
     def _sync_routemaps(self) -> None:
+        """Loads every service's newest route map. One that cannot be read or served is
+        reported and skipped: a bad service never stops the others (nor the start)."""
         for name in self.store.services():
-            record = self.store.read_routemap(name)
-            if record is not None:
-                self._ensure_service(record)
+            try:
+                record = self.store.read_routemap(name)
+                if record is not None:
+                    self._ensure_service(record)
+            except (RecordError, RouteMapError, InputError) as error:
+                self._mark_broken(name, -1, str(error))
+            except StoreError:
+                raise           # the store itself: the caller retries later
+            except Exception as error:   # a bug in serving one service: the rest still serve
+                log.exception("%s: loading the route map failed", printable(name))
+                self._mark_broken(name, -1, f"{type(error).__name__}: {error}")
+
+    def _mark_broken(self, service: str, revision: int, reason: str) -> None:
+        with self._lock:
+            known = self.broken.get(service)
+            self.broken[service] = (revision, reason)
+        if known != (revision, reason):
+            serving = service in self.services
+            log.error("%s: stored route map%s cannot be served, %s: %s", printable(service),
+                      f" revision {revision}" if revision > 0 else "",
+                      "keeping the revision already served" if serving else "skipping the service",
+                      printable(reason))
+            self._notify(service)
+
+    def _clear_broken(self, service: str) -> None:
+        with self._lock:
+            cleared = self.broken.pop(service, None) is not None
+        if cleared:
+            log.info("%s: route map served again", printable(service))
 
     def schedule(self, service: str, delay: float = 0.0) -> None:
         """Asks the worker to recompute ``service`` (coalesced: a burst of 1,000 ACKs is a
@@ -508,6 +552,31 @@ class ControlPlane:
         if state is not None:
             state.report_envoys(reports)
 
+    def report_snapshot(self, service: str, failure: str | None) -> None:
+        """The xDS cache's callback: the newest snapshot of ``service`` did not build
+        (``failure`` says why), or, with None, built again."""
+        with self._lock:
+            changed = self.snapshot_failures.get(service) != failure
+            if failure is None:
+                self.snapshot_failures.pop(service, None)
+            else:
+                self.snapshot_failures[service] = failure
+        if changed and failure is None:
+            log.info("%s: snapshots build again", printable(service))
+
+    def problems(self, service: str) -> list[str]:
+        """What this replica cannot serve of ``service`` as the store holds it now."""
+        out = []
+        with self._lock:
+            broken, failure = self.broken.get(service), self.snapshot_failures.get(service)
+        if broken is not None:
+            revision = f"revision {broken[0]}" if broken[0] > 0 else "the stored route map"
+            out.append(f"{revision} cannot be served ({broken[1]})"
+                       + ("; the revision before it is served" if service in self.services else ""))
+        if failure is not None:
+            out.append(f"the newest snapshot did not build ({failure}); the last good one is served")
+        return out
+
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
@@ -529,6 +598,13 @@ class ControlPlane:
                 log.exception("control-plane listener failed")
 
     def _ensure_service(self, record: RouteMapRecord) -> ServiceState:
+        try:
+            return self._load_service(record)
+        except (RouteMapError, InputError) as error:
+            self._mark_broken(record.service, record.revision, str(error))
+            raise
+
+    def _load_service(self, record: RouteMapRecord) -> ServiceState:
         with self._lock:
             state = self.services.get(record.service)
             created = state is None
@@ -548,6 +624,7 @@ class ControlPlane:
                 raise
         elif state.record.revision != record.revision:
             state.apply(record)
+        self._clear_broken(record.service)
         return state
 
     def refresh(self, service: str) -> None:
@@ -559,11 +636,18 @@ class ControlPlane:
     # -- reads ---------------------------------------------------------------------------
 
     def service(self, name: str) -> ServiceState:
+        check_name(name, "service")
         state = self.services.get(name)
         if state is None:
-            self.refresh(name)
+            try:
+                self.refresh(name)
+            except (RecordError, RouteMapError, InputError):
+                pass     # recorded in self.broken, reported below
             state = self.services.get(name)
         if state is None:
+            broken = self.broken.get(name)
+            if broken is not None:
+                raise BrokenRecord(f"service {name!r}: its stored route map cannot be served: {broken[1]}")
             raise NotFound(f"no route map for service {name!r}")
         return state
 
@@ -579,6 +663,9 @@ class ControlPlane:
         return state.config
 
     def get(self, service: str, revision: int = 0) -> RouteMapRecord:
+        check_name(service, "service")
+        if revision < 0:
+            raise InputError(f"revision: {revision} is not a revision (0 = the current one)")
         if revision == 0:
             record = self.store.read_routemap(service)
             if record is None:
@@ -590,7 +677,7 @@ class ControlPlane:
         raise NotFound(f"service {service!r} has no revision {revision}")
 
     def history(self, service: str) -> list[RouteMapRecord]:
-        records = self.store.history(service)
+        records = self.store.history(check_name(service, "service"))
         if not records:
             raise NotFound(f"no route map for service {service!r}")
         return records
@@ -598,42 +685,40 @@ class ControlPlane:
     # -- writes --------------------------------------------------------------------------
 
     def push(self, text: str | dict, expected_revision: int, author: str, reason: str) -> RouteMapRecord:
-        routemap = parse_routemap(text)  # RouteMapError: rejected whole, nothing written
-        self._check_filter_config(routemap)
+        routemap = check_routemap(text)  # RouteMapError: rejected whole, nothing written
+        if isinstance(expected_revision, bool) or not isinstance(expected_revision, int) or expected_revision < 0:
+            raise InputError(f"expected_revision: {expected_revision!r} is not a revision (0 for a new service)")
+        check_text(author, "author", 128)
+        check_text(reason, "reason")
         record = RouteMapRecord(routemap.service, expected_revision + 1, routemap.document, author, reason,
                                 time.time())
         self.store.write_routemap(record, expected_revision)  # ConflictError: nothing written
-        log.info("route map %s revision %d pushed by %s: %s", record.service, record.revision, author, reason)
-        self._ensure_service(record)
+        log.info("route map %s revision %d pushed by %s: %s", record.service, record.revision, printable(author),
+                 printable(reason))
+        try:
+            self._ensure_service(record)
+        except (RouteMapError, InputError):
+            # Unreachable while check_routemap is the one validation: reported, not raised,
+            # since the revision is stored and the client must learn that it was.
+            log.error("%s: revision %d stored but not served", record.service, record.revision)
         return record
 
     def rollback(self, service: str, to_revision: int, expected_revision: int, author: str,
                  reason: str) -> RouteMapRecord:
+        """Pushes an earlier revision's document again (validated like any push: a revision
+        stored before a rule was tightened is refused now, and nothing is stored)."""
+        if to_revision < 1:
+            raise InputError(f"to_revision: {to_revision} is not a revision (the first is 1)")
         old = self.get(service, to_revision)
         return self.push(old.document, expected_revision, author,
                          reason or f"rollback to revision {to_revision}")
-
-    def _check_filter_config(self, routemap: RouteMap) -> None:
-        """The core must accept what this map will produce, before it is stored."""
-        config = build_filter_config(routemap, {}, {}, 1, None)
-        # Signing keys live outside the config; validate shape with stand-in secrets.
-        secrets = {}
-        if "signing_key_id" in routemap.routing_id:
-            secrets[routemap.routing_id["signing_key_id"]] = b"x" * 32
-        if routemap.override:
-            secrets[routemap.override["key_id"]] = b"x" * 32
-        try:
-            Router(json.dumps(config), secrets=secrets)
-        except ValueError as error:
-            raise RouteMapError(f"filter config: {error}") from None
 
     # -- dry run ---------------------------------------------------------------------------
 
     def validate(self, text: str | dict, sample_size: int | None = None) -> dict:
         """For each stage, the share of sessions that would change stage or version if this
         map were pushed now, computed with the routing core over a sample of routing ids."""
-        proposed = parse_routemap(text)
-        self._check_filter_config(proposed)
+        proposed = check_routemap(text)
         current_state = self.services.get(proposed.service)
         views: dict[str, ServersetView | None] = {}
         directions: dict[str, DirectionTracker] = {}

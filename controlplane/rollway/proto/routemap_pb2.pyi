@@ -176,7 +176,7 @@ class EnvoyStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., acked: _Optional[_Mapping[str, str]] = ..., nacks: _Optional[int] = ..., last_nack: _Optional[str] = ..., replica: _Optional[str] = ..., connected: _Optional[bool] = ..., generation: _Optional[int] = ..., stale: _Optional[str] = ..., stale_since: _Optional[float] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config", "envoys", "leader", "duplicate_node_ids")
+    __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config", "envoys", "leader", "duplicate_node_ids", "problems")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,7 @@ class Status(_message.Message):
     ENVOYS_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     service: str
     revision: int
     generation: int
@@ -197,7 +198,8 @@ class Status(_message.Message):
     envoys: _containers.RepeatedCompositeFieldContainer[EnvoyStatus]
     leader: str
     duplicate_node_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., store_state: _Optional[str] = ..., time: _Optional[float] = ..., filter_config: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyStatus, _Mapping]]] = ..., leader: _Optional[str] = ..., duplicate_node_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., store_state: _Optional[str] = ..., time: _Optional[float] = ..., filter_config: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyStatus, _Mapping]]] = ..., leader: _Optional[str] = ..., duplicate_node_ids: _Optional[_Iterable[str]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WaitConvergedRequest(_message.Message):
     __slots__ = ("service", "timeout_seconds")

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from rollway.inputs import check_zk_path
 from rollway.sources.store import (
     CONNECTED,
     Campaign,
@@ -358,10 +359,8 @@ class FileStore(Store):
                     pass
 
     def _dir(self, zk_path: str) -> Path:
-        parts = [p for p in zk_path.split("/") if p]
-        if any(p in (".", "..") for p in parts):
-            raise ValueError(f"path {zk_path!r} may not contain . or ..")
-        return self.root.joinpath(*parts)
+        check_zk_path(zk_path.rstrip("/"), "path")
+        return self.root.joinpath(*[p for p in zk_path.split("/") if p])
 
     def watch_members(self, path: str, callback: MembersCallback) -> Handle:
         return self._watch(_FileWatch(self, self._dir(path), callback))
@@ -421,14 +420,16 @@ class FileStore(Store):
         return self._dir(f"/rollway/{service}")
 
     def read_routemap(self, service: str) -> RouteMapRecord | None:
-        path = self._service_dir(service) / "routemap.json"
+        path = self._service_dir(check_name(service, "service")) / "routemap.json"
         try:
-            return RouteMapRecord.from_json_dict(json.loads(path.read_text()))
+            return RouteMapRecord.decode(path.read_bytes(), str(path))
         except FileNotFoundError:
             return None
+        except OSError as error:
+            raise StoreError(f"cannot read the route map of {service!r}: {error}") from None
 
     def write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None:
-        directory = self._service_dir(record.service)
+        directory = self._service_dir(check_name(record.service, "service"))
         (directory / "history").mkdir(parents=True, exist_ok=True)
         with open(directory / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -444,10 +445,10 @@ class FileStore(Store):
             os.replace(tmp, directory / "routemap.json")
 
     def history(self, service: str) -> list[RouteMapRecord]:
-        directory = self._service_dir(service) / "history"
+        directory = self._service_dir(check_name(service, "service")) / "history"
         if not directory.exists():
             return []
-        return [RouteMapRecord.from_json_dict(json.loads(p.read_text())) for p in sorted(directory.glob("*.json"))]
+        return [RouteMapRecord.decode(p.read_bytes(), str(p)) for p in sorted(directory.glob("*.json"))]
 
     def services(self) -> list[str]:
         base = self._dir("/rollway")

@@ -5,7 +5,11 @@ Member znode data::
     {"serviceEndpoint": {"host": "10.1.2.3", "port": 8080}, "additionalEndpoints": {},
      "status": "ALIVE", "shard": 0, "metadata": {"version": "a1b2c3d", "weight": "1"}}
 
-Reading is lenient: a malformed member is skipped and counted, never fatal. Only ALIVE
+Reading is lenient: a malformed member is skipped and counted, never fatal, and the rules
+are the filter's own for its inputs (``rollway.inputs``): the host must be an IP address
+(Envoy refuses a whole EDS update for one name), the port 1-65535, the weight a finite
+number from 0 to 10,000 (``MAX_MEMBER_WEIGHT``: Envoy's weights are uint32 and sum per
+locality below 2**32), the version a name of letters, digits and ``. _ - +``. Only ALIVE
 members count; capacity of a version = sum of its members' weights (default 1).
 
 ``ServersetWatcher`` batches changes (a deploy touching 100 hosts is one recomputation,
@@ -27,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rollway.inputs import InputError, check_ip, check_port, check_version, check_weight
 from rollway.sources.store import Handle, Store
 
 log = logging.getLogger(__name__)
@@ -41,45 +46,52 @@ class Member:
     status: str
 
 
+MAX_MEMBER_BYTES = 64 * 1024   # a member document; real ones are ~200 bytes
+
+
 def parse_member(data: bytes) -> tuple[Member | None, str | None]:
     """(member, None) or (None, why it was skipped)."""
+    if len(data) > MAX_MEMBER_BYTES:
+        return None, f"more than {MAX_MEMBER_BYTES} bytes"
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, "not JSON"
     if not isinstance(doc, dict):
         return None, "not a JSON object"
     endpoint = doc.get("serviceEndpoint")
     if not isinstance(endpoint, dict):
         return None, "serviceEndpoint missing"
-    host, port = endpoint.get("host"), endpoint.get("port")
-    if not isinstance(host, str) or not host or isinstance(port, bool) or not isinstance(port, int) \
-            or not 0 < port < 65536:
-        return None, "serviceEndpoint.host/port invalid"
     status = doc.get("status", "ALIVE")
     if not isinstance(status, str):
         return None, "status invalid"
     metadata = doc.get("metadata") or {}
     if not isinstance(metadata, dict):
         return None, "metadata invalid"
-    version = metadata.get("version")
-    if not isinstance(version, str) or not version or len(version) > 128 or \
-            not all(c.isalnum() or c in "._-+" for c in version) or not version.isascii():
-        return None, "metadata.version missing or invalid"
-    weight_raw = metadata.get("weight", "1")
     try:
-        weight = float(weight_raw)
-    except (TypeError, ValueError):
-        return None, "metadata.weight not a number"
-    if not math.isfinite(weight) or weight < 0:
-        return None, "metadata.weight negative or not finite"
+        host = check_ip(endpoint.get("host"), "serviceEndpoint.host")
+        port = check_port(endpoint.get("port"), "serviceEndpoint.port")
+        version = check_version(metadata.get("version"), "metadata.version")
+        weight = check_weight(metadata.get("weight", "1"), "metadata.weight")
+    except InputError as error:
+        return None, str(error)
     return Member(host, port, version, weight, status), None
+
+
+def check_member(host: str, port: int, version: str, weight: float) -> bytes:
+    """The member document an announcer writes, refused (InputError) where the reader would
+    skip it: nothing is announced that no control plane would count."""
+    data = member_json(check_ip(host, "host"), check_port(port, "port"), check_version(version), weight)
+    member, why = parse_member(data)
+    if member is None:
+        raise InputError(why or "member refused")
+    return data
 
 
 def member_json(host: str, port: int, version: str, weight: float = 1.0, status: str = "ALIVE",
                 shard: int = 0) -> bytes:
     """The full Finagle member document (writers always emit every field)."""
-    weight_text = str(int(weight)) if float(weight).is_integer() else str(weight)
+    weight_text = str(int(weight)) if math.isfinite(weight) and float(weight).is_integer() else str(weight)
     return json.dumps({"serviceEndpoint": {"host": host, "port": port}, "additionalEndpoints": {},
                        "status": status, "shard": shard,
                        "metadata": {"version": version, "weight": weight_text}}).encode()

@@ -34,11 +34,13 @@ Usage::
 from __future__ import annotations
 
 import abc
-import re
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlparse
+
+from rollway.inputs import check_name as check_name  # re-exported: the stores' name rule
 
 MembersCallback = Callable[[dict[str, bytes]], None]
 StateCallback = Callable[[str], None]
@@ -58,6 +60,11 @@ class ConflictError(StoreError):
     """Compare-and-set failed: someone else changed the route map first."""
 
 
+class RecordError(StoreError):
+    """A record in the store that cannot be read (edited by hand, or written by another
+    program): reported and skipped, never fatal to the other services."""
+
+
 @dataclass(frozen=True)
 class RouteMapRecord:
     service: str
@@ -75,6 +82,19 @@ class RouteMapRecord:
     def from_json_dict(cls, d: dict) -> RouteMapRecord:
         return cls(d["service"], int(d["revision"]), d["document"], d.get("author", ""), d.get("reason", ""),
                    float(d.get("time", 0.0)))
+
+    @classmethod
+    def decode(cls, data: bytes | str, where: str) -> RouteMapRecord:
+        """A stored record, or RecordError naming ``where`` and what is wrong with it."""
+        try:
+            d = json.loads(data)
+            record = cls.from_json_dict(d)
+            if not isinstance(record.document, dict) or not isinstance(record.service, str) \
+                    or not isinstance(record.author, str) or not isinstance(record.reason, str):
+                raise TypeError("document, service, author or reason of the wrong type")
+            return record
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
+            raise RecordError(f"route-map record {where} is unreadable: {type(error).__name__}: {error}") from None
 
 
 class Handle(abc.ABC):
@@ -118,17 +138,6 @@ class FleetRecord(Handle):
     @abc.abstractmethod
     def close(self) -> None:
         """Removes the record."""
-
-
-_NAME = re.compile(r"[A-Za-z0-9._-]+")
-
-
-def check_name(value: str, argument: str) -> str:
-    """Service and replica names become one path component in both backends, so they are
-    restricted to a safe alphabet (and may not be ``.`` or ``..``)."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or value in (".", ".."):
-        raise ValueError(f"{argument} {value!r}: use a non-empty name of letters, digits, '.', '_' and '-'")
-    return value
 
 
 def check_version(expected_version: int) -> int:

@@ -506,35 +506,38 @@ class ZooKeeperStore(Store):
                 pass
 
     def _paths(self, service: str) -> tuple[str, str]:
+        check_name(service, "service")
         return f"{ROOT}/{service}/routemap", f"{ROOT}/{service}/history"
 
     def read_routemap(self, service: str) -> RouteMapRecord | None:
         current, _ = self._paths(service)
-        try:
-            data, _stat = self.client.get(current)
-        except NoNodeError:
-            return None
-        return RouteMapRecord.from_json_dict(json.loads(data))
+        with self._errors(f"reading the route map of {service!r}"):
+            try:
+                data, _stat = self.client.get(current)
+            except NoNodeError:
+                return None
+        return RouteMapRecord.decode(data, current)
 
     def write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None:
         current_path, history_path = self._paths(record.service)
         payload = json.dumps(record.to_json_dict(), sort_keys=True).encode()
-        self.client.ensure_path(history_path)
-        try:
-            data, stat = self.client.get(current_path)
-            current = json.loads(data)["revision"]
-        except NoNodeError:
-            stat, current = None, 0
-        if current != expected_revision or record.revision != expected_revision + 1:
-            raise ConflictError(f"route map of {record.service!r} is at revision {current}, "
-                                f"not {expected_revision}: fetch it again and retry")
-        tx = self.client.transaction()
-        if stat is None:
-            tx.create(current_path, payload)
-        else:
-            tx.set_data(current_path, payload, version=stat.version)
-        tx.create(f"{history_path}/{record.revision:010d}", payload)
-        results = tx.commit()
+        with self._errors(f"writing the route map of {record.service!r}"):
+            self.client.ensure_path(history_path)
+            try:
+                data, stat = self.client.get(current_path)
+                current = RouteMapRecord.decode(data, current_path).revision
+            except NoNodeError:
+                stat, current = None, 0
+            if current != expected_revision or record.revision != expected_revision + 1:
+                raise ConflictError(f"route map of {record.service!r} is at revision {current}, "
+                                    f"not {expected_revision}: fetch it again and retry")
+            tx = self.client.transaction()
+            if stat is None:
+                tx.create(current_path, payload)
+            else:
+                tx.set_data(current_path, payload, version=stat.version)
+            tx.create(f"{history_path}/{record.revision:010d}", payload)
+            results = tx.commit()
         failures = [r for r in results if isinstance(r, Exception)]
         if failures:
             if any(isinstance(f, (BadVersionError, NodeExistsError)) for f in failures):
@@ -544,18 +547,21 @@ class ZooKeeperStore(Store):
 
     def history(self, service: str) -> list[RouteMapRecord]:
         _, history_path = self._paths(service)
-        try:
-            names = sorted(self.client.get_children(history_path))
-        except NoNodeError:
-            return []
-        return [RouteMapRecord.from_json_dict(json.loads(self.client.get(f"{history_path}/{n}")[0])) for n in names]
+        with self._errors(f"reading the history of {service!r}"):
+            try:
+                names = sorted(self.client.get_children(history_path))
+            except NoNodeError:
+                return []
+            return [RouteMapRecord.decode(self.client.get(f"{history_path}/{n}")[0], f"{history_path}/{n}")
+                    for n in names]
 
     def services(self) -> list[str]:
-        try:
-            return sorted(s for s in self.client.get_children(ROOT)
-                          if self.client.exists(f"{ROOT}/{s}/routemap"))
-        except NoNodeError:
-            return []
+        with self._errors("listing services"):
+            try:
+                return sorted(s for s in self.client.get_children(ROOT)
+                              if self.client.exists(f"{ROOT}/{s}/routemap"))
+            except NoNodeError:
+                return []
 
     # -- deploy state ----------------------------------------------------------------------
 

@@ -48,6 +48,12 @@ class SnapshotCache:
         self.responses: dict = {}        # (type, version, names) -> DiscoveryResponse bytes
         self.pushes: dict[str, int] = {SHORT[t]: 0 for t in TYPES}   # responses sent, per type
         self.consistency_failures = 0
+        # Per (service, listener) the last snapshot that built, served while a newer one
+        # fails to; per service how many builds failed and the newest failure (None once
+        # one builds again).
+        self.last_good: dict[tuple[str, ListenerSpec], Resources] = {}
+        self.build_failures: dict[str, int] = {}
+        self.last_failure: dict[str, str] = {}
         self.dirty: set[str] = set()     # services whose snapshots must be rebuilt
         self.dirty_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -86,7 +92,7 @@ class SnapshotCache:
                 self.dirty.discard(service)
             if dirty:
                 for stale in [k for k in self.snapshots if k[0] == service]:
-                    del self.snapshots[stale]
+                    self.last_good[stale] = self.snapshots.pop(stale)
                 current = None
             if current is not None:
                 return current
@@ -101,14 +107,22 @@ class SnapshotCache:
                 raise NotFound(f"service {service!r} has no filter config yet")
             try:
                 fresh = build_resources(config, endpoints, listener, cache=self.encoded)
-            except ConsistencyError as error:
-                self.consistency_failures += 1
-                log.error("xds: not publishing an inconsistent snapshot for %s: %s", service, error)
-                previous = self.configs.get(key)
+            except Exception as error:
+                # Nothing that fails here may reach a stream (it would end it, and Envoy
+                # would reconnect in a loop getting nothing): the last good snapshot keeps
+                # being served, and the failure is counted, logged and shown in status.
+                if isinstance(error, ConsistencyError):
+                    self.consistency_failures += 1
+                self.build_failures[service] = self.build_failures.get(service, 0) + 1
+                self.last_failure[service] = f"{type(error).__name__}: {error}"[:500]
+                self.plane.report_snapshot(service, self.last_failure[service])
+                previous = self.last_good.get(key)
+                log.error("xds: snapshot of %s not built (%s), %s: %s", service, type(error).__name__,
+                          "serving the last good one" if previous else "serving nothing yet", str(error)[:500])
                 if previous is None:
-                    raise
-                return self.snapshots.setdefault(key, build_resources(previous, endpoints, listener,
-                                                                      cache=self.encoded))
+                    raise NotFound(f"service {service!r} has no snapshot that builds yet") from None
+                self.snapshots[key] = previous
+                return previous
             # Listeners are what Envoys ask for (node metadata, unauthenticated): keep a
             # bounded number per service, oldest out; an evicted one is rebuilt when asked.
             self.configs.pop(key, None)
@@ -116,7 +130,11 @@ class SnapshotCache:
             for old in held[:max(0, len(held) + 1 - MAX_LISTENERS)]:
                 self.configs.pop(old, None)
                 self.snapshots.pop(old, None)
+                self.last_good.pop(old, None)
             self.snapshots[key] = fresh
+            self.last_good[key] = fresh
+            if self.last_failure.pop(service, None) is not None:
+                self.plane.report_snapshot(service, None)
             self.configs[key] = config
             recent = self.recent.setdefault(service, OrderedDict())
             recent[fresh.versions[EXTENSION]] = (frozenset(known_versions(config)), config["generation"])

@@ -24,7 +24,9 @@ import threading
 import grpc
 
 from rollway.envoy.edge import EdgeOptionError, EdgeOptions
+from rollway.inputs import check_node_id, printable
 from rollway.plane.control_plane import ControlPlane, NotFound
+from rollway.ports import GRPC_OPTIONS, PortInUse
 from rollway.tls import ServerTLS, is_loopback
 from rollway.xds.cache import SnapshotCache
 from rollway.xds.ledger import SHORT, EnvoyNode
@@ -66,8 +68,11 @@ class AdsServicer:
                     wake.pending = False
                 else:
                     if node is None:
-                        node = self._register(item, context, wake)
+                        node, refusal = self._register(item, context, wake)
                         if node is None:
+                            # The reason goes to the Envoy too (its log shows the gRPC
+                            # status), not only to this server's log.
+                            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
                             return
                     self._on_request(node, item, subscriptions)
                 delay = self.delays.get(node.node_id, 0.0) if node else 0.0
@@ -83,31 +88,28 @@ class AdsServicer:
                 cache.ledger.disconnect(node)
                 log.info("xds: %s disconnected", node.node_id)
 
-    def _register(self, request, context, wake) -> EnvoyNode | None:
+    def _register(self, request, context, wake) -> tuple[EnvoyNode | None, str]:
+        """The stream's node, or (None, why it is refused): the id and cluster are keys in
+        every replica's fleet record and rows in ``rollway status``, so they must be names
+        (printable, bounded), and the metadata must have the types the bootstrap writes."""
         node_id, service = request.node.id, request.node.cluster or ""
-        if not node_id or len(node_id) > MAX_NAME or len(service) > MAX_NAME:
-            log.warning("xds: first request without a node id, or an id or cluster over %d characters; "
-                        "closing the stream", MAX_NAME)
-            return None
-        meta = request.node.metadata.fields
-        listen_port, admin_port = _port(meta, "listen_port", 10000), _port(meta, "admin_port", 0)
-        if listen_port is None or admin_port is None:
-            log.warning("xds: %s sent a listen_port or admin_port that is not a port; closing the stream",
-                        node_id[:64])
-            return None
         try:
+            check_node_id(node_id, "node.id")
+            check_node_id(service, "node.cluster (the service)")
+            meta = request.node.metadata.fields
+            listen_port, admin_port = _port(meta, "listen_port", 10000), _port(meta, "admin_port", 0)
             listen_address = _address(meta, "listen_address")
             edge = EdgeOptions.parse(_struct(meta["edge"]) if "edge" in meta else None)
         except (ValueError, EdgeOptionError) as error:
-            log.warning("xds: %s: node metadata: %s; closing the stream", node_id[:64], error)
-            return None
+            log.warning("xds: refusing a stream from %s: %s", _peer_host(context.peer()), printable(str(error)))
+            return None, f"rollway: node refused: {error}"
         node = EnvoyNode(node_id, service, listen_port, wake=wake, admin_port=admin_port,
                          peer_host=_peer_host(context.peer()), listen_address=listen_address, edge=edge)
         node.__dict__["_listener"] = self.cache.intern(node.listener)
         self.cache.ledger.connect(node)
         log.info("xds: %s connected (service %s, listener %s:%d)", node.node_id, node.service, listen_address,
                  listen_port)
-        return node
+        return node, ""
 
     def _on_request(self, node: EnvoyNode, request, subscriptions: dict) -> None:
         type_url = request.type_url
@@ -157,19 +159,20 @@ class AdsServicer:
 
 
 _WAKE = object()
-MAX_NAME = 128   # node id and cluster length: they are keys in every replica's fleet record
 # Bytes of one DiscoveryRequest. Envoy's first one carries its node with every extension
 # it was built with (about 100 KB for 1.40); ACKs are far smaller.
 MAX_REQUEST = 1 << 20
 
 
-def _port(fields, name: str, default: int) -> int | None:
-    """A port from node metadata: absent -> default; not an integer in 0..65535 -> None."""
+def _port(fields, name: str, default: int) -> int:
+    """A port from node metadata: absent -> default; anything but a whole number in
+    0..65535 (a string, a list, 1.5) raises ValueError."""
     if name not in fields:
         return default
-    value = fields[name].number_value
-    if not value.is_integer() or not 0 <= value <= 65535:
-        return None
+    item = fields[name]
+    value = item.number_value
+    if item.WhichOneof("kind") != "number_value" or not value.is_integer() or not 0 <= value <= 65535:
+        raise ValueError(f"node metadata {name}: must be a number from 0 to 65535")
     return int(value)
 
 
@@ -177,11 +180,13 @@ def _address(fields, name: str) -> str:
     """An IP address from node metadata (absent: every address); anything else raises."""
     if name not in fields:
         return DEFAULT_LISTEN_ADDRESS
+    if fields[name].WhichOneof("kind") != "string_value":
+        raise ValueError(f"node metadata {name}: must be a string (an IP address)")
     value = fields[name].string_value
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise ValueError(f"{name} {value[:64]!r} is not an IP address") from None
+        raise ValueError(f"node metadata {name} {printable(value[:64])!r}: not an IP address") from None
 
 
 def _struct(value) -> dict:
@@ -193,7 +198,7 @@ def _struct(value) -> dict:
     for key, item in value.struct_value.fields.items():
         which = item.WhichOneof("kind")
         if which not in ("number_value", "string_value", "bool_value"):
-            raise ValueError(f"edge option {key[:64]!r}: must be a number, string or boolean")
+            raise ValueError(f"edge option {printable(key[:64])!r}: must be a number, string or boolean")
         out[key] = getattr(item, which)
     return out
 
@@ -233,6 +238,7 @@ class XdsServer:
         self.cache.loop = asyncio.get_running_loop()
         self.cache.ledger.defer = self.cache.loop.call_soon   # ACKs of one loop turn: one report batch
         self.server = grpc.aio.server(options=[
+            *GRPC_OPTIONS,     # no SO_REUSEPORT: a second server on this port fails to start
             ("grpc.max_concurrent_streams", 100000),
             ("grpc.max_receive_message_length", MAX_REQUEST),
             # Ping each Envoy every 10 s and drop it when 5 s pass without an answer, so a
@@ -250,10 +256,13 @@ class XdsServer:
                 response_serializer=lambda body: body)})
         self.server.add_generic_rpc_handlers((handler,))
         address = f"{host}:{port}"
-        bound = self.server.add_secure_port(address, tls.grpc_credentials(require_client=True)) if tls \
-            else self.server.add_insecure_port(address)
+        try:
+            bound = self.server.add_secure_port(address, tls.grpc_credentials(require_client=True)) if tls \
+                else self.server.add_insecure_port(address)
+        except RuntimeError:     # grpcio raises where older versions returned 0
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise PortInUse("xDS", address)
         await self.server.start()
         self._liveness = asyncio.ensure_future(self._check_liveness())
         log.info("xds: ADS listening on %s:%d (%s)", host, bound,
