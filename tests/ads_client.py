@@ -23,7 +23,7 @@ METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregate
 
 class AdsClient:
     def __init__(self, target: str, node_id: str, mode: str = "ack", service: str = "web",
-                 listen_port: float = 10000, type_url: str = EXTENSION):
+                 listen_port: float | str = 10000, type_url: str = EXTENSION):
         assert mode in ("ack", "nack", "silent")
         self.target, self.node_id, self.mode, self.service = target, node_id, mode, service
         self.listen_port, self.type_url = listen_port, type_url
@@ -37,8 +37,10 @@ class AdsClient:
         async with grpc.aio.insecure_channel(self.target) as channel:
             call = channel.stream_stream(METHOD, request_serializer=bytes,
                                          response_deserializer=DiscoveryResponse.parse)()
-            node = Node(id=self.node_id, cluster=self.service,
-                        metadata=Struct(fields={"listen_port": Value(number_value=self.listen_port)}))
+            # A string listen_port is what a careless or hostile client sends: the server refuses it.
+            port = Value(string_value=self.listen_port) if isinstance(self.listen_port, str) \
+                else Value(number_value=self.listen_port)
+            node = Node(id=self.node_id, cluster=self.service, metadata=Struct(fields={"listen_port": port}))
             await call.write(DiscoveryRequest(node=node, type_url=self.type_url, resource_names=[]))
             async for response in call:
                 self.responses.append(response)

@@ -453,15 +453,20 @@ class ControlPlane:
         for name in self.store.services():
             try:
                 record = self.store.read_routemap(name)
-                if record is not None:
-                    self._ensure_service(record)
-            except (RecordError, RouteMapError, InputError) as error:
+            except (RecordError, InputError) as error:     # not JSON, or a name no service may have
                 self._mark_broken(name, -1, str(error))
+                continue
+            if record is None:
+                continue
+            try:
+                self._ensure_service(record)
+            except (RouteMapError, InputError):
+                pass            # marked broken, with its revision, by _ensure_service
             except StoreError:
                 raise           # the store itself: the caller retries later
             except Exception as error:   # a bug in serving one service: the rest still serve
                 log.exception("%s: loading the route map failed", printable(name))
-                self._mark_broken(name, -1, f"{type(error).__name__}: {error}")
+                self._mark_broken(name, record.revision, f"{type(error).__name__}: {error}")
 
     def _mark_broken(self, service: str, revision: int, reason: str) -> None:
         with self._lock:

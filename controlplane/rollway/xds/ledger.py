@@ -28,9 +28,18 @@ from typing import Literal, Protocol
 
 from rollway.envoy.edge import EdgeOptions
 from rollway.plane.fleet import EnvoyReport
-from rollway.xds.resources import CLUSTER, DEFAULT_LISTEN_ADDRESS, ENDPOINT, EXTENSION, TYPES, ListenerSpec
+from rollway.xds.resources import (
+    CLUSTER,
+    DEFAULT_LISTEN_ADDRESS,
+    ENDPOINT,
+    EXTENSION,
+    TYPES,
+    ListenerSpec,
+    content_version,
+)
 
 log = logging.getLogger(__name__)
+EMPTY_VERSION = content_version({})   # the version of no resources: what an unsubscribed Envoy holds
 SHORT = {t: t.rsplit(".", 1)[-1] for t in TYPES}
 # What the deploy gate compares, by content version: the same on every replica and every
 # listener port for the same inputs (the listener and route do not depend on deploys).
@@ -164,6 +173,16 @@ class AckLedger:
                 node.behind_since = time.time()
             if was_caught_up:                   # behind again: the deploy gate must wait for it
                 self._tell(node)
+
+    def unsubscribed(self, node: EnvoyNode, type_url: str) -> None:
+        """The Envoy asks for no resources of ``type_url`` (EDS after its last cluster went):
+        it holds the empty set, which is what the gate compares, and is owed no ACK."""
+        node.sent.pop(type_url, None)
+        node.acked[type_url] = EMPTY_VERSION
+        node.behind.discard(type_url)
+        if node.caught_up:
+            node.behind_since = None
+        self._tell(node)
 
     def nacked(self, node: EnvoyNode, type_url: str, message: str) -> None:
         node.nacks += 1

@@ -30,7 +30,7 @@ from rollway.ports import GRPC_OPTIONS, PortInUse
 from rollway.tls import ServerTLS, is_loopback
 from rollway.xds.cache import SnapshotCache
 from rollway.xds.ledger import SHORT, EnvoyNode
-from rollway.xds.resources import CLUSTER, DEFAULT_LISTEN_ADDRESS, EXTENSION, TYPES
+from rollway.xds.resources import CLUSTER, DEFAULT_LISTEN_ADDRESS, ENDPOINT, EXTENSION, TYPES
 from rollway.xds.wire import parse_request
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,15 @@ class AdsServicer:
         type_url = request.type_url
         if type_url not in TYPES:
             return
-        subscriptions[type_url] = tuple(sorted(request.resource_names))
+        names = tuple(sorted(request.resource_names))
+        if not names and type_url == ENDPOINT:
+            # EDS is not a wildcard type: an Envoy that asks for no endpoints (its last EDS
+            # cluster is gone) has unsubscribed, and ACKs nothing sent to it. Answering
+            # with every endpoint would leave it "behind" until it went stale.
+            subscriptions.pop(type_url, None)
+            self.cache.ledger.unsubscribed(node, type_url)
+            return
+        subscriptions[type_url] = names
         if not request.response_nonce:
             return  # a (re)subscription: answered below
         sent = node.sent.get(type_url)
