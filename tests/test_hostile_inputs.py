@@ -199,6 +199,7 @@ BAD_MEMBERS = [
     (member_json("localhost", 9005, "v1"), "serviceEndpoint.host"),
     (member_json("a" * 300, 9006, "v1"), "serviceEndpoint.host"),
     (member_json("127.0.0.1 evil", 9007, "v1"), "serviceEndpoint.host"),
+    (member_json("::1%lo0", 9007, "v1"), "serviceEndpoint.host"),      # found by the property
     (member_json("", 9008, "v1"), "serviceEndpoint.host"),
     (member_json("127.0.0.1", 0, "v1"), "serviceEndpoint.port"),
     (member_json("127.0.0.1", 65536, "v1"), "serviceEndpoint.port"),

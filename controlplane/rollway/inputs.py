@@ -74,10 +74,11 @@ def check_zk_path(value: object, argument: str) -> str:
 
 
 def check_ip(value: object, argument: str) -> str:
-    """An IP address, normalised; a host name is refused (Envoy's STATIC and EDS endpoints
-    take addresses only, and refuse the whole update for one name)."""
+    """An IP address, normalised; a host name or an IPv6 scope is refused (Envoy's STATIC and
+    EDS endpoints take plain addresses only, and refuse the whole update for one bad one)."""
     try:
-        if not isinstance(value, str):
+        # Python takes an IPv6 scope (``::1%lo0``); Envoy refuses it ("malformed IP address").
+        if not isinstance(value, str) or "%" in value:
             raise ValueError
         return str(ipaddress.ip_address(value))
     except ValueError:
