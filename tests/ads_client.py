@@ -62,3 +62,5 @@ class AdsClient:
             self.task.cancel()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()     # else its self-pipe sockets are left for the GC to warn about

@@ -171,7 +171,7 @@ def test_counters_print_exactly_not_rounded():
 
     from rollway.api.dashboard import prometheus_text
 
-    plane = SimpleNamespace(store=SimpleNamespace(state="connected"), services={}, service=None)
+    plane = SimpleNamespace(store=SimpleNamespace(state="connected"), services={}, service=None, broken={})
     cache = SimpleNamespace(pushes={"Listener": 1_234_567}, nack_total=0, consistency_failures=0, build_failures={})
     text = prometheus_text(plane, cache)
     value = next(line.rsplit(" ", 1)[1] for line in text.splitlines()

@@ -534,3 +534,44 @@ def test_envoy_config_refuses_a_node_id_the_server_would_refuse():
         result = rollway("envoy-config", "--ads", "--xds", "127.0.0.1:18000", "--node-id", node_id)
         assert result.returncode == 2 and "--node-id" in result.stderr, result.stderr
     assert rollway("envoy-config", "--ads", "--xds", "127.0.0.1:18000", "--node-id", "x" * 128).returncode == 0
+
+
+# -- the store's own trouble: UNAVAILABLE, never UNKNOWN ---------------------------------------------
+
+@pytest.mark.zookeeper
+def test_a_push_or_read_while_zookeeper_is_down_is_unavailable_not_unknown(tmp_path):
+    """The ZooKeeper route-map methods translate connection trouble like every other store
+    method (they skipped it: a ConnectionLoss during a push reached the client as UNKNOWN)."""
+    from zk_harness import ZooKeeperServer
+
+    server = ZooKeeperServer(tmp_path / "zk").start()
+    store = open_store(f"zk://{server.hosts}/down", session_timeout=30)
+    store.start()
+    plane = ControlPlane(store, debounce=0.02)
+    api = serve_operator_api(plane, port=0, token=TOKEN)
+    stub = pb_grpc.RouteMapServiceStub(grpc.insecure_channel(f"127.0.0.1:{api.rollway_port}"))
+    try:
+        stub.Push(pb.PushRequest(document=json.dumps(WEB)), metadata=WRITE, timeout=30)
+        server.stop()
+        wait_for(lambda: store.state != "connected", timeout=15, what="the store to see ZooKeeper gone")
+        calls = [lambda: stub.Push(pb.PushRequest(document=json.dumps(WEB), expected_revision=1), metadata=WRITE,
+                                   timeout=60),
+                 lambda: stub.Get(pb.GetRequest(service="web"), timeout=60),
+                 lambda: stub.History(pb.HistoryRequest(service="web"), timeout=60)]
+        for call in calls:
+            error = refused(call)
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, (error.code(), error.details())
+            assert "ZooKeeper" in error.details()
+    finally:
+        api.stop(0)
+        plane.stop()
+        store.stop()
+        server.stop()
+
+
+def test_drain_refuses_what_names_no_member(tmp_path):
+    for flag, value in (("--path", "/../x"), ("--host", "localhost"), ("--port", "0"), ("--service", "..")):
+        args = {"--store": f"file://{tmp_path}/store", "--path": "/discovery/web/prod", "--host": "127.0.0.1",
+                "--port": "9000", "--service": "web", flag: value}
+        result = rollway("serverset", "drain", *[f"{k}={v}" for k, v in args.items()], timeout=30)
+        assert result.returncode == 2 and flag in result.stderr and "Traceback" not in result.stderr

@@ -421,8 +421,16 @@ def _wait_converged(args, service: str):
 
 
 def cmd_drain(args) -> int:
+    from rollway.inputs import InputError, check_ip, check_name, check_port, check_zk_path
     from rollway.tools.drain import DrainError, drain
 
+    try:
+        check_zk_path(args.path, "--path")
+        check_ip(args.host, "--host")
+        check_port(args.port, "--port")
+        check_name(args.service, "--service")
+    except InputError as error:
+        raise UsageError(str(error)) from None
     store = _open_store(args.store)
     try:
         names = drain(store, args.path, [(args.host, args.port)], _wait_converged(args, args.service))

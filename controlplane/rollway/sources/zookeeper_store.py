@@ -59,6 +59,7 @@ from rollway.sources.store import (
 
 log = logging.getLogger(__name__)
 ROOT = "/rollway"
+OPERATION_TIMEOUT = 10.0   # seconds one route-map read or write may wait for ZooKeeper
 
 
 class _MemberWatch(Handle):
@@ -188,10 +189,14 @@ class _Member(Handle):
 
     def close(self) -> None:
         self.closed = True
+        if not self.store.client.connected:
+            return      # the ephemeral node goes with the session; waiting could be forever
         try:
-            self.store.client.delete(self.path)
+            self.store.client.delete_async(self.path).get(timeout=OPERATION_TIMEOUT)
         except NoNodeError:
             pass
+        except (KazooException, self.store.client.handler.timeout_exception) as error:
+            log.warning("could not remove %s: %s", self.path, error)
 
 
 class _DeployWatch(Handle):
@@ -324,10 +329,13 @@ class _Campaign(Campaign):
                 self._leading = False
             self.client.remove_listener(self._on_kazoo_state)
             try:
-                data, stat = self.client.get(self.path)
-                session = self.client.client_id
-                if session and stat.ephemeralOwner == session[0] and data == self._data:
-                    self.client.delete(self.path, version=stat.version)
+                # Not connected: the node goes with the session (kazoo would wait for a
+                # reconnect without end, and a replica stopping must not hang).
+                if self.client.connected:
+                    data, stat = self.client.get_async(self.path).get(timeout=OPERATION_TIMEOUT)
+                    session = self.client.client_id
+                    if session and stat.ephemeralOwner == session[0] and data == self._data:
+                        self.client.delete_async(self.path, version=stat.version).get(timeout=OPERATION_TIMEOUT)
             except (NoNodeError, BadVersionError):
                 pass
             except Exception as error:  # the node still goes with the session
@@ -413,13 +421,14 @@ class _FleetRecord(FleetRecord):
             self.closed = True
             self.store.remove_state_listener(self._on_state)
             try:
-                _data, stat = self.client.get(self.path)
-                session = self.client.client_id
-                if session and stat.ephemeralOwner == session[0]:
-                    self.client.delete(self.path, version=stat.version)
+                if self.client.connected:    # else the node goes with the session
+                    _data, stat = self.client.get_async(self.path).get(timeout=OPERATION_TIMEOUT)
+                    session = self.client.client_id
+                    if session and stat.ephemeralOwner == session[0]:
+                        self.client.delete_async(self.path, version=stat.version).get(timeout=OPERATION_TIMEOUT)
             except (NoNodeError, BadVersionError):
                 pass
-            except KazooException as error:  # the node still goes with the session
+            except (KazooException, self.client.handler.timeout_exception) as error:  # goes with the session
                 log.warning("could not remove %s: %s", self.path, error)
 
 
@@ -509,11 +518,26 @@ class ZooKeeperStore(Store):
         check_name(service, "service")
         return f"{ROOT}/{service}/routemap", f"{ROOT}/{service}/history"
 
+    @contextlib.contextmanager
+    def _bounded(self, what: str) -> Iterator[None]:
+        """``_errors`` for what an API call waits on (route maps): kazoo queues a request
+        while it reconnects and waits for it without end, so these fail at once while
+        ZooKeeper is away, and wait at most OPERATION_TIMEOUT (``_wait``) otherwise."""
+        with self._errors(what):
+            if not self.client.connected:
+                raise ConnectionLoss()
+            yield
+
+    def _wait(self, async_result):
+        """The result of a kazoo ``*_async`` call within OPERATION_TIMEOUT: the operator
+        API's calls are bounded even when ZooKeeper goes away in the middle of one."""
+        return async_result.get(timeout=OPERATION_TIMEOUT)
+
     def read_routemap(self, service: str) -> RouteMapRecord | None:
         current, _ = self._paths(service)
-        with self._errors(f"reading the route map of {service!r}"):
+        with self._bounded(f"reading the route map of {service!r}"):
             try:
-                data, _stat = self.client.get(current)
+                data, _stat = self._wait(self.client.get_async(current))
             except NoNodeError:
                 return None
         return RouteMapRecord.decode(data, current)
@@ -521,10 +545,10 @@ class ZooKeeperStore(Store):
     def write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None:
         current_path, history_path = self._paths(record.service)
         payload = json.dumps(record.to_json_dict(), sort_keys=True).encode()
-        with self._errors(f"writing the route map of {record.service!r}"):
-            self.client.ensure_path(history_path)
+        with self._bounded(f"writing the route map of {record.service!r}"):
+            self._wait(self.client.ensure_path_async(history_path))
             try:
-                data, stat = self.client.get(current_path)
+                data, stat = self._wait(self.client.get_async(current_path))
                 current = RouteMapRecord.decode(data, current_path).revision
             except NoNodeError:
                 stat, current = None, 0
@@ -537,7 +561,10 @@ class ZooKeeperStore(Store):
             else:
                 tx.set_data(current_path, payload, version=stat.version)
             tx.create(f"{history_path}/{record.revision:010d}", payload)
-            results = tx.commit()
+            # A commit that times out may still land once ZooKeeper is back: the client
+            # hears UNAVAILABLE, and a retry with the same expected revision then gets
+            # ABORTED (compare-and-set), never a second copy.
+            results = self._wait(tx.commit_async())
         failures = [r for r in results if isinstance(r, Exception)]
         if failures:
             if any(isinstance(f, (BadVersionError, NodeExistsError)) for f in failures):
@@ -547,19 +574,19 @@ class ZooKeeperStore(Store):
 
     def history(self, service: str) -> list[RouteMapRecord]:
         _, history_path = self._paths(service)
-        with self._errors(f"reading the history of {service!r}"):
+        with self._bounded(f"reading the history of {service!r}"):
             try:
-                names = sorted(self.client.get_children(history_path))
+                names = sorted(self._wait(self.client.get_children_async(history_path)))
             except NoNodeError:
                 return []
-            return [RouteMapRecord.decode(self.client.get(f"{history_path}/{n}")[0], f"{history_path}/{n}")
-                    for n in names]
+            return [RouteMapRecord.decode(self._wait(self.client.get_async(f"{history_path}/{n}"))[0],
+                                          f"{history_path}/{n}") for n in names]
 
     def services(self) -> list[str]:
-        with self._errors("listing services"):
+        with self._bounded("listing services"):
             try:
-                return sorted(s for s in self.client.get_children(ROOT)
-                              if self.client.exists(f"{ROOT}/{s}/routemap"))
+                return sorted(s for s in self._wait(self.client.get_children_async(ROOT))
+                              if self._wait(self.client.exists_async(f"{ROOT}/{s}/routemap")))
             except NoNodeError:
                 return []
 
