@@ -13,11 +13,12 @@ import urllib.request
 
 import pytest
 
-from rollway.api.dashboard import DashboardServer, rendered_dom, screenshot
+from rollway.api.dashboard import DashboardServer
 from rollway.envoy.bootstrap import ads_bootstrap
 from rollway.plane.control_plane import ControlPlane
 from rollway.sources.serverset import member_json
 from rollway.sources.store import open_store
+from rollway.tools.browser import rendered_dom, screenshot
 from rollway.xds.server import XdsThread
 
 from envoy_harness import Backends, EnvoyProcess, free_port, wait_until

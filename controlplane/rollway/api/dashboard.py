@@ -39,7 +39,6 @@ import http.server
 import json
 import logging
 import socket
-import subprocess
 import threading
 import time
 from collections import deque
@@ -310,30 +309,6 @@ def dashboard_page() -> bytes:
     return resources.files("rollway.api").joinpath("dashboard.html").read_bytes()
 
 
-def _headless(url: str, *flags: str, budget_ms: int = 4000, timeout: float = 90.0) -> subprocess.CompletedProcess:
-    # --virtual-time-budget lets the page's fetch-and-render loop run before the capture.
-    from rollway.tools.browser import chromium_binary
-
-    return subprocess.run([chromium_binary(), "--headless=new", "--no-sandbox", "--disable-gpu",
-                           "--hide-scrollbars", f"--virtual-time-budget={budget_ms}", *flags, url],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def rendered_dom(url: str) -> str:
-    """The page's DOM after its scripts ran, from a real headless Chromium."""
-    out = _headless(url, "--dump-dom")
-    if out.returncode != 0 or "<html" not in out.stdout:
-        raise RuntimeError(f"chromium --dump-dom failed ({out.returncode}): {out.stderr[-2000:]}")
-    return out.stdout
-
-
-def screenshot(url: str, path: str, width: int = 1280, height: int = 720) -> None:
-    """A PNG of the page as a real headless Chromium renders it."""
-    out = _headless(url, f"--window-size={width},{height}", f"--screenshot={path}")
-    if out.returncode != 0:
-        raise RuntimeError(f"chromium --screenshot failed ({out.returncode}): {out.stderr[-2000:]}")
-
-
 class DashboardServer:
     """The dashboard, its JSON and ``/metrics`` on one HTTP port, in a background thread."""
 
@@ -465,5 +440,4 @@ class _BoundedHTTPServer(http.server.ThreadingHTTPServer):
             self.slots.release()
 
 
-__all__ = ["DashboardServer", "TrafficSampler", "dashboard_state", "prometheus_text", "rendered_dom",
-           "screenshot"]
+__all__ = ["DashboardServer", "TrafficSampler", "dashboard_state", "prometheus_text"]

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -124,4 +125,26 @@ class Tabs:
         self.close()
 
 
-__all__ = ["CHROMEDRIVER", "Tab", "Tabs", "chromium_binary", "start_chromium"]
+def _headless(url: str, *flags: str, budget_ms: int = 4000, timeout: float = 90.0) -> subprocess.CompletedProcess:
+    # --virtual-time-budget lets the page's fetch-and-render loop run before the capture.
+    return subprocess.run([chromium_binary(), "--headless=new", "--no-sandbox", "--disable-gpu",
+                           "--hide-scrollbars", f"--virtual-time-budget={budget_ms}", *flags, url],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def rendered_dom(url: str) -> str:
+    """The page's DOM after its scripts ran, from a real headless Chromium."""
+    out = _headless(url, "--dump-dom")
+    if out.returncode != 0 or "<html" not in out.stdout:
+        raise RuntimeError(f"chromium --dump-dom failed ({out.returncode}): {out.stderr[-2000:]}")
+    return out.stdout
+
+
+def screenshot(url: str, path: str, width: int = 1280, height: int = 720) -> None:
+    """A PNG of the page as a real headless Chromium renders it."""
+    out = _headless(url, f"--window-size={width},{height}", f"--screenshot={path}")
+    if out.returncode != 0:
+        raise RuntimeError(f"chromium --screenshot failed ({out.returncode}): {out.stderr[-2000:]}")
+
+
+__all__ = ["CHROMEDRIVER", "Tab", "Tabs", "chromium_binary", "rendered_dom", "screenshot", "start_chromium"]

@@ -348,7 +348,7 @@ class Demo:
         return self.summary(time.monotonic() - start)
 
     def _screenshot(self) -> None:
-        from rollway.api.dashboard import screenshot
+        from rollway.tools.browser import screenshot
 
         try:
             screenshot(f"http://127.0.0.1:{self.dashboard.port}/", self.args.screenshot)
