@@ -12,6 +12,14 @@ config from the record. Listeners hear about every new filter config / status.
 Route-map operations (validate, push with compare-and-set, get, history, rollback) go
 through the store, so several control-plane replicas against one ZooKeeper agree.
 
+The xDS layer attaches itself (``attach``: an ``EnvoySource``, asked what the Envoys hold)
+and reports through ``report_envoys`` and ``report_snapshot``; nothing outside this package
+assigns the plane's attributes. Threads: the ``rollway-plane`` worker makes every decision
+(``ServiceState.recompute``) and flushes fleet records; store threads and debounce timers
+only record what they saw under the service's lock and ``schedule`` it; the refresh thread
+loads route maps; API threads read, and push through ``push``/``rollback``
+(docs/design.md, "Threads").
+
 Usage::
 
     plane = ControlPlane(open_store("file:///tmp/rollway"), ack_timeout=30)
@@ -34,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from rollway import Router, new_routing_id
 from rollway.inputs import InputError, check_name, check_text, printable
@@ -72,6 +81,24 @@ class StageStatus:
     skipped_members: int
     held_empty: bool
     active_slot: str | None = None
+
+
+class EnvoySource(Protocol):
+    """What the plane asks of the layer that serves Envoys (``rollway.xds.cache``)."""
+
+    def envoy_status(self, service: str) -> list[dict]: ...
+
+    def gated_versions(self, service: str) -> tuple[str, ...] | None: ...
+
+
+class _NoEnvoys:
+    """Before an xDS layer attaches (a plane used alone: the CLI's dry runs, tests)."""
+
+    def envoy_status(self, service: str) -> list[dict]:
+        return []
+
+    def gated_versions(self, service: str) -> tuple[str, ...] | None:
+        return None
 
 
 class ServiceState:
@@ -421,10 +448,8 @@ class ControlPlane:
         # one), and why: reported by the cache through ``report_snapshot``.
         self.snapshot_failures: dict[str, str] = {}
         self._listeners: list[Listener] = []
-        # Set by the xDS layer: service -> [per-Envoy status dicts] (what each one ACKed).
-        self.envoy_status: Callable[[str], list[dict]] = lambda service: []
-        # Set by the xDS layer: service -> content versions of its current snapshot (the gate).
-        self.snapshot_versions: Callable[[str], tuple | None] = lambda service: None
+        # What this replica's xDS layer says of its Envoys: nothing until one attaches.
+        self._envoys: EnvoySource = _NoEnvoys()
         self._lock = threading.Lock()
         # The one thread that decides runs from the start: a plane used without start()
         # (route maps pushed directly) still follows its serversets.
@@ -556,6 +581,19 @@ class ControlPlane:
         state = self.services.get(service)
         if state is not None:
             state.report_envoys(reports)
+
+    def attach(self, envoys: EnvoySource) -> None:
+        """This replica's xDS layer (its snapshot cache), which serves the Envoys: the plane
+        asks it what they hold; it calls back ``report_envoys`` and ``report_snapshot``."""
+        self._envoys = envoys
+
+    def envoy_status(self, service: str) -> list[dict]:
+        """Per-Envoy status dicts (what each one ACKed) of this replica's Envoys."""
+        return self._envoys.envoy_status(service)
+
+    def snapshot_versions(self, service: str) -> tuple | None:
+        """The content versions the deploy gate compares, of the current snapshot."""
+        return self._envoys.gated_versions(service)
 
     def report_snapshot(self, service: str, failure: str | None) -> None:
         """The xDS cache's callback: the newest snapshot of ``service`` did not build

@@ -58,8 +58,7 @@ class SnapshotCache:
         self.dirty_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         plane.add_listener(self._on_plane_change)
-        plane.envoy_status = self.ledger.envoy_status
-        plane.snapshot_versions = self.gated_versions
+        plane.attach(self)
 
     @property
     def nodes(self) -> dict[str, EnvoyNode]:
