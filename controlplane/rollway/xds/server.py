@@ -333,6 +333,12 @@ class XdsThread:
         async def shutdown() -> None:
             await self.xds.stop()
             pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            # grpc's own RPC tasks end by themselves once the server has stopped; on a loaded
+            # machine that can take longer than the grace, and cancelling one makes grpc
+            # print a CancelledError traceback. Let them finish first; cancel what is left.
+            if pending:
+                _, pending_set = await asyncio.wait(pending, timeout=5.0)
+                pending = list(pending_set)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
