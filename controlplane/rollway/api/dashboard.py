@@ -309,6 +309,39 @@ def dashboard_page() -> bytes:
     return resources.files("rollway.api").joinpath("dashboard.html").read_bytes()
 
 
+class _BoundedHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler with a deadline for the whole request (``REQUEST_DEADLINE``,
+    beside the per-read ``CONNECTION_TIMEOUT``), to which a hang-up is no error."""
+
+    timeout = CONNECTION_TIMEOUT
+
+    def setup(self):
+        super().setup()
+        # Past the deadline the socket is shut, and whatever read or write waits ends at once.
+        self._deadline = threading.Timer(REQUEST_DEADLINE, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _expire(self):
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def finish(self):
+        self._deadline.cancel()
+        try:
+            super().finish()
+        except OSError:     # the client went away before the answer was flushed
+            pass
+
+    def handle(self):
+        try:
+            super().handle()
+        except (OSError, ValueError) as error:   # hang-ups, resets, a shut socket
+            log.debug("dashboard client %s: %s", self.client_address[0], error)
+
+
 class DashboardServer:
     """The dashboard, its JSON and ``/metrics`` on one HTTP port, in a background thread."""
 
@@ -324,36 +357,7 @@ class DashboardServer:
         page = dashboard_page()
         owner = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            timeout = CONNECTION_TIMEOUT
-
-            def setup(self):
-                super().setup()
-                # The whole request's deadline: past it the socket is shut, and whatever
-                # read or write is waiting ends at once.
-                self._deadline = threading.Timer(REQUEST_DEADLINE, self._expire)
-                self._deadline.daemon = True
-                self._deadline.start()
-
-            def _expire(self):
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-            def finish(self):
-                self._deadline.cancel()
-                try:
-                    super().finish()
-                except OSError:     # the client went away before the answer was flushed
-                    pass
-
-            def handle(self):
-                try:
-                    super().handle()
-                except (OSError, ValueError) as error:   # hang-ups, resets, a shut socket
-                    log.debug("dashboard client %s: %s", self.client_address[0], error)
-
+        class Handler(_BoundedHandler):
             def do_HEAD(self):  # noqa: N802 (http.server's naming)
                 self._head = True
                 self.do_GET()

@@ -144,9 +144,10 @@ def cmd_serve(args) -> int:
                                         host=http_host, tls=tls)
     except PortInUse as error:
         # A port another process holds: refuse to start (exit 2), releasing what started.
-        for started in (xds, server):
-            if started is not None:
-                started.stop(*(() if started is xds else (0,)))
+        if xds is not None:
+            xds.stop()
+        if server is not None:
+            server.stop(0)
         plane.stop()
         store.stop()
         raise UsageError(str(error)) from None
