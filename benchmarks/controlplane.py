@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(_HERE, "..", "tests"))
 from kazoo.client import KazooClient  # noqa: E402
 
 from rollway.model.direction import DirectionTracker  # noqa: E402
-from rollway.model.publish import build_filter_config  # noqa: E402
+from rollway.model.publication import build_filter_config  # noqa: E402
 from rollway.model.routemap import parse_routemap  # noqa: E402
 from rollway.plane.control_plane import ControlPlane  # noqa: E402
 from rollway.sources.serverset import build_view, member_json  # noqa: E402
@@ -68,16 +68,17 @@ def convergence(hosts: str, changes: int, debounce: float) -> tuple[list[float],
 
     def on_change(service: str) -> None:
         config = plane.filter_config(service)
-        versions = {v["name"]: v["capacity"] for v in config["stages"][0]["versions"]}
+        prod = config.rolling_stages()[0]
+        versions = {v.name: v.capacity for v in prod.versions}
         with published:
             state["v2"] = versions.get("v2", 0.0)
             state["v1"] = versions.get("v1", 0.0)
-            state["direction"] = config["stages"][0]["direction"]
+            state["direction"] = prod.direction.to_json()
             published.notify_all()
 
     plane.add_listener(on_change)
     with published:
-        published.wait_for(lambda: plane.filter_config("web")["stages"][0]["versions"], timeout=30)
+        published.wait_for(lambda: plane.filter_config("web").rolling_stages()[0].versions, timeout=30)
 
     # Peer: a bare ChildrenWatch on the same path.
     bare = KazooClient(hosts=hosts + "/bench")

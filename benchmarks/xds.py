@@ -86,7 +86,7 @@ def fan_out(n: int, rounds: int) -> tuple[list[float], float]:
         """The ECDS version of the change's final config: new weight applied, nothing waiting
         for a second step (a weight change goes out as next_weight first)."""
         config = service.config
-        if config is None or config["stages"][1]["weight"] != weight or service.deploy.admission.waiting(config):
+        if config is None or config.stages[1].weight != weight or service.deploy.admission.waiting(config):
             return None
         return cache.snapshot("web", 10000).versions[EXTENSION]
 

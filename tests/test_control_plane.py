@@ -147,7 +147,7 @@ def test_push_history_and_rollback_round_trip(store_url, open_stores):
     back = plane.rollback("web", 1, 2, "carol", "")
     assert back.revision == 3 and back.document == first.document and back.reason == "rollback to revision 1"
     assert plane.get("web", 2).document == second.document
-    assert plane.filter_config("web")["stages"][0]["weight"] == 1
+    assert plane.filter_config("web").to_json()["stages"][0]["weight"] == 1
     plane.stop()
 
 
@@ -192,17 +192,17 @@ def test_capacity_and_direction_reach_the_filter_config(store_url, open_stores):
     plane = ControlPlane(store, debounce=0.02)
     plane.push(json.dumps(ROUTEMAP), 0, "alice", "first")
     hosts = [store.announce("/discovery/web/prod", member_json("10.0.0.1", 8000 + i, "v1")) for i in range(4)]
-    wait_for(lambda: [v["capacity"] for v in plane.filter_config("web")["stages"][1]["versions"]] == [4.0],
+    wait_for(lambda: [v["capacity"] for v in plane.filter_config("web").to_json()["stages"][1]["versions"]] == [4.0],
              what="v1 capacity 4")
     # A deploy step: one host moves to v2.
     hosts.pop().close()
     hosts.append(store.announce("/discovery/web/prod", member_json("10.0.0.1", 8100, "v2")))
     def prod():
-        return plane.filter_config("web")["stages"][1]
+        return plane.filter_config("web").to_json()["stages"][1]
     wait_for(lambda: prod()["direction"] == {"state": "forward", "target": "v2"}, what="forward to v2")
     assert [(v["name"], v["capacity"], v["cluster"]) for v in prod()["versions"]] == [
         ("v1", 3.0, "web.prod.v1"), ("v2", 1.0, "web.prod.v2")]
-    generation = plane.filter_config("web")["generation"]
+    generation = plane.filter_config("web").to_json()["generation"]
     assert generation > 1
     for h in hosts:
         h.close()
@@ -219,7 +219,7 @@ def test_blue_green_cutover_through_a_route_map_push(store_url, open_stores):
     hosts += [store.announce("/discovery/shop/green", member_json("10.0.0.2", 9000 + i, "g2")) for i in range(3)]
 
     def stage():
-        return plane.filter_config("shop")["stages"][0]
+        return plane.filter_config("shop").to_json()["stages"][0]
     wait_for(lambda: stage()["slots"]["green"]["capacity"] == 3.0 and stage()["slots"]["blue"]["capacity"] == 2.0,
              what="both slots' capacity")
     assert stage()["active"] == "blue" and stage()["slots"]["blue"]["version"] == "b1"

@@ -105,7 +105,7 @@ def test_the_dashboard_shows_capacity_direction_envoys_and_live_traffic_in_chrom
     world["handles"]["p1"].close()
     world["handles"]["p4"] = world["store"].announce("/discovery/web/prod",
                                                      member_json(*world["backends"].address("p4"), "v2"))
-    wait_until(lambda: world["plane"].filter_config("web")["stages"][1]["direction"]["state"] == "forward",
+    wait_until(lambda: world["plane"].filter_config("web").to_json()["stages"][1]["direction"]["state"] == "forward",
                what="the direction to turn forward")
     dom = rendered_dom(world["url"])
     assert text_of(dom, "data-capacity", "prod:v1") == "capacity 1 · 33%"

@@ -4,12 +4,11 @@ decided, and fleet knowledge is counted incrementally."""
 
 from __future__ import annotations
 
-import json
-
 from rollway.model.admission import known_versions
 from rollway.model.deploy_state import DeployState
+from rollway.model.filter_config import FilterConfig
 from rollway.model.fleet import FleetKnowledge
-from rollway.model.publish import publish, render_config
+from rollway.model.publication import advance, render_config
 from rollway.model.routemap import parse_routemap
 from rollway.plane.fleet import EnvoyReport, FleetView, decode_reports, encode_reports
 from rollway.sources.serverset import ServersetView
@@ -24,10 +23,10 @@ def view(capacity: dict[str, float]) -> dict[str, ServersetView]:
     return {"prod": ServersetView("/discovery/web/prod", capacity, {}, int(sum(capacity.values())), 0)}
 
 
-def deploy(state: DeployState, steps, fleet=()) -> dict:
+def deploy(state: DeployState, steps, fleet=()) -> FilterConfig:
     config = None
     for capacity in steps:
-        config = publish(ROUTEMAP, view(capacity), state, list(fleet))
+        config = advance(ROUTEMAP, view(capacity), state, list(fleet))
     return config
 
 
@@ -44,9 +43,9 @@ def test_two_replicas_given_the_same_inputs_publish_the_same_bytes():
     a, b = DeployState(), DeployState()
     steps = [{OLD: 4}, {OLD: 3, NEW: 1}, {OLD: 2, NEW: 2}]
     config_a, config_b = deploy(a, steps), deploy(b, steps)
-    assert json.dumps(config_a, sort_keys=True) == json.dumps(config_b, sort_keys=True)
+    assert config_a.to_text() == config_b.to_text()
     assert a.to_json() == b.to_json()
-    assert config_a["generation"] == 3
+    assert config_a.generation == 3
 
 
 def test_a_follower_renders_exactly_what_the_leader_published():
@@ -54,8 +53,8 @@ def test_a_follower_renders_exactly_what_the_leader_published():
     envoy = set()
     config = deploy(leader, [{OLD: 4}])
     envoy = known_versions(config)
-    config = publish(ROUTEMAP, view({OLD: 3, NEW: 1}), leader, [envoy])   # NEW announced, not admitted
-    assert config["stages"][0]["versions"][1]["admitted"] is False
+    config = advance(ROUTEMAP, view({OLD: 3, NEW: 1}), leader, [envoy])   # NEW announced, not admitted
+    assert list(config.announced()) == [("prod", NEW)]
     follower = DeployState.from_json(leader.to_json())
     # The follower's members came back in another order (hosts re-registered): it does not matter.
     assert render_config(ROUTEMAP, view({NEW: 1, OLD: 3}), follower) == config

@@ -95,7 +95,7 @@ def test_validate_reports_the_share_of_sessions_that_would_move(api):
     hosts = [store.announce("/discovery/web/prod", member_json("10.0.0.1", 8000 + i, "v1")) for i in range(3)]
     hosts += [store.announce("/discovery/web/canary", member_json("10.0.0.2", 9000, "v1"))]
     push(api, ROUTEMAP, 0)   # canary 1%, prod 99%
-    wait_for(lambda: all(s["versions"] for s in api.plane.filter_config("web")["stages"]), what="capacity")
+    wait_for(lambda: all(s["versions"] for s in api.plane.filter_config("web").to_json()["stages"]), what="capacity")
     ramp = json.loads(json.dumps(ROUTEMAP))
     ramp["stages"][0]["weight"], ramp["stages"][1]["weight"] = 10, 90
     result = api.Validate(pb.ValidateRequest(document=json.dumps(ramp), sample_size=20000))

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rollway.envoy import bootstrap as ec
-from rollway.model.publish import endpoints_by_cluster
+from rollway.model.publication import endpoints_by_cluster
 from rollway.model.routemap import RouteMapError
 from rollway.model.validation import check_routemap
 from rollway.plane.control_plane import ControlPlane
@@ -231,7 +231,7 @@ def refused_by_name_or_accepted_by_envoy(world, doc, members):
     wait_for(views_current, timeout=20, what="the control plane to read the members")
     state.recompute()     # the config from these views now, not at the worker's next turn
     with state.lock:
-        assert [s["name"] for s in state.config["stages"]] == [s.name for s in routemap.stages]
+        assert [s.name for s in state.config.stages] == [s.name for s in routemap.stages]
         assert state.endpoints == endpoints_by_cluster(routemap, state.views)
     wait_for(lambda: world.cache.nack_total > nacks or world.envoy_holds_the_current_snapshot(), timeout=20,
              what="the Envoy to ACK (or NACK) the snapshot")

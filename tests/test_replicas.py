@@ -75,7 +75,7 @@ def replicas(store_url, open_stores):
 
 
 def stage(plane: ControlPlane) -> dict:
-    return plane.filter_config("web")["stages"][0]
+    return plane.filter_config("web").to_json()["stages"][0]
 
 
 def capacity(plane: ControlPlane) -> dict:
@@ -107,12 +107,11 @@ def test_a_replica_started_mid_deploy_after_old_hosts_re_registered_sends_identi
     time.sleep(0.3)
     b = r.start("b")
     assert not b.service("web").leading
-    same = lambda: json.dumps(b.filter_config("web"), sort_keys=True) == \
-        json.dumps(a.filter_config("web"), sort_keys=True)  # noqa: E731
+    same = lambda: b.filter_config("web").to_text() == a.filter_config("web").to_text()  # noqa: E731
     wait_for(same, what="replica b to render the same config as replica a")
     assert [v["name"] for v in stage(b)["versions"]] == [OLD, NEW]          # first seen, not by name
     assert stage(b)["direction"] == {"state": "forward", "target": NEW}
-    assert b.filter_config("web")["generation"] == a.filter_config("web")["generation"]
+    assert b.filter_config("web").to_json()["generation"] == a.filter_config("web").to_json()["generation"]
     ecds_a = SnapshotCache(a).snapshot("web", 10000)
     ecds_b = SnapshotCache(b).snapshot("web", 10000)
     assert ecds_a.by_type[EXTENSION] == ecds_b.by_type[EXTENSION]         # byte-identical filter config
@@ -287,7 +286,7 @@ def test_an_ack_of_a_config_that_is_no_longer_current_still_says_what_the_envoy_
     node = EnvoyNode("envoy-late", "web", 10000)
     cache.ledger.connect(node)
     cache.on_ack(node, EXTENSION, old.versions[EXTENSION])
-    assert node.knows == frozenset(known_versions(old_config)) and node.generation == old_config["generation"]
+    assert node.knows == frozenset(known_versions(old_config)) and node.generation == old_config.generation
     cache.on_ack(node, EXTENSION, "not-a-version-we-sent")        # unknown: counts only as an ACK
     assert node.knows == frozenset(known_versions(old_config))
     first.close()

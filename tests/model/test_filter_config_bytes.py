@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rollway.model.admission import known_versions
 from rollway.model.deploy_state import DeployState
-from rollway.model.publish import config_digest, publish, render_config
+from rollway.model.publication import advance, config_digest, render_config
 from rollway.model.routemap import parse_routemap
 from rollway.sources.serverset import ServersetView
 
@@ -63,10 +63,10 @@ def replay(steps: list[tuple[dict, dict[str, dict[str, float]]]]) -> list[list[s
     for now, (document, capacity) in enumerate(steps):
         routemap = parse_routemap(document)
         seen = views(routemap, capacity)
-        config = publish(routemap, seen, state, fleet.sets(), routemap_revision=1, now=float(now * 10))
+        config = advance(routemap, seen, state, fleet.sets(), routemap_revision=1, now=float(now * 10))
         follower = render_config(routemap, seen, DeployState.from_json(state.to_json()))
         fleet.ack(config)
-        out.append([json.dumps(config), json.dumps(follower), config_digest(config)])
+        out.append([config.to_text(), follower.to_text(), config_digest(config)])
     return out
 
 

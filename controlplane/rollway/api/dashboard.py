@@ -210,8 +210,7 @@ class ControlPlaneCollector(Collector):
                 revisions.append(([name], service.record.revision))
                 generations.append(([name], service.generation))
                 config = service.config
-            held.append(([name], sum(1 for s in (config or {}).get("stages", []) for v in s.get("versions", [])
-                                     if v.get("admitted") is False)))
+            held.append(([name], sum(1 for _ in config.announced()) if config else 0))
             for stage in service.status():
                 for version, cap, count in stage.versions:
                     capacity.append(([name, stage.name, version], cap))

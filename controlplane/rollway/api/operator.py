@@ -74,7 +74,7 @@ def status_message(plane: ControlPlane, service: str) -> pb.Status:
               for e in plane.fleet_status(service)]
     return pb.Status(service=service, revision=state.record.revision, generation=state.generation, stages=stages,
                      store_state=plane.store.state, time=state.updated, envoys=envoys,
-                     filter_config=json.dumps(state.config, sort_keys=True) if state.config else "",
+                     filter_config=json.dumps(state.config.to_json(), sort_keys=True) if state.config else "",
                      leader=state.leader(), duplicate_node_ids=state.fleet.duplicates(),
                      problems=plane.problems(service))
 

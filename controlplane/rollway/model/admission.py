@@ -15,15 +15,17 @@ Two halves, so that the leader decides and every replica serves the same thing:
 
 - ``decide(wanted, state, fleet)``: the leader advances ``AdmissionState`` by what the
   fleet knows (``fleet.all_know(key)``: O(1) per key with ``rollway.model.fleet``);
-- ``render(config, state)``: applies a decided state to a config, the only thing a
-  follower does. ``apply_admission`` is both, in order.
+- ``render(config, state)``: the config a decided state makes of ``config`` (a new value),
+  the only thing a follower does. ``apply_admission`` is both, in order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
+
+from rollway.model.filter_config import BlueGreenStage, Direction, FilterConfig, RollingStage, Way
 
 Key = tuple[str, str]  # (stage, version) or (stage, token) for steps
 
@@ -43,8 +45,8 @@ class KnowsSets:
         return all(key in s for s in self.sets)
 
 
-def _direction_token(name: str, direction: dict) -> Key:
-    return (name, f"direction:{direction['state']}:{direction.get('target', '')}")
+def _direction_token(name: str, direction: Direction) -> Key:
+    return (name, f"direction:{direction.state.value}:{direction.target or ''}")
 
 
 def _bluegreen_token(name: str, active: str, next_slot: str | None) -> Key:
@@ -57,17 +59,19 @@ def _weights_token(weights: dict[str, float], next_weights: dict[str, float] | N
     return ("", f"weights:{applied!r}:{coming!r}")
 
 
-def known_versions(config: dict) -> set[Key]:
+def known_versions(config: FilterConfig) -> set[Key]:
     """What an Envoy holding ``config`` knows: every (stage, version) of its rolling stages,
     each stage's direction and blue-green step, and the stage weights."""
-    out = {(s["name"], v["name"]) for s in config["stages"] if s["mode"] == "rolling" for v in s["versions"]}
-    out |= {_direction_token(s["name"], s.get("direction", {"state": "steady"}))
-            for s in config["stages"] if s["mode"] == "rolling"}
-    out |= {_bluegreen_token(s["name"], s["active"], s.get("next")) for s in config["stages"]
-            if s["mode"] == "blue_green"}
-    order = [s["name"] for s in config["stages"]]
-    weights = {s["name"]: s["weight"] for s in config["stages"]}
-    next_weights = {s["name"]: s.get("next_weight", s["weight"]) for s in config["stages"]}
+    out: set[Key] = set()
+    for stage in config.stages:
+        if isinstance(stage, RollingStage):
+            out |= {(stage.name, v.name) for v in stage.versions}
+            out.add(_direction_token(stage.name, stage.direction))
+        else:
+            out.add(_bluegreen_token(stage.name, stage.active, stage.next))
+    order = [s.name for s in config.stages]
+    weights = {s.name: s.weight for s in config.stages}
+    next_weights = {s.name: s.weight if s.next_weight is None else s.next_weight for s in config.stages}
     out.add(_weights_token(weights, next_weights, order))
     return out
 
@@ -75,54 +79,58 @@ def known_versions(config: dict) -> set[Key]:
 @dataclass
 class AdmissionState:
     """What the leader has decided to publish, per service (part of the deploy state)."""
-    versions: set[Key] = field(default_factory=set)               # admitted (stage, version)
-    directions: dict[str, dict] = field(default_factory=dict)     # stage -> direction published
-    holding: dict[str, dict] = field(default_factory=dict)        # stage -> direction waiting behind steady
+    versions: set[Key] = field(default_factory=set)                    # admitted (stage, version)
+    directions: dict[str, Direction] = field(default_factory=dict)     # stage -> direction published
+    holding: dict[str, Direction] = field(default_factory=dict)        # stage -> direction waiting behind steady
     active_slots: dict[str, str] = field(default_factory=dict)    # blue-green stage -> active slot published
     next_slots: dict[str, str] = field(default_factory=dict)      # blue-green stage -> slot announced as next
     weights: dict[str, float] | None = None                       # stage -> weight applied
     next_weights: dict[str, float] | None = None                  # announced as next_weight, not yet applied
-    ways: dict[str, str] = field(default_factory=dict)            # stage -> last non-steady state published
+    ways: dict[str, Way] = field(default_factory=dict)            # stage -> last non-steady state published
 
-    def waiting(self, config: dict | None = None) -> bool:
+    def waiting(self, config: FilterConfig | None = None) -> bool:
         """Whether something is held back that an ACK could release (with ``config``, also
         a version announced there but not admitted)."""
-        return bool(self.holding or self.next_slots or self.next_weights) or config is not None and any(
-            v.get("admitted") is False for s in config["stages"] for v in s.get("versions", []))
+        return bool(self.holding or self.next_slots or self.next_weights) or \
+            config is not None and any(True for _ in config.announced())
 
-    def outstanding(self, config: dict) -> list[str]:
+    def outstanding(self, config: FilterConfig) -> list[str]:
         """What waits for the fleet, in words (for the deploy gate)."""
-        out = [f"{stage}: direction {d['state']}{' -> ' + d['target'] if d.get('target') else ''} "
+        out = [f"{stage}: direction {d.state.value}{' -> ' + d.target if d.target else ''} "
                f"held at steady" for stage, d in sorted(self.holding.items())]
         out += [f"{stage}: blue-green switch to {slot}" for stage, slot in sorted(self.next_slots.items())]
         if self.next_weights:
             out.append(f"stage weights changing to {self.next_weights}")
-        out += [f"{s['name']}: version {v['name']} announced, not admitted" for s in config["stages"]
-                for v in s.get("versions", []) if v.get("admitted") is False]
+        out += [f"{stage}: version {version} announced, not admitted" for stage, version in config.announced()]
         return out
 
     def to_dict(self) -> dict:
-        return {"versions": sorted([list(k) for k in self.versions]), "directions": self.directions,
-                "holding": self.holding, "active_slots": self.active_slots, "next_slots": self.next_slots,
-                "weights": self.weights, "next_weights": self.next_weights, "ways": self.ways}
+        return {"versions": sorted([list(k) for k in self.versions]),
+                "directions": {k: d.to_json() for k, d in self.directions.items()},
+                "holding": {k: d.to_json() for k, d in self.holding.items()},
+                "active_slots": self.active_slots, "next_slots": self.next_slots,
+                "weights": self.weights, "next_weights": self.next_weights,
+                "ways": {k: w.value for k, w in self.ways.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> AdmissionState:
-        return cls({(k[0], k[1]) for k in d.get("versions", [])}, dict(d.get("directions", {})),
-                   dict(d.get("holding", {})), dict(d.get("active_slots", {})), dict(d.get("next_slots", {})),
-                   d.get("weights"), d.get("next_weights"), dict(d.get("ways", {})))
+        return cls({(k[0], k[1]) for k in d.get("versions", [])},
+                   {k: Direction.from_json(v) for k, v in d.get("directions", {}).items()},
+                   {k: Direction.from_json(v) for k, v in d.get("holding", {}).items()},
+                   dict(d.get("active_slots", {})), dict(d.get("next_slots", {})),
+                   d.get("weights"), d.get("next_weights"), {k: Way(v) for k, v in d.get("ways", {}).items()})
 
 
-def apply_admission(config: dict, state: AdmissionState | set[Key],
-                    fleet: Fleet | Iterable[set[Key]]) -> None:
-    """Decides (``decide``) and applies (``render``) admission on ``config``, in place."""
+def apply_admission(config: FilterConfig, state: AdmissionState | set[Key],
+                    fleet: Fleet | Iterable[set[Key]]) -> FilterConfig:
+    """Decides (``decide``) and applies (``render``) admission: the config to publish."""
     if isinstance(state, set):  # versions only (callers that do not track directions)
         state = AdmissionState(state)
     decide(config, state, fleet)
-    render(config, state)
+    return render(config, state)
 
 
-def decide(wanted: dict, state: AdmissionState, fleet: Fleet | Iterable[set[Key]]) -> None:
+def decide(wanted: FilterConfig, state: AdmissionState, fleet: Fleet | Iterable[set[Key]]) -> None:
     """Advances ``state`` towards the ``wanted`` config (what capacity and the route map
     say now, nothing held back) as far as what the fleet knows allows.
 
@@ -135,42 +143,50 @@ def decide(wanted: dict, state: AdmissionState, fleet: Fleet | Iterable[set[Key]
     if not isinstance(fleet, Fleet):
         fleet = KnowsSets(fleet)
     _decide_weights(wanted, state, fleet)
-    for stage in wanted["stages"]:
-        name = stage["name"]
-        if stage["mode"] == "blue_green":
-            _decide_blue_green(name, stage["active"], state, fleet)
-            continue
-        direction = stage.get("direction", {"state": "steady"})
-        held = {"state": "steady", "target": direction["target"]} if "target" in direction else {"state": "steady"}
-        # A reversal is judged against the last way anyone was moved, not only the direction
-        # published now: after a pause or a finished deploy (``steady``), an Envoy that has
-        # not heard yet may still move sessions the old way.
-        last_way = state.ways.get(name)
-        reversal = direction["state"] != "steady" and last_way is not None and direction["state"] != last_way
-        if name in state.holding and direction["state"] != "steady" \
-                and not fleet.all_know(_direction_token(name, held)):
-            state.holding[name] = direction                # still waiting for every Envoy
-            state.directions[name] = held
-        elif name not in state.holding and reversal and not fleet.all_know(_direction_token(name, held)):
-            state.holding[name] = direction                # a reversal: nobody moves anyone first
-            state.directions[name] = held
+    for stage in wanted.stages:
+        if isinstance(stage, BlueGreenStage):
+            _decide_blue_green(stage.name, stage.active, state, fleet)
         else:
-            state.holding.pop(name, None)
-            state.directions[name] = direction
-            if direction["state"] != "steady":
-                state.ways[name] = direction["state"]
-        live = {(name, v["name"]) for v in stage["versions"]}
-        state.versions.difference_update({k for k in state.versions if k[0] == name and k not in live})
-        if not state.versions & live:
-            state.versions.update(live)
-        state.versions.update(k for k in live if k not in state.versions and fleet.all_know(k))
-    names = {s["name"] for s in wanted["stages"]}
+            _decide_direction(stage, state, fleet)
+            _decide_versions(stage, state, fleet)
+    names = {s.name for s in wanted.stages}
     for table in (state.directions, state.holding, state.active_slots, state.next_slots, state.ways):
         for gone in [n for n in table if n not in names]:
             del table[gone]
 
 
-def _decide_weights(wanted_config: dict, state: AdmissionState, fleet: Fleet) -> None:
+def _decide_direction(stage: RollingStage, state: AdmissionState, fleet: Fleet) -> None:
+    name, direction = stage.name, stage.direction
+    held = direction.held()
+    # A reversal is judged against the last way anyone was moved, not only the direction
+    # published now: after a pause or a finished deploy (``steady``), an Envoy that has
+    # not heard yet may still move sessions the old way.
+    last_way = state.ways.get(name)
+    reversal = direction.moving and last_way is not None and direction.state is not last_way
+    if name in state.holding and direction.moving and not fleet.all_know(_direction_token(name, held)):
+        state.holding[name] = direction                # still waiting for every Envoy
+        state.directions[name] = held
+    elif name not in state.holding and reversal and not fleet.all_know(_direction_token(name, held)):
+        state.holding[name] = direction                # a reversal: nobody moves anyone first
+        state.directions[name] = held
+    else:
+        state.holding.pop(name, None)
+        state.directions[name] = direction
+        if direction.moving:
+            state.ways[name] = direction.state
+
+
+def _decide_versions(stage: RollingStage, state: AdmissionState, fleet: Fleet) -> None:
+    """Versions the stage no longer serves are forgotten; a stage with nothing admitted
+    admits everything; a new version is admitted once every Envoy knows it."""
+    live = {(stage.name, v.name) for v in stage.versions}
+    state.versions.difference_update({k for k in state.versions if k[0] == stage.name and k not in live})
+    if not state.versions & live:
+        state.versions.update(live)
+    state.versions.update(k for k in live if k not in state.versions and fleet.all_know(k))
+
+
+def _decide_weights(wanted_config: FilterConfig, state: AdmissionState, fleet: Fleet) -> None:
     """A change of stage weights goes out in two steps: first the old weights with each
     stage's new one as ``next_weight`` (a session the new weights place in a stage that
     serves the version it wants is kept there), then, once every Envoy holds that, the new
@@ -178,8 +194,8 @@ def _decide_weights(wanted_config: dict, state: AdmissionState, fleet: Fleet) ->
     faster one moved from prod to canary straight back (found by rollway.tools.sim). A
     change starts only once every Envoy holds the previous one's final weights: with two
     changes in flight, Envoys applying different weights move sessions both ways."""
-    order = [s["name"] for s in wanted_config["stages"]]
-    wanted = {s["name"]: s["weight"] for s in wanted_config["stages"]}
+    order = [s.name for s in wanted_config.stages]
+    wanted = {s.name: s.weight for s in wanted_config.stages}
     applied = state.weights
     if applied is None or set(applied) != set(wanted) or applied == wanted:
         state.weights, state.next_weights = wanted, None
@@ -204,35 +220,41 @@ def _decide_blue_green(name: str, wanted: str, state: AdmissionState, fleet: Fle
     state.next_slots.pop(name, None)
 
 
-def render(config: dict, state: AdmissionState) -> None:
-    """Applies a decided ``state`` to ``config`` (in place): the weights applied and
+def render(config: FilterConfig, state: AdmissionState) -> FilterConfig:
+    """The config a decided ``state`` makes of ``config``: the weights applied and
     announced, each rolling stage's published direction and unadmitted versions, each
     blue-green stage's active and next slot. Nothing is decided here."""
-    weights, next_weights = state.weights, state.next_weights
-    names = {s["name"] for s in config["stages"]}
-    if weights is not None and set(weights) == names:
-        for stage in config["stages"]:
-            stage["weight"] = weights[stage["name"]]
-            if next_weights is not None and set(next_weights) == names:
-                stage["next_weight"] = next_weights[stage["name"]]
-    for stage in config["stages"]:
-        name = stage["name"]
-        if stage["mode"] == "blue_green":
-            stage["active"] = state.active_slots.get(name, stage["active"])
-            if name in state.next_slots and state.next_slots[name] != stage["active"]:
-                stage["next"] = state.next_slots[name]
-            continue
-        live = [v["name"] for v in stage["versions"]]
-        direction = state.directions.get(name)
-        if direction is not None:
-            # A follower whose serverset view lags may not list the target yet, or its view
-            # is newer and the target has gone: move nobody, but keep where the evidence
-            # sends a gone version's sessions (build_filter_config, DirectionTracker.handover).
-            if direction.get("target") not in (None, *live):
-                rendered = stage.get("direction", {})
-                direction = rendered if rendered.get("state") == "steady" else {"state": "steady"}
-            stage["direction"] = dict(direction)
-        if any((name, v) in state.versions for v in live):
-            for version in stage["versions"]:
-                if (name, version["name"]) not in state.versions:
-                    version["admitted"] = False
+    names = {s.name for s in config.stages}
+    weights = state.weights if state.weights is not None and set(state.weights) == names else None
+    next_weights = state.next_weights if weights is not None and state.next_weights is not None \
+        and set(state.next_weights) == names else None
+    stages = []
+    for stage in config.stages:
+        if weights is not None:
+            stage = replace(stage, weight=weights[stage.name],
+                            next_weight=next_weights[stage.name] if next_weights is not None else stage.next_weight)
+        stages.append(_render_blue_green(stage, state) if isinstance(stage, BlueGreenStage)
+                      else _render_rolling(stage, state))
+    return replace(config, stages=tuple(stages))
+
+
+def _render_blue_green(stage: BlueGreenStage, state: AdmissionState) -> BlueGreenStage:
+    active = state.active_slots.get(stage.name, stage.active)
+    coming = state.next_slots.get(stage.name)
+    return replace(stage, active=active, next=coming if coming is not None and coming != active else stage.next)
+
+
+def _render_rolling(stage: RollingStage, state: AdmissionState) -> RollingStage:
+    name, live = stage.name, stage.version_names()
+    direction = state.directions.get(name)
+    if direction is not None:
+        # A follower whose serverset view lags may not list the target yet, or its view
+        # is newer and the target has gone: move nobody, but keep where the evidence
+        # sends a gone version's sessions (build_filter_config, DirectionTracker.handover).
+        if direction.target not in (None, *live):
+            direction = stage.direction if stage.direction.state is Way.STEADY else Direction()
+        stage = replace(stage, direction=direction)
+    if any((name, v) in state.versions for v in live):
+        stage = replace(stage, versions=tuple(v if (name, v.name) in state.versions else replace(v, admitted=False)
+                                              for v in stage.versions))
+    return stage

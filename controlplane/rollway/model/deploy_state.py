@@ -7,12 +7,12 @@ gathered since the deploy last advanced), the admission decisions (admitted vers
 reversals, the last way sessions were moved, weight-change and blue-green steps), the
 generation, and the digest of the config that generation names. Only the
 service's leader writes it, with compare-and-set; every replica renders its filter config
-from it (``rollway.model.publish.render_config``), so replicas send the same bytes.
+from it (``rollway.model.publication.render_config``), so replicas send the same bytes.
 
 Usage::
 
     state = DeployState.from_json(store_bytes) if store_bytes else DeployState()
-    config = publish(routemap, views, state, fleet)     # leader: advances state in place
+    config = advance(routemap, views, state, fleet)     # leader: advances state in place
     store.write_deploy_state(service, state.to_json(), expected_version)
 """
 

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from rollway.inputs import InputError, check_name, check_zk_path
+from rollway.model.filter_config import Mode
 
 NAME = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
 TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
@@ -41,14 +42,14 @@ class RouteMapError(ValueError):
 class Stage:
     name: str
     weight: float
-    mode: str                              # "rolling" | "blue_green"
+    mode: Mode
     serverset: str | None = None           # rolling
     slots: dict[str, str] = field(default_factory=dict)  # blue-green: slot -> serverset
     active: str | None = None              # blue-green
 
     def serversets(self) -> dict[str, str]:
         """Watch key -> serverset path (the stage itself, or one per blue-green slot)."""
-        if self.mode == "rolling":
+        if self.mode is Mode.ROLLING:
             assert self.serverset is not None  # parse_routemap requires it of a rolling stage
             return {self.name: self.serverset}
         return {f"{self.name}/{slot}": path for slot, path in self.slots.items()}
@@ -264,7 +265,7 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
                 if key in raw:
                     _fail(f"{path}.{key}", "only blue_green stages have slots")
             serverset = _zk_path(raw.get("serverset"), f"{path}.serverset")
-            stages.append(Stage(name, weight, mode, serverset=serverset))
+            stages.append(Stage(name, weight, Mode.ROLLING, serverset=serverset))
             normalised.append({"name": name, "weight": weight, "mode": mode, "serverset": serverset})
         elif mode == "blue_green":
             if "serverset" in raw:
@@ -284,7 +285,7 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
                 _fail(f"{path}.active", "is required: which slot serves the stage")
             if active not in slot_paths:
                 _fail(f"{path}.active", f"names no slot of this stage ({active!r})")
-            stages.append(Stage(name, weight, mode, slots=slot_paths, active=active))
+            stages.append(Stage(name, weight, Mode.BLUE_GREEN, slots=slot_paths, active=active))
             normalised.append({"name": name, "weight": weight, "mode": mode, "active": active,
                                "slots": {s: {"serverset": p} for s, p in slot_paths.items()}})
         else:

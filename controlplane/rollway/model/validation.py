@@ -15,11 +15,10 @@ Usage::
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rollway import Router
-from rollway.model.publish import build_filter_config
+from rollway.model.publication import build_filter_config
 from rollway.model.routemap import RouteMap, RouteMapError, parse_routemap
 
 STAND_IN_KEY = b"x" * 32   # signing keys live outside the config: the shape is checked with this
@@ -34,7 +33,7 @@ def check_routemap(text: str | bytes | dict[str, Any]) -> RouteMap:
     if routemap.override:
         secrets[routemap.override["key_id"]] = STAND_IN_KEY
     try:
-        Router(json.dumps(config), secrets=secrets)
+        Router(config.to_text(), secrets=secrets)
     except ValueError as error:
         raise RouteMapError(f"filter config: {error}") from None
     return routemap

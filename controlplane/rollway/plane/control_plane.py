@@ -25,14 +25,13 @@ Usage::
     plane = ControlPlane(open_store("file:///tmp/rollway"), ack_timeout=30)
     plane.start()
     plane.push(routemap_text, expected_revision=0, author="alice", reason="first map")
-    plane.filter_config("web")      # -> dict for the Envoy filter
+    plane.filter_config("web")      # -> FilterConfig (config.to_text() is what the filter parses)
     plane.service("web").converged()  # -> (True, []) once every Envoy holds it
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import random
@@ -48,8 +47,9 @@ from rollway import Router, new_routing_id
 from rollway.inputs import InputError, check_name, check_text, printable
 from rollway.model.deploy_state import DeployState
 from rollway.model.direction import DirectionTracker
+from rollway.model.filter_config import FilterConfig, Mode
 from rollway.model.fleet import NOBODY
-from rollway.model.publish import build_filter_config, endpoints_by_cluster, publish, render_config
+from rollway.model.publication import advance, build_filter_config, endpoints_by_cluster, render_config
 from rollway.model.routemap import RouteMapError
 from rollway.model.validation import check_routemap
 from rollway.plane.fleet import EnvoyReport, FleetView, decode_reports, encode_reports
@@ -126,7 +126,7 @@ class ServiceState:
         self.fleet = FleetView(ack_timeout=plane.ack_timeout)
         self.local_reports: dict[str, EnvoyReport] = {}
         self.fleet_dirty = False
-        self.config: dict | None = None
+        self.config: FilterConfig | None = None
         self.endpoints: dict[str, list] = {}    # cluster -> endpoints of the config served
         self.updated = time.time()
         self.write_failures = 0
@@ -143,7 +143,7 @@ class ServiceState:
     @property
     def generation(self) -> int:
         config = self.config
-        return int(config["generation"]) if config else 0
+        return config.generation if config else 0
 
     @property
     def directions(self) -> dict[str, DirectionTracker]:
@@ -312,7 +312,7 @@ class ServiceState:
                 # A replica that has just started, mid-deploy, has not seen the fleet yet: its
                 # Envoys may still be reconnecting. It releases nothing until it has.
                 fleet = self.fleet.knowledge if self.fresh or self.plane.fleet_seen() else NOBODY
-                config = publish(self.routemap, self.views, state, fleet, self.plane.secrets_file,
+                config = advance(self.routemap, self.views, state, fleet, self.plane.secrets_file,
                                  self.record.revision, now=time.time())
                 if state.to_json() != self.deploy.to_json():
                     expected = self.deploy_version
@@ -378,9 +378,9 @@ class ServiceState:
         with self.lock:
             config, deploy = self.config, self.deploy
             outstanding = deploy.admission.outstanding(config) if config else ["no config published yet"]
-            if config is not None and self.leading is False and config["generation"] != deploy.generation:
+            if config is not None and self.leading is False and config.generation != deploy.generation:
                 outstanding.append("this replica has not rendered the newest deploy state")
-            generation = config["generation"] if config else 0
+            generation = config.generation if config else 0
             quorum = sorted(self.fleet.quorum(), key=lambda r: r.node_id)
         # Content versions, not generations: a follower whose serverset view lags renders the
         # same generation with other endpoints, and an endpoint-only change moves no generation.
@@ -401,7 +401,7 @@ class ServiceState:
         with self.lock:
             out = []
             for stage in self.routemap.stages:
-                if stage.mode == "rolling":
+                if stage.mode is Mode.ROLLING:
                     view = self.views.get(stage.name)
                     tracker = self.deploy.trackers.get(stage.name)
                     order = list(tracker.order) if tracker else sorted(view.capacity) if view else []
@@ -694,7 +694,7 @@ class ControlPlane:
             raise NotFound(f"no route map for service {name!r}")
         return state
 
-    def filter_config(self, service: str, timeout: float = 10.0) -> dict:
+    def filter_config(self, service: str, timeout: float = 10.0) -> FilterConfig:
         """The filter config this replica serves; waits (up to ``timeout``) for a service
         whose serversets are still being read for the first time."""
         state = self.service(service)
@@ -779,10 +779,10 @@ class ControlPlane:
         rng = random.Random(7)
         now = time.time()
         ids = [new_routing_id(now, random_bits=rng.getrandbits(64)) for _ in range(n)]
-        new = Router(json.dumps(_without_secrets(proposed_config))).route_many(ids, now=now)
+        new = Router(proposed_config.without_secrets().to_text()).route_many(ids, now=now)
         new_stage, new_version = new.stage, new.version
         if current_state is not None and current_state.config is not None:
-            old = Router(json.dumps(_without_secrets(current_state.config))).route_many(ids, now=now)
+            old = Router(current_state.config.without_secrets().to_text()).route_many(ids, now=now)
             old_stage, old_version = old.stage, old.version
         else:
             old_stage, old_version = [None] * n, [None] * n
@@ -808,17 +808,6 @@ def default_replica_id() -> str:
     """host-pid-random: unique per process, readable in status."""
     host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())[:40] or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-def _without_secrets(config: dict) -> dict:
-    """Dry runs route with the core but hold no keys: signing affects ids, not routing."""
-    doc = dict(config)
-    doc.pop("secrets_file", None)
-    doc.pop("override", None)
-    rid = dict(doc.get("routing_id", {}))
-    rid.pop("signing_key_id", None)
-    doc["routing_id"] = rid
-    return doc
 
 
 def read_view_once(store: Store, path: str, timeout: float = 5.0) -> ServersetView:

@@ -21,6 +21,7 @@ from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any
 
 from rollway.model.admission import known_versions
+from rollway.model.filter_config import FilterConfig
 from rollway.plane.control_plane import ControlPlane, NotFound
 from rollway.xds.ledger import GATED, SHORT, AckLedger, EnvoyNode
 from rollway.xds.resources import EXTENSION, TYPES, ConsistencyError, ListenerSpec, Resources, build_resources
@@ -37,7 +38,7 @@ class SnapshotCache:
         self.ledger = AckLedger(plane.report_envoys, replica=plane.replica_id, ack_timeout=plane.ack_timeout)
         self.snapshots: dict[tuple[str, ListenerSpec], Resources] = {}
         self._specs: dict[ListenerSpec, ListenerSpec] = {}
-        self.configs: dict[tuple[str, ListenerSpec], dict] = {}   # the filter config inside each snapshot
+        self.configs: dict[tuple[str, ListenerSpec], FilterConfig] = {}   # the filter config inside each snapshot
         # What an Envoy ACKing a filter config knows, for the last RETAINED configs of each
         # service by ECDS version: an Envoy whose updates lag behind a deploy ACKs configs
         # that are no longer current, and they must still count (counting only the current
@@ -136,7 +137,7 @@ class SnapshotCache:
                 self.plane.report_snapshot(service, None)
             self.configs[key] = config
             recent = self.recent.setdefault(service, OrderedDict())
-            recent[fresh.versions[EXTENSION]] = (frozenset(known_versions(config)), config["generation"])
+            recent[fresh.versions[EXTENSION]] = (frozenset(known_versions(config)), config.generation)
             recent.move_to_end(fresh.versions[EXTENSION])
             while len(recent) > RETAINED:
                 recent.popitem(last=False)

@@ -24,6 +24,7 @@ from envoy_data_plane.envoy.extensions.filters.http.dynamic_modules.v3 import Dy
 from envoy_data_plane.google.protobuf import StringValue
 
 from rollway.envoy import bootstrap as ec
+from rollway.model.filter_config import FilterConfig
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -36,33 +37,27 @@ class ConsistencyError(RuntimeError):
     pass
 
 
-def served_filter_config(by_type: dict[str, dict[str, bytes]]) -> dict:
+def served_filter_config(by_type: dict[str, dict[str, bytes]]) -> FilterConfig:
     """The Rollway filter config inside the snapshot's ECDS resource."""
     extension = TypedExtensionConfig.parse(by_type[EXTENSION][ec.FILTER_NAME])
     # build_resources always fills both envelopes; what this check is for is the config inside.
     assert extension.typed_config is not None
     module = DynamicModuleFilter.parse(extension.typed_config.value)
     assert module.filter_config is not None
-    return json.loads(StringValue.parse(module.filter_config.value).value)
-
-
-def picked_clusters(filter_config: dict) -> set[str]:
-    """Every cluster the filter may write into the cluster header."""
-    return {v["cluster"] for s in filter_config["stages"] for v in
-            (s["versions"] if s["mode"] == "rolling" else s["slots"].values())}
+    return FilterConfig.from_json(json.loads(StringValue.parse(module.filter_config.value).value))
 
 
 def check_snapshot(by_type: dict[str, dict[str, bytes]], route_name: str = "rollway") -> None:
     problems: list[str] = []
     try:
         config = served_filter_config(by_type)
-    except (KeyError, ValueError) as error:
+    except (KeyError, ValueError, TypeError) as error:
         raise ConsistencyError(f"the filter config (ECDS) cannot be read back: {error!r}") from None
-    header = config.get("headers", {}).get("cluster", ec.DEFAULT_CLUSTER_HEADER)
+    header = config.cluster_header(ec.DEFAULT_CLUSTER_HEADER)
 
     clusters = {name: Cluster.parse(body) for name, body in by_type.get(CLUSTER, {}).items()}
     endpoints = by_type.get(ENDPOINT, {})
-    for name in sorted(picked_clusters(config)):
+    for name in sorted(config.picked_clusters()):
         cluster = clusters.get(name)
         if cluster is None:
             problems.append(f"the filter may pick {name!r}, which has no CDS cluster")

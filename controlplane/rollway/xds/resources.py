@@ -26,6 +26,7 @@ from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
 
 from rollway.envoy import bootstrap as ec
 from rollway.envoy.edge import EdgeOptions
+from rollway.model.filter_config import FilterConfig
 from rollway.xds.consistency import (
     CLUSTER,
     ENDPOINT,
@@ -34,7 +35,6 @@ from rollway.xds.consistency import (
     ROUTE,
     ConsistencyError,
     check_snapshot,
-    picked_clusters,
 )
 
 __all__ = [
@@ -106,7 +106,7 @@ class ListenerSpec:
         return self._hash
 
 
-def build_resources(filter_config: dict, endpoints: dict[str, list], listener: int | ListenerSpec,
+def build_resources(filter_config: FilterConfig, endpoints: dict[str, list], listener: int | ListenerSpec,
                     cache: dict | None = None) -> Resources:
     """All resources for one service and listener (a port, or a ListenerSpec). ``cache``
     maps a resource's canonical JSON to its bytes, so unchanged resources are not
@@ -115,7 +115,7 @@ def build_resources(filter_config: dict, endpoints: dict[str, list], listener: i
     writes. The filter module goes by name: the Envoy's host resolves it."""
     cache = {} if cache is None else cache
     spec = listener if isinstance(listener, ListenerSpec) else ListenerSpec(port=listener)
-    cluster_header = filter_config.get("headers", {}).get("cluster", ec.DEFAULT_CLUSTER_HEADER)
+    cluster_header = filter_config.cluster_header(ec.DEFAULT_CLUSTER_HEADER)
 
     def encode(kind, doc: dict) -> bytes:
         key = kind.__name__ + json.dumps(doc, sort_keys=True)
@@ -127,7 +127,7 @@ def build_resources(filter_config: dict, endpoints: dict[str, list], listener: i
             cache[key] = value
         return value
 
-    clusters = sorted(picked_clusters(filter_config))
+    clusters = sorted(filter_config.picked_clusters())
     by_type = {
         LISTENER: {"rollway_ingress": encode(Listener, listener_dict(spec.port, spec.address, spec.edge))},
         ROUTE: {ROUTE_NAME: encode(RouteConfiguration, ec.route_config(cluster_header, ROUTE_NAME))},
@@ -135,7 +135,7 @@ def build_resources(filter_config: dict, endpoints: dict[str, list], listener: i
         ENDPOINT: {name: encode(ClusterLoadAssignment, assignment_dict(name, endpoints.get(name, [])))
                    for name in clusters},
         EXTENSION: {ec.FILTER_NAME: encode(TypedExtensionConfig, {
-            "name": ec.FILTER_NAME, "typed_config": ec.filter_typed_config(filter_config, by_name=True)})},
+            "name": ec.FILTER_NAME, "typed_config": ec.filter_typed_config(filter_config.to_text(), by_name=True)})},
     }
     versions = {t: content_version(r) for t, r in by_type.items()}
     # Decoded back and compared as Envoy will read it (rollway.xds.consistency), once per

@@ -1,8 +1,8 @@
 """The control plane and the Envoys as the simulator runs them.
 
 ``ControlPlane``: the serverset watchers' view (a debounce window, the empty-serverset
-grace), the leader's ``publish`` on the shared deploy state and the followers'
-``render_config`` (rollway.model.publish, the functions the server runs), and the deploy
+grace), the leader's ``advance`` on the shared deploy state and the followers'
+``render_config`` (rollway.model.publication, the functions the server runs), and the deploy
 gate. ``Envoy``: one xDS stream each: every update arrives after a lag drawn afresh
 (uniform 0..lag_max, never overtaking the one before), the stream breaks and reconnects
 to the next replica, an ACK says what the Envoy knows only for a config the server still
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from rollway import Router
 from rollway.model.admission import KnowsSets, known_versions
 from rollway.model.deploy_state import DeployState
-from rollway.model.publish import publish, render_config
+from rollway.model.filter_config import BlueGreenStage, FilterConfig, Way
+from rollway.model.publication import advance, render_config
 from rollway.model.routemap import parse_routemap
 from rollway.sources.serverset import ServersetView
 from rollway.tools.sim.model import SimConfig, World
@@ -31,8 +32,8 @@ class ControlPlane:
         self.routemap = parse_routemap(routemap)
         self.cfg = cfg
         self.state = DeployState()
-        self.current: dict | None = None        # the newest config; every replica serves the same
-        self.retained: list[dict] = []          # the last RETAINED configs, whose ACKs still count
+        self.current: FilterConfig | None = None   # the newest config; every replica serves the same
+        self.retained: list[FilterConfig] = []          # the last RETAINED configs, whose ACKs still count
         self.members: dict[str, dict[str, float]] = {}  # registered capacity when the last window closed
         self.view: dict[str, dict[str, float]] = {}     # what the watchers report (empty ones held)
         self.window_end: float | None = None    # an open debounce window closes then
@@ -73,9 +74,9 @@ class ControlPlane:
     def leading(self, t: float) -> bool:
         return t >= self.leader_down_until
 
-    def build(self, world: World, quorum: list[set], t: float) -> dict | None:
+    def build(self, world: World, quorum: list[set], t: float) -> FilterConfig | None:
         """The config for the current view and operator state; None when nothing changed.
-        The leader decides (``publish``); with no leader, followers render the stored
+        The leader decides (``advance``); with no leader, followers render the stored
         deploy state with their views (capacity moves, direction and admission stay as the
         dead leader left them)."""
         doc = json.loads(json.dumps(self.routemap.document))
@@ -87,8 +88,8 @@ class ControlPlane:
         views = {k: ServersetView(k, dict(caps), {}, int(sum(caps.values())), 0) for k, caps in self.view.items()}
         if self.leading(t):
             generation = self.state.generation
-            config = publish(routemap, views, self.state, KnowsSets(quorum), now=t)
-            if self.current is not None and config["generation"] == generation:
+            config = advance(routemap, views, self.state, KnowsSets(quorum), now=t)
+            if self.current is not None and config.generation == generation:
                 return None
         else:
             config = render_config(routemap, views, self.state)
@@ -98,7 +99,7 @@ class ControlPlane:
         self.retained = (self.retained + [config])[-RETAINED:]
         return config
 
-    def retains(self, config: dict) -> bool:
+    def retains(self, config: FilterConfig) -> bool:
         return any(config is kept for kept in self.retained)
 
     def waiting(self) -> bool:
@@ -113,10 +114,10 @@ class Envoy:
     pending: list = field(default_factory=list)   # (arrival time, config, episode), in order
     last_arrival: float = 0.0
     router: Router | None = None
-    config: dict | None = None
+    config: FilterConfig | None = None
     episode: int = 0                      # the operator action the config it routes on reflects
     knows: set = field(default_factory=set)
-    stages: dict = field(default_factory=dict)      # stage -> (stage config, {version: capacity})
+    stages: dict = field(default_factory=dict)      # stage -> (its Stage, {version: capacity})
     views: dict = field(default_factory=dict)       # stage -> (hashed shares, versions that hold, target)
     weights: dict = field(default_factory=dict)     # stage -> weight its config applies
 
@@ -126,7 +127,7 @@ class Envoy:
     def connected(self, t: float) -> bool:
         return self.disconnected_until <= t
 
-    def send(self, t: float, config: dict, episode: int, rng: random.Random, lag_max: float) -> None:
+    def send(self, t: float, config: FilterConfig, episode: int, rng: random.Random, lag_max: float) -> None:
         arrival = max(self.last_arrival, t + rng.uniform(0.0, lag_max))
         self.last_arrival = arrival
         self.pending.append((arrival, config, episode))
@@ -147,27 +148,28 @@ class Envoy:
         self.apply(config, episode, plane)
         return True
 
-    def apply(self, config: dict, episode: int, plane: ControlPlane) -> None:
-        self.config, self.episode, self.router = config, episode, Router(json.dumps(config))
-        self.weights = {stage["name"]: stage["weight"] for stage in config["stages"]}   # as applied
+    def apply(self, config: FilterConfig, episode: int, plane: ControlPlane) -> None:
+        self.config, self.episode, self.router = config, episode, Router(config.to_text())
+        self.weights = {stage.name: stage.weight for stage in config.stages}   # as applied
         if plane.retains(config):
             self.knows = known_versions(config)
         self.stages, self.views = {}, {}
-        for stage in config["stages"]:
-            versions = stage.get("versions", [])
-            caps = {x["name"]: x["capacity"] for x in versions} or \
-                {x["version"]: x["capacity"] for x in stage.get("slots", {}).values()}
-            self.stages[stage["name"]] = (stage, caps)
-            hashed = {x["name"]: x["capacity"] for x in versions if x.get("admitted", True)}
+        for stage in config.stages:
+            if isinstance(stage, BlueGreenStage):
+                self.stages[stage.name] = (stage, {x.version: x.capacity for x in stage.slots.values()})
+                self.views[stage.name] = ({}, set(), None)
+                continue
+            self.stages[stage.name] = (stage, {x.name: x.capacity for x in stage.versions})
+            hashed = {x.name: x.capacity for x in stage.versions if x.admitted}
             total = sum(hashed.values())
             # Which versions keep sessions under this config (router.cc, the tiebreak): all
             # while steady; in a forward deploy all but the oldest (its sessions go to the
             # target), in a rollback all but the newest.
             # A target not admitted yet makes sessions on the drained version wait there.
-            listed = [x["name"] for x in versions]
-            way = stage.get("direction", {}).get("state", "steady")
-            waiting = stage.get("direction", {}).get("target") not in hashed
-            holds = set(listed[1:] if way == "forward" and not waiting else
-                        listed[:-1] if way == "rollback" and not waiting else listed)
-            target = stage.get("direction", {}).get("target")     # also a steady step's (a held or settling one)
-            self.views[stage["name"]] = ({v: c / total for v, c in hashed.items()} if total else {}, holds, target)
+            listed = stage.version_names()
+            way = stage.direction.state
+            waiting = stage.direction.target not in hashed
+            holds = set(listed[1:] if way is Way.FORWARD and not waiting else
+                        listed[:-1] if way is Way.ROLLBACK and not waiting else listed)
+            target = stage.direction.target     # also a steady step's (a held or settling one)
+            self.views[stage.name] = ({v: c / total for v, c in hashed.items()} if total else {}, holds, target)

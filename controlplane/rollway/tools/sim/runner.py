@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 from rollway import murmur3_32, new_routing_id
+from rollway.model.filter_config import RollingStage
 from rollway.tools.sim.accounting import Actions, Overload, Sessions
 from rollway.tools.sim.fleet import ControlPlane, Envoy
 from rollway.tools.sim.model import After, Gate, SimConfig, SimResult, World
@@ -236,7 +237,7 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
                 if stage is None:
                     continue
                 stage_conf, caps = envoy.stages[stage]
-                if cfg.strategy == "naive" and stage_conf["mode"] == "rolling":
+                if cfg.strategy == "naive" and isinstance(stage_conf, RollingStage):
                     pool = seen.get(stage, [])
                     v = pool[keys[i] % len(pool)] if pool else v
                 metrics["requests"] += 1

@@ -1,0 +1,148 @@
+"""The one publication function: what a service's filter config is, given its route map,
+serverset views, deploy state and what the fleet knows. The control plane's leader and the
+simulator both call ``advance``; followers call ``render_config`` on the leader's deploy
+state. Both are pure functions of their inputs, so every replica given the same inputs
+sends byte-identical configs, generation included.
+
+Usage::
+
+    config = advance(routemap, views, state, fleet)     # leader: advances ``state`` in place
+    config = render_config(routemap, views, state)      # follower: serves what state says
+    config.to_text()                                    # the filter's JSON
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+
+from rollway.model import admission
+from rollway.model.deploy_state import DeployState
+from rollway.model.direction import DirectionTracker
+from rollway.model.filter_config import (
+    STEADY,
+    BlueGreenStage,
+    Direction,
+    FilterConfig,
+    Mode,
+    RollingStage,
+    Slot,
+    Stage,
+    VersionEntry,
+    Way,
+)
+from rollway.model.routemap import RouteMap
+from rollway.model.routemap import Stage as StagePlan
+from rollway.sources.serverset import ServersetView
+
+
+def cluster_name(service: str, stage: str, leaf: str) -> str:
+    return f"{service}.{stage}.{leaf}"
+
+
+def build_filter_config(routemap: RouteMap, views: Mapping[str, ServersetView | None],
+                        directions: dict[str, DirectionTracker], generation: int,
+                        secrets_file: str | None = None) -> FilterConfig:
+    """The filter config (docs/design.md) from a route map, serverset views and directions,
+    before admission: what capacity and the route map say now, nothing held back."""
+    stages: list[Stage] = [
+        _rolling_stage(routemap.service, stage, views.get(stage.name), directions.get(stage.name))
+        if stage.mode is Mode.ROLLING else _blue_green_stage(routemap.service, stage, views)
+        for stage in routemap.stages]
+    return FilterConfig(service=routemap.service, generation=generation, routing_id=routemap.routing_id,
+                        stages=tuple(stages), version_cookie=routemap.version_cookie,
+                        stage_cookie=routemap.stage_cookie, headers=routemap.headers,
+                        override=routemap.override or None, secrets_file=secrets_file or None)
+
+
+def _rolling_stage(service: str, stage: StagePlan, view: ServersetView | None,
+                   tracker: DirectionTracker | None) -> RollingStage:
+    capacity = view.capacity if view else {}
+    order = list(tracker.order) if tracker else sorted(capacity)
+    order += [v for v in sorted(capacity) if v not in order]
+    live = [v for v in order if capacity.get(v, 0) > 0]
+    direction = STEADY
+    if tracker and tracker.state != "steady":
+        way, target = tracker.published()
+        if target in live:
+            direction = Direction(Way(way), target)
+        elif len(live) > 1:
+            # The deploy's target is gone and the leader has not decided since (it is
+            # down, or this is its last view): move nobody, but send the gone version's
+            # sessions where the evidence says the deploy turned, not by hash (found by
+            # the state machine: a follower's render sent them back to a version they had
+            # left).
+            heir = tracker.handover(capacity)
+            if heir is not None:
+                direction = Direction(Way.STEADY, heir)
+    versions = tuple(VersionEntry(v, capacity[v], cluster_name(service, stage.name, v)) for v in live)
+    return RollingStage(stage.name, stage.weight, versions, direction)
+
+
+def _blue_green_stage(service: str, stage: StagePlan, views: Mapping[str, ServersetView | None]) -> BlueGreenStage:
+    slots = {}
+    for slot in stage.slots:
+        view = views.get(f"{stage.name}/{slot}")
+        capacity = view.capacity if view else {}
+        # A slot runs one version; mid-redeploy, the one with most capacity names it.
+        version = max(capacity, key=lambda v: (capacity[v], v)) if capacity else "none"
+        slots[slot] = Slot(version, sum(capacity.values()), cluster_name(service, stage.name, slot))
+    assert stage.active is not None     # parse_routemap requires it of a blue-green stage
+    return BlueGreenStage(stage.name, stage.weight, stage.active, slots)
+
+
+def endpoints_by_cluster(routemap: RouteMap, views: Mapping[str, ServersetView | None]) -> dict[str, list]:
+    """Cluster name -> [(host, port, weight)] for every cluster the filter config may name."""
+    out: dict[str, list] = {}
+    for stage in routemap.stages:
+        if stage.mode is Mode.ROLLING:
+            view = views.get(stage.name)
+            for version, eps in (view.endpoints.items() if view else []):
+                out[cluster_name(routemap.service, stage.name, version)] = list(eps)
+        else:
+            for slot in stage.slots:
+                view = views.get(f"{stage.name}/{slot}")
+                members = [e for group in (view.endpoints.values() if view else []) for e in group]
+                out[cluster_name(routemap.service, stage.name, slot)] = members
+    return out
+
+
+def render_config(routemap: RouteMap, views: Mapping[str, ServersetView | None], state: DeployState,
+                  secrets_file: str | None = None) -> FilterConfig:
+    """The filter config ``state`` describes for these views: nothing is decided here."""
+    config = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file)
+    return admission.render(config, state.admission)
+
+
+def config_digest(config: FilterConfig) -> str:
+    """The config's content, generation left out: a new generation only for new content."""
+    body = json.dumps({**config.to_json(), "generation": 0}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def advance(routemap: RouteMap, views: Mapping[str, ServersetView | None], state: DeployState,
+            fleet: admission.Fleet | list[set], secrets_file: str | None = None,
+            routemap_revision: int = 0, now: float | None = None) -> FilterConfig:
+    """The leader's step: advances ``state`` in place (direction evidence from the views,
+    admission decisions from what the fleet knows, the generation when the config's content
+    changes) and returns the filter config it describes. ``now`` (seconds) lets a change of
+    a deploy's way settle (``DirectionTracker.settle``); the leader calls this every second."""
+    for stage in routemap.stages:
+        view = views.get(stage.name)
+        if stage.mode is Mode.ROLLING and view is not None:
+            # Observing the same capacities again is a no-op, so this is safe to repeat.
+            state.trackers.setdefault(stage.name, DirectionTracker()).observe(view.capacity, now)
+    rolling = {s.name for s in routemap.stages if s.mode is Mode.ROLLING}
+    for gone in [name for name in state.trackers if name not in rolling]:
+        del state.trackers[gone]
+    wanted = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file)
+    admission.decide(wanted, state.admission, fleet)
+    config = render_config(routemap, views, state, secrets_file)
+    digest = config_digest(config)
+    if digest != state.digest:
+        state.generation += 1
+        state.digest = digest
+        config = config.with_generation(state.generation)
+    state.routemap_revision = routemap_revision
+    return config
