@@ -34,7 +34,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rollway.inputs import check_zk_path
 from rollway.sources.store import (
     CONNECTED,
     Campaign,
@@ -48,8 +47,6 @@ from rollway.sources.store import (
     RouteMapRecord,
     Store,
     StoreError,
-    check_name,
-    check_version,
 )
 
 log = logging.getLogger(__name__)
@@ -358,12 +355,17 @@ class FileStore(Store):
                 except FileNotFoundError:
                     pass
 
-    def _dir(self, zk_path: str) -> Path:
-        check_zk_path(zk_path.rstrip("/"), "path")
-        return self.root.joinpath(*[p for p in zk_path.split("/") if p])
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """An I/O failure becomes a StoreError that says what failed and why."""
+        try:
+            yield
+        except OSError as error:
+            raise StoreError(f"{what}: {error}") from None
 
-    def watch_members(self, path: str, callback: MembersCallback) -> Handle:
-        return self._watch(_FileWatch(self, self._dir(path), callback))
+    def _dir(self, zk_path: str) -> Path:
+        """The directory that holds a (checked) ZooKeeper path."""
+        return self.root.joinpath(*[p for p in zk_path.split("/") if p])
 
     def _watch(self, watch):
         """Calls back now, then from the poller."""
@@ -372,7 +374,12 @@ class FileStore(Store):
         self._poller.add(watch)
         return watch
 
-    def announce(self, path: str, data: bytes) -> Handle:
+    # -- serversets (arguments checked and errors translated by Store) ---------------------
+
+    def _watch_members(self, path: str, callback: MembersCallback) -> Handle:
+        return self._watch(_FileWatch(self, self._dir(path), callback))
+
+    def _announce(self, path: str, data: bytes) -> Handle:
         directory = self._dir(path)
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / ".sequence.lock", "a+") as lock:
@@ -390,7 +397,7 @@ class FileStore(Store):
             self._owned.add(target)
         return _Member(self, target)
 
-    def read_members(self, path: str) -> dict[str, bytes]:
+    def _read_members(self, path: str) -> dict[str, bytes]:
         directory, now, out = self._dir(path), time.time(), {}
         for entry in (list(os.scandir(directory)) if directory.is_dir() else []):
             if not entry.name.startswith("member_"):
@@ -402,15 +409,15 @@ class FileStore(Store):
                 continue
         return out
 
-    def set_member(self, path: str, name: str, data: bytes) -> None:
-        target = self._dir(path) / check_name(name, "name")
+    def _set_member(self, path: str, name: str, data: bytes) -> None:
+        target = self._dir(path) / name
         if not target.exists():
             raise StoreError(f"member {name} of {path} is gone")
         _write_atomically(target, data)
 
-    def remove_member(self, path: str, name: str) -> None:
+    def _remove_member(self, path: str, name: str) -> None:
         try:
-            (self._dir(path) / check_name(name, "name")).unlink()
+            (self._dir(path) / name).unlink()
         except FileNotFoundError:
             pass
 
@@ -419,38 +426,33 @@ class FileStore(Store):
     def _service_dir(self, service: str) -> Path:
         return self._dir(f"/rollway/{service}")
 
-    def read_routemap(self, service: str) -> RouteMapRecord | None:
-        path = self._service_dir(check_name(service, "service")) / "routemap.json"
+    def _read_routemap(self, service: str) -> RouteMapRecord | None:
+        path = self._service_dir(service) / "routemap.json"
         try:
             return RouteMapRecord.decode(path.read_bytes(), str(path))
         except FileNotFoundError:
             return None
-        except OSError as error:
-            raise StoreError(f"cannot read the route map of {service!r}: {error}") from None
 
-    def write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None:
-        directory = self._service_dir(check_name(record.service, "service"))
+    def _write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None:
+        directory = self._service_dir(record.service)
         (directory / "history").mkdir(parents=True, exist_ok=True)
-        with open(directory / ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            current = self.read_routemap(record.service)
+        with _flocked(directory / ".lock"):
+            current = self._read_routemap(record.service)
             current_revision = current.revision if current else 0
             if current_revision != expected_revision or record.revision != expected_revision + 1:
                 raise ConflictError(f"route map of {record.service!r} is at revision {current_revision}, "
                                     f"not {expected_revision}: fetch it again and retry")
             payload = json.dumps(record.to_json_dict(), sort_keys=True)
             (directory / "history" / f"{record.revision:010d}.json").write_text(payload)
-            tmp = directory / ".routemap.tmp"
-            tmp.write_text(payload)
-            os.replace(tmp, directory / "routemap.json")
+            _write_atomically(directory / "routemap.json", payload.encode())
 
-    def history(self, service: str) -> list[RouteMapRecord]:
-        directory = self._service_dir(check_name(service, "service")) / "history"
+    def _history(self, service: str) -> list[RouteMapRecord]:
+        directory = self._service_dir(service) / "history"
         if not directory.exists():
             return []
         return [RouteMapRecord.decode(p.read_bytes(), str(p)) for p in sorted(directory.glob("*.json"))]
 
-    def services(self) -> list[str]:
+    def _services(self) -> list[str]:
         base = self._dir("/rollway")
         if not base.exists():
             return []
@@ -458,8 +460,8 @@ class FileStore(Store):
 
     # -- deploy state ----------------------------------------------------------------------
 
-    def read_deploy_state(self, service: str) -> tuple[bytes | None, int]:
-        path = self._service_dir(check_name(service, "service")) / "deploy.json"
+    def _read_deploy_state(self, service: str) -> tuple[bytes | None, int]:
+        path = self._service_dir(service) / "deploy.json"
         try:
             record = json.loads(path.read_bytes())
             return base64.b64decode(record["data"], validate=True), int(record["version"])
@@ -467,45 +469,33 @@ class FileStore(Store):
             return None, -1
         except (ValueError, KeyError, TypeError, binascii.Error) as error:
             raise StoreError(f"deploy state of {service!r} in {path} is unreadable: {error}") from None
-        except OSError as error:
-            raise StoreError(f"cannot read the deploy state of {service!r}: {error}") from None
 
-    def write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int:
-        check_name(service, "service")
-        check_version(expected_version)
+    def _write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int:
         directory = self._service_dir(service)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            with _flocked(directory / ".deploy.lock"):
-                _, current = self.read_deploy_state(service)
-                if current != expected_version:
-                    raise ConflictError(f"deploy state of {service!r} is at version {current}, not "
-                                        f"{expected_version}: read it again and retry")
-                version = current + 1
-                _write_atomically(directory / "deploy.json", json.dumps(
-                    {"version": version, "data": base64.b64encode(data).decode("ascii")}).encode())
-                return version
-        except OSError as error:
-            raise StoreError(f"cannot write the deploy state of {service!r}: {error}") from None
+        directory.mkdir(parents=True, exist_ok=True)
+        with _flocked(directory / ".deploy.lock"):
+            _, current = self._read_deploy_state(service)
+            if current != expected_version:
+                raise ConflictError(f"deploy state of {service!r} is at version {current}, not "
+                                    f"{expected_version}: read it again and retry")
+            version = current + 1
+            _write_atomically(directory / "deploy.json", json.dumps(
+                {"version": version, "data": base64.b64encode(data).decode("ascii")}).encode())
+            return version
 
-    def watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle:
-        return self._watch(_DeployWatch(self, check_name(service, "service"), callback))
+    def _watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle:
+        return self._watch(_DeployWatch(self, service, callback))
 
-    # -- leadership and fleet reports --------------------------------------------------------
+    # -- leadership and fleet records --------------------------------------------------------
 
-    def campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign:
-        check_name(service, "service")
-        if not isinstance(identity, str) or not identity:
-            raise ValueError(f"identity {identity!r}: use a non-empty string")
+    def _campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign:
         campaign = _Campaign(self, service, identity, on_change)
         self._campaigns.add(campaign)
         return campaign
 
-    def publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord:
-        check_name(service, "service")
-        check_name(replica, "replica")
+    def _publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord:
         return _FleetRecord(self, self._service_dir(service) / "fleet" / f"{replica}.json", data)
 
-    def watch_fleet(self, service: str, callback: FleetCallback) -> Handle:
-        directory = self._service_dir(check_name(service, "service")) / "fleet"
+    def _watch_fleet(self, service: str, callback: FleetCallback) -> Handle:
+        directory = self._service_dir(service) / "fleet"
         return self._watch(_FileWatch(self, directory, callback, key=_fleet_key, by_content=True))

@@ -1,4 +1,4 @@
-"""Where Rollway keeps and watches the world: one interface, two backends.
+"""Where Rollway keeps and watches the world: five parts, one base class, two backends.
 
 ``open_store("zk://127.0.0.1:2181/chroot")`` talks to ZooKeeper through kazoo;
 ``open_store("file:///var/lib/rollway")`` keeps the same things in a local directory
@@ -34,12 +34,15 @@ Usage::
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlparse
 
+from rollway.inputs import InputError, check_zk_path
 from rollway.inputs import check_name as check_name  # re-exported: the stores' name rule
 
 MembersCallback = Callable[[dict[str, bytes]], None]
@@ -146,7 +149,54 @@ def check_version(expected_version: int) -> int:
     return expected_version
 
 
+def check_member_path(path: str) -> str:
+    """A serverset path as both backends use it: absolute, no trailing slash."""
+    return check_zk_path(path.rstrip("/") if isinstance(path, str) else path, "path")
+
+
+# -- the five parts, as callers see them ------------------------------------------------------
+# A caller that needs one part asks for that Protocol (the serverset watcher for Serversets,
+# the announcer for Serversets, the operator API for RouteMaps); a ``Store`` is all five.
+
+
+class Serversets(Protocol):
+    def watch_members(self, path: str, callback: MembersCallback) -> Handle: ...
+    def announce(self, path: str, data: bytes) -> Handle: ...
+    def read_members(self, path: str) -> dict[str, bytes]: ...
+    def set_member(self, path: str, name: str, data: bytes) -> None: ...
+    def remove_member(self, path: str, name: str) -> None: ...
+
+
+class RouteMaps(Protocol):
+    def read_routemap(self, service: str) -> RouteMapRecord | None: ...
+    def write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None: ...
+    def history(self, service: str) -> list[RouteMapRecord]: ...
+    def services(self) -> list[str]: ...
+
+
+class DeployStates(Protocol):
+    def read_deploy_state(self, service: str) -> tuple[bytes | None, int]: ...
+    def write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int: ...
+    def watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle: ...
+
+
+class Leadership(Protocol):
+    def campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign: ...
+
+
+class FleetRecords(Protocol):
+    def publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord: ...
+    def watch_fleet(self, service: str, callback: FleetCallback) -> Handle: ...
+
+
 class Store(abc.ABC):
+    """The five parts over one backend. The public methods are written here once: each
+    checks its arguments (``rollway.inputs``: names are path components, paths are safe
+    ZooKeeper paths) and turns the backend's failures into ``StoreError`` naming what
+    failed (``_errors``; route-map calls, which an operator waits on, through
+    ``_bounded_errors``). A backend implements the ``_``-prefixed methods, which receive
+    checked arguments, and ``_errors``."""
+
     url: str
 
     def __init__(self) -> None:
@@ -179,67 +229,164 @@ class Store(abc.ABC):
     def stop(self) -> None: ...
 
     @abc.abstractmethod
-    def watch_members(self, path: str, callback: MembersCallback) -> Handle: ...
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """The backend's failures (connection loss, I/O) become StoreError(what: why)."""
 
-    @abc.abstractmethod
-    def announce(self, path: str, data: bytes) -> Handle: ...
+    def _bounded_errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """``_errors`` for a call an operator waits on; a backend that could wait without
+        end (kazoo while reconnecting) bounds it here."""
+        return self._errors(what)
 
-    @abc.abstractmethod
+    # -- serversets ------------------------------------------------------------------------
+
+    def watch_members(self, path: str, callback: MembersCallback) -> Handle:
+        """Calls ``callback({name: data})`` now and after every change, until closed."""
+        path = check_member_path(path)
+        with self._errors(f"watching members of {path}"):
+            return self._watch_members(path, callback)
+
+    def announce(self, path: str, data: bytes) -> Handle:
+        """Registers a member that lives as long as the handle."""
+        path = check_member_path(path)
+        with self._errors(f"announcing a member of {path}"):
+            return self._announce(path, data)
+
     def read_members(self, path: str) -> dict[str, bytes]:
         """The serverset's live members now (name -> data), read once."""
+        path = check_member_path(path)
+        with self._errors(f"reading members of {path}"):
+            return self._read_members(path)
 
-    @abc.abstractmethod
     def set_member(self, path: str, name: str, data: bytes) -> None:
         """Replaces a member's data (a deploy tool marking it not-ALIVE to drain it);
         raises StoreError if it is gone."""
+        path, name = check_member_path(path), check_name(name, "name")
+        with self._errors(f"updating member {name} of {path}"):
+            self._set_member(path, name, data)
 
-    @abc.abstractmethod
     def remove_member(self, path: str, name: str) -> None:
         """Removes a member (gone already is fine)."""
+        path, name = check_member_path(path), check_name(name, "name")
+        with self._errors(f"removing member {name} of {path}"):
+            self._remove_member(path, name)
 
-    @abc.abstractmethod
-    def read_routemap(self, service: str) -> RouteMapRecord | None: ...
+    # -- route maps ------------------------------------------------------------------------
 
-    @abc.abstractmethod
+    def read_routemap(self, service: str) -> RouteMapRecord | None:
+        service = check_name(service, "service")
+        with self._bounded_errors(f"reading the route map of {service!r}"):
+            return self._read_routemap(service)
+
     def write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None:
         """Stores ``record`` (whose revision must be expected_revision + 1) and its history
         entry atomically, or raises ConflictError and writes nothing."""
+        check_name(record.service, "service")
+        if isinstance(expected_revision, bool) or not isinstance(expected_revision, int) or expected_revision < 0:
+            raise InputError(f"expected_revision {expected_revision!r}: use 0 (create) or a revision read before")
+        with self._bounded_errors(f"writing the route map of {record.service!r}"):
+            self._write_routemap(record, expected_revision)
 
-    @abc.abstractmethod
-    def history(self, service: str) -> list[RouteMapRecord]: ...
+    def history(self, service: str) -> list[RouteMapRecord]:
+        service = check_name(service, "service")
+        with self._bounded_errors(f"reading the history of {service!r}"):
+            return self._history(service)
 
-    @abc.abstractmethod
-    def services(self) -> list[str]: ...
+    def services(self) -> list[str]:
+        with self._bounded_errors("listing services"):
+            return self._services()
 
-    # -- coordination between control-plane replicas ---------------------------------------
+    # -- deploy state ----------------------------------------------------------------------
 
-    @abc.abstractmethod
     def read_deploy_state(self, service: str) -> tuple[bytes | None, int]:
         """(data, version) of the service's deploy state, (None, -1) when there is none."""
+        service = check_name(service, "service")
+        with self._errors(f"reading the deploy state of {service!r}"):
+            return self._read_deploy_state(service)
 
-    @abc.abstractmethod
     def write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int:
         """Compare-and-set: stores ``data`` if the stored version is ``expected_version``
         (-1: there must be no record yet) and returns the new version. Otherwise raises
         ConflictError and writes nothing: read again, recompute, retry."""
+        service, expected_version = check_name(service, "service"), check_version(expected_version)
+        with self._errors(f"writing the deploy state of {service!r}"):
+            return self._write_deploy_state(service, data, expected_version)
 
-    @abc.abstractmethod
     def watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle:
         """Calls ``callback(data, version)`` now and after every change ((None, -1) while
         there is no record), across reconnects, until the handle is closed."""
+        service = check_name(service, "service")
+        with self._errors(f"watching the deploy state of {service!r}"):
+            return self._watch_deploy_state(service, callback)
 
-    @abc.abstractmethod
+    # -- leadership and fleet records --------------------------------------------------------
+
     def campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign:
         """Runs for leader of ``service`` as ``identity`` until the campaign is closed."""
+        service = check_name(service, "service")
+        if not isinstance(identity, str) or not identity:
+            raise ValueError(f"identity {identity!r}: use a non-empty string")
+        with self._errors(f"campaigning for the leadership of {service!r}"):
+            return self._campaign(service, identity, on_change)
 
-    @abc.abstractmethod
     def publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord:
-        """Publishes this replica's fleet report for ``service``."""
+        """Publishes this replica's fleet record for ``service``."""
+        service, replica = check_name(service, "service"), check_name(replica, "replica")
+        with self._errors(f"publishing the fleet record of {replica} for {service!r}"):
+            return self._publish_fleet(service, replica, data)
 
-    @abc.abstractmethod
     def watch_fleet(self, service: str, callback: FleetCallback) -> Handle:
         """Calls ``callback({replica: data})`` with every live fleet record of ``service``
         now and after every change, until the handle is closed."""
+        service = check_name(service, "service")
+        with self._errors(f"watching the fleet of {service!r}"):
+            return self._watch_fleet(service, callback)
+
+    # -- what a backend implements (arguments checked, errors translated by the caller) ------
+
+    @abc.abstractmethod
+    def _watch_members(self, path: str, callback: MembersCallback) -> Handle: ...
+
+    @abc.abstractmethod
+    def _announce(self, path: str, data: bytes) -> Handle: ...
+
+    @abc.abstractmethod
+    def _read_members(self, path: str) -> dict[str, bytes]: ...
+
+    @abc.abstractmethod
+    def _set_member(self, path: str, name: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _remove_member(self, path: str, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def _read_routemap(self, service: str) -> RouteMapRecord | None: ...
+
+    @abc.abstractmethod
+    def _write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None: ...
+
+    @abc.abstractmethod
+    def _history(self, service: str) -> list[RouteMapRecord]: ...
+
+    @abc.abstractmethod
+    def _services(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _read_deploy_state(self, service: str) -> tuple[bytes | None, int]: ...
+
+    @abc.abstractmethod
+    def _write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int: ...
+
+    @abc.abstractmethod
+    def _watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle: ...
+
+    @abc.abstractmethod
+    def _campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign: ...
+
+    @abc.abstractmethod
+    def _publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord: ...
+
+    @abc.abstractmethod
+    def _watch_fleet(self, service: str, callback: FleetCallback) -> Handle: ...
 
 
 def open_store(url: str, **options) -> Store:

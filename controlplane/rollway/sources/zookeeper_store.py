@@ -53,8 +53,6 @@ from rollway.sources.store import (
     RouteMapRecord,
     Store,
     StoreError,
-    check_name,
-    check_version,
 )
 
 log = logging.getLogger(__name__)
@@ -479,50 +477,50 @@ class ZooKeeperStore(Store):
         self.client.stop()
         self.client.close()
 
-    def watch_members(self, path: str, callback: MembersCallback) -> Handle:
+    # -- serversets (arguments checked and errors translated by Store) ---------------------
+
+    def _watch_members(self, path: str, callback: MembersCallback) -> Handle:
         return _MemberWatch(self, path, callback)
 
-    def announce(self, path: str, data: bytes) -> Handle:
-        return _Member(self, path.rstrip("/"), data)
+    def _announce(self, path: str, data: bytes) -> Handle:
+        return _Member(self, path, data)
 
-    def read_members(self, path: str) -> dict[str, bytes]:
-        path = path.rstrip("/")
-        with self._errors(f"reading members of {path}"):
+    def _read_members(self, path: str) -> dict[str, bytes]:
+        try:
+            names = [n for n in self.client.get_children(path) if n.startswith("member_")]
+        except NoNodeError:
+            return {}
+        out = {}
+        for name in names:
             try:
-                names = [n for n in self.client.get_children(path) if n.startswith("member_")]
+                out[name] = self.client.get(f"{path}/{name}")[0]
             except NoNodeError:
-                return {}
-            out = {}
-            for name in names:
-                try:
-                    out[name] = self.client.get(f"{path}/{name}")[0]
-                except NoNodeError:
-                    continue
-            return out
+                continue
+        return out
 
-    def set_member(self, path: str, name: str, data: bytes) -> None:
-        with self._errors(f"updating member {name} of {path}"):
-            try:
-                self.client.set(f"{path.rstrip('/')}/{check_name(name, 'name')}", data)
-            except NoNodeError:
-                raise StoreError(f"member {name} of {path} is gone") from None
+    def _set_member(self, path: str, name: str, data: bytes) -> None:
+        try:
+            self.client.set(f"{path}/{name}", data)
+        except NoNodeError:
+            raise StoreError(f"member {name} of {path} is gone") from None
 
-    def remove_member(self, path: str, name: str) -> None:
-        with self._errors(f"removing member {name} of {path}"):
-            try:
-                self.client.delete(f"{path.rstrip('/')}/{check_name(name, 'name')}")
-            except NoNodeError:
-                pass
+    def _remove_member(self, path: str, name: str) -> None:
+        try:
+            self.client.delete(f"{path}/{name}")
+        except NoNodeError:
+            pass
 
-    def _paths(self, service: str) -> tuple[str, str]:
-        check_name(service, "service")
+    # -- route maps --------------------------------------------------------------------------
+
+    @staticmethod
+    def _paths(service: str) -> tuple[str, str]:
         return f"{ROOT}/{service}/routemap", f"{ROOT}/{service}/history"
 
     @contextlib.contextmanager
-    def _bounded(self, what: str) -> Iterator[None]:
-        """``_errors`` for what an API call waits on (route maps): kazoo queues a request
-        while it reconnects and waits for it without end, so these fail at once while
-        ZooKeeper is away, and wait at most OPERATION_TIMEOUT (``_wait``) otherwise."""
+    def _bounded_errors(self, what: str) -> Iterator[None]:
+        """kazoo queues a request while it reconnects and waits for it without end, so a
+        call an operator waits on fails at once while ZooKeeper is away, and waits at most
+        OPERATION_TIMEOUT (``_wait``) otherwise."""
         with self._errors(what):
             if not self.client.connected:
                 raise ConnectionLoss()
@@ -533,38 +531,36 @@ class ZooKeeperStore(Store):
         API's calls are bounded even when ZooKeeper goes away in the middle of one."""
         return async_result.get(timeout=OPERATION_TIMEOUT)
 
-    def read_routemap(self, service: str) -> RouteMapRecord | None:
+    def _read_routemap(self, service: str) -> RouteMapRecord | None:
         current, _ = self._paths(service)
-        with self._bounded(f"reading the route map of {service!r}"):
-            try:
-                data, _stat = self._wait(self.client.get_async(current))
-            except NoNodeError:
-                return None
+        try:
+            data, _stat = self._wait(self.client.get_async(current))
+        except NoNodeError:
+            return None
         return RouteMapRecord.decode(data, current)
 
-    def write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None:
+    def _write_routemap(self, record: RouteMapRecord, expected_revision: int) -> None:
         current_path, history_path = self._paths(record.service)
         payload = json.dumps(record.to_json_dict(), sort_keys=True).encode()
-        with self._bounded(f"writing the route map of {record.service!r}"):
-            self._wait(self.client.ensure_path_async(history_path))
-            try:
-                data, stat = self._wait(self.client.get_async(current_path))
-                current = RouteMapRecord.decode(data, current_path).revision
-            except NoNodeError:
-                stat, current = None, 0
-            if current != expected_revision or record.revision != expected_revision + 1:
-                raise ConflictError(f"route map of {record.service!r} is at revision {current}, "
-                                    f"not {expected_revision}: fetch it again and retry")
-            tx = self.client.transaction()
-            if stat is None:
-                tx.create(current_path, payload)
-            else:
-                tx.set_data(current_path, payload, version=stat.version)
-            tx.create(f"{history_path}/{record.revision:010d}", payload)
-            # A commit that times out may still land once ZooKeeper is back: the client
-            # hears UNAVAILABLE, and a retry with the same expected revision then gets
-            # ABORTED (compare-and-set), never a second copy.
-            results = self._wait(tx.commit_async())
+        self._wait(self.client.ensure_path_async(history_path))
+        try:
+            data, stat = self._wait(self.client.get_async(current_path))
+            current = RouteMapRecord.decode(data, current_path).revision
+        except NoNodeError:
+            stat, current = None, 0
+        if current != expected_revision or record.revision != expected_revision + 1:
+            raise ConflictError(f"route map of {record.service!r} is at revision {current}, "
+                                f"not {expected_revision}: fetch it again and retry")
+        tx = self.client.transaction()
+        if stat is None:
+            tx.create(current_path, payload)
+        else:
+            tx.set_data(current_path, payload, version=stat.version)
+        tx.create(f"{history_path}/{record.revision:010d}", payload)
+        # A commit that times out may still land once ZooKeeper is back: the client
+        # hears UNAVAILABLE, and a retry with the same expected revision then gets
+        # ABORTED (compare-and-set), never a second copy.
+        results = self._wait(tx.commit_async())
         failures = [r for r in results if isinstance(r, Exception)]
         if failures:
             if any(isinstance(f, (BadVersionError, NodeExistsError)) for f in failures):
@@ -572,72 +568,57 @@ class ZooKeeperStore(Store):
                                     f"{record.revision}: fetch it again and retry")
             raise StoreError(f"writing route map failed: {failures}")
 
-    def history(self, service: str) -> list[RouteMapRecord]:
+    def _history(self, service: str) -> list[RouteMapRecord]:
         _, history_path = self._paths(service)
-        with self._bounded(f"reading the history of {service!r}"):
-            try:
-                names = sorted(self._wait(self.client.get_children_async(history_path)))
-            except NoNodeError:
-                return []
-            return [RouteMapRecord.decode(self._wait(self.client.get_async(f"{history_path}/{n}"))[0],
-                                          f"{history_path}/{n}") for n in names]
+        try:
+            names = sorted(self._wait(self.client.get_children_async(history_path)))
+        except NoNodeError:
+            return []
+        return [RouteMapRecord.decode(self._wait(self.client.get_async(f"{history_path}/{n}"))[0],
+                                      f"{history_path}/{n}") for n in names]
 
-    def services(self) -> list[str]:
-        with self._bounded("listing services"):
-            try:
-                return sorted(s for s in self._wait(self.client.get_children_async(ROOT))
-                              if self._wait(self.client.exists_async(f"{ROOT}/{s}/routemap")))
-            except NoNodeError:
-                return []
+    def _services(self) -> list[str]:
+        try:
+            return sorted(s for s in self._wait(self.client.get_children_async(ROOT))
+                          if self._wait(self.client.exists_async(f"{ROOT}/{s}/routemap")))
+        except NoNodeError:
+            return []
 
     # -- deploy state ----------------------------------------------------------------------
 
-    def read_deploy_state(self, service: str) -> tuple[bytes | None, int]:
-        path = f"{ROOT}/{check_name(service, 'service')}/deploy"
-        with self._errors(f"reading the deploy state of {service!r}"):
-            try:
-                data, stat = self.client.get(path)
-            except NoNodeError:
-                return None, -1
-            return data, stat.version
+    def _read_deploy_state(self, service: str) -> tuple[bytes | None, int]:
+        try:
+            data, stat = self.client.get(f"{ROOT}/{service}/deploy")
+        except NoNodeError:
+            return None, -1
+        return data, stat.version
 
-    def write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int:
-        path = f"{ROOT}/{check_name(service, 'service')}/deploy"
-        check_version(expected_version)
-        with self._errors(f"writing the deploy state of {service!r}"):
-            try:
-                if expected_version == -1:
-                    self.client.create(path, data, makepath=True)
-                    return 0
-                # Never version=-1 here: that is ZooKeeper's "any version".
-                return self.client.set(path, data, version=expected_version).version
-            except (NodeExistsError, BadVersionError, NoNodeError):
-                pass
-        _, current = self.read_deploy_state(service)
+    def _write_deploy_state(self, service: str, data: bytes, expected_version: int) -> int:
+        path = f"{ROOT}/{service}/deploy"
+        try:
+            if expected_version == -1:
+                self.client.create(path, data, makepath=True)
+                return 0
+            # Never version=-1 here: that is ZooKeeper's "any version".
+            return self.client.set(path, data, version=expected_version).version
+        except (NodeExistsError, BadVersionError, NoNodeError):
+            pass
+        _, current = self._read_deploy_state(service)
         raise ConflictError(f"deploy state of {service!r} is at version {current}, not "
                             f"{expected_version}: read it again and retry")
 
-    def watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle:
-        path = f"{ROOT}/{check_name(service, 'service')}/deploy"
-        with self._errors(f"watching the deploy state of {service!r}"):
-            return _DeployWatch(self, path, callback)
+    def _watch_deploy_state(self, service: str, callback: DeployStateCallback) -> Handle:
+        return _DeployWatch(self, f"{ROOT}/{service}/deploy", callback)
 
-    # -- leadership and fleet reports --------------------------------------------------------
+    # -- leadership and fleet records --------------------------------------------------------
 
-    def campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign:
-        check_name(service, "service")
-        if not isinstance(identity, str) or not identity:
-            raise ValueError(f"identity {identity!r}: use a non-empty string")
+    def _campaign(self, service: str, identity: str, on_change: LeadershipCallback) -> Campaign:
         campaign = _Campaign(self, service, identity, on_change)
         self._campaigns.add(campaign)
         return campaign
 
-    def publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord:
-        check_name(service, "service")
-        check_name(replica, "replica")
+    def _publish_fleet(self, service: str, replica: str, data: bytes) -> FleetRecord:
         return _FleetRecord(self, f"{ROOT}/{service}/fleet/{replica}", data)
 
-    def watch_fleet(self, service: str, callback: FleetCallback) -> Handle:
-        path = f"{ROOT}/{check_name(service, 'service')}/fleet"
-        with self._errors(f"watching the fleet of {service!r}"):
-            return _MemberWatch(self, path, callback, prefix="")
+    def _watch_fleet(self, service: str, callback: FleetCallback) -> Handle:
+        return _MemberWatch(self, f"{ROOT}/{service}/fleet", callback, prefix="")
