@@ -40,11 +40,10 @@ sys.path.insert(0, os.path.join(_HERE, "..", "tests"))
 
 import rollway  # noqa: E402
 from rollway.envoy import bootstrap as ec  # noqa: E402
-from rollway.plane.control_plane import ControlPlane  # noqa: E402
+from rollway.server import ControlPlaneServer, PlaneOptions, ServerOptions  # noqa: E402
 from rollway.sources.serverset import member_json  # noqa: E402
 from rollway.sources.store import open_store  # noqa: E402
 from rollway.xds.resources import EXTENSION, build_resources  # noqa: E402
-from rollway.xds.server import XdsThread  # noqa: E402
 
 from envoy_harness import Backends, EnvoyProcess, free_port  # noqa: E402
 from zk_harness import ZooKeeperServer  # noqa: E402
@@ -70,13 +69,11 @@ def wait(predicate, timeout, what, interval=0.002):
 
 def fan_out(n: int, rounds: int) -> tuple[list[float], float]:
     work = Path(tempfile.mkdtemp(prefix="rollway-xds-"))
-    store = open_store(f"file://{work}/store")
-    store.start()
-    plane = ControlPlane(store, debounce=0.01)
-    plane.start()
+    replica = ControlPlaneServer.start(ServerOptions(f"file://{work}/store", PlaneOptions(debounce=0.01),
+                                                     api_port=None, xds_port=0))
+    store, plane, xds = replica.store, replica.plane, replica.xds
     plane.push(json.dumps(ROUTEMAP), 0, "bench", "bench")
     store.announce("/discovery/web/prod", member_json("127.0.0.1", 9000, "v1"))
-    xds = XdsThread(plane, 0)
     cache = xds.xds.cache
     clients = subprocess.Popen([sys.executable, os.path.join(_HERE, "xds_clients.py"), f"127.0.0.1:{xds.port}",
                                 str(n)], stdout=subprocess.PIPE, text=True)
@@ -118,9 +115,7 @@ def fan_out(n: int, rounds: int) -> tuple[list[float], float]:
         clients.kill()
         clients.wait()
         clients.stdout.close()
-        xds.stop()
-        plane.stop()
-        store.stop()
+        replica.stop()
     return times, serialize
 
 
@@ -132,17 +127,15 @@ def routed_to(envoy, headers: dict, backend: str) -> bool:
 def convergence(changes: int) -> list[float]:
     work = Path(tempfile.mkdtemp(prefix="rollway-conv-"))
     zk = ZooKeeperServer(work / "zk").start()
-    store = open_store(f"zk://{zk.hosts}/conv")
-    store.start()
-    agent = open_store(store.url)
+    replica = ControlPlaneServer.start(ServerOptions(f"zk://{zk.hosts}/conv", PlaneOptions(debounce=0.05),
+                                                     api_port=None, xds_port=0))
+    plane, xds = replica.plane, replica.xds
+    agent = open_store(replica.store.url)
     agent.start()
-    plane = ControlPlane(store, debounce=0.05)
-    plane.start()
     doc = {"service": "web", "stages": [ROUTEMAP["stages"][0]]}
     plane.push(json.dumps(doc), 0, "bench", "bench")
     backends = Backends(["v1", "v2"])
     v1 = agent.announce("/discovery/web/prod", member_json(*backends.address("v1"), "v1"))
-    xds = XdsThread(plane, 0)
     listen, admin = free_port(), free_port()
     envoy = EnvoyProcess(ec.ads_bootstrap(xds_host="127.0.0.1", xds_port=xds.port, node_id="conv",
                                           listen_port=listen, admin_port=admin, service="web"), work, listen, admin)
@@ -168,11 +161,9 @@ def convergence(changes: int) -> list[float]:
             times.append(time.perf_counter() - start)
     finally:
         envoy.stop()
-        xds.stop()
         v1.close()
-        plane.stop()
+        replica.stop()
         agent.stop()
-        store.stop()
         zk.stop()
         backends.close()
     return times

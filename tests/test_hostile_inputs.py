@@ -20,6 +20,7 @@ import grpc
 import pytest
 import yaml
 from ads_client import AdsClient
+from harness import Replica
 
 from rollway.api import dashboard as dashboard_module
 from rollway.api.dashboard import DashboardServer
@@ -35,7 +36,6 @@ from rollway.proto import routemap_pb2_grpc as pb_grpc
 from rollway.sources.serverset import build_view, member_json, parse_member
 from rollway.sources.store import RouteMapRecord, open_store
 from rollway.xds import cache as cache_module
-from rollway.xds.server import XdsThread
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
@@ -56,32 +56,12 @@ def rollway(*args, timeout=60, stdin=None):
                           timeout=timeout, stdin=stdin)
 
 
-class Stack:
+class Stack(Replica):
     """A control plane on the file store with its operator API and xDS server."""
 
     def __init__(self, tmp_path: Path, xds: bool = True):
-        self.store = open_store(f"file://{tmp_path}/store")
-        self.store.start()
-        self.plane = ControlPlane(self.store, debounce=0.02)
-        self.plane.start()
-        self.api = serve_operator_api(self.plane, port=0, token=TOKEN)
-        self.xds = XdsThread(self.plane, 0) if xds else None
-        self.stub = pb_grpc.RouteMapServiceStub(grpc.insecure_channel(f"127.0.0.1:{self.api.rollway_port}"))
-        self.handles: list = []
-
-    def announce(self, path: str, data: bytes):
-        handle = self.store.announce(path, data)
-        self.handles.append(handle)
-        return handle
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.close()
-        self.api.stop(0)
-        if self.xds is not None:
-            self.xds.stop()
-        self.plane.stop()
-        self.store.stop()
+        super().__init__(f"file://{tmp_path}/store", xds=xds, token=TOKEN)
+        self.stub = self.client()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ ROOT = Path(__file__).parent.parent / "controlplane" / "rollway"
 # the package's own __init__ (the core's names), which sits just above it.
 LAYERS = {
     "_core": 0, "inputs": 0, "ports": 0, "tls": 0, "proto": 0, "envoy": 0, "ops": 0, "web": 0,
-    "__init__": 1, "sources": 2, "model": 3, "plane": 4, "xds": 5, "api": 6, "tools": 7, "cli": 8,
+    "__init__": 1, "sources": 2, "model": 3, "plane": 4, "xds": 5, "api": 6, "server": 7, "tools": 8, "cli": 9,
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from harness import Replica
 from pki import CA
 
 from rollway.api.operator import MAX_SAMPLE, serve_operator_api
@@ -27,7 +28,6 @@ from rollway.sources.serverset import member_json
 from rollway.sources.store import open_store
 from rollway.tls import ServerTLS
 from rollway.xds.resources import build_resources
-from rollway.xds.server import XdsThread
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
@@ -47,26 +47,17 @@ def pki(tmp_path_factory):
             "envoy": ca.issue("envoy-a", client=True), "rogue_envoy": rogue.issue("envoy-r", client=True)}
 
 
-class Plane:
+class Plane(Replica):
     """A control plane (file store) serving xDS and the operator API over TLS."""
 
     def __init__(self, tmp_path, tls: ServerTLS | None):
-        self.store = open_store(f"file://{tmp_path}/store")
-        self.store.start()
-        self.plane = ControlPlane(self.store, debounce=0.02)
-        self.plane.start()
+        super().__init__(f"file://{tmp_path}/store", token=TOKEN, tls=tls)
         self.backends = Backends(["v1#0"])
         self.plane.push(json.dumps(ROUTEMAP), 0, "alice", "web")
-        self.member = self.store.announce("/discovery/web/prod", member_json(*self.backends.address("v1#0"), "v1"))
-        self.xds = XdsThread(self.plane, 0, tls=tls)
-        self.api = serve_operator_api(self.plane, port=0, token=TOKEN, tls=tls)
+        self.member = self.announce("/discovery/web/prod", member_json(*self.backends.address("v1#0"), "v1"))
 
     def close(self):
-        self.api.stop(0)
-        self.xds.stop()
-        self.member.close()
-        self.plane.stop()
-        self.store.stop()
+        super().close()
         self.backends.close()
 
 

@@ -7,12 +7,10 @@ import threading
 
 import grpc
 import pytest
+from harness import Replica
 from test_control_plane import ROUTEMAP
 
-from rollway.api.operator import serve_operator_api
-from rollway.plane.control_plane import ControlPlane
 from rollway.proto import routemap_pb2 as pb
-from rollway.proto import routemap_pb2_grpc as pb_grpc
 from rollway.sources.serverset import member_json
 
 from conftest import wait_for
@@ -25,18 +23,12 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
 @pytest.fixture
-def api(store_url, open_stores):
-    store = open_stores(store_url)
-    plane = ControlPlane(store, debounce=0.02, sample_size=4000)
-    plane.start()
-    server = serve_operator_api(plane, port=0, token=TOKEN)
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.rollway_port}")
-    stub = pb_grpc.RouteMapServiceStub(channel)
-    stub.store, stub.plane, stub.servicer = store, plane, server.rollway_servicer
+def api(store_url):
+    replica = Replica(store_url, xds=False, token=TOKEN, sample_size=4000)
+    stub = replica.client()
+    stub.store, stub.plane, stub.servicer = replica.store, replica.plane, replica.api.rollway_servicer
     yield stub
-    channel.close()
-    server.stop(0)
-    plane.stop()
+    replica.close()
 
 
 def push(stub, doc, expected, metadata=AUTH):

@@ -16,12 +16,16 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 import yaml
 
 from rollway.cli.errors import CommandError, UsageError
 from rollway.inputs import printable
+
+if TYPE_CHECKING:
+    from rollway.server import ServerOptions
 
 DEFAULT_SERVER = os.environ.get("ROLLWAY_SERVER", "127.0.0.1:7700")
 
@@ -106,12 +110,10 @@ def _session_options(url: str, session_timeout: float | None) -> dict:
 
 # -- serve -------------------------------------------------------------------------------------
 
-def cmd_serve(args) -> int:
-    from rollway.api.operator import serve_operator_api
-    from rollway.plane.control_plane import ControlPlane
-    from rollway.ports import PortInUse
+def serve_options(args) -> ServerOptions:
+    """The flags of ``rollway serve`` as options: nothing past the CLI sees argparse."""
+    from rollway.server import PlaneOptions, ServerOptions
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = _read(args.token_file).strip() if args.token_file else os.environ.get("ROLLWAY_TOKEN")
     tls = None
     if args.tls_cert or args.tls_key or args.tls_client_ca:
@@ -123,51 +125,42 @@ def cmd_serve(args) -> int:
             tls = ServerTLS.load(args.tls_cert, args.tls_key, args.tls_client_ca)
         except TLSConfigError as error:
             raise CommandError(str(error)) from None
-    xds_host = args.xds_host or args.api_host
-    http_host = args.http_host or args.api_host
-    store = _open_store(args.store, **_session_options(args.store, args.session_timeout))
-    plane = ControlPlane(store, debounce=args.debounce, empty_grace=args.empty_grace,
-                         secrets_file=args.secrets_file, ack_timeout=args.ack_timeout, replica_id=args.replica_id,
-                         startup_grace=args.startup_grace)
-    plane.start()
-    server = xds = dashboard = None
+    plane = PlaneOptions(debounce=args.debounce, empty_grace=args.empty_grace, secrets_file=args.secrets_file,
+                         ack_timeout=args.ack_timeout, replica_id=args.replica_id, startup_grace=args.startup_grace)
+    return ServerOptions(args.store, plane, _session_options(args.store, args.session_timeout),
+                         api_host=args.api_host, api_port=args.api_port, token=token, tls=tls,
+                         xds_host=args.xds_host, xds_port=args.xds_port, http_host=args.http_host,
+                         http_port=args.http_port)
+
+
+def cmd_serve(args) -> int:
+    from rollway.ports import PortInUse
+    from rollway.server import ControlPlaneServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = serve_options(args)
+    store = _open_store(options.store_url, **options.store_options)
     try:
-        server = serve_operator_api(plane, port=args.api_port, host=args.api_host, token=token, tls=tls)
-        if args.xds_port is not None:
-            from rollway.xds.server import XdsThread
-
-            xds = XdsThread(plane, args.xds_port, host=xds_host, tls=tls)
-        if args.http_port is not None:
-            from rollway.api.dashboard import DashboardServer
-
-            dashboard = DashboardServer(plane, xds.xds.cache if xds else None, port=args.http_port,
-                                        host=http_host, tls=tls)
+        replica = ControlPlaneServer.start(options, store)
     except PortInUse as error:
-        # A port another process holds: refuse to start (exit 2), releasing what started.
-        if xds is not None:
-            xds.stop()
-        if server is not None:
-            server.stop(0)
-        plane.stop()
+        # A port another process holds: refuse to start (exit 2); start() released the rest.
         store.stop()
         raise UsageError(str(error)) from None
+    tls = options.tls
+    xds_host = options.xds_host or options.api_host
+    http_host = options.http_host or options.api_host
     scheme = "https" if tls else "http"
-    print(f"rollway: control plane on {args.store}, operator API on {args.api_host}:{server.rollway_port}"
+    print(f"rollway: control plane on {args.store}, operator API on {args.api_host}:{replica.api_port}"
           + (" (TLS)" if tls else "")
-          + (f", xDS (ADS) on {xds_host}:{xds.port}" if xds else "")
-          + (" (mTLS)" if xds and tls and tls.client_ca else " (TLS)" if xds and tls else "")
-          + (f", dashboard and /metrics on {scheme}://{http_host}:{dashboard.port}/" if dashboard else ""),
+          + (f", xDS (ADS) on {xds_host}:{replica.xds_port}" if replica.xds else "")
+          + (" (mTLS)" if replica.xds and tls and tls.client_ca else " (TLS)" if replica.xds and tls else "")
+          + (f", dashboard and /metrics on {scheme}://{http_host}:{replica.http_port}/" if replica.dashboard else ""),
           flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    if dashboard is not None:
-        dashboard.stop()
-    if xds is not None:
-        xds.stop()
-    server.stop(1)
-    plane.stop()
+    replica.stop()
     store.stop()
     return 0
 

@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import os
@@ -161,12 +162,10 @@ class Demo:
 
     # lifecycle
     def start(self) -> None:
-        from rollway.api.dashboard import DashboardServer
         from rollway.envoy.bootstrap import ads_bootstrap
         from rollway.envoy.process import EnvoyProcess, free_port
-        from rollway.plane.control_plane import ControlPlane
+        from rollway.server import ControlPlaneServer, PlaneOptions, ServerOptions
         from rollway.sources.store import open_store
-        from rollway.xds.server import XdsThread
 
         if self.args.zk:
             url = f"zk://{self.args.zk}/rollway-demo-{uuid.uuid4().hex[:8]}"
@@ -176,22 +175,22 @@ class Demo:
         self.store = open_store(url)
         self.store.start()
         self.started.append(self.store.stop)
-        self.plane = ControlPlane(self.store, debounce=0.05)
-        self.plane.start()
-        self.started.append(self.plane.stop)
+        options = ServerOptions(url, PlaneOptions(debounce=0.05), api_port=None, xds_port=0,
+                                http_port=self.args.http_port)
+        try:
+            self.replica = ControlPlaneServer.start(options, self.store)
+        except OSError:   # the dashboard's port is taken (a `rollway serve` running?): any free one will do
+            self.replica = ControlPlaneServer.start(dataclasses.replace(options, http_port=0), self.store)
+        self.started.append(self.replica.stop)
+        xds, dashboard = self.replica.xds, self.replica.dashboard
+        assert xds is not None and dashboard is not None      # both asked for above
+        self.plane, self.xds, self.dashboard = self.replica.plane, xds, dashboard
         self.plane.push({"service": SERVICE, "stages": [
             {"name": name, "weight": weight, "mode": "rolling", "serverset": path}
             for name, weight, path, _ in STAGES]}, 0, "rollway-demo", "demo route map")
         for name, _, path, count in STAGES:
             for i in range(count):
                 self._add_host(name, path, OLD, i)
-        self.xds = XdsThread(self.plane, 0)
-        self.started.append(self.xds.stop)
-        try:
-            self.dashboard = DashboardServer(self.plane, self.xds.xds.cache, port=self.args.http_port)
-        except OSError:   # the port is taken (a `rollway serve` running?): any free one will do
-            self.dashboard = DashboardServer(self.plane, self.xds.xds.cache, port=0)
-        self.started.append(self.dashboard.stop)
         for i in range(2):
             listen, admin = free_port(), free_port()
             bootstrap = ads_bootstrap(xds_host="127.0.0.1", xds_port=self.xds.port, node_id=f"demo-envoy-{i + 1}",
