@@ -23,7 +23,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -70,7 +70,7 @@ class RouteMap:
         return json.dumps(self.document, sort_keys=True, separators=(",", ":"))
 
 
-def _fail(path: str, problem: str):
+def _fail(path: str, problem: str) -> NoReturn:
     raise RouteMapError(f"{path}: {problem}")
 
 
@@ -184,113 +184,137 @@ def load_document(text: str | bytes) -> dict:
 
 
 def parse_routemap(text: str | bytes | dict) -> RouteMap:
+    """The route map in ``text`` (YAML or JSON, or a loaded document), checked field by
+    field (RouteMapError names the first bad field) and normalised: defaults filled in,
+    as stored and as the filter config is built from."""
     doc = text if isinstance(text, dict) else load_document(text)
     _check_keys(doc, {"service", "routing_id", "version_cookie", "stage_cookie", "headers", "override", "stages"},
                 {"service", "stages"}, "")
     service = _service(doc["service"], "service")
     out: dict[str, Any] = {"service": service}
-
-    routing_id: dict[str, Any] = {"cookie": "rw_rid", "ttl_seconds": 86400}
-    if "routing_id" in doc:
-        rid = doc["routing_id"]
-        if not isinstance(rid, dict):
-            _fail("routing_id", "must be a mapping")
-        _check_keys(rid, {"cookie", "ttl_seconds", "secure", "signing_key_id"}, set(), "routing_id")
-        if "cookie" in rid:
-            routing_id["cookie"] = _token(rid["cookie"], "routing_id.cookie")
-        if "ttl_seconds" in rid:
-            routing_id["ttl_seconds"] = _positive_int(rid["ttl_seconds"], "routing_id.ttl_seconds", 366 * 86400)
-        if "secure" in rid:
-            if not isinstance(rid["secure"], bool):
-                _fail("routing_id.secure", "must be true or false")
-            routing_id["secure"] = rid["secure"]
-        if "signing_key_id" in rid:
-            routing_id["signing_key_id"] = _name(rid["signing_key_id"], "routing_id.signing_key_id")
+    routing_id = _routing_id(doc["routing_id"] if "routing_id" in doc else {})
     out["routing_id"] = routing_id
-
-    version_cookie = None
-    if "version_cookie" in doc:
-        version_cookie = _token(doc["version_cookie"], "version_cookie")
-        if version_cookie == routing_id["cookie"]:
-            _fail("version_cookie", "must differ from routing_id.cookie")
+    version_cookie, stage_cookie = _cookies(doc, routing_id["cookie"])
+    if version_cookie is not None:
         out["version_cookie"] = version_cookie
-
-    stage_cookie = None
-    if "stage_cookie" in doc:
-        stage_cookie = _token(doc["stage_cookie"], "stage_cookie")
-        if stage_cookie in (routing_id["cookie"], version_cookie or "rw_ver"):
-            _fail("stage_cookie", "must differ from routing_id.cookie and version_cookie")
+    if stage_cookie is not None:
         out["stage_cookie"] = stage_cookie
-
     headers: dict[str, str] = {}
     if "headers" in doc:
-        if not isinstance(doc["headers"], dict):
-            _fail("headers", "must be a mapping")
-        _check_keys(doc["headers"], {"app_version", "refresh", "cluster", "override"}, set(), "headers")
-        headers = {k: _token(v, f"headers.{k}") for k, v in doc["headers"].items()}
-        out["headers"] = headers
-
+        headers = out["headers"] = _headers(doc["headers"])
     override: dict[str, Any] | None = None
     if "override" in doc:
-        ov = doc["override"]
-        if not isinstance(ov, dict):
-            _fail("override", "must be a mapping")
-        _check_keys(ov, {"key_id", "max_ttl_seconds"}, {"key_id"}, "override")
-        override = {"key_id": _name(ov["key_id"], "override.key_id")}
-        if "max_ttl_seconds" in ov:
-            override["max_ttl_seconds"] = _positive_int(ov["max_ttl_seconds"], "override.max_ttl_seconds", 7 * 86400)
-        out["override"] = override
+        override = out["override"] = _override(doc["override"])
+    stages, normalised = _stages(doc["stages"])
+    out["stages"] = normalised
+    return RouteMap(service, tuple(stages), routing_id, version_cookie, headers, override, out, stage_cookie)
 
-    raw_stages = doc["stages"]
+
+def _routing_id(rid: Any) -> dict[str, Any]:
+    routing_id: dict[str, Any] = {"cookie": "rw_rid", "ttl_seconds": 86400}
+    if not isinstance(rid, dict):
+        _fail("routing_id", "must be a mapping")
+    _check_keys(rid, {"cookie", "ttl_seconds", "secure", "signing_key_id"}, set(), "routing_id")
+    if "cookie" in rid:
+        routing_id["cookie"] = _token(rid["cookie"], "routing_id.cookie")
+    if "ttl_seconds" in rid:
+        routing_id["ttl_seconds"] = _positive_int(rid["ttl_seconds"], "routing_id.ttl_seconds", 366 * 86400)
+    if "secure" in rid:
+        if not isinstance(rid["secure"], bool):
+            _fail("routing_id.secure", "must be true or false")
+        routing_id["secure"] = rid["secure"]
+    if "signing_key_id" in rid:
+        routing_id["signing_key_id"] = _name(rid["signing_key_id"], "routing_id.signing_key_id")
+    return routing_id
+
+
+def _cookies(doc: dict, rid_cookie: str) -> tuple[str | None, str | None]:
+    """(version_cookie, stage_cookie): each optional, and no two cookies share a name."""
+    version_cookie = stage_cookie = None
+    if "version_cookie" in doc:
+        version_cookie = _token(doc["version_cookie"], "version_cookie")
+        if version_cookie == rid_cookie:
+            _fail("version_cookie", "must differ from routing_id.cookie")
+    if "stage_cookie" in doc:
+        stage_cookie = _token(doc["stage_cookie"], "stage_cookie")
+        if stage_cookie in (rid_cookie, version_cookie or "rw_ver"):
+            _fail("stage_cookie", "must differ from routing_id.cookie and version_cookie")
+    return version_cookie, stage_cookie
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        _fail("headers", "must be a mapping")
+    _check_keys(raw, {"app_version", "refresh", "cluster", "override"}, set(), "headers")
+    return {k: _token(v, f"headers.{k}") for k, v in raw.items()}
+
+
+def _override(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        _fail("override", "must be a mapping")
+    _check_keys(raw, {"key_id", "max_ttl_seconds"}, {"key_id"}, "override")
+    override: dict[str, Any] = {"key_id": _name(raw["key_id"], "override.key_id")}
+    if "max_ttl_seconds" in raw:
+        override["max_ttl_seconds"] = _positive_int(raw["max_ttl_seconds"], "override.max_ttl_seconds", 7 * 86400)
+    return override
+
+
+def _stages(raw_stages: Any) -> tuple[list[Stage], list[dict[str, Any]]]:
+    """The stages, and their normalised documents, in order."""
     if not isinstance(raw_stages, list) or not raw_stages:
         _fail("stages", "must be a non-empty list")
     if len(raw_stages) > MAX_STAGES:
         _fail("stages", f"{len(raw_stages)} stages, more than the {MAX_STAGES} allowed")
     stages: list[Stage] = []
-    seen: set[str] = set()
-    normalised = []
+    normalised: list[dict[str, Any]] = []
     for i, raw in enumerate(raw_stages):
         path = f"stages[{i}]"
         if not isinstance(raw, dict):
             _fail(path, "must be a mapping")
         _check_keys(raw, {"name", "weight", "mode", "serverset", "slots", "active"}, {"name", "weight", "mode"}, path)
         name = _name(raw["name"], f"{path}.name")
-        if name in seen:
+        if any(s.name == name for s in stages):
             _fail(f"{path}.name", f"duplicate stage {name!r}")
-        seen.add(name)
         weight = _number(raw["weight"], f"{path}.weight")
         mode = raw["mode"]
         if mode == "rolling":
-            for key in ("slots", "active"):
-                if key in raw:
-                    _fail(f"{path}.{key}", "only blue_green stages have slots")
-            serverset = _zk_path(raw.get("serverset"), f"{path}.serverset")
-            stages.append(Stage(name, weight, Mode.ROLLING, serverset=serverset))
-            normalised.append({"name": name, "weight": weight, "mode": mode, "serverset": serverset})
+            stage = _rolling_stage(raw, path, name, weight)
+            normalised.append({"name": name, "weight": weight, "mode": mode, "serverset": stage.serverset})
         elif mode == "blue_green":
-            if "serverset" in raw:
-                _fail(f"{path}.serverset", "a blue_green stage has one serverset per slot, under slots")
-            slots = raw.get("slots")
-            if not isinstance(slots, dict) or len(slots) != 2:
-                _fail(f"{path}.slots", "must name exactly two slots, each with a serverset")
-            slot_paths = {}
-            for slot, spec in slots.items():
-                _name(slot, f"{path}.slots.{slot}")
-                if not isinstance(spec, dict):
-                    _fail(f"{path}.slots.{slot}", "must be a mapping with serverset")
-                _check_keys(spec, {"serverset"}, set(), f"{path}.slots.{slot}")
-                slot_paths[slot] = _zk_path(spec.get("serverset"), f"{path}.slots.{slot}.serverset")
-            active = raw.get("active")
-            if active is None:
-                _fail(f"{path}.active", "is required: which slot serves the stage")
-            if active not in slot_paths:
-                _fail(f"{path}.active", f"names no slot of this stage ({active!r})")
-            stages.append(Stage(name, weight, Mode.BLUE_GREEN, slots=slot_paths, active=active))
-            normalised.append({"name": name, "weight": weight, "mode": mode, "active": active,
-                               "slots": {s: {"serverset": p} for s, p in slot_paths.items()}})
+            stage = _blue_green_stage(raw, path, name, weight)
+            normalised.append({"name": name, "weight": weight, "mode": mode, "active": stage.active,
+                               "slots": {s: {"serverset": p} for s, p in stage.slots.items()}})
         else:
             _fail(f"{path}.mode", f"must be rolling or blue_green (got {mode!r})")
+        stages.append(stage)
     if sum(s.weight for s in stages) <= 0:
         _fail("stages", "every stage has weight 0")
-    out["stages"] = normalised
-    return RouteMap(service, tuple(stages), routing_id, version_cookie, headers, override, out, stage_cookie)
+    return stages, normalised
+
+
+def _rolling_stage(raw: dict, path: str, name: str, weight: float) -> Stage:
+    for key in ("slots", "active"):
+        if key in raw:
+            _fail(f"{path}.{key}", "only blue_green stages have slots")
+    return Stage(name, weight, Mode.ROLLING, serverset=_zk_path(raw.get("serverset"), f"{path}.serverset"))
+
+
+def _blue_green_stage(raw: dict, path: str, name: str, weight: float) -> Stage:
+    if "serverset" in raw:
+        _fail(f"{path}.serverset", "a blue_green stage has one serverset per slot, under slots")
+    slots = raw.get("slots")
+    if not isinstance(slots, dict) or len(slots) != 2:
+        _fail(f"{path}.slots", "must name exactly two slots, each with a serverset")
+    slot_paths = {}
+    for slot, spec in slots.items():
+        _name(slot, f"{path}.slots.{slot}")
+        if not isinstance(spec, dict):
+            _fail(f"{path}.slots.{slot}", "must be a mapping with serverset")
+        _check_keys(spec, {"serverset"}, set(), f"{path}.slots.{slot}")
+        slot_paths[slot] = _zk_path(spec.get("serverset"), f"{path}.slots.{slot}.serverset")
+    active = raw.get("active")
+    if active is None:
+        _fail(f"{path}.active", "is required: which slot serves the stage")
+    if active not in slot_paths:
+        _fail(f"{path}.active", f"names no slot of this stage ({active!r})")
+    return Stage(name, weight, Mode.BLUE_GREEN, slots=slot_paths, active=active)

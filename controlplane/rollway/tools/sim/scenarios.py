@@ -35,58 +35,76 @@ class _Timeline:
         self.events.append((self.t, World(live, dict(self.weights), active, self.episode, self.kind, self.target)))
 
 
+PROD = {"name": "prod", "weight": 99, "mode": "rolling", "serverset": "/discovery/web/prod"}
+
+
 def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, World]], dict]:
     """The scenario as (time, World) steps, and its route map."""
-    h, b, step = cfg.hosts, cfg.batch, cfg.step_interval
-    prod = {"name": "prod", "weight": 99, "mode": "rolling", "serverset": "/discovery/web/prod"}
-    routemap = {"service": "web", "stages": [prod]}
     tl = _Timeline(cfg)
-
     if cfg.scenario == "blue-green":
-        routemap = {"service": "web", "stages": [{"name": "bg", "weight": 1, "mode": "blue_green", "active": "blue",
-                                                  "slots": {"blue": {"serverset": "/d/blue"},
-                                                            "green": {"serverset": "/d/green"}}}]}
-        tl.weights = {"bg": 1.0}
-        world = {"bg/blue": {"v1": h}, "bg/green": {"v2": h}}
-        tl.emit(world)
-        tl.t += 60
-        tl.emit(world, SWITCH, active="green")
-        return tl.events, routemap
+        return _blue_green(cfg, tl)
     if cfg.scenario == "canary-ramp":
-        routemap["stages"] = [{"name": "canary", "weight": 0.5, "mode": "rolling", "serverset": "/d/canary"}, prod]
-        world = {"prod": {"v1": h}, "canary": {"v2": max(2, h // 5)}}
-        tl.weights = {"canary": 0.5, "prod": 99.5}
-        tl.emit(world)
-        for w in (1, 2, 5):
-            tl.t += step * 2
-            tl.weights = {"canary": float(w), "prod": 100.0 - w}
-            tl.emit(world, WEIGHTS)
-        return tl.events, routemap
-
+        return _canary_ramp(cfg, tl)
     if cfg.scenario == "third-version":
-        # v2 replaces v1 until half the hosts run v2; then v3 starts and replaces the oldest
-        # hosts first (the rest of v1, then v2) until it runs everywhere.
-        hosts = ["v1"] * h
-        tl.emit({"prod": {"v1": h}})
-        kind: str | None = DEPLOY
-        while hosts.count("v2") < h // 2:
-            tl.t += step
-            for _ in range(b):
-                if "v1" in hosts:
-                    hosts[hosts.index("v1")] = "v2"
-            tl.emit({"prod": {v: hosts.count(v) for v in ("v1", "v2")}}, kind, target="v2")
-            kind = None
-        kind = DEPLOY
-        while hosts.count("v3") < h:
-            tl.t += step
-            for _ in range(b):
-                oldest = "v1" if "v1" in hosts else "v2"
-                if oldest in hosts:
-                    hosts[hosts.index(oldest)] = "v3"
-            tl.emit({"prod": {v: hosts.count(v) for v in ("v1", "v2", "v3")}}, kind, target="v3")
-            kind = None
-        return tl.events, routemap
+        return _third_version(cfg, tl)
+    return _rolling(cfg, rng, tl)
 
+
+def _blue_green(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, World]], dict]:
+    routemap = {"service": "web", "stages": [{"name": "bg", "weight": 1, "mode": "blue_green", "active": "blue",
+                                              "slots": {"blue": {"serverset": "/d/blue"},
+                                                        "green": {"serverset": "/d/green"}}}]}
+    tl.weights = {"bg": 1.0}
+    world = {"bg/blue": {"v1": cfg.hosts}, "bg/green": {"v2": cfg.hosts}}
+    tl.emit(world)
+    tl.t += 60
+    tl.emit(world, SWITCH, active="green")
+    return tl.events, routemap
+
+
+def _canary_ramp(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, World]], dict]:
+    routemap = {"service": "web",
+                "stages": [{"name": "canary", "weight": 0.5, "mode": "rolling", "serverset": "/d/canary"}, PROD]}
+    world = {"prod": {"v1": cfg.hosts}, "canary": {"v2": max(2, cfg.hosts // 5)}}
+    tl.weights = {"canary": 0.5, "prod": 99.5}
+    tl.emit(world)
+    for w in (1, 2, 5):
+        tl.t += cfg.step_interval * 2
+        tl.weights = {"canary": float(w), "prod": 100.0 - w}
+        tl.emit(world, WEIGHTS)
+    return tl.events, routemap
+
+
+def _third_version(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, World]], dict]:
+    """v2 replaces v1 until half the hosts run v2; then v3 starts and replaces the oldest
+    hosts first (the rest of v1, then v2) until it runs everywhere."""
+    h, b, step = cfg.hosts, cfg.batch, cfg.step_interval
+    hosts = ["v1"] * h
+    tl.emit({"prod": {"v1": h}})
+    kind: str | None = DEPLOY
+    while hosts.count("v2") < h // 2:
+        tl.t += step
+        for _ in range(b):
+            if "v1" in hosts:
+                hosts[hosts.index("v1")] = "v2"
+        tl.emit({"prod": {v: hosts.count(v) for v in ("v1", "v2")}}, kind, target="v2")
+        kind = None
+    kind = DEPLOY
+    while hosts.count("v3") < h:
+        tl.t += step
+        for _ in range(b):
+            oldest = "v1" if "v1" in hosts else "v2"
+            if oldest in hosts:
+                hosts[hosts.index(oldest)] = "v3"
+        tl.emit({"prod": {v: hosts.count(v) for v in ("v1", "v2", "v3")}}, kind, target="v3")
+        kind = None
+    return tl.events, {"service": "web", "stages": [PROD]}
+
+
+def _rolling(cfg: SimConfig, rng: random.Random, tl: _Timeline) -> tuple[list[tuple[float, World]], dict]:
+    """A rolling deploy of v2 over v1 (in place or surge-style), with the autoscaler or spot
+    losses acting between steps, and turned back halfway in the rollback scenarios."""
+    h, b, step = cfg.hosts, cfg.batch, cfg.step_interval
     surge = cfg.scenario.startswith("surge-")
     back = cfg.scenario in ("rollback", "surge-rollback")
     counts = {"v1": float(h), "v2": 0.0}     # hosts; what is registered is counts x scale
@@ -108,7 +126,7 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
             emit(kind)
 
     emit()
-    kind = DEPLOY
+    kind: str | None = DEPLOY
     steps = 0
     while counts["v1"] > 0 and not (back and counts["v2"] >= h // 2):
         tl.t += step / 2 if surge else step
@@ -128,7 +146,7 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
             tl.t += step / 2 if surge else step
             move("v2", "v1", min(float(b), counts["v2"]), kind)
             kind = None
-    return tl.events, routemap
+    return tl.events, {"service": "web", "stages": [PROD]}
 
 
 def with_faults(cfg: SimConfig) -> SimConfig:
