@@ -7,10 +7,10 @@ from __future__ import annotations
 from rollway.model.admission import known_versions
 from rollway.model.deploy_state import DeployState
 from rollway.model.filter_config import FilterConfig
-from rollway.model.fleet import FleetKnowledge
+from rollway.model.fleet_knowledge import FleetKnowledge
 from rollway.model.publication import advance, render_config
 from rollway.model.routemap import parse_routemap
-from rollway.plane.fleet import EnvoyReport, FleetView, decode_reports, encode_reports
+from rollway.plane.fleet_records import EnvoyReport, FleetView, decode_reports, encode_reports
 from rollway.sources.serverset import ServersetView
 
 # Build ids like git commits: alphabetical order is the reverse of their age.

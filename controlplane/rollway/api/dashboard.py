@@ -135,7 +135,7 @@ def _stage_version(stat: str) -> str | None:
 
 
 def _services(plane: ControlPlane):
-    """(name, ServiceState) of every service the control plane holds, by name."""
+    """(name, ServiceController) of every service the control plane holds, by name."""
     for name in sorted(plane.services):
         try:
             yield name, plane.service(name)

@@ -14,7 +14,7 @@ there by every Envoy before any Envoy starts moving them).
 Two halves, so that the leader decides and every replica serves the same thing:
 
 - ``decide(wanted, state, fleet)``: the leader advances ``AdmissionState`` by what the
-  fleet knows (``fleet.all_know(key)``: O(1) per key with ``rollway.model.fleet``);
+  fleet knows (``fleet.all_know(key)``: O(1) per key with ``rollway.model.fleet_knowledge``);
 - ``render(config, state)``: the config a decided state makes of ``config`` (a new value),
   the only thing a follower does. ``apply_admission`` is both, in order.
 """

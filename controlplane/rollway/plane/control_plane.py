@@ -4,7 +4,7 @@ state and fleet say now, and the filter config that follows.
 Transport-free (the operator API in ``rollway.api`` and the xDS server in ``rollway.xds``
 sit on top). For each service with a route map it keeps one ``ServersetWatcher`` per
 serverset, the service's deploy state record (``rollway.model.deploy_state``), the fleet
-as every replica reports it (``rollway.plane.fleet``), and the current filter config.
+as every replica reports it (``rollway.plane.fleet_records``), and the current filter config.
 Several replicas act as one: per service one leader (elected through the store) turns
 evidence into deploy-state changes with compare-and-set; every replica renders the same
 config from the record. Listeners hear about every new filter config / status.
@@ -15,7 +15,7 @@ through the store, so several control-plane replicas against one ZooKeeper agree
 The xDS layer attaches itself (``attach``: an ``EnvoySource``, asked what the Envoys hold)
 and reports through ``report_envoys`` and ``report_snapshot``; nothing outside this package
 assigns the plane's attributes. Threads: the ``rollway-plane`` worker makes every decision
-(``ServiceState.recompute``) and flushes fleet records; store threads and debounce timers
+(``ServiceController.recompute``) and flushes fleet records; store threads and debounce timers
 only record what they saw under the service's lock and ``schedule`` it; the refresh thread
 loads route maps; API threads read, and push through ``push``/``rollback``
 (docs/design.md, "Threads").
@@ -48,11 +48,12 @@ from rollway.inputs import InputError, check_name, check_text, printable
 from rollway.model.deploy_state import DeployState
 from rollway.model.direction import DirectionTracker
 from rollway.model.filter_config import FilterConfig, Mode
-from rollway.model.fleet import NOBODY
-from rollway.model.publication import advance, build_filter_config, endpoints_by_cluster, render_config
+from rollway.model.fleet_knowledge import NOBODY
+from rollway.model.publication import build_filter_config, endpoints_by_cluster
 from rollway.model.routemap import RouteMapError
 from rollway.model.validation import check_routemap
-from rollway.plane.fleet import EnvoyReport, FleetView, decode_reports, encode_reports
+from rollway.plane.decision import decide
+from rollway.plane.fleet_records import EnvoyReport, FleetView, decode_reports, encode_reports
 from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view
 from rollway.sources.store import Campaign, ConflictError, FleetRecord, RecordError, RouteMapRecord, Store, StoreError
 
@@ -101,7 +102,7 @@ class _NoEnvoys:
         return None
 
 
-class ServiceState:
+class ServiceController:
     """One service as this replica holds it: route map, serverset views, the deploy state
     record, the fleet, and the filter config it serves.
 
@@ -307,21 +308,14 @@ class ServiceState:
             return
         with self.lock:
             self.fleet.expire()
-            if self.leading and self.deploy_loaded:
-                state = self.deploy.copy()
-                # A replica that has just started, mid-deploy, has not seen the fleet yet: its
-                # Envoys may still be reconnecting. It releases nothing until it has.
-                fleet = self.fleet.knowledge if self.fresh or self.plane.fleet_seen() else NOBODY
-                config = advance(self.routemap, self.views, state, fleet, self.plane.secrets_file,
-                                 self.record.revision, now=time.time())
-                if state.to_json() != self.deploy.to_json():
-                    expected = self.deploy_version
-                else:
-                    expected = None
-            else:
-                state = None
-                config = render_config(self.routemap, self.views, self.deploy, self.plane.secrets_file)
-        if state is not None and expected is not None:
+            # A replica that has just started, mid-deploy, has not seen the fleet yet: its
+            # Envoys may still be reconnecting. It releases nothing until it has.
+            fleet = self.fleet.knowledge if self.fresh or self.plane.fleet_seen() else NOBODY
+            decision = decide(self.routemap, self.views, self.deploy, fleet, leading=self.leading,
+                              secrets_file=self.plane.secrets_file, routemap_revision=self.record.revision,
+                              now=time.time())
+            config, state, expected = decision.config, decision.write, self.deploy_version
+        if state is not None:
             try:
                 version = self.plane.store.write_deploy_state(self.service, state.to_json(), expected)
             except ConflictError:
@@ -440,7 +434,7 @@ class ControlPlane:
         self.debounce, self.empty_grace = debounce, empty_grace
         self.secrets_file = secrets_file
         self.sample_size = sample_size
-        self.services: dict[str, ServiceState] = {}
+        self.services: dict[str, ServiceController] = {}
         # Services whose stored route map (at the revision named) cannot be served, and why:
         # skipped, reported in status, /readyz and /metrics, logged once per revision.
         self.broken: dict[str, tuple[int, str]] = {}
@@ -640,19 +634,19 @@ class ControlPlane:
             except Exception:
                 log.exception("control-plane listener failed")
 
-    def _ensure_service(self, record: RouteMapRecord) -> ServiceState:
+    def _ensure_service(self, record: RouteMapRecord) -> ServiceController:
         try:
             return self._load_service(record)
         except (RouteMapError, InputError) as error:
             self._mark_broken(record.service, record.revision, str(error))
             raise
 
-    def _load_service(self, record: RouteMapRecord) -> ServiceState:
+    def _load_service(self, record: RouteMapRecord) -> ServiceController:
         with self._lock:
             state = self.services.get(record.service)
             created = state is None
             if state is None:
-                state = ServiceState(self, record)
+                state = ServiceController(self, record)
                 self.services[record.service] = state
         if created:
             try:
@@ -678,7 +672,7 @@ class ControlPlane:
 
     # -- reads ---------------------------------------------------------------------------
 
-    def service(self, name: str) -> ServiceState:
+    def service(self, name: str) -> ServiceController:
         check_name(name, "service")
         state = self.services.get(name)
         if state is None:
@@ -826,4 +820,4 @@ def read_view_once(store: Store, path: str, timeout: float = 5.0) -> ServersetVi
     return build_view(path, box.get("members", {}))
 
 
-__all__ = ["ControlPlane", "ConflictError", "NotFound", "RouteMapError", "ServiceState", "StageStatus"]
+__all__ = ["ControlPlane", "ConflictError", "NotFound", "RouteMapError", "ServiceController", "StageStatus"]

@@ -26,7 +26,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-from rollway.model.fleet import FleetKnowledge
+from rollway.model.fleet_knowledge import FleetKnowledge
 
 
 @dataclass(frozen=True)

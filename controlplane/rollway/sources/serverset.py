@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from rollway.inputs import InputError, check_ip, check_port, check_version, check_weight
 from rollway.sources.store import Handle, Store
+from rollway.sources.view_policy import DebounceWindow, EmptyGrace
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,11 @@ class ServersetWatcher:
         self.store, self.path, self.on_view = store, path, on_view
         self.debounce, self.empty_grace = debounce, empty_grace
         self.view: ServersetView | None = None
-        self.suspicious_empties = 0
+        self._window = DebounceWindow(debounce)
+        self._grace = EmptyGrace(empty_grace)
         self._pending: dict[str, bytes] | None = None
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
-        self._empty_since: float | None = None
         self._handle: Handle | None = None
         self._parsed: ParseCache = {}
 
@@ -166,10 +167,15 @@ class ServersetWatcher:
             if self._timer:
                 self._timer.cancel()
 
+    @property
+    def suspicious_empties(self) -> int:
+        """How often the serverset went from members to none (each held for the grace)."""
+        return self._grace.holds
+
     def _on_members(self, members: dict[str, bytes]) -> None:
         with self._lock:
             self._pending = members
-            if self._timer is None:  # the first change of a batch starts the clock
+            if self._window.notice(time.monotonic()):   # the first change of a batch starts the clock
                 self._timer = threading.Timer(self.debounce, self._flush)
                 self._timer.daemon = True
                 self._timer.start()
@@ -177,30 +183,26 @@ class ServersetWatcher:
     def _flush(self) -> None:
         with self._lock:
             members, self._pending, self._timer = self._pending, None, None
+            self._window.expire()
         if members is None:
             return
         view = build_view(self.path, members, self._parsed)
         previous = self.view
-        if view.members == 0 and previous is not None and previous.members > 0:
-            now = time.time()
-            if self._empty_since is None:
-                self._empty_since = now
-                self.suspicious_empties += 1
-                log.warning("serverset %s went from %d members to none; holding the last view for %.0fs",
-                            self.path, previous.members, self.empty_grace)
-            if now - self._empty_since < self.empty_grace:
-                held = ServersetView(previous.path, previous.capacity, previous.endpoints, previous.members,
-                                     view.skipped, held_empty=True)
-                self._publish(held)
-                # Look again when the grace period ends, even if nothing else changes.
-                retry = threading.Timer(self.empty_grace - (now - self._empty_since) + 0.01,
-                                        self._on_members, args=(members,))
-                retry.daemon = True
-                retry.start()
-                return
-        else:
-            self._empty_since = None
-        self._publish(view)
+        holds = self._grace.holds
+        left = self._grace.hold_for(previous.members if previous else 0, view.members, time.time())
+        if left is None:
+            self._publish(view)
+            return
+        assert previous is not None      # a hold needs a view shown before
+        if self._grace.holds != holds:
+            log.warning("serverset %s went from %d members to none; holding the last view for %.0fs",
+                        self.path, previous.members, self.empty_grace)
+        self._publish(ServersetView(previous.path, previous.capacity, previous.endpoints, previous.members,
+                                    view.skipped, held_empty=True))
+        # Look again when the grace period ends, even if nothing else changes.
+        retry = threading.Timer(left + 0.01, self._on_members, args=(members,))
+        retry.daemon = True
+        retry.start()
 
     def _publish(self, view: ServersetView) -> None:
         self.view = view

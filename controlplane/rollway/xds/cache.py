@@ -1,7 +1,7 @@
 """The snapshot cache: per (service, listener port), the resources of the control plane's
 current filter config, built once per change and shared by every stream, as in
 go-control-plane's ``SetSnapshot``. It decides nothing: the filter config it serves
-(admission included) is the control plane's (``ServiceState.config``).
+(admission included) is the control plane's (``ServiceController.config``).
 
 Usage::
 

@@ -1,13 +1,13 @@
-"""The control plane and the Envoys as the simulator runs them.
+"""The doubles the simulator runs in place of the control plane's replicas and the Envoys.
 
-``ControlPlane``: the serverset watchers' view (a debounce window, the empty-serverset
-grace), the leader's ``advance`` on the shared deploy state and the followers'
-``render_config`` (rollway.model.publication, the functions the server runs), and the deploy
-gate. ``Envoy``: one xDS stream each: every update arrives after a lag drawn afresh
-(uniform 0..lag_max, never overtaking the one before), the stream breaks and reconnects
-to the next replica, an ACK says what the Envoy knows only for a config the server still
-retains (its last ``RETAINED``, as ``SnapshotCache.on_ack`` does), and a silent Envoy
-applies nothing more.
+``SimulatedPlane``: the serverset watchers' rules (``rollway.sources.view_policy``: the
+debounce window, the empty-serverset grace) on the simulator's clock, the replicas' step
+(``rollway.plane.decision.decide``: the leader advancing the shared deploy state, followers
+rendering it; the functions the server runs), and the deploy gate. ``SimulatedEnvoy``: one
+xDS stream each: every update arrives after a lag drawn afresh (uniform 0..lag_max, never
+overtaking the one before), the stream breaks and reconnects to the next replica, an ACK
+says what the Envoy knows only for a config the server still retains (its last
+``RETAINED``, as ``SnapshotCache.on_ack`` does), and a silent Envoy applies nothing more.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from rollway import Router
 from rollway.model.admission import KnowsSets, known_versions
 from rollway.model.deploy_state import DeployState
 from rollway.model.filter_config import BlueGreenStage, FilterConfig, Way
-from rollway.model.publication import advance, render_config
 from rollway.model.routemap import parse_routemap
+from rollway.plane.decision import decide
 from rollway.sources.serverset import ServersetView
+from rollway.sources.view_policy import DebounceWindow, EmptyGrace
 from rollway.tools.sim.model import SimConfig, World
 from rollway.xds.cache import RETAINED
 
 
-class ControlPlane:
+class SimulatedPlane:
     def __init__(self, routemap: dict, cfg: SimConfig):
         self.routemap = parse_routemap(routemap)
         self.cfg = cfg
@@ -36,39 +37,32 @@ class ControlPlane:
         self.retained: list[FilterConfig] = []          # the last RETAINED configs, whose ACKs still count
         self.members: dict[str, dict[str, float]] = {}  # registered capacity when the last window closed
         self.view: dict[str, dict[str, float]] = {}     # what the watchers report (empty ones held)
-        self.window_end: float | None = None    # an open debounce window closes then
-        self.empty_since: dict[str, float] = {}  # serversets held at their last view since
+        self.window = DebounceWindow(cfg.debounce)      # the watchers' rules (rollway.sources.view_policy)
+        self.grace: dict[str, EmptyGrace] = {}          # per serverset
         self.leader, self.leader_down_until = 0, -1.0
 
     # -- the serverset watchers --------------------------------------------------------
     def notice(self, t: float) -> None:
         """A member changed: a window opens, unless one is open."""
-        if self.window_end is None:
-            self.window_end = t + self.cfg.debounce
+        self.window.notice(t)
 
     def flush(self, t: float, registered: dict[str, dict[str, float]]) -> bool:
         """Takes the members when the window closes; holds a serverset that turns empty at
         its last view for ``empty_grace``. Returns whether the view changed."""
-        if self.window_end is not None and t >= self.window_end:
-            self.window_end = None
+        if self.window.close(t):
             self.members = {k: {v: c for v, c in caps.items() if c > 0} for k, caps in registered.items()}
         view = {}
         for key, caps in self.members.items():
-            if not caps and self.view.get(key):
-                since = self.empty_since.setdefault(key, t)
-                if t - since < self.cfg.empty_grace:
-                    caps = self.view[key]            # held: an empty view is not believed yet
-                else:
-                    del self.empty_since[key]
-            else:
-                self.empty_since.pop(key, None)
+            grace = self.grace.setdefault(key, EmptyGrace(self.cfg.empty_grace))
+            if grace.hold_for(len(self.view.get(key) or {}), len(caps), t) is not None:
+                caps = self.view[key]            # held: an empty view is not believed yet
             view[key] = caps
         changed = view != self.view
         self.view = view
         return changed
 
     def view_current(self) -> bool:
-        return self.window_end is None and not self.empty_since
+        return not self.window.open and not any(g.holding for g in self.grace.values())
 
     # -- deciding ----------------------------------------------------------------------
     def leading(self, t: float) -> bool:
@@ -86,15 +80,15 @@ class ControlPlane:
                 stage["active"] = world.active
         routemap = parse_routemap(doc)
         views = {k: ServersetView(k, dict(caps), {}, int(sum(caps.values())), 0) for k, caps in self.view.items()}
-        if self.leading(t):
-            generation = self.state.generation
-            config = advance(routemap, views, self.state, KnowsSets(quorum), now=t)
-            if self.current is not None and config.generation == generation:
-                return None
-        else:
-            config = render_config(routemap, views, self.state)
-            if config == self.current:
-                return None
+        leading, generation = self.leading(t), self.state.generation
+        decision = decide(routemap, views, self.state, KnowsSets(quorum), leading=leading, now=t)
+        config = decision.config
+        if decision.write is not None:
+            self.state = decision.write        # the simulated store takes every write
+        if leading and self.current is not None and config.generation == generation:
+            return None
+        if not leading and config == self.current:
+            return None
         self.current = config
         self.retained = (self.retained + [config])[-RETAINED:]
         return config
@@ -107,7 +101,7 @@ class ControlPlane:
 
 
 @dataclass
-class Envoy:
+class SimulatedEnvoy:
     replica: int = 0
     silent_from: float | None = None      # stops applying and ACKing configs from then
     disconnected_until: float = -1.0      # its stream broke: no config until then
@@ -138,7 +132,7 @@ class Envoy:
         self.disconnected_until = t + reconnect
         self.replica = (self.replica + 1) % max(1, replicas)
 
-    def receive(self, t: float, plane: ControlPlane) -> bool:
+    def receive(self, t: float, plane: SimulatedPlane) -> bool:
         """Applies the newest update that has arrived; returns whether it applied one."""
         due = [p for p in self.pending if p[0] <= t]
         if not due:
@@ -148,7 +142,7 @@ class Envoy:
         self.apply(config, episode, plane)
         return True
 
-    def apply(self, config: FilterConfig, episode: int, plane: ControlPlane) -> None:
+    def apply(self, config: FilterConfig, episode: int, plane: SimulatedPlane) -> None:
         self.config, self.episode, self.router = config, episode, Router(config.to_text())
         self.weights = {stage.name: stage.weight for stage in config.stages}   # as applied
         if plane.retains(config):
