@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from lagging_link import LaggingLink
 
 from rollway.envoy import bootstrap as ec
 from rollway.plane.control_plane import ControlPlane
@@ -24,7 +25,7 @@ ROUTEMAP = {"service": "web", "stages": [
     {"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/discovery/web/prod"}]}
 
 
-class World:
+class EnvoyPair:
     """ZooKeeper, a control plane with its xDS server, backends and two Envoys."""
 
     def __init__(self, zookeeper, tmp_path, delays=None, secrets_file=None, ack_timeout=30.0):
@@ -37,16 +38,18 @@ class World:
         self.plane.start()
         self.backends = Backends([f"{v}#{i}" for v in ("v1", "v2") for i in range(HOSTS)])
         self.members: dict[str, object] = {}
-        self.delays = delays or {}
         self.xds_port = free_port()
-        self.xds = XdsThread(self.plane, self.xds_port, delays=self.delays)
+        self.xds = XdsThread(self.plane, self.xds_port)
+        # An Envoy given a delay hears every response that much late (a slow path to it).
+        self.links = {node: LaggingLink(self.xds_port, delay) for node, delay in (delays or {}).items()}
         # Envoys report ready only once they hold a config: the route map comes first.
         self.plane.push(json.dumps(ROUTEMAP), 0, "alice", "web on ZooKeeper")
         self.set_hosts(0)
         self.envoys = {}
         for node in ("envoy-a", "envoy-b"):
             listen, admin = free_port(), free_port()
-            bootstrap = ec.ads_bootstrap(xds_host="127.0.0.1", xds_port=self.xds_port, node_id=node,
+            port = self.links[node].port if node in self.links else self.xds_port
+            bootstrap = ec.ads_bootstrap(xds_host="127.0.0.1", xds_port=port, node_id=node,
                                          listen_port=listen, admin_port=admin, service="web")
             self.envoys[node] = EnvoyProcess(bootstrap, tmp_path, listen, admin).start()
 
@@ -82,6 +85,8 @@ class World:
         for envoy in self.envoys.values():
             envoy.stop()
         self.xds.stop()
+        for link in self.links.values():
+            link.close()
         for member in self.members.values():
             member.close()
         self.plane.stop()
@@ -124,7 +129,7 @@ class Browser:
 
 @pytest.fixture
 def world(zookeeper, tmp_path):
-    w = World(zookeeper, tmp_path, delays={"envoy-b": 0.4})  # envoy-b hears everything late
+    w = EnvoyPair(zookeeper, tmp_path, delays={"envoy-b": 0.4})  # envoy-b hears everything late
     yield w
     w.close()
 
@@ -200,7 +205,7 @@ def test_endpoint_churn_moves_eds_and_ecds_but_not_the_listener(world):
 def test_a_config_the_filter_rejects_is_nacked_and_the_old_one_keeps_serving(zookeeper, tmp_path):
     secrets = tmp_path / "secrets.json"
     secrets.write_text(json.dumps({"rid-1": "a-routing-id-secret-of-enough-length"}))
-    w = World(zookeeper, tmp_path, secrets_file=str(secrets))
+    w = EnvoyPair(zookeeper, tmp_path, secrets_file=str(secrets))
     try:
         wait_for(w.converged, timeout=30, what="convergence")
         bad = json.loads(json.dumps(ROUTEMAP))
@@ -233,7 +238,7 @@ def test_envoys_keep_routing_without_the_control_plane_and_resync_when_it_return
     time.sleep(0.5)
     for envoy in world.envoys.values():
         assert envoy.get("/").json["backend"].startswith("v1")  # last config still serving
-    world.xds = XdsThread(world.plane, world.xds_port, delays=world.delays)
+    world.xds = XdsThread(world.plane, world.xds_port)
     wait_for(world.converged, timeout=60, what="Envoys to reconnect and resync")
     for envoy in world.envoys.values():
         assert envoy.get("/").json["backend"].startswith("v2")
@@ -283,7 +288,7 @@ def test_deploy_wait_blocks_while_an_envoy_lags_and_returns_once_it_acks(zookeep
 
     from rollway.api.operator import serve_operator_api
 
-    w = World(zookeeper, tmp_path, delays={"envoy-b": 2.0})   # envoy-b hears everything 2 s late
+    w = EnvoyPair(zookeeper, tmp_path, delays={"envoy-b": 2.0})   # envoy-b hears everything 2 s late
     api = serve_operator_api(w.plane, port=0, token=None)
     server = f"127.0.0.1:{api.rollway_port}"
 
@@ -315,7 +320,7 @@ def test_deploy_wait_blocks_while_an_envoy_lags_and_returns_once_it_acks(zookeep
 def test_nacking_envoys_leave_the_quorum_after_the_ack_timeout_and_hold_admission_no_longer(zookeeper, tmp_path):
     secrets = tmp_path / "secrets.json"
     secrets.write_text(json.dumps({"rid-1": "a-routing-id-secret-of-enough-length"}))
-    w = World(zookeeper, tmp_path, secrets_file=str(secrets), ack_timeout=3)
+    w = EnvoyPair(zookeeper, tmp_path, secrets_file=str(secrets), ack_timeout=3)
     try:
         wait_for(w.converged, timeout=30, what="convergence")
         bad = json.loads(json.dumps(ROUTEMAP))

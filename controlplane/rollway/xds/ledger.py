@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from rollway.envoy.edge import EdgeOptions
-from rollway.plane.fleet import EnvoyReport
+from rollway.plane.fleet_records import EnvoyReport
 from rollway.xds.resources import (
     CLUSTER,
     DEFAULT_LISTEN_ADDRESS,
@@ -79,6 +79,7 @@ class EnvoyNode:
 
     behind: set = field(default_factory=set)   # types whose last send it has not ACKed
     clusters: set = field(default_factory=set)  # the CDS clusters of the last snapshot it was offered
+    warm: set = field(default_factory=set)      # clusters whose endpoints it has ACKed (EDS)
 
     @property
     def listener(self) -> ListenerSpec:
