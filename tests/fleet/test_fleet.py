@@ -33,6 +33,7 @@ import pytest
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]
 from netns import Network
+
 from pki import CA
 
 pytestmark = [pytest.mark.fleet, pytest.mark.envoy, pytest.mark.zookeeper]

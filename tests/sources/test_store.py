@@ -1,7 +1,7 @@
 """The store's five parts, one suite for both backends (a real ZooKeeper, and the file
 store): serversets, route maps, deploy state, and the checks and error translation that
 ``Store`` writes once for both. Leadership and fleet records between replicas:
-test_store_coordination.py."""
+test_store_coordination.py, beside it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 
 import grpc
 import pytest
-from harness import Replica
 from kazoo.exceptions import ConnectionLoss
 
 from rollway.proto import routemap_pb2 as pb
@@ -27,6 +26,7 @@ from rollway.sources.store import (
 )
 
 from conftest import wait_for
+from harness import Replica
 
 PATH = "/discovery/web/prod"
 DOC = {"service": "web", "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": PATH}]}

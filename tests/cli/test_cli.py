@@ -10,7 +10,7 @@ import pytest
 # Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
 pytestmark = [pytest.mark.slow]
 
-EXAMPLE = pathlib.Path(__file__).parent.parent / "envoy-config" / "filter-config.example.json"
+EXAMPLE = pathlib.Path(__file__).parents[2] / "envoy-config" / "filter-config.example.json"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = [pytest.mark.fuzz]
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 SECONDS = int(os.environ.get("ROLLWAY_FUZZ_SECONDS", "30"))
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from harness import Replica
-from pki import CA
 
 from rollway.api.operator import MAX_SAMPLE, serve_operator_api
 from rollway.envoy import bootstrap as ec
@@ -31,6 +29,8 @@ from rollway.xds.resources import build_resources
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
+from harness import Replica
+from pki import CA
 
 pytestmark = [pytest.mark.envoy]
 
@@ -215,7 +215,7 @@ def test_the_control_plane_names_the_module_and_builds_the_listener_the_envoy_as
     from rollway.model.filter_config import FilterConfig
     from rollway.xds.resources import ListenerSpec
 
-    example = Path(__file__).parent.parent / "envoy-config" / "filter-config.example.json"
+    example = Path(__file__).parents[2] / "envoy-config" / "filter-config.example.json"
     edge = EdgeOptions.parse({"xff_num_trusted_hops": 2})
     resources = build_resources(FilterConfig.from_json(json.loads(example.read_text())), {}, ListenerSpec(8080, "10.1.2.3", edge), cache={})
 

@@ -10,7 +10,6 @@ import json
 import time
 
 import pytest
-from ads_client import AdsClient
 
 from rollway.plane.control_plane import ControlPlane
 from rollway.sources.serverset import member_json
@@ -18,6 +17,7 @@ from rollway.xds.cache import SnapshotCache
 from rollway.xds.resources import EXTENSION, ListenerSpec
 from rollway.xds.server import XdsThread
 
+from ads_client import AdsClient
 from conftest import wait_for
 from envoy_harness import free_port
 

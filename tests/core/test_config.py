@@ -10,7 +10,7 @@ import rollway
 
 from conftest import blue_green, config, rolling
 
-EXAMPLE = json.loads((pathlib.Path(__file__).parent.parent / "envoy-config" / "filter-config.example.json").read_text())
+EXAMPLE = json.loads((pathlib.Path(__file__).parents[2] / "envoy-config" / "filter-config.example.json").read_text())
 
 
 def mutated(edit):

@@ -14,14 +14,7 @@ from rollway.sources.serverset import ServersetWatcher, member_json
 from rollway.sources.store import ConflictError
 
 from conftest import wait_for
-
-ROUTEMAP = {
-    "service": "web",
-    "stages": [
-        {"name": "canary", "weight": 1, "mode": "rolling", "serverset": "/discovery/web/canary"},
-        {"name": "prod", "weight": 99, "mode": "rolling", "serverset": "/discovery/web/prod"},
-    ],
-}
+from examples import ROUTEMAP
 
 
 class Views:

@@ -16,7 +16,6 @@ import json
 import time
 
 import pytest
-from pki import CA
 from selenium.common.exceptions import WebDriverException
 
 import rollway
@@ -25,6 +24,7 @@ from rollway.tools.browser import Tabs, start_chromium
 from rollway.tools.webapp import WebApp
 
 from envoy_harness import EnvoyProcess, free_port, wait_until
+from pki import CA
 
 pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 

@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-from lagging_link import LaggingLink
 
 from rollway.envoy import bootstrap as ec
 from rollway.plane.control_plane import ControlPlane
@@ -17,6 +16,7 @@ from rollway.xds.server import XdsThread
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
+from lagging_link import LaggingLink
 
 pytestmark = [pytest.mark.envoy]
 

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 import yaml
-from test_control_plane import ROUTEMAP
 
 from conftest import wait_for
 from envoy_harness import free_port
+from examples import ROUTEMAP
 
 # Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
 pytestmark = [pytest.mark.slow]

@@ -38,7 +38,7 @@ print("stopped", flush=True)
 
 
 def test_an_xds_server_stopped_under_live_streams_exits_quietly():
-    out = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=str(Path(__file__).parent))],
+    out = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=str(Path(__file__).parents[1]))],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "stopped" in out.stdout, out.stderr[-3000:]
     for noise in ("Traceback", "Task was destroyed", "Event loop is closed"):

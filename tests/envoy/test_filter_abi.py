@@ -16,7 +16,7 @@ import pytest
 
 import rollway
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]      # tests/: the fake Envoy host lives there
 REQUEST, RESPONSE = 0, 2
 
 ffi = cffi.FFI()

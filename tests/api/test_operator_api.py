@@ -7,13 +7,13 @@ import threading
 
 import grpc
 import pytest
-from harness import Replica
-from test_control_plane import ROUTEMAP
 
 from rollway.proto import routemap_pb2 as pb
 from rollway.sources.serverset import member_json
 
 from conftest import wait_for
+from examples import ROUTEMAP
+from harness import Replica
 
 # Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
 pytestmark = [pytest.mark.slow]

@@ -19,8 +19,6 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from ads_client import AdsClient
-from harness import Replica
 
 from rollway.api import dashboard as dashboard_module
 from rollway.api.dashboard import DashboardServer
@@ -37,8 +35,10 @@ from rollway.sources.serverset import build_view, member_json, parse_member
 from rollway.sources.store import RouteMapRecord, open_store
 from rollway.xds import cache as cache_module
 
+from ads_client import AdsClient
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
+from harness import Replica
 
 pytestmark = [pytest.mark.envoy]
 

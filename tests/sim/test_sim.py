@@ -1,6 +1,6 @@
 """The deploy simulator: its core claims on every named scenario, with fixed seeds.
 Decisions come from the real core, direction and admission from the real control-plane
-code (rollway.model.publish). Generated deploys are in test_sim_stateful.py."""
+code (rollway.model.publication). Generated deploys are in test_sim_stateful.py."""
 
 import itertools
 
