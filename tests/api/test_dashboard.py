@@ -172,7 +172,7 @@ def test_counters_print_exactly_not_rounded():
 
     from rollway.api.dashboard import prometheus_text
 
-    plane = SimpleNamespace(store=SimpleNamespace(state="connected"), services={}, service=None, broken={})
+    plane = SimpleNamespace(store=SimpleNamespace(state="connected"), service_names=list, service=None, broken={})
     cache = SimpleNamespace(pushes={"Listener": 1_234_567}, nack_total=0, consistency_failures=0, build_failures={})
     text = prometheus_text(plane, cache)
     value = next(line.rsplit(" ", 1)[1] for line in text.splitlines()
@@ -223,7 +223,7 @@ def test_every_metric_the_ops_bundle_reads_exists_in_real_scrapes(world):
     """The rules and the dashboard (rollway.ops) read metrics by name: each exists in this
     control plane's /metrics or in the real Envoy's /stats/prometheus, where the bootstrap's
     stats_tags turn the filter's per-version counters into labels."""
-    from test_ops import referenced_metrics
+    from ops_metrics import referenced_metrics
 
     world["envoy"].get("/")
     control = urllib.request.urlopen(world["url"] + "metrics", timeout=5).read().decode()

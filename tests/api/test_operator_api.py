@@ -135,7 +135,7 @@ def test_wait_converged_is_bounded_in_time_and_in_concurrent_callers(api, monkey
     once (half the server's workers), so waiting clients never starve Push."""
     push(api, ROUTEMAP, 0)
     state = api.plane.service("web")
-    monkeypatch.setattr(state, "converged", lambda check_store=False: (False, ["a test step that never ends"]))
+    monkeypatch.setattr(state, "gate", lambda: (False, ["a test step that never ends"]))
     with pytest.raises(grpc.RpcError) as error:
         api.WaitConverged(pb.WaitConvergedRequest(service="web", timeout_seconds=7200))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "timeout_seconds" in error.value.details()

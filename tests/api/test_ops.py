@@ -6,7 +6,6 @@ That the metric names exist in real scrapes is checked in test_dashboard.py."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -16,17 +15,14 @@ import yaml
 
 from rollway import ops
 
+from ops_metrics import dashboard_exprs, metric_names, referenced_metrics
+
 PROMTOOL = shutil.which("promtool")
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     assert PROMTOOL, "promtool not found (Debian: apt-get install prometheus; make setup does)"
     return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
-
-
-def dashboard_exprs() -> list[str]:
-    doc = json.loads(ops.read("dashboard"))
-    return [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
 
 
 def test_rules_pass_promtool_check_and_their_tests(tmp_path):
@@ -70,24 +66,6 @@ def test_the_dashboard_loads_and_every_query_parses(tmp_path):
     path.write_text(yaml.safe_dump(rules))
     checked = promtool("check", "rules", str(path), cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression reads: with label matchers ({...}) and grouping
-    clauses (by/without (...)) taken out, every identifier named like ours."""
-    bare = re.sub(r"\{[^}]*\}", "", expr)
-    bare = re.sub(r"\b(?:by|without)\s*\([^)]*\)", "", bare)
-    return set(re.findall(r"\b((?:envoy_)?rollway_[a-z0-9_]+)\b", bare))
-
-
-def referenced_metrics() -> set[str]:
-    names = set()
-    for expr in dashboard_exprs():
-        names |= metric_names(expr)
-    for group in yaml.safe_load(ops.read("rules"))["groups"]:
-        for rule in group["rules"]:
-            names |= metric_names(rule["expr"])
-    return names
 
 
 def test_metric_names_are_read_from_expressions():

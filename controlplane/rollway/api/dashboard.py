@@ -136,7 +136,7 @@ def _stage_version(stat: str) -> str | None:
 
 def _services(plane: ControlPlane):
     """(name, ServiceController) of every service the control plane holds, by name."""
-    for name in sorted(plane.services):
+    for name in plane.service_names():
         try:
             yield name, plane.service(name)
         except (NotFound, BrokenRecord, InputError):
@@ -147,8 +147,7 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
     """Everything the dashboard shows, as one JSON-ready dict."""
     services = []
     for name, state in _services(plane):
-        with state.lock:
-            revision, generation = state.record.revision, state.generation
+        view = state.view
         stages = []
         for stage in state.status():
             total = sum(c for _, c, _ in stage.versions) or 1.0
@@ -159,8 +158,8 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
                 "versions": [{"name": v, "capacity": c, "members": m, "share": round(c / total, 4)}
                              for v, c, m in stage.versions]})
         envoys = plane.fleet_status(name)
-        services.append({"service": name, "revision": revision, "generation": generation,
-                         "leader": state.leader(), "duplicate_node_ids": state.fleet.duplicates(),
+        services.append({"service": name, "revision": view.revision, "generation": view.generation,
+                         "leader": state.leader(), "duplicate_node_ids": state.duplicates(),
                          "store_state": plane.store.state, "stages": stages, "problems": plane.problems(name),
                          "envoys": sorted(envoys, key=lambda e: e["node_id"]),
                          "traffic": sampler.series(name) if sampler else {"times": [], "series": {}}})
@@ -206,10 +205,10 @@ class ControlPlaneCollector(Collector):
         connected, behind, ack_latency, nacks, quorum, held = [], [], [], [], [], []
         stale: list[tuple[list[str], float]] = []
         for name, service in _services(plane):
-            with service.lock:
-                revisions.append(([name], service.record.revision))
-                generations.append(([name], service.generation))
-                config = service.config
+            view = service.view
+            revisions.append(([name], view.revision))
+            generations.append(([name], view.generation))
+            config = view.config
             held.append(([name], sum(1 for _ in config.announced()) if config else 0))
             for stage in service.status():
                 for version, cap, count in stage.versions:
@@ -292,9 +291,7 @@ def readiness_problems(plane: ControlPlane, cache=None) -> list[str]:
     if not services:
         problems.append("no route map loaded")
     for name, service in services:
-        with service.lock:
-            built = service.config is not None
-        if not built:
+        if service.view.config is None:
             problems.append(f"no snapshot published for {name}")
     return problems
 

@@ -72,10 +72,11 @@ def status_message(plane: ControlPlane, service: str) -> pb.Status:
                              last_nack=e.get("last_nack", ""), replica=e["replica"], connected=e["connected"],
                              generation=e["generation"], stale=e["stale"], stale_since=e["stale_since"])
               for e in plane.fleet_status(service)]
-    return pb.Status(service=service, revision=state.record.revision, generation=state.generation, stages=stages,
-                     store_state=plane.store.state, time=state.updated, envoys=envoys,
-                     filter_config=json.dumps(state.config.to_json(), sort_keys=True) if state.config else "",
-                     leader=state.leader(), duplicate_node_ids=state.fleet.duplicates(),
+    view = state.view
+    return pb.Status(service=service, revision=view.revision, generation=view.generation, stages=stages,
+                     store_state=plane.store.state, time=view.updated, envoys=envoys,
+                     filter_config=json.dumps(view.config.to_json(), sort_keys=True) if view.config else "",
+                     leader=state.leader(), duplicate_node_ids=state.duplicates(),
                      problems=plane.problems(service))
 
 
@@ -187,7 +188,7 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
         try:
             while True:
                 try:
-                    converged, outstanding = state.converged(check_store=True)
+                    converged, outstanding = state.gate()
                 except StoreError as error:
                     converged, outstanding = False, [f"store: {error}"]
                 left = deadline - time.monotonic()

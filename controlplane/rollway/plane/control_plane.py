@@ -12,9 +12,10 @@ config from the record. Listeners hear about every new filter config / status.
 Route-map operations (validate, push with compare-and-set, get, history, rollback) go
 through the store, so several control-plane replicas against one ZooKeeper agree.
 
-The xDS layer attaches itself (``attach``: an ``EnvoySource``, asked what the Envoys hold)
-and reports through ``report_envoys`` and ``report_snapshot``; nothing outside this package
-assigns the plane's attributes. Threads: the ``rollway-plane`` worker makes every decision
+The xDS layer attaches itself (``attach``: a ``ViewSink`` that is handed every new
+``ServiceView``, an immutable value, and an ``EnvoySource``, asked what the Envoys hold) and
+reports through ``report_envoys`` and ``report_snapshot``; nothing outside this package
+assigns the plane's attributes or takes its locks (readers outside take ``ServiceView``s). Threads: the ``rollway-plane`` worker makes every decision
 (``ServiceController.recompute``) and flushes fleet records; store threads and debounce timers
 only record what they saw under the service's lock and ``schedule`` it; the refresh thread
 loads route maps; API threads read, and push through ``push``/``rollback``
@@ -39,8 +40,8 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from rollway import Router, new_routing_id
@@ -84,12 +85,36 @@ class StageStatus:
     active_slot: str | None = None
 
 
+@dataclass(frozen=True)
+class ServiceView:
+    """What one service serves right now, as one immutable value. The controller replaces
+    it whole (under its lock) after every change; xDS, the API and the dashboard read it
+    without any lock, so nothing outside ``plane/`` takes the plane's locks."""
+    service: str
+    revision: int                               # of the route map served
+    generation: int = 0
+    config: FilterConfig | None = None          # None until the serversets were read
+    endpoints: Mapping[str, tuple] = field(default_factory=dict)   # cluster -> (host, port, weight)...
+    updated: float = 0.0
+
+
 class EnvoySource(Protocol):
     """What the plane asks of the layer that serves Envoys (``rollway.xds.cache``)."""
 
     def envoy_status(self, service: str) -> list[dict]: ...
 
     def gated_versions(self, service: str) -> tuple[str, ...] | None: ...
+
+
+class ViewSink(Protocol):
+    """Where the plane hands each new ``ServiceView`` (``rollway.xds.cache``): the one
+    direction data flows from the plane to xDS."""
+
+    def publish(self, view: ServiceView) -> None: ...
+
+
+class XdsLayer(EnvoySource, ViewSink, Protocol):
+    """The xDS layer a plane is attached to: it takes views and says what Envoys hold."""
 
 
 class _NoEnvoys:
@@ -100,6 +125,9 @@ class _NoEnvoys:
 
     def gated_versions(self, service: str) -> tuple[str, ...] | None:
         return None
+
+    def publish(self, view: ServiceView) -> None:
+        pass
 
 
 class ServiceController:
@@ -130,6 +158,7 @@ class ServiceController:
         self.config: FilterConfig | None = None
         self.endpoints: dict[str, list] = {}    # cluster -> endpoints of the config served
         self.updated = time.time()
+        self.view = ServiceView(record.service, record.revision, updated=self.updated)
         self.write_failures = 0
         self._handles: list = []
         self._fleet_record: FleetRecord | None = None
@@ -178,8 +207,20 @@ class ServiceController:
         with self.lock:
             self.record = record
             self.routemap = routemap
+            self._replace_view()
         self._sync_watchers()
         self.recompute()
+
+    def _replace_view(self) -> None:
+        """A new ``ServiceView`` from the controller's state (the caller holds the lock)."""
+        config = self.config
+        self.view = ServiceView(self.service, self.record.revision, config.generation if config else 0, config,
+                                {k: tuple(v) for k, v in self.endpoints.items()}, self.updated)
+
+    def duplicates(self) -> list[str]:
+        """Node ids more than one Envoy uses (a misconfiguration status names)."""
+        with self.lock:
+            return self.fleet.duplicates()
 
     def _sync_watchers(self) -> None:
         wanted = {key: path for stage in self.routemap.stages for key, path in stage.serversets().items()}
@@ -203,10 +244,17 @@ class ServiceController:
             self.views[key] = view
         self.plane.schedule(self.service)
 
-    def _on_deploy_state(self, data: bytes | None, version: int, adopt: bool = False) -> None:
-        """A record from the store's watch (newer versions only), or, with ``adopt``, what a
-        direct read found (taken as it is: a record deleted or restored from a backup has
-        a lower version, and the leader must not loop on compare-and-set conflicts)."""
+    def _on_deploy_state(self, data: bytes | None, version: int) -> None:
+        """A record from the store's watch: taken if newer than the one held."""
+        self._take_deploy_state(data, version, adopt=False)
+
+    def _adopt_deploy_state(self, data: bytes | None, version: int) -> None:
+        """What a direct read found after a compare-and-set conflict, taken as it is: a
+        record deleted or restored from a backup has a lower version, and the leader must
+        not loop on conflicts."""
+        self._take_deploy_state(data, version, adopt=True)
+
+    def _take_deploy_state(self, data: bytes | None, version: int, *, adopt: bool) -> None:
         if data is None:
             with self.lock:
                 self.deploy_loaded = True
@@ -326,7 +374,7 @@ class ServiceController:
                     log.warning("%s: deploy state not read after a conflict: %s", self.service, error)
                     self.plane.schedule(self.service, delay=0.5)
                     return
-                self._on_deploy_state(data, version, adopt=True)
+                self._adopt_deploy_state(data, version)
                 return
             except StoreError as error:
                 self.write_failures += 1
@@ -342,6 +390,7 @@ class ServiceController:
                 return
             self.config, self.endpoints = config, endpoints
             self.updated = time.time()
+            self._replace_view()
         self.plane._notify(self.service)
 
     def leader(self) -> str:
@@ -364,11 +413,16 @@ class ServiceController:
                 behind.append(f"serverset {path}: the control plane has not applied its latest change yet")
         return behind
 
-    def converged(self, check_store: bool = False) -> tuple[bool, list[str]]:
-        """The deploy gate: every Envoy in the quorum holds the newest config, and nothing
-        waits for admission or a second step; with ``check_store``, the config also reflects
-        the serversets as the store holds them now. Returns (converged, what is outstanding)."""
-        outstanding_views = self.views_current() if check_store else []
+    def gate(self) -> tuple[bool, list[str]]:
+        """The deploy gate as a deploy tool waits on it (``rollway deploy wait``): ``converged``,
+        and the config also reflects the serversets as the store holds them now (a change
+        still in its debounce window is not through yet). Returns (open, what is outstanding)."""
+        outstanding = self.views_current() + self.converged()[1]
+        return not outstanding, outstanding
+
+    def converged(self) -> tuple[bool, list[str]]:
+        """Every Envoy in the quorum holds the newest config, and nothing waits for
+        admission or a second step. Returns (converged, what is outstanding)."""
         with self.lock:
             config, deploy = self.config, self.deploy
             outstanding = deploy.admission.outstanding(config) if config else ["no config published yet"]
@@ -388,7 +442,6 @@ class ServiceController:
         with self.lock:
             for dup in self.fleet.duplicates():
                 outstanding.append(f"node id {dup} is connected to more than one replica")
-        outstanding = outstanding_views + outstanding
         return not outstanding, outstanding
 
     def status(self) -> list[StageStatus]:
@@ -443,7 +496,7 @@ class ControlPlane:
         self.snapshot_failures: dict[str, str] = {}
         self._listeners: list[Listener] = []
         # What this replica's xDS layer says of its Envoys: nothing until one attaches.
-        self._envoys: EnvoySource = _NoEnvoys()
+        self._envoys: XdsLayer = _NoEnvoys()
         self._lock = threading.Lock()
         # The one thread that decides runs from the start: a plane used without start()
         # (route maps pushed directly) still follows its serversets.
@@ -576,10 +629,25 @@ class ControlPlane:
         if state is not None:
             state.report_envoys(reports)
 
-    def attach(self, envoys: EnvoySource) -> None:
+    def attach(self, xds: XdsLayer) -> None:
         """This replica's xDS layer (its snapshot cache), which serves the Envoys: the plane
-        asks it what they hold; it calls back ``report_envoys`` and ``report_snapshot``."""
-        self._envoys = envoys
+        hands it every new ``ServiceView`` (``publish``) and asks it what Envoys hold; it
+        calls back ``report_envoys`` and ``report_snapshot``. The views already served go
+        out at once."""
+        self._envoys = xds
+        for state in list(self.services.values()):
+            xds.publish(state.view)
+
+    def service_names(self) -> list[str]:
+        """The services this replica holds, by name."""
+        with self._lock:
+            return sorted(self.services)
+
+    def view(self, service: str) -> ServiceView | None:
+        """What ``service`` serves now (None for a service this replica does not hold);
+        no lock taken: the value is replaced whole."""
+        state = self.services.get(service)
+        return state.view if state is not None else None
 
     def envoy_status(self, service: str) -> list[dict]:
         """Per-Envoy status dicts (what each one ACKed) of this replica's Envoys."""
@@ -628,6 +696,12 @@ class ControlPlane:
             self._listeners.remove(listener)
 
     def _notify(self, service: str) -> None:
+        state = self.services.get(service)
+        if state is not None:
+            try:
+                self._envoys.publish(state.view)
+            except Exception:
+                log.exception("the xDS layer failed to take a view of %s", printable(service))
         for listener in list(self._listeners):
             try:
                 listener(service)

@@ -281,7 +281,7 @@ class Demo:
         deadline = time.monotonic() + timeout
         state = self.plane.service(SERVICE)
         while True:
-            converged, outstanding = state.converged(check_store=True)
+            converged, outstanding = state.gate()
             if converged or time.monotonic() >= deadline or self.stop_event.is_set():
                 return converged, outstanding
             time.sleep(0.1)

@@ -1,7 +1,11 @@
 """The snapshot cache: per (service, listener port), the resources of the control plane's
 current filter config, built once per change and shared by every stream, as in
 go-control-plane's ``SetSnapshot``. It decides nothing: the filter config it serves
-(admission included) is the control plane's (``ServiceController.config``).
+(admission included) is the one in the ``ServiceView`` the plane last handed over
+(``publish``, the ``ViewSink`` side of ``plane.attach``); it reads no plane state and takes
+none of the plane's locks. Threads: ``publish`` runs on the plane's worker (it records the
+view and marks the service dirty under ``dirty_lock`` only); snapshots are built on the
+``rollway-xds`` loop, or an API thread asking for one, under ``lock``.
 
 Usage::
 
@@ -22,7 +26,7 @@ from envoy_data_plane.google.protobuf import Any
 
 from rollway.model.admission import known_versions
 from rollway.model.filter_config import FilterConfig
-from rollway.plane.control_plane import ControlPlane, NotFound
+from rollway.plane.control_plane import ControlPlane, NotFound, ServiceView
 from rollway.xds.ledger import GATED, SHORT, AckLedger, EnvoyNode
 from rollway.xds.resources import EXTENSION, TYPES, ConsistencyError, ListenerSpec, Resources, build_resources
 
@@ -57,8 +61,8 @@ class SnapshotCache:
         self.last_failure: dict[str, str] = {}
         self.dirty: set[str] = set()     # services whose snapshots must be rebuilt
         self.dirty_lock = threading.Lock()
+        self.views: dict[str, ServiceView] = {}     # what the plane handed over, per service
         self.loop: asyncio.AbstractEventLoop | None = None
-        plane.add_listener(self._on_plane_change)
         plane.attach(self)
 
     @property
@@ -96,13 +100,12 @@ class SnapshotCache:
                 current = None
             if current is not None:
                 return current
-            # Only services this replica already holds: loading a route map (store reads, a
+            # Only services the plane has handed over: loading a route map (store reads, a
             # first decision) is the refresh loop's work, never the ADS loop's.
-            state = self.plane.services.get(service)
-            if state is None:
+            view = self.views.get(service)
+            if view is None:
                 raise NotFound(f"no route map for service {service!r} on this replica (yet)")
-            with state.lock:
-                config, endpoints = state.config, state.endpoints
+            config, endpoints = view.config, view.endpoints
             if config is None:
                 raise NotFound(f"service {service!r} has no filter config yet")
             try:
@@ -170,11 +173,13 @@ class SnapshotCache:
         self.responses[key] = (nonce, body)
         return nonce, body
 
-    def _on_plane_change(self, service: str) -> None:
-        # Its own lock: the deciding thread never waits behind a snapshot being built.
+    def publish(self, view: ServiceView) -> None:
+        """The plane's hand-over (``ViewSink``): a new view of one service. Its own lock: the
+        deciding thread never waits behind a snapshot being built."""
         with self.dirty_lock:
-            self.dirty.add(service)
-        self.wake(service)
+            self.views[view.service] = view
+            self.dirty.add(view.service)
+        self.wake(view.service)
 
     def wake(self, service: str) -> None:
         if self.loop is None:

@@ -101,7 +101,7 @@ class EnvoyNode:
                 "acked": {SHORT[t]: v for t, v in self.acked.items()}, "nacks": self.nacks,
                 "last_nack": self.last_nack, "admin_port": self.admin_port, "peer_host": self.peer_host,
                 "behind_seconds": round(now - self.behind_since, 3) if self.behind_since else 0.0,
-                "last_ack_latency": round(self.last_ack_latency, 3), "generation": self.generation,
+                "last_ack_latency": round(self.last_ack_latency, 6), "generation": self.generation,
                 "stale": self.stale, "stale_since": self.stale_since}
 
 

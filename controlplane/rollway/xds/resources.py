@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 # Registering the message types used inside Any (typed_config) with betterproto2.
@@ -84,7 +85,7 @@ def cluster_dict(name: str, edge: EdgeOptions | None = None) -> dict:
             **ec.UPSTREAM_RESILIENCE}
 
 
-def assignment_dict(name: str, endpoints: list[tuple[str, int, float]]) -> dict:
+def assignment_dict(name: str, endpoints: Sequence[tuple[str, int, float]]) -> dict:
     return {"cluster_name": name, "endpoints": [{"lb_endpoints": [
         {"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}},
          "load_balancing_weight": max(1, int(round(w)))} for h, p, w in endpoints]}]}
@@ -106,7 +107,7 @@ class ListenerSpec:
         return self._hash
 
 
-def build_resources(filter_config: FilterConfig, endpoints: dict[str, list], listener: int | ListenerSpec,
+def build_resources(filter_config: FilterConfig, endpoints: Mapping[str, Sequence], listener: int | ListenerSpec,
                     cache: dict | None = None) -> Resources:
     """All resources for one service and listener (a port, or a ListenerSpec). ``cache``
     maps a resource's canonical JSON to its bytes, so unchanged resources are not
