@@ -36,9 +36,8 @@ from kazoo.client import KazooClient  # noqa: E402
 from rollway.model.direction import DirectionTracker  # noqa: E402
 from rollway.model.publication import build_filter_config  # noqa: E402
 from rollway.model.routemap import parse_routemap  # noqa: E402
-from rollway.plane.control_plane import ControlPlane  # noqa: E402
+from rollway.server import ControlPlaneServer, PlaneOptions, ServerOptions  # noqa: E402
 from rollway.sources.serverset import build_view, member_json  # noqa: E402
-from rollway.sources.store import open_store  # noqa: E402
 
 from zk_harness import ZooKeeperServer  # noqa: E402
 
@@ -52,10 +51,9 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def convergence(hosts: str, changes: int, debounce: float) -> tuple[list[float], list[float]]:
-    store = open_store(f"zk://{hosts}/bench")
-    store.start()
-    plane = ControlPlane(store, debounce=debounce)
-    plane.start()
+    replica = ControlPlaneServer.start(ServerOptions(f"zk://{hosts}/bench", PlaneOptions(debounce=debounce),
+                                                     api_port=None))
+    plane = replica.plane
     plane.push(json.dumps(ROUTEMAP), 0, "bench", "bench")
     agent = KazooClient(hosts=hosts + "/bench")
     agent.start()
@@ -117,8 +115,7 @@ def convergence(hosts: str, changes: int, debounce: float) -> tuple[list[float],
     for client in (agent, bare):
         client.stop()
         client.close()
-    plane.stop()
-    store.stop()
+    replica.stop()
     return ours, floor
 
 

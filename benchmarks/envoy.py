@@ -95,6 +95,7 @@ sys.path.insert(0, os.path.join(_HERE, "..", "tests"))
 
 import rollway  # noqa: E402
 from rollway.envoy import bootstrap as ec  # noqa: E402
+from rollway.tools.session import BrowserSession  # noqa: E402
 
 from envoy_harness import EnvoyProcess, free_port  # noqa: E402
 
@@ -298,29 +299,29 @@ def build_floor_modules(work: Path) -> None:
 
 
 class Browsers:
-    """The returning browsers, one request at a time on one keep-alive connection, each
-    keeping the cookies it is given (Rollway's are already in place; stateful_session's
-    arrive with the first responses)."""
+    """The returning browsers, one request at a time on one keep-alive connection, each a
+    session of the model every harness shares (rollway.tools.session) keeping the cookies it
+    is given (Rollway's are already in place; stateful_session's arrive with the first
+    responses). Their pages never reload here: every request is the same kind, so the
+    proxies are compared on equal work."""
 
     def __init__(self, port: int, cookies: list[str], extra_headers: dict[str, str] | None = None):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.extra_headers = extra_headers or {}
-        self.jars = [dict(part.split("=", 1) for part in cookie.split("; ")) for cookie in cookies]
+        self.sessions = [BrowserSession(cookies=dict(part.split("=", 1) for part in cookie.split("; ")))
+                         for cookie in cookies]
         self.next = 0
 
     def run(self, count: int) -> None:
         for _ in range(count):
-            jar = self.jars[self.next]
-            self.next = (self.next + 1) % len(self.jars)
-            self.conn.request("GET", "/", headers={**self.extra_headers,
-                                                   "cookie": "; ".join(f"{k}={v}" for k, v in jar.items())})
+            session = self.sessions[self.next]
+            self.next = (self.next + 1) % len(self.sessions)
+            self.conn.request("GET", "/", headers={**self.extra_headers, **session.headers()})
             response = self.conn.getresponse()
             response.read()
             if response.status != 200:
                 raise RuntimeError(f"the proxy answered {response.status}")
-            for value in response.headers.get_all("set-cookie") or []:
-                name, _, rest = value.partition("=")
-                jar[name] = rest.split(";", 1)[0]
+            session.take_cookies(response.getheaders())
 
     def close(self) -> None:
         self.conn.close()

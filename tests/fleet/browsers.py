@@ -18,27 +18,22 @@ import os
 import random
 import threading
 import time
-from http.cookies import SimpleCookie
+
+from rollway.tools.session import BrowserSession
 
 
 def session_loop(index: int, envoys: list[str], interval: float, out, lock, stop: str) -> None:
     rng = random.Random(index)
-    cookies: dict[str, str] = {}
-    app_version: str | None = None
+    session = BrowserSession(keep=1)          # rollway.tools.session: the model every harness shares
     connections: dict[str, http.client.HTTPConnection] = {}
     time.sleep(rng.random() * interval)
     while not os.path.exists(stop):
         envoy = rng.choice(envoys)
-        headers = {}
-        if cookies:
-            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        if app_version:
-            headers["x-app-version"] = app_version
         record = {"t": time.time(), "session": index, "envoy": envoy}
         try:
             conn = connections.get(envoy) or http.client.HTTPConnection(envoy, 10000, timeout=10)
             connections[envoy] = conn
-            conn.request("GET", "/api", headers=headers)
+            conn.request("GET", "/api", headers=session.headers())
             response = conn.getresponse()
             body = response.read()
             record["status"] = response.status
@@ -46,15 +41,10 @@ def session_loop(index: int, envoys: list[str], interval: float, out, lock, stop
                 record["version"] = json.loads(body)["version"]
             else:
                 record["body"] = body[:120].decode(errors="replace")
-            for header in response.headers.get_all("set-cookie") or []:
-                jar = SimpleCookie()
-                jar.load(header)
-                cookies.update({k: m.value for k, m in jar.items()})
             refresh = response.headers.get("x-rw-refresh")
             if refresh:
                 record["refresh"] = refresh
-            if response.status == 200 and (app_version is None or refresh):
-                app_version = record["version"]        # the page (re)loads on what served it
+            session.answered(response.status, response.getheaders(), record.get("version"))
         except (OSError, http.client.HTTPException, ValueError) as error:
             record["status"] = 0
             record["error"] = type(error).__name__

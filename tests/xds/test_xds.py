@@ -11,6 +11,7 @@ from rollway.envoy import bootstrap as ec
 from rollway.plane.control_plane import ControlPlane
 from rollway.sources.serverset import member_json
 from rollway.sources.store import open_store
+from rollway.tools.session import BrowserSession
 from rollway.xds.resources import ListenerSpec
 from rollway.xds.server import XdsThread
 
@@ -95,35 +96,15 @@ class EnvoyPair:
         self.backends.close()
 
 
-class Browser:
-    """A session: keeps its cookies, runs the app version it was last served, reloads when told."""
-
-    def __init__(self):
-        self.rid = None
-        self.cookie_version = None
-        self.app_version = None
-        self.served: list[str] = []
+class Browser(BrowserSession):
+    """A session (rollway.tools.session, the model the demo and the fleet test share) on
+    either Envoy of the pair; every answer must be a 200."""
 
     def request(self, envoy: EnvoyProcess) -> str:
-        headers = []
-        cookies = []
-        if self.rid:
-            cookies.append(f"rw_rid={self.rid}")
-        if self.cookie_version:
-            cookies.append(f"rw_ver={self.cookie_version}")
-        if cookies:
-            headers.append(("cookie", "; ".join(cookies)))
-        if self.app_version:
-            headers.append(("x-app-version", self.app_version))
-        response = envoy.get("/", headers)
+        response = envoy.get("/", self.headers())
         assert response.status == 200, response.body
-        set_cookies = response.set_cookies()
-        self.rid = set_cookies.get("rw_rid", self.rid)
-        self.cookie_version = set_cookies.get("rw_ver", self.cookie_version)
         version = response.json["backend"].split("#")[0]
-        if self.app_version is None or response.header("x-rw-refresh"):
-            self.app_version = version  # first load, or a reload onto the new version
-        self.served.append(version)
+        self.answered(response.status, response.headers, version)
         return version
 
 

@@ -383,9 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=_cmd_simulate)
 
     from rollway.cli.controlplane import add_commands
+    from rollway.cli.demo import add_command as add_demo
     from rollway.cli.ops import add_command as add_ops
     from rollway.cli.override import add_command as add_override
-    from rollway.tools.demo import add_command as add_demo
 
     add_commands(sub)
     add_override(sub)

@@ -26,11 +26,9 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import http.client
 import json
-import os
 import random
 import shutil
 import signal
@@ -41,9 +39,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rollway.tools.session import BrowserSession
 
 if TYPE_CHECKING:  # like the rest of the demo's pieces, imported when used
     from rollway.tools.browser import Tabs
@@ -84,65 +84,36 @@ class AppHost:
 # -- browsers -------------------------------------------------------------------------------------
 
 @dataclass
-class Browser:
-    """A browser tab: cookies, the app version it loaded, and what happened to it."""
-    cookies: dict[str, str] = field(default_factory=dict)
-    app_version: str | None = None
-    served: str | None = None          # version of the last response
-    served_stage: str | None = None    # and the stage of the host that sent it
-    left: set = field(default_factory=set)
-    moves: int = 0
-    bounces: int = 0
-    refreshes: int = 0
-    requests: int = 0
-    errors: int = 0
+@dataclass
+class Browser(BrowserSession):
+    """A browser tab of the demo (rollway.tools.session), talking to an Envoy's port."""
+    served_stage: str | None = None    # the stage of the host that sent the last response
+    keep: int | None = 16              # a long-running demo remembers only recent versions
 
     def request(self, port: int) -> str | None:
-        headers = {}
-        if self.cookies:
-            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        if self.app_version:
-            headers["x-app-version"] = self.app_version
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            conn.request("GET", "/api/demo", headers=headers)
+            conn.request("GET", "/api/demo", headers=self.headers())
             response = conn.getresponse()
             body = response.read()
             status, header_list = response.status, response.getheaders()
         except OSError:
-            self.errors += 1
+            self.failed()
             return None
         finally:
             conn.close()
-        self.requests += 1
-        for key, value in header_list:
-            if key.lower() == "set-cookie":
-                name, _, rest = value.partition("=")
-                self.cookies[name.strip()] = rest.split(";", 1)[0]
-        if status != 200:
-            self.errors += 1
-            return None
-        answer = json.loads(body)
-        version, self.served_stage = answer["version"], answer["host"].split("-", 1)[0]
-        if self.served is not None and version != self.served:
-            self.moves += 1
-            if version in self.left:
-                self.bounces += 1      # back on a version it had left: what Rollway prevents
-            self.left.add(self.served)
-        self.served = version
-        refresh = next((v for k, v in header_list if k.lower() == "x-rw-refresh"), None)
-        if self.app_version is None:
-            self.app_version = version                # first page load
-        elif refresh:
-            self.refreshes += 1                        # told to reload: the app now runs it
-            self.app_version = refresh
+        version = None
+        if status == 200:
+            answer = json.loads(body)
+            version, self.served_stage = answer["version"], answer["host"].split("-", 1)[0]
+        self.answered(status, header_list, version)
         return version
 
 
 # -- the demo -------------------------------------------------------------------------------------
 
 class Demo:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: DemoOptions):
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="rollway-demo-"))
         self.stop_event = threading.Event()
@@ -350,7 +321,7 @@ class Demo:
         from rollway.tools.browser import screenshot
 
         try:
-            screenshot(f"http://127.0.0.1:{self.dashboard.port}/", self.args.screenshot)
+            screenshot(f"http://127.0.0.1:{self.dashboard.port}/", self.args.screenshot or "dashboard.png")
         except (OSError, RuntimeError, subprocess.TimeoutExpired) as error:
             print(f"rollway demo: no screenshot: {error}", file=sys.stderr)
 
@@ -366,7 +337,7 @@ class Demo:
         service = self.status()
         live = {s["name"]: {v["name"]: v["capacity"] for v in s["versions"]} for s in service["stages"]}
         completed = self.steps_done == self.steps_total and all(set(v) == {NEW} for v in live.values())
-        final = dict(Counter(b.served or "none" for b in self.browsers))
+        final = dict(Counter(b.last or "none" for b in self.browsers))
         return {
             "deploy_completed": completed,
             "deploy_steps": f"{self.steps_done}/{self.steps_total}",
@@ -410,7 +381,7 @@ class Demo:
                 f"t={time.monotonic() - self.t0:.0f}s")
 
     def _sessions_line(self) -> str:
-        on = Counter(b.served for b in self.browsers if b.served)
+        on = Counter(b.last for b in self.browsers if b.last)
         return "sessions on: " + ", ".join(f"{v} {n}" for v, n in sorted(on.items()))
 
     def _totals_line(self) -> str:
@@ -477,7 +448,21 @@ def tab_summary(states: list[dict], policies: list[str]) -> dict:
     }
 
 
-def run_demo(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``rollway demo`` was asked for (its flags, as the CLI parsed them)."""
+    duration: float = 60.0          # seconds of traffic
+    sessions: int = 40              # simulated browser sessions
+    batch: int = 2                  # prod hosts replaced per deploy step
+    json: bool = False              # a machine-readable summary at the end
+    zk: str | None = None           # HOST:PORT of a ZooKeeper instead of a local directory
+    http_port: int = 7780           # the dashboard's (0: any free one)
+    browsers: int = 0               # real headless Chromium tabs too
+    seed: int = 1
+    screenshot: str | None = None   # FILE.png of the dashboard, mid-deploy
+
+
+def run_demo(args: DemoOptions) -> int:
     demo = Demo(args)
 
     def on_term(*_):
@@ -519,22 +504,4 @@ def demo_report(summary: dict) -> str:
                f"bounces {summary['tabs']['bounces']}" if "tabs" in summary else ""))
 
 
-def add_command(sub) -> None:
-    demo = sub.add_parser("demo", help="watch a rolling deploy through two real Envoys (the quick start)")
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
-    demo.add_argument("--sessions", type=int, default=40, help="simulated browser sessions (default 40)")
-    demo.add_argument("--batch", type=int, default=2, help="prod hosts replaced per deploy step (default 2)")
-    demo.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
-    demo.add_argument("--zk", metavar="HOST:PORT", help="use this ZooKeeper instead of a local directory")
-    demo.add_argument("--http-port", type=int, default=int(os.environ.get("ROLLWAY_DEMO_HTTP_PORT", "7780")),
-                      help="dashboard port (default 7780; 0 picks a free one)")
-    demo.add_argument("--browsers", type=int, default=0, metavar="N",
-                      help="also drive N real headless Chromium tabs on the app's page (Debian's chromium and "
-                           "chromium-driver, and selenium: pip install 'rollway[browser]')")
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--screenshot", metavar="FILE.png",
-                      help="mid-deploy, save the dashboard as headless Chromium renders it")
-    demo.set_defaults(func=run_demo)
-
-
-__all__ = ["Demo", "run_demo", "add_command"]
+__all__ = ["Demo", "DemoOptions", "run_demo"]
