@@ -48,3 +48,49 @@ def test_every_import_points_down_the_layer_order():
 def test_the_check_sees_lazy_imports():
     tree = ast.parse("def f():\n    from rollway.tools.browser import x\n")
     assert _imports(tree) == [(2, "rollway.tools.browser")]
+
+
+PLANE_NAMES = {"plane", "state", "service", "controller"}   # what code outside plane/ calls a plane object
+
+
+def _plane_intrusions(tree: ast.AST) -> list[tuple[int, str]]:
+    """Assignments to a plane object's attributes (``plane.x = ...``, ``self.plane.x = ...``)
+    and its locks taken (``with state.lock``): what only plane/ may do."""
+    out = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            if isinstance(target, ast.Attribute) and _names_a_plane(target.value):
+                out.append((node.lineno, f"assigns {ast.unparse(target)}"))
+        if isinstance(node, ast.With):
+            for item in node.items:
+                expr = item.context_expr
+                if isinstance(expr, ast.Attribute) and expr.attr in ("lock", "_lock") and _names_a_plane(expr.value):
+                    out.append((node.lineno, f"takes {ast.unparse(expr)}"))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr" \
+                and node.args and _names_a_plane(node.args[0]):
+            out.append((node.lineno, f"patches {ast.unparse(node.args[0])}"))
+    return out
+
+
+def _names_a_plane(expr: ast.expr) -> bool:
+    if isinstance(expr, ast.Name):
+        return expr.id in PLANE_NAMES
+    return isinstance(expr, ast.Attribute) and expr.attr in PLANE_NAMES
+
+
+def test_nothing_outside_plane_assigns_the_planes_attributes_or_takes_its_locks():
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT).parts
+        if LAYERS[_layer_of(parts)] <= LAYERS["plane"] or parts[:2] == ("tools", "sim"):
+            continue    # the plane itself, layers that cannot reach one, the simulator's doubles
+        found += [f"{path.relative_to(ROOT)}:{line}: {what}" for line, what in _plane_intrusions(ast.parse(path.read_text()))]
+    assert found == []
+
+
+def test_the_intrusion_check_sees_what_it_looks_for():
+    tree = ast.parse("plane.x = 1\nself.plane.y += 2\nwith state.lock:\n    pass\nsetattr(plane, 'z', 3)\n")
+    assert [what for _, what in _plane_intrusions(tree)] == [
+        "assigns plane.x", "assigns self.plane.y", "takes state.lock", "patches plane"]

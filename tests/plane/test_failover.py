@@ -143,7 +143,7 @@ def test_the_leader_killed_mid_deploy_loses_no_step_and_bounces_no_session(store
         assert [v["name"] for v in config["stages"][0]["versions"]] == ["v2"]
         assert sum(b.bounces for b in browsers) == 0, [b for b in browsers if b.bounces]
         assert max(b.refreshes for b in browsers) <= 1
-        assert {b.served for b in browsers} == {"v2"} and {b.app_version for b in browsers} == {"v2"}
+        assert {b.last for b in browsers} == {"v2"} and {b.app_version for b in browsers} == {"v2"}
         requests, errors = sum(b.requests for b in browsers), sum(b.errors for b in browsers)
         assert requests > 20 * SESSIONS and errors == 0, (requests, errors)
     finally:
