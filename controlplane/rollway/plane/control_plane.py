@@ -229,18 +229,26 @@ class ServiceController:
                 if key not in wanted or self.watchers[key].path != wanted[key]:
                     self.watchers.pop(key).stop()
                     self.views.pop(key, None)
-            new = {k: p for k, p in wanted.items() if k not in self.watchers}
-            for key, path in new.items():
-                self.watchers[key] = ServersetWatcher(
-                    self.plane.store, path, functools.partial(self._on_view, key),
-                    debounce=self.plane.debounce, empty_grace=self.plane.empty_grace)
-        for key in new:
-            self.watchers[key].start()
+            started = []
+            for key, path in wanted.items():
+                if key not in self.watchers:
+                    watcher = ServersetWatcher(self.plane.store, path, lambda view: None,
+                                               debounce=self.plane.debounce, empty_grace=self.plane.empty_grace)
+                    watcher.on_view = functools.partial(self._on_view, key, watcher)
+                    self.watchers[key] = watcher
+                    started.append(watcher)
+        for watcher in started:
+            watcher.start()
 
     # -- inputs (store threads) -------------------------------------------------------------
 
-    def _on_view(self, key: str, view: ServersetView) -> None:
+    def _on_view(self, key: str, watcher: ServersetWatcher, view: ServersetView) -> None:
         with self.lock:
+            # A watcher replaced (its stage's serverset changed, or the stage went and came
+            # back) may still be flushing a view of before: it must not overwrite the view
+            # of the watcher that replaced it (found by the publication property under load).
+            if self.watchers.get(key) is not watcher:
+                return
             self.views[key] = view
         self.plane.schedule(self.service)
 
