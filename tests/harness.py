@@ -21,12 +21,14 @@ from rollway.tls import ServerTLS
 
 
 class Replica:
-    def __init__(self, store_url: str, *, api: bool = True, xds: bool = True, dashboard: bool = False,
-                 token: str | None = None, tls: ServerTLS | None = None, store: Store | None = None,
+    def __init__(self, store_url: str, *, api: bool = True, xds: bool = True, xds_port: int = 0,
+                 dashboard: bool = False, sample_interval: float = 1.0, token: str | None = None,
+                 tls: ServerTLS | None = None, store: Store | None = None, store_options: dict | None = None,
                  host: str = "127.0.0.1", **plane_options):
         options = ServerOptions(store_url, PlaneOptions(**{"debounce": 0.02, **plane_options}),
-                                api_host=host, api_port=0 if api else None, token=token, tls=tls,
-                                xds_port=0 if xds else None, http_port=0 if dashboard else None)
+                                store_options=store_options or {}, api_host=host, api_port=0 if api else None,
+                                token=token, tls=tls, xds_port=xds_port if xds else None,
+                                http_port=0 if dashboard else None, dashboard_sample_interval=sample_interval)
         self.server = ControlPlaneServer.start(options, store)
         self.store, self.plane = self.server.store, self.server.plane
         self.xds, self.api, self.dashboard = self.server.xds, self.server.api, self.server.dashboard

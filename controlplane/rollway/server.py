@@ -38,6 +38,7 @@ class PlaneOptions:
     replica_id: str | None = None
     startup_grace: float = 5.0
     sample_size: int = 20000
+    refresh_interval: float = 1.0      # seconds between re-reads of route maps (other replicas' pushes)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ServerOptions:
     xds_port: int | None = None
     http_host: str | None = None              # default: api_host
     http_port: int | None = None
+    dashboard_sample_interval: float = 1.0    # seconds between the dashboard's traffic samples
 
 
 class ControlPlaneServer:
@@ -77,12 +79,14 @@ class ControlPlaneServer:
         if store is None:
             store = open_store(options.store_url, **options.store_options)
             store.start()
-        plane = ControlPlane(store, **asdict(options.plane))
+        plane_options = asdict(options.plane)
+        refresh_interval = plane_options.pop("refresh_interval")
+        plane = ControlPlane(store, **plane_options)
         replica = cls(options, store, plane)
         if owned:
             replica._stops.append(store.stop)
         try:
-            plane.start()
+            plane.start(refresh_interval=refresh_interval)
             replica._stops.append(plane.stop)
             replica._start_parts()
         except BaseException:
@@ -102,7 +106,8 @@ class ControlPlaneServer:
             self._stops.append(self.xds.stop)
         if options.http_port is not None:
             self.dashboard = DashboardServer(self.plane, self.cache, port=options.http_port,
-                                             host=options.http_host or options.api_host, tls=options.tls)
+                                             host=options.http_host or options.api_host, tls=options.tls,
+                                             sample_interval=options.dashboard_sample_interval)
             self._stops.append(self.dashboard.stop)
 
     @property

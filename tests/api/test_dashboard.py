@@ -19,9 +19,9 @@ from rollway.plane.control_plane import ControlPlane
 from rollway.sources.serverset import member_json
 from rollway.sources.store import open_store
 from rollway.tools.browser import rendered_dom, screenshot
-from rollway.xds.server import XdsThread
 
 from envoy_harness import Backends, EnvoyProcess, free_port, wait_until
+from harness import Replica
 
 pytestmark = [pytest.mark.envoy, pytest.mark.browser]
 
@@ -34,17 +34,13 @@ ROUTEMAP = {"service": "web", "stages": [
 def world(tmp_path):
     """A control plane on a file store with its xDS server and dashboard, one Envoy, and
     backends: prod v1 x2 + v2 x1, canary v2 x1."""
-    store = open_store(f"file://{tmp_path}/store")
-    store.start()
+    replica = Replica(f"file://{tmp_path}/store", api=False, dashboard=True, sample_interval=0.5)
+    store, plane, xds, dashboard = replica.store, replica.plane, replica.xds, replica.dashboard
     backends = Backends(["p1", "p2", "p3", "c1", "p4"])
-    plane = ControlPlane(store, debounce=0.02)
-    plane.start()
     plane.push(ROUTEMAP, 0, "test", "dashboard test")
     handles = {name: store.announce(path, member_json(*backends.address(name), version))
                for name, path, version in [("p1", "/discovery/web/prod", "v1"), ("p2", "/discovery/web/prod", "v1"),
                                            ("p3", "/discovery/web/prod", "v2"), ("c1", "/discovery/web/canary", "v2")]}
-    xds = XdsThread(plane, 0)
-    dashboard = DashboardServer(plane, xds.xds.cache, port=free_port(), sample_interval=0.5)
     listen, admin = free_port(), free_port()
     envoy = EnvoyProcess(ads_bootstrap(xds_host="127.0.0.1", xds_port=xds.port, node_id="envoy-a",
                                        listen_port=listen, admin_port=admin), tmp_path, listen, admin).start()
@@ -53,12 +49,9 @@ def world(tmp_path):
              "backends": backends, "handles": handles, "url": f"http://127.0.0.1:{dashboard.port}/"}
     yield world
     envoy.stop()
-    dashboard.stop()
-    xds.stop()
     for handle in handles.values():
         handle.close()
-    plane.stop()
-    store.stop()
+    replica.close()
     backends.close()
 
 

@@ -20,6 +20,7 @@ from rollway.xds.server import XdsThread
 from ads_client import AdsClient
 from conftest import wait_for
 from envoy_harness import free_port
+from harness import Replica
 
 # Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
 pytestmark = [pytest.mark.slow]
@@ -38,23 +39,22 @@ class Replicas:
         self.options = {"session_timeout": 2} if url.startswith("zk") else {"lease_seconds": 1}
         self.plane_options = {"debounce": 0.02, **plane_options}
         self.agent = open_stores(url, **self.options)   # the same lease: a file member lives as long
+        self.replicas: dict[str, Replica] = {}
         self.planes: dict[str, ControlPlane] = {}
         self.xds: dict[str, XdsThread] = {}
 
     def start(self, name: str, xds_port: int | None = None) -> ControlPlane:
-        plane = ControlPlane(self.open_stores(self.url, **self.options), replica_id=name, **self.plane_options)
-        plane.start(refresh_interval=0.2)
-        self.planes[name] = plane
-        if xds_port is not None:
-            self.xds[name] = XdsThread(plane, xds_port)
-        return plane
+        replica = Replica(self.url, api=False, xds=xds_port is not None, xds_port=xds_port or 0,
+                          store_options=self.options, replica_id=name, refresh_interval=0.2, **self.plane_options)
+        self.replicas[name], self.planes[name] = replica, replica.plane
+        if replica.xds is not None:
+            self.xds[name] = replica.xds
+        return replica.plane
 
     def stop(self, name: str) -> None:
-        if name in self.xds:
-            self.xds.pop(name).stop()
-        plane = self.planes.pop(name)
-        plane.stop()
-        plane.store.stop()
+        self.xds.pop(name, None)
+        self.planes.pop(name)
+        self.replicas.pop(name).close()
 
     def close(self) -> None:
         for name in list(self.planes):

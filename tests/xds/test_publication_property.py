@@ -30,13 +30,11 @@ from rollway.envoy import bootstrap as ec
 from rollway.model.publication import endpoints_by_cluster
 from rollway.model.routemap import RouteMapError
 from rollway.model.validation import check_routemap
-from rollway.plane.control_plane import ControlPlane
 from rollway.sources.serverset import build_view, member_json
-from rollway.sources.store import open_store
-from rollway.xds.server import XdsThread
 
 from conftest import wait_for
 from envoy_harness import EnvoyProcess, free_port
+from harness import Replica
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
@@ -156,12 +154,9 @@ memberships = st.fixed_dictionaries({path: st.lists(member_bytes(), max_size=4) 
 
 class World:
     def __init__(self, tmp_path):
-        self.store = open_store(f"file://{tmp_path}/store")
-        self.store.start()
-        self.plane = ControlPlane(self.store, debounce=0.01, empty_grace=0.0)
-        self.plane.start()
-        self.xds = XdsThread(self.plane, 0)
-        self.cache = self.xds.xds.cache
+        self.replica = Replica(f"file://{tmp_path}/store", api=False, debounce=0.01, empty_grace=0.0)
+        self.store, self.plane, self.xds = self.replica.store, self.replica.plane, self.replica.xds
+        self.cache = self.replica.server.cache
         self.handles: list = []
         self.accepted = self.refused = 0
         self.plane.push({"service": "web", "stages": [{"name": "prod", "weight": 1, "mode": "rolling",
@@ -183,9 +178,7 @@ class World:
         for handle in self.handles:
             handle.close()
         self.envoy.stop()
-        self.xds.stop()
-        self.plane.stop()
-        self.store.stop()
+        self.replica.close()
 
 
 @pytest.fixture(scope="module")

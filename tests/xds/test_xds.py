@@ -17,6 +17,7 @@ from rollway.xds.server import XdsThread
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
+from harness import Replica
 from lagging_link import LaggingLink
 
 pytestmark = [pytest.mark.envoy]
@@ -31,16 +32,14 @@ class EnvoyPair:
 
     def __init__(self, zookeeper, tmp_path, delays=None, secrets_file=None, ack_timeout=30.0):
         self.tmp = tmp_path
-        self.store = open_store(f"zk://{zookeeper.hosts}/e2e-{time.monotonic_ns()}")
-        self.store.start()
+        self.xds_port = free_port()          # fixed: a test restarts xDS on it
+        self.replica = Replica(f"zk://{zookeeper.hosts}/e2e-{time.monotonic_ns()}", api=False, xds_port=self.xds_port,
+                               secrets_file=secrets_file, ack_timeout=ack_timeout)
+        self.store, self.plane, self.xds = self.replica.store, self.replica.plane, self.replica.xds
         self.agent = open_store(self.store.url)   # hosts announce through their own session
         self.agent.start()
-        self.plane = ControlPlane(self.store, debounce=0.02, secrets_file=secrets_file, ack_timeout=ack_timeout)
-        self.plane.start()
         self.backends = Backends([f"{v}#{i}" for v in ("v1", "v2") for i in range(HOSTS)])
         self.members: dict[str, object] = {}
-        self.xds_port = free_port()
-        self.xds = XdsThread(self.plane, self.xds_port)
         # An Envoy given a delay hears every response that much late (a slow path to it).
         self.links = {node: LaggingLink(self.xds_port, delay) for node, delay in (delays or {}).items()}
         # Envoys report ready only once they hold a config: the route map comes first.
@@ -85,14 +84,13 @@ class EnvoyPair:
     def close(self) -> None:
         for envoy in self.envoys.values():
             envoy.stop()
-        self.xds.stop()
+        self.xds.stop()                     # a test may have restarted it: stop the one running
         for link in self.links.values():
             link.close()
         for member in self.members.values():
             member.close()
-        self.plane.stop()
         self.agent.stop()
-        self.store.stop()
+        self.replica.close()
         self.backends.close()
 
 

@@ -339,7 +339,11 @@ class XdsThread:
     def stop(self) -> None:
         """Stops the server, then finishes every task still on its loop (stream handlers,
         the liveness check) before closing it: a loop closed under pending tasks makes grpc
-        print "Event loop is closed" tracebacks when they are collected at exit."""
+        print "Event loop is closed" tracebacks when they are collected at exit. Stopping a
+        stopped server does nothing."""
+        if self.loop.is_closed():
+            return
+
         async def shutdown() -> None:
             await self.xds.stop()
             pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
