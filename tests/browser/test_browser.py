@@ -259,14 +259,19 @@ def test_a_5xx_never_reloads_and_a_server_that_always_says_reload_gets_one_per_v
     try:
         driver.get(stack.url("/?poll=0&policy=immediate"))
 
-        def call(script: str, path: str) -> None:
+        def call(script: str, path: str) -> dict | None:
+            """What the page's request got, or None if the page reloaded under the script."""
+            result = None
             with contextlib.suppress(WebDriverException):   # the page reloaded under the script
-                driver.execute_async_script(script, path)
+                result = driver.execute_async_script(script, path)
             time.sleep(1.0)
+            return result
 
-        call(FETCH, "/api/fail?target=v2")
-        call(XHR, "/api/fail?target=v2")
-        assert len(page_loads(driver)) == 1                              # a 5xx said v2: nothing reloads
+        for script in (FETCH, XHR):
+            seen = call(script, "/api/fail?target=v2")
+            # The page really made the call and saw the 5xx carrying the signal...
+            assert seen is not None and (seen["status"], seen["refresh"]) == (503, "v2"), seen
+        assert len(page_loads(driver)) == 1                              # ... and a 5xx said v2: nothing reloads
         call(FETCH, "/api/always?target=v2")
         assert [x["version"] for x in page_loads(driver)] == ["v1", "v1"]   # told v2 (a 200): one reload
         for script in (FETCH, XHR, FETCH):

@@ -34,6 +34,7 @@ import pytest
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]
 from netns import Network
 
+from conftest import wait_for
 from pki import CA
 
 pytestmark = [pytest.mark.fleet, pytest.mark.envoy, pytest.mark.zookeeper]
@@ -161,6 +162,27 @@ class Fleet:
         return self.probe("leader", SERVERS, self.ca).strip()
 
 
+
+class Checked(threading.Thread):
+    """A fault's thread whose failure the test sees: ``finish`` joins it and raises what it
+    raised (a daemon thread would otherwise swallow it)."""
+
+    def __init__(self, target) -> None:
+        super().__init__(daemon=True)
+        self.target, self.error = target, None
+
+    def run(self) -> None:
+        try:
+            self.target()
+        except BaseException as error:   # noqa: BLE001 -- handed to the test's thread
+            self.error = error
+
+    def finish(self, timeout: float, what: str) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), f"{what} did not finish within {timeout} s"
+        if self.error is not None:
+            raise AssertionError(f"{what} failed: {self.error!r}") from self.error
+
 def deploy_host(fleet: Fleet, app: str) -> None:
     fleet.operator("serverset", "drain", "--store", STORE, "--path", PATH, "--host", fleet.net.address[app],
                    "--port", "8080", "--service", "web", "--timeout", "60")
@@ -228,7 +250,10 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
     browsers = fleet.spawn("browsers", "browser", [PY, str(HERE / "browsers.py"), "--envoys", ",".join(ENVOYS),
                                                    "--sessions", str(SESSIONS), "--out", str(requests_path),
                                                    "--stop", str(stop_file), "--interval", "3"])
-    time.sleep(12)          # every session has loaded its page on v1
+    def loaded_on_v1() -> bool:
+        lines = requests_path.read_text().splitlines() if requests_path.exists() else []
+        return len({r["session"] for r in map(json.loads, filter(None, lines)) if r.get("version") == "v1"}) == SESSIONS
+    wait_for(loaded_on_v1, timeout=60, what=f"all {SESSIONS} sessions to load their page on v1")
 
     faults: list[dict] = []
 
@@ -270,7 +295,8 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
             killed["zk"] = "zk2"
             zk_stop = start
         if number == 3:
-            threading.Thread(target=cut_envoy_link, daemon=True).start()
+            cut_thread = Checked(cut_envoy_link)
+            cut_thread.start()
             start = time.time()
             fleet.net.unplug("app2")          # deployed to v2 in batch 1; gone without a word
             spot = fault("app host app2 vanished without deregistering", start)
@@ -283,7 +309,7 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
                 entry["member_gone_after"] = gone["seconds"]
                 fleet.converged(120)
                 entry["converged_after"] = round(time.time() - entry["start"], 2)
-            spot_thread = threading.Thread(target=spot_converged, daemon=True)
+            spot_thread = Checked(spot_converged)
             spot_thread.start()
         for app in batch:
             if app == "app2" and number > 1:
@@ -297,8 +323,9 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
             fleet.converged(120)
             entry["converged_after"] = round(time.time() - entry["end"], 2)
     deploy_end = time.time()
-    assert cut_done.wait(120), "the link cut never finished"
-    spot_thread.join(150)
+    cut_thread.finish(120, "the link cut")
+    spot_thread.finish(150, "app2's disappearance")
+    assert cut_done.is_set() and "member_gone_after" in spot and "converged_after" in spot
     final = fleet.converged(120)
     time.sleep(15)          # every session asks at least a few times more
     stop_file.write_text("stop")
