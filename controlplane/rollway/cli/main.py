@@ -13,7 +13,7 @@ Subcommands:
 ``rollway envoy-run -- -c FILE``
     Exec Envoy with ``ENVOY_DYNAMIC_MODULES_SEARCH_PATH`` pointing at the installed module.
 
-``rollway simulate --scenario NAME [--strategy rollway|capacity|naive|all] [--json] [--plot F]``
+``rollway simulate --scenario NAME [--strategy rollway|capacity|naive|all] [--json] [--plot F] [--trace F]``
     Simulate a deploy through lagging Envoys (rollway.tools.sim).
 
 ``rollway serve``, ``rollway routemap ...``, ``rollway status``, ``rollway serverset announce``
@@ -265,8 +265,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                             lag_max=args.lag_max, seed=args.seed, replicas=args.replicas, failures=failures,
                             silent=tuple((i, at) for i, at in enumerate(args.silent_envoy_at or [])),
                             ack_timeout=args.ack_timeout, drain=args.drain, debounce=args.debounce,
-                            reconnect_rate=args.reconnect_rate)
+                            reconnect_rate=args.reconnect_rate, trace=bool(args.trace))
         results[strategy] = sim.run(cfg)
+    if args.trace:
+        traced = results.get("rollway") or next(iter(results.values()))
+        with open(args.trace, "w") as trace_file:
+            for line in traced.trace:
+                trace_file.write(json.dumps(line, separators=(",", ":")) + "\n")
     if args.plot:
         shown = results.get("rollway") or next(iter(results.values()))
         sim.plot(shown, args.plot, f"{args.scenario}: sessions per version ({shown.metrics['strategy']}, "
@@ -284,6 +289,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print(f"{'metric':28}" + "".join(f"{s:>12}" for s in results))
     for key in keys:
         print(f"{key:28}" + "".join(f"{r.metrics[key]:>12}" for r in results.values()))
+    if args.trace:
+        for key in ("bounces", "bounces_stale_caused", "justified_returns", "refreshes_per_session_max", "rollouts"):
+            print(f"{'strict ' + key:28}" + "".join(f"{r.metrics['strict'][key]:>12}" for r in results.values()))
     return 0
 
 
@@ -380,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--ack-timeout", type=float, default=30.0)
     simulate.add_argument("--json", action="store_true")
     simulate.add_argument("--plot", help="write a PNG: sessions per version over time, capacity overlaid")
+    simulate.add_argument("--trace", metavar="FILE",
+                          help="write the run's trace (JSON Lines: every response and operator action) and "
+                               "recount bounces and reloads from it by the strict definition "
+                               "(rollway.tools.sim.recount)")
     simulate.set_defaults(func=_cmd_simulate)
 
     from rollway.cli.controlplane import add_commands

@@ -49,6 +49,7 @@ class SimConfig:
     reconnect: float = 2.0
     ack_timeout: float = 30.0
     reconnect_rate: float = 0.02
+    trace: bool = False         # keep a replayable trace (rollway.tools.sim.recount) and recount from it
 
     @property
     def drain_seconds(self) -> float:
@@ -87,3 +88,4 @@ class After:
 class SimResult:
     metrics: dict
     series: dict = field(default_factory=dict)   # time -> {"sessions": {v: share}, "capacity": {v: share}}
+    trace: list = field(default_factory=list)    # with SimConfig.trace: the trace's lines, in time order

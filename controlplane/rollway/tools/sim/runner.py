@@ -11,7 +11,8 @@ from rollway import murmur3_32, new_routing_id
 from rollway.model.filter_config import RollingStage
 from rollway.tools.sim.accounting import Actions, Overload, Sessions
 from rollway.tools.sim.doubles import SimulatedEnvoy, SimulatedPlane
-from rollway.tools.sim.model import After, Gate, SimConfig, SimResult, World
+from rollway.tools.sim.model import DEPLOY, ROLLBACK, SWITCH, WEIGHTS, After, Gate, SimConfig, SimResult, World
+from rollway.tools.sim.recount import recount
 from rollway.tools.sim.scenarios import SCENARIOS, timeline, with_faults
 
 STRATEGIES = ("naive", "capacity", "rollway")
@@ -43,6 +44,27 @@ def _host_changes(old: dict[str, dict[str, float]], new: dict[str, dict[str, flo
         when = t + rng.uniform(0.0, spread)
         out.append((max(when, latest_add) if empties else when, key, version, unit))
     return sorted(out)
+
+
+def _action_lines(t: float, before: World, world: World) -> list[dict]:
+    """The trace's lines for the operator action ``world`` starts: per stage it acts on."""
+    kind, target = world.kind, world.target
+    if kind == WEIGHTS:
+        return [{"t": t, "action": kind, "stage": None, "target": None}]
+    if kind == SWITCH:
+        lines = []
+        for key, caps in world.hosts.items():
+            stage, _, slot = key.partition("/")
+            if slot == world.active:
+                version = max(caps, key=lambda v: (caps[v], v)) if caps else None
+                lines.append({"t": t, "action": kind, "stage": stage, "target": version})
+        return lines
+    if kind not in (DEPLOY, ROLLBACK) or target is None:
+        return []
+    grown = [key for key, caps in world.hosts.items() if "/" not in key
+             and caps.get(target, 0.0) > before.hosts.get(key, {}).get(target, 0.0)]
+    stages = grown or [key for key, caps in world.hosts.items() if "/" not in key and caps.get(target, 0.0) > 0]
+    return [{"t": t, "action": kind, "stage": stage, "target": target} for stage in stages]
 
 
 def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None = None) -> SimResult:
@@ -106,6 +128,8 @@ class _Run:
         self.p = min(1.0, cfg.request_rate * cfg.tick)
         self.t = 0.0
         self.was_leading, self.was_quorum = True, len(self.envoys)
+        self.trace: list[dict] = []           # with cfg.trace: responses and operator actions
+        self.traced_episode = self.world.episode
 
     def run(self) -> SimResult:
         cfg = self.cfg
@@ -155,8 +179,12 @@ class _Run:
         ``cfg.spread``. Returns whether the operator's world changed (or nothing is out yet)."""
         changed = self.plane.current is None       # the first config goes out at once
         while self.step < len(self.events) and self._due(self.events[self.step][0]):
-            self.world = world = self.events[self.step][1]
+            previous, self.world = self.world, self.events[self.step][1]
+            world = self.world
             self.step, self.step_t, self.gate_open_at, changed = self.step + 1, self.t, None, True
+            if self.cfg.trace and world.episode != self.traced_episode:
+                self.traced_episode = world.episode
+                self.trace.extend(_action_lines(self.t, previous, world))
             self.actions.record(world.episode, world.kind, world.target, world.weights)
             if self.step == len(self.events):
                 self.end = max(self.end, self.t + self.settle)
@@ -286,10 +314,10 @@ class _Run:
         for k, sessions in per_envoy.items():
             envoy = self.envoys[k]
             if envoy.router is not None:
-                self._route(envoy, sessions, serving, tick_versions, tick_stages)
+                self._route(k, envoy, sessions, serving, tick_versions, tick_stages)
         return tick_versions, tick_stages
 
-    def _route(self, envoy: SimulatedEnvoy, sessions: list[int], serving: dict[tuple[str, str], bool],
+    def _route(self, k: int, envoy: SimulatedEnvoy, sessions: list[int], serving: dict[tuple[str, str], bool],
                tick_versions: dict[str, Counter], tick_stages: Counter) -> None:
         cfg, ids, app, cookie, stage_cookie = self.cfg, self.ids, self.app, self.cookie, self.stage_cookie
         assert envoy.router is not None
@@ -328,6 +356,9 @@ class _Run:
             told = refresh[j] if cfg.strategy == "rollway" else (app[i] is not None and app[i] != v
                                                                  and cookie[i] != v)
             self._served(envoy, i, stage, v, told, out_of_quorum)
+            if cfg.trace:
+                self.trace.append({"t": self.t, "session": i, "envoy": k, "stage": stage, "version": v,
+                                   "refresh": bool(told), "stale": out_of_quorum})
 
     def _served(self, envoy: SimulatedEnvoy, i: int, stage: str, v: str, told: bool, out_of_quorum: bool) -> None:
         """Session ``i`` was served by ``v``: its cookies, its page, and the book."""
@@ -384,4 +415,6 @@ class _Run:
             "final_versions": {v: sum(1 for x in book.last if x == v) for v in sorted({x for x in book.last if x})},
         })
         out.update(self.overload.metrics())
-        return SimResult(out, self.series)
+        if cfg.trace:
+            out["strict"] = recount(self.trace).summary()
+        return SimResult(out, self.series, self.trace)
