@@ -71,6 +71,14 @@ def test_reloads_count_per_rollout_canary_shifts_included():
     assert recount(trace).rollouts == 2 and recount(trace).refreshes_per_session_max == 3
 
 
+def test_a_reload_finishing_one_rollout_after_the_next_began_belongs_to_the_first():
+    trace = [action(0, "deploy", "v2"), served(1, "v1"), action(5, "deploy", "v3"),
+             served(6, "v2", refresh=True), served(9, "v3", refresh=True)]
+    assert recount(trace).refreshes_per_session_max == 1
+    trace.append(served(10, "v3", refresh=True))          # told twice toward v3: two in that rollout
+    assert recount(trace).refreshes_per_session_max == 2
+
+
 def test_a_stale_envoys_bounce_is_counted_and_shown_apart():
     trace = [served(1, "v1"), served(2, "v2", stale=True), served(3, "v1")]
     counts = recount(trace)

@@ -15,7 +15,9 @@ deciding Envoy was outside the quorum), and one per operator action,
   the move away, are also counted apart (``bounces_stale_caused``).
 - A **reload** (a response carrying the refresh signal) is counted per session per
   **rollout**: every step toward one target, canary shifts included. A rollout starts at
-  a deploy or rollback to a new target, or a blue-green switch.
+  a deploy or rollback to a new target, or a blue-green switch; a reload onto version V
+  belongs to the newest rollout toward V (a session finishing the v2 rollout just after
+  the v3 deploy began reloads in the v2 rollout), else to the rollout under way.
 
 Usage::
 
@@ -67,6 +69,7 @@ def recount(lines: Iterable[Mapping[str, Any]]) -> Counts:
     used: dict[int, set[int]] = {}                        # session -> actions that justified a return
     reloads: Counter = Counter()                          # (session, rollout) -> reloads
     rollout: tuple[str, str | None] | None = None
+    toward: dict[str | None, str] = {}                    # target version -> its newest rollout
     for line in lines:
         if "action" in line:
             action = _Action(len(actions), float(line["t"]), str(line["action"]), line.get("stage"), line.get("target"))
@@ -74,6 +77,7 @@ def recount(lines: Iterable[Mapping[str, Any]]) -> Counts:
             if action.kind == "switch" or action.kind in ("deploy", "rollback") and \
                     (rollout is None or rollout[1] != action.target):
                 rollout = (f"{action.kind}#{action.index}", action.target)
+                toward[action.target] = rollout[0]
                 counts.rollouts += 1
             continue
         counts.responses += 1
@@ -96,7 +100,7 @@ def recount(lines: Iterable[Mapping[str, Any]]) -> Counts:
             gone[before[1]] = (t, stale)
         last[session] = here
         if line.get("refresh"):
-            reloads[(session, rollout[0] if rollout else None)] += 1
+            reloads[(session, toward.get(here[1], rollout[0] if rollout else None))] += 1
     counts.refreshes_per_session_max = max(reloads.values(), default=0)
     return counts
 
