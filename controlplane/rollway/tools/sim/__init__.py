@@ -4,13 +4,15 @@ what a real one does?
 A deploy tool changes a stage's hosts step by step, in place or surge-style (the new hosts
 first, the old ones a step later), paced by the clock or by the deploy gate; each step's
 host changes are spread over a few seconds, deregistered hosts keep serving for a drain
-period and then stop. The control plane sees the serversets through a debounce window and
-the empty-serverset grace, and decides with ``rollway.model.publish.publish`` on a deploy
-state, the same function and record the leader runs (followers render it; leaders die and
-replicas restart). K Envoys each receive config updates in order after a lag drawn afresh
+period and then stop. The control plane sees the serversets through the watchers' own rules
+(``rollway.sources.view_policy``: the debounce window, the empty-serverset grace), and
+decides with ``rollway.plane.decision.decide`` on a deploy state, the same function and
+record the leader runs (followers render it; leaders die and replicas restart). K Envoys each receive config updates in order after a lag drawn afresh
 for every update, reconnect to another replica when their stream breaks, ACK only what
 they applied (an ACK says what an Envoy knows while the server retains that config), and
 may fall silent. S browser sessions keep their cookies, hit random Envoys, and reload when told.
+With ``trace``, every response and operator action is kept, and bounces and reloads are
+recounted from the trace alone by the strict definition (``rollway.tools.sim.recount``).
 Nothing here restates a routing rule: decisions come from the C++ core
 (``Router.route_many``).
 
