@@ -129,7 +129,13 @@ class AdsServicer:
             self.cache.ledger.nacked(node, type_url, request.error_detail.message)
             return
         if type_url == ENDPOINT:
-            node.warm |= set(sent[2])         # these clusters have their endpoints: warm
+            # These clusters have their endpoints: warm. Only names the snapshot serves: the
+            # names are the client's, and what it can make this set hold must be bounded.
+            try:
+                served = self.cache.snapshot(node.service, node.listener).by_type[ENDPOINT]
+            except NotFound:
+                served = {}
+            node.warm |= {name for name in sent[2] if name in served}
         elif type_url == CLUSTER:
             node.warm &= node.clusters        # a cluster removed must warm again if it comes back
         self.cache.on_ack(node, type_url, request.version_info)
