@@ -439,16 +439,31 @@ def cmd_drain(args) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    def client(p):
-        p.add_argument("--server", default=DEFAULT_SERVER, help="rollway serve's operator API HOST:PORT")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.add_argument("--tls-ca", metavar="FILE",
-                       help="talk TLS, checking the server's certificate against this CA (else $ROLLWAY_TLS_CA)")
-        p.add_argument("--tls-cert", metavar="FILE", help="a client certificate to present (with --tls-key)")
-        p.add_argument("--tls-key", metavar="FILE")
-        p.add_argument("--tls-server-name", metavar="NAME",
-                       help="the name to check the server's certificate for, when --server is an address")
+    """The control plane's verbs: serve, routemap, status, deploy, serverset."""
+    _add_serve(sub)
+    _add_routemap(sub)
+    status = sub.add_parser("status", help="capacity, direction and generation of a service")
+    status.add_argument("service")
+    status.add_argument("--watch", action="store_true", help="keep printing as it changes")
+    _client_flags(status)
+    status.set_defaults(func=cmd_status)
+    _add_deploy(sub)
+    _add_serverset(sub)
 
+
+def _client_flags(p: argparse.ArgumentParser) -> None:
+    """What every command that talks to a server takes."""
+    p.add_argument("--server", default=DEFAULT_SERVER, help="rollway serve's operator API HOST:PORT")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--tls-ca", metavar="FILE",
+                   help="talk TLS, checking the server's certificate against this CA (else $ROLLWAY_TLS_CA)")
+    p.add_argument("--tls-cert", metavar="FILE", help="a client certificate to present (with --tls-key)")
+    p.add_argument("--tls-key", metavar="FILE")
+    p.add_argument("--tls-server-name", metavar="NAME",
+                   help="the name to check the server's certificate for, when --server is an address")
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the control plane and its operator API")
     serve.add_argument("--store", required=True, help="zk://HOST:PORT[/chroot] or file://DIR")
     serve.add_argument("--api-port", type=int, default=7700)
@@ -483,13 +498,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        help="seconds to hold a serverset's last view when it suddenly looks empty")
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_routemap(sub: argparse._SubParsersAction) -> None:
     routemap = sub.add_parser("routemap", help="validate, push and inspect route maps")
     rsub = routemap.add_subparsers(dest="routemap_command", required=True)
     p = rsub.add_parser("validate", help="check a route map; with a server, a dry run of what would move")
     p.add_argument("file")
     p.add_argument("--local", action="store_true", help="only check the document, no server")
     p.add_argument("--sample", type=int, default=0, help="routing ids to sample (server default 20000)")
-    client(p)
+    _client_flags(p)
     p.set_defaults(func=cmd_validate)
     p = rsub.add_parser("push", help="store a new revision (compare-and-set on --expected-revision)")
     p.add_argument("file")
@@ -497,16 +514,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--author", default=os.environ.get("USER", "unknown"))
     p.add_argument("--reason", default="")
     p.add_argument("--token-file")
-    client(p)
+    _client_flags(p)
     p.set_defaults(func=cmd_push)
     p = rsub.add_parser("get", help="show the current (or a given) revision")
     p.add_argument("service")
     p.add_argument("--revision", type=int, default=0)
-    client(p)
+    _client_flags(p)
     p.set_defaults(func=cmd_get)
     p = rsub.add_parser("history", help="every accepted revision")
     p.add_argument("service")
-    client(p)
+    _client_flags(p)
     p.set_defaults(func=cmd_history)
     p = rsub.add_parser("rollback", help="push an earlier revision again")
     p.add_argument("service")
@@ -515,28 +532,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--author", default=os.environ.get("USER", "unknown"))
     p.add_argument("--reason", default="")
     p.add_argument("--token-file")
-    client(p)
+    _client_flags(p)
     p.set_defaults(func=cmd_rollback)
     p = rsub.add_parser("diff", help="the current revision against a file")
     p.add_argument("file")
-    client(p)
+    _client_flags(p)
     p.set_defaults(func=cmd_diff)
 
-    status = sub.add_parser("status", help="capacity, direction and generation of a service")
-    status.add_argument("service")
-    status.add_argument("--watch", action="store_true", help="keep printing as it changes")
-    client(status)
-    status.set_defaults(func=cmd_status)
 
+def _add_deploy(sub: argparse._SubParsersAction) -> None:
     deploy = sub.add_parser("deploy", help="the deploy tool's side: wait for the fleet to converge")
     dsub = deploy.add_subparsers(dest="deploy_command", required=True)
     p = dsub.add_parser("wait", help="block until every Envoy holds the newest config and nothing waits "
                                      "for a second step; exit 1 naming what is outstanding on timeout")
     p.add_argument("service")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60, at most 3600)")
-    client(p)
+    _client_flags(p)
     p.set_defaults(func=cmd_deploy_wait)
 
+
+def _add_serverset(sub: argparse._SubParsersAction) -> None:
     serverset = sub.add_parser("serverset", help="serverset tools")
     ssub = serverset.add_subparsers(dest="serverset_command", required=True)
     p = ssub.add_parser("announce", help="register members and hold them until stopped (a host agent)")
@@ -556,5 +571,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--service", required=True, help="the service whose route map names this serverset")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the fleet (default 60)")
-    client(p)
+    _client_flags(p)
     p.set_defaults(func=cmd_drain)

@@ -318,7 +318,31 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--wanted", help="the app version the sessions run")
     route.add_argument("--json", action="store_true", help="machine-readable output")
     route.set_defaults(func=_cmd_route)
+    _add_envoy_commands(sub)
+    client = sub.add_parser("client-js", help="print rollway.js, the page's half (or, with --path, where it is)")
+    build = client.add_mutually_exclusive_group()
+    build.add_argument("--classic", dest="kind", action="store_const", const="classic",
+                       help="the classic-script build (window.Rollway) instead of the ES module")
+    build.add_argument("--types", dest="kind", action="store_const", const="types",
+                       help="the TypeScript declarations")
+    client.add_argument("--path", action="store_true", help="print the installed file's path instead")
+    client.set_defaults(func=_cmd_client_js, kind="module")
+    _add_simulate(sub)
 
+    from rollway.cli.controlplane import add_commands
+    from rollway.cli.demo import add_command as add_demo
+    from rollway.cli.ops import add_command as add_ops
+    from rollway.cli.override import add_command as add_override
+
+    add_commands(sub)
+    add_override(sub)
+    add_ops(sub)
+    add_demo(sub)
+    return parser
+
+
+def _add_envoy_commands(sub: argparse._SubParsersAction) -> None:
+    """envoy-config (a bootstrap that loads the filter) and envoy-run."""
     envoy = sub.add_parser("envoy-config", help="print an Envoy bootstrap that loads the Rollway filter")
     mode = envoy.add_mutually_exclusive_group(required=True)
     mode.add_argument("--static", action="store_true", help="filter config inline, static clusters")
@@ -354,15 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("envoy_args", nargs=argparse.REMAINDER, help="arguments for Envoy")
     run.set_defaults(func=_cmd_envoy_run)
 
-    client = sub.add_parser("client-js", help="print rollway.js, the page's half (or, with --path, where it is)")
-    build = client.add_mutually_exclusive_group()
-    build.add_argument("--classic", dest="kind", action="store_const", const="classic",
-                       help="the classic-script build (window.Rollway) instead of the ES module")
-    build.add_argument("--types", dest="kind", action="store_const", const="types",
-                       help="the TypeScript declarations")
-    client.add_argument("--path", action="store_true", help="print the installed file's path instead")
-    client.set_defaults(func=_cmd_client_js, kind="module")
 
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
     simulate = sub.add_parser("simulate", help="simulate a deploy through a fleet of lagging Envoys")
     from rollway.tools.sim import SCENARIOS, STRATEGIES
 
@@ -393,17 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
                                "recount bounces and reloads from it by the strict definition "
                                "(rollway.tools.sim.recount)")
     simulate.set_defaults(func=_cmd_simulate)
-
-    from rollway.cli.controlplane import add_commands
-    from rollway.cli.demo import add_command as add_demo
-    from rollway.cli.ops import add_command as add_ops
-    from rollway.cli.override import add_command as add_override
-
-    add_commands(sub)
-    add_override(sub)
-    add_ops(sub)
-    add_demo(sub)
-    return parser
 
 
 def version_text() -> str:

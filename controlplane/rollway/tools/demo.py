@@ -318,10 +318,11 @@ class Demo:
         return self.summary(time.monotonic() - start)
 
     def _screenshot(self) -> None:
+        assert self.args.screenshot is not None     # called only when one was asked for
         from rollway.tools.browser import screenshot
 
         try:
-            screenshot(f"http://127.0.0.1:{self.dashboard.port}/", self.args.screenshot or "dashboard.png")
+            screenshot(f"http://127.0.0.1:{self.dashboard.port}/", self.args.screenshot)
         except (OSError, RuntimeError, subprocess.TimeoutExpired) as error:
             print(f"rollway demo: no screenshot: {error}", file=sys.stderr)
 
