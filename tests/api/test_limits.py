@@ -23,6 +23,7 @@ from rollway.proto import routemap_pb2 as pb
 from rollway.xds.cache import MAX_LISTENERS
 from rollway.xds.server import ADS_METHOD, MAX_REQUEST
 
+from conftest import wait_for
 from examples import ROUTEMAP
 from harness import Replica
 
@@ -61,10 +62,13 @@ def healthz(port: int, timeout: float) -> int:
 
 
 def test_the_dashboard_serves_32_connections_at_once_and_the_33rd_waits(board):
-    port = board.dashboard.port
+    port, slots = board.dashboard.port, board.dashboard.server.slots
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(dashboard.MAX_CONNECTIONS)]
+    waiter = None
     try:
-        time.sleep(0.2)                     # every slot taken by a connection that sends nothing
+        # Every slot taken by a connection that sends nothing. Waited for, not slept on: past
+        # the listen backlog the kernel may hand the server a later connection first.
+        wait_for(lambda: slots._value == 0, timeout=10, what="all 32 slots taken")
         waiter = socket.create_connection(("127.0.0.1", port), timeout=0.3)
         waiter.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         with pytest.raises(TimeoutError):
@@ -72,9 +76,8 @@ def test_the_dashboard_serves_32_connections_at_once_and_the_33rd_waits(board):
         waiter.settimeout(10)
         idle.pop().close()                  # a slot frees: the queued request is served
         assert int(waiter.recv(64).split()[1]) == 200
-        waiter.close()
     finally:
-        for sock in idle:
+        for sock in [*idle, *([waiter] if waiter else [])]:
             sock.close()
 
 
