@@ -421,6 +421,11 @@ class DashboardServer:
 class _BoundedHTTPServer(http.server.ThreadingHTTPServer):
     """A thread per connection, at most MAX_CONNECTIONS at once."""
 
+    # socketserver's default backlog is 5: a burst of clients past it has its handshakes
+    # dropped and retried by the kernel after 1, 3, 7 s. Room for every slot and as many
+    # waiting keeps a burst inside the kernel's queue, where waiting costs no thread.
+    request_queue_size = 2 * MAX_CONNECTIONS
+
     def __init__(self, *args, **kwargs):
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(*args, **kwargs)
