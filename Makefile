@@ -13,7 +13,7 @@ APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' -o -name '*.html' -o -name '*.js' -o -name '*.ts' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo lint test test-unit fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-sim bench-clientjs bench-envoy-instructions clean
+.PHONY: setup demo lint test test-unit fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-sim sim-table sim-soak bench-clientjs bench-envoy-instructions clean
 
 setup: $(STAMPS)/installed
 
@@ -79,6 +79,14 @@ bench-clientjs: setup
 
 bench-sim: setup
 	$(VPY) benchmarks/sim.py
+
+# The README's simulation table, settings included (about 5 minutes).
+sim-table: setup
+	$(VPY) benchmarks/sim_table.py
+
+# The deploy state machine at soak size: 2,000 generated deploys (SIM_EXAMPLES to change).
+sim-soak: setup
+	SIM_EXAMPLES=$${SIM_EXAMPLES:-2000} $(VPY) -m pytest -p no:cacheprovider -q -s tests/sim/test_sim_stateful.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) build

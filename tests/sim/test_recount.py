@@ -79,6 +79,34 @@ def test_a_reload_finishing_one_rollout_after_the_next_began_belongs_to_the_firs
     assert recount(trace).refreshes_per_session_max == 2
 
 
+def test_a_halt_justifies_nothing_and_starts_no_rollout():
+    trace = [action(0, "deploy", "v2"), served(1, "v1"), served(2, "v2"), action(3, "halt", "v2"),
+             served(4, "v1")]
+    counts = recount(trace)
+    assert (counts.bounces, counts.rollouts) == (1, 1)
+
+
+def test_an_unknown_action_is_refused_by_name():
+    import pytest
+
+    with pytest.raises(ValueError, match="'pause'"):
+        recount([action(0, "pause", "v2")])
+
+
+def test_a_justified_return_allows_its_reload_and_a_stale_envoys_reloads_are_set_apart():
+    # A canary shift there and back: two reloads, one of them the justified return's.
+    trace = [served(1, "v1", "prod"), action(2, "weights"), served(3, "v2", "canary", refresh=True),
+             action(4, "weights"), served(5, "v1", "prod", refresh=True)]
+    counts = recount(trace)
+    assert (counts.refreshes_per_session_max, counts.refreshes_per_session_max_fresh) == (2, 1)
+    # A stale Envoy moves the session back and a fresh one forward again: both reloads are its.
+    stale = [action(0, "deploy", "v2"), served(1, "v1"), served(2, "v2", refresh=True),
+             served(3, "v1", stale=True, refresh=True), served(4, "v2", refresh=True)]
+    counts = recount(stale)
+    assert (counts.refreshes_per_session_max, counts.refreshes_per_session_max_fresh) == (3, 1)
+    assert counts.bounces == counts.bounces_stale_caused == 2 <= 2 * counts.stale_moves
+
+
 def test_a_stale_envoys_bounce_is_counted_and_shown_apart():
     trace = [served(1, "v1"), served(2, "v2", stale=True), served(3, "v1")]
     counts = recount(trace)
@@ -94,7 +122,8 @@ def test_a_simulation_traces_exactly_what_it_recounts():
     actions = [line for line in result.trace if "action" in line]
     assert responses and all(set(line) == {"t", "session", "envoy", "stage", "version", "refresh", "stale"}
                              for line in responses)
-    assert [(a["action"], a["stage"], a["target"]) for a in actions] == [("deploy", "prod", "v2"),
-                                                                         ("rollback", "prod", "v1")]
-    assert result.metrics["strict"] == recount(result.trace).summary()
+    assert [(a["action"], a["stage"], a["target"]) for a in actions] == [
+        ("deploy", "prod", "v2"), ("halt", "prod", "v2"), ("rollback", "prod", "v1")]
+    counted = recount(result.trace).summary()
+    assert {k: result.metrics[k] for k in counted} == counted     # the summary is the recount of the trace
     assert [line["t"] for line in result.trace] == sorted(line["t"] for line in result.trace)

@@ -11,8 +11,9 @@ record the leader runs (followers render it; leaders die and replicas restart). 
 for every update, reconnect to another replica when their stream breaks, ACK only what
 they applied (an ACK says what an Envoy knows while the server retains that config), and
 may fall silent. S browser sessions keep their cookies, hit random Envoys, and reload when told.
-With ``trace``, every response and operator action is kept, and bounces and reloads are
-recounted from the trace alone by the strict definition (``rollway.tools.sim.recount``).
+Bounces and reloads are counted from the run's trace lines alone (every response and
+operator action, ``rollway.tools.sim.recount``: the user's definition); with ``trace`` the
+lines are kept too, so anyone can recount a run from its ``--trace`` file.
 Nothing here restates a routing rule: decisions come from the C++ core
 (``Router.route_many``).
 
@@ -22,8 +23,8 @@ Strategies compared on the same scenario and seed:
 - ``capacity``: the core's capacity-ordered choice with no session affinity (no tiebreak);
 - ``rollway``: the full rules (wanted version, direction tiebreak, admission).
 
-What is measured (bounces and reloads by the session alone, overload against the stated
-bound at the same tick) is defined in ``rollway.tools.sim.accounting``.
+What is measured: bounces and reloads in ``rollway.tools.sim.recount``, overload against
+the stated bound at the same tick in ``rollway.tools.sim.accounting``.
 
 Usage::
 

@@ -1,22 +1,9 @@
-"""What the simulator measures, defined by the sessions and the world alone.
+"""What the simulator measures besides bounces and reloads, defined by the sessions and
+the world alone.
 
-``Sessions``: a **bounce** is a session served again by a version it had left, unless a
-newer operator action (a rollback, a weight change, a blue-green switch, the next deploy)
-moved it there, once per session per action. The action that moved a session is the one
-the deciding config reflects, so a lagging Envoy finishing an older action's move after a
-newer action moved the session is told apart: if that takes the session back, it is a
-bounce; and a return within one action (there and back in the same deploy) is one. Which
-Envoy decided plays no other part, except that sessions an Envoy outside the quorum
-(silent beyond the ACK timeout) moved are counted apart (``bounces_after_stale``): the
-risk a stale Envoy carries (README, "Running several replicas"). A **reload** is counted
-per session per action, by the same attribution.
-
-``Actions`` says which action a move belongs to, as operators count deploys: the one that
-sent the session where it went. A move within a stage belongs to the newest deploy or
-rollback (up to the one the deciding config reflects) whose target is the version it moved
-to, or to a blue-green switch; a move to another stage to the newest weight change. (By
-the deciding config's action alone, a session that had not asked since the last deploy step
-made that step's move under the next deploy's first config, and counted two reloads there.)
+``Sessions``: where each session is. Bounces and reloads are not counted here: they are
+counted from the trace's lines alone (``rollway.tools.sim.recount``), so anyone can recount
+a run's figures from its ``--trace`` file.
 
 ``Overload``: per tick and version, the traffic the version got against the bound the
 README states, at the same tick: the largest share any Envoy's config gives the version now
@@ -41,99 +28,31 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from rollway.tools.sim.model import DEPLOY, ROLLBACK, START, SWITCH, WEIGHTS
-
-
-class Actions:
-    def __init__(self) -> None:
-        self.kinds: dict[int, tuple[str, str | None]] = {}
-        self.weights: dict[int, dict[str, float]] = {}
-
-    def record(self, episode: int, kind: str, target: str | None, weights: dict | None = None) -> None:
-        self.kinds[episode] = (kind, target)
-        if weights is not None:
-            self.weights[episode] = dict(weights)
-
-    def of(self, episode: int, version: str, stage_moved: bool, weights: dict | None = None) -> int:
-        """The action a move to ``version`` decided by a config of action ``episode`` belongs
-        to. A move of stage belongs to the weight change whose weights the config applies
-        (``weights``): the control plane applies one change at a time, so a config built
-        after a newer change may still apply an older one (found by the state machine)."""
-        if stage_moved and weights is not None:
-            for action in range(episode, -1, -1):
-                kind, _ = self.kinds.get(action, (START, None))
-                recorded = self.weights.get(action)
-                if kind in (WEIGHTS, START) and recorded is not None and _same_weights(recorded, weights):
-                    return action
-        for action in range(episode, -1, -1):
-            kind, target = self.kinds.get(action, (START, None))
-            if stage_moved and kind == WEIGHTS:
-                return action
-            if not stage_moved and (kind == SWITCH or (kind in (DEPLOY, ROLLBACK) and target == version)):
-                return action
-        return episode
-
-
-def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
-    ta, tb = sum(a.values()) or 1.0, sum(b.values()) or 1.0
-    return set(a) == set(b) and all(abs(a[k] / ta - b[k] / tb) < 1e-9 for k in a)
 
 
 class Sessions:
+    """Where each session is: its version and stage, and how many sessions each holds (the
+    overload bound's resident shares and the time series read these)."""
+
     def __init__(self, n: int):
         self.last: list[str | None] = [None] * n
-        self.left: list[dict[str, int]] = [{} for _ in range(n)]   # version -> action that moved it off
-        self.last_action: list[int] = [-1] * n                    # newest action that moved it
-        self.returned: set[tuple[int, int]] = set()               # (session, action) that took it back
-        self.reloads: Counter = Counter()                 # (session, episode) -> reloads
-        self.tainted: set[int] = set()                    # moved by an Envoy outside the quorum
         self.on_version: Counter = Counter()
         self.stage: list[str] = [""] * n
         self.on_stage: Counter = Counter()                         # (stage, version) -> sessions
-        self.bounced: set[int] = set()
-        self.bounces = self.bounces_after_stale = 0
 
-    def served(self, i: int, version: str, told: bool, action: int, stale_envoy: bool, stage: str = "") -> None:
-        """Session ``i`` got a successful response from ``version``; ``told`` to reload;
-        ``action``: the operator action the deciding config reflects."""
+    def served(self, i: int, version: str, stage: str = "") -> None:
+        """Session ``i`` got a successful response from ``version`` in ``stage``."""
         prev = self.last[i]
         if prev == version and self.stage[i] == stage:     # most requests: nothing moved
-            if told:
-                self.reloads[(i, action)] += 1
             return
-        if prev is not None and stale_envoy:
-            # What follows for this session is the stale Envoy's doing, a move of stage too
-            # (found by the state machine: a stale Envoy's old weights took a session to the
-            # canary on its version; the healthy Envoys' move back was counted as a bounce).
-            self.tainted.add(i)
-        if prev is not None and version != prev:
-            left = self.left[i]
-            if version in left:
-                undoes_newer = action < self.last_action[i]       # a lagging Envoy undoing a newer move
-                within = left[version] == action                  # there and back in one action
-                if undoes_newer or within or (i, action) in self.returned:
-                    if i in self.tainted:
-                        self.bounces_after_stale += 1
-                    else:
-                        self.bounces += 1
-                        self.bounced.add(i)
-                else:
-                    self.returned.add((i, action))
-            left[prev] = action
-            self.last_action[i] = max(self.last_action[i], action)
-            self.on_version[prev] -= 1
         if prev != version:
-            self.on_version[version] += 1
-        if (self.stage[i], prev) != (stage, version):
             if prev is not None:
-                self.on_stage[(self.stage[i], prev)] -= 1
-            self.on_stage[(stage, version)] += 1
+                self.on_version[prev] -= 1
+            self.on_version[version] += 1
+        if prev is not None:
+            self.on_stage[(self.stage[i], prev)] -= 1
+        self.on_stage[(stage, version)] += 1
         self.last[i], self.stage[i] = version, stage
-        if told:
-            self.reloads[(i, action)] += 1
-
-    def reloads_per_deploy_max(self) -> int:
-        return max((n for (i, _), n in self.reloads.items() if i not in self.tainted), default=0)
 
 
 class Overload:
@@ -253,4 +172,4 @@ class Overload:
         }
 
 
-__all__ = ["Actions", "Overload", "Sessions"]
+__all__ = ["Overload", "Sessions"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# What an operator action is, as operators count deploys: reloads are counted per session
-# per action, and a session may be taken back to a version it had left once per newer
-# action (rollway.tools.sim.accounting).
-START, DEPLOY, ROLLBACK, WEIGHTS, SWITCH = "start", "deploy", "rollback", "weights", "switch"
+# The operator actions a trace names (rollway.tools.sim.recount): a deploy, rollback or
+# blue-green switch starts a rollout toward its target; a weight change moves sessions
+# between stages; a halt (a rollback announced: the old version's first hosts back while the
+# new one keeps all of its own, so every Envoy stops moving sessions forward before any is
+# sent back) sends nobody anywhere.
+START, DEPLOY, ROLLBACK, WEIGHTS, SWITCH, HALT = "start", "deploy", "rollback", "weights", "switch", "halt"
 
 
 @dataclass

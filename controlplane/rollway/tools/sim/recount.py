@@ -4,20 +4,29 @@ anyone can check a simulation's zeros from its ``--trace`` file.
 The trace is JSON Lines: one line per successful response,
 ``{"t", "session", "envoy", "stage", "version", "refresh", "stale"}`` (``stale``: the
 deciding Envoy was outside the quorum), and one per operator action,
-``{"t", "action": "deploy"|"rollback"|"weights"|"switch", "stage", "target"}``, in time order.
+``{"t", "action": "deploy"|"rollback"|"weights"|"switch"|"halt", "stage", "target"}``, in
+time order (``halt``: from then nobody is moved toward ``target``, the version halted; it
+sends nobody back, so it justifies nothing and starts no rollout).
 
 - A **bounce** is a session served by a version it had been served before and then left.
   It is *justified* only when an operator action that started after the session left that
   version sends it back: a deploy or rollback whose target is that version in the stage
   that served it, a blue-green switch to it in that stage, or a stage-weight change that
   moves the session to another stage. Each action justifies at most one return per session.
-  Which Envoy decided plays no part; the bounces where a stale Envoy served the return, or
-  the move away, are also counted apart (``bounces_stale_caused``).
+  Which Envoy decided plays no part: ``bounces`` counts every one. Those where a stale
+  Envoy served the return, or the move away, are also shown apart
+  (``bounces_stale_caused``), with what bounds them: each response is the return of at
+  most one bounce and the move away of at most one, so a stale Envoy causes at most two
+  bounces per response of its that moved a session (``stale_moves``).
 - A **reload** (a response carrying the refresh signal) is counted per session per
   **rollout**: every step toward one target, canary shifts included. A rollout starts at
   a deploy or rollback to a new target, or a blue-green switch; a reload onto version V
   belongs to the newest rollout toward V (a session finishing the v2 rollout just after
   the v3 deploy began reloads in the v2 rollout), else to the rollout under way.
+  ``refreshes_per_session_max`` is the most any session got in one rollout;
+  ``..._fresh`` the same without the reloads a stale Envoy caused (those it told, and the
+  one that undid its last move of that session) or a justified return took (an operator
+  action that sends a session back moves it once more): the promise is that this is 1.
 
 Usage::
 
@@ -33,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MOVES_TO_VERSION = ("deploy", "rollback", "switch")
+ACTIONS = ("deploy", "rollback", "weights", "switch", "halt")
 
 
 @dataclass
@@ -41,15 +51,20 @@ class Counts:
     bounces_stale_caused: int = 0
     justified_returns: int = 0
     refreshes_per_session_max: int = 0
+    refreshes_per_session_max_fresh: int = 0
     rollouts: int = 0
     responses: int = 0
+    stale_responses: int = 0
+    stale_moves: int = 0
     bounced_sessions: set[int] = field(default_factory=set)
 
     def summary(self) -> dict[str, Any]:
         return {"bounces": self.bounces, "bounces_stale_caused": self.bounces_stale_caused,
                 "justified_returns": self.justified_returns, "sessions_bounced": len(self.bounced_sessions),
-                "refreshes_per_session_max": self.refreshes_per_session_max, "rollouts": self.rollouts,
-                "responses": self.responses}
+                "refreshes_per_session_max": self.refreshes_per_session_max,
+                "refreshes_per_session_max_fresh": self.refreshes_per_session_max_fresh,
+                "rollouts": self.rollouts, "responses": self.responses,
+                "stale_responses": self.stale_responses, "stale_moves": self.stale_moves}
 
 
 @dataclass(frozen=True)
@@ -61,54 +76,95 @@ class _Action:
     target: str | None
 
 
-def recount(lines: Iterable[Mapping[str, Any]]) -> Counts:
-    counts = Counts()
-    actions: list[_Action] = []
-    last: dict[int, tuple[str, str]] = {}                 # session -> (stage, version) last served
-    left: dict[int, dict[str, tuple[float, bool]]] = {}   # session -> version -> (when it left, stale)
-    used: dict[int, set[int]] = {}                        # session -> actions that justified a return
-    reloads: Counter = Counter()                          # (session, rollout) -> reloads
-    rollout: tuple[str, str | None] | None = None
-    toward: dict[str | None, str] = {}                    # target version -> its newest rollout
-    for line in lines:
+class Recount:
+    """The counts, fed one trace line at a time (the simulator feeds each line as it makes
+    it, so a run without ``--trace`` keeps no trace and still counts by this definition)."""
+
+    def __init__(self) -> None:
+        self.counts = Counts()
+        self.actions: list[_Action] = []
+        self.last: dict[int, tuple[str, str]] = {}                 # session -> (stage, version) last served
+        self.left: dict[int, dict[str, tuple[float, bool]]] = {}   # session -> version -> (when it left, stale)
+        self.used: dict[int, set[int]] = {}                        # session -> actions that justified a return
+        self.reloads: Counter = Counter()                          # (session, rollout) -> reloads
+        self.fresh_reloads: Counter = Counter()                    # (session, rollout) -> reloads no stale Envoy caused
+        self.stale_moved: set[int] = set()                         # sessions a stale Envoy moved last
+        self.rollout: str | None = None                            # the rollout under way, and its target
+        self.rollout_target: str | None = None
+        self.toward: dict[str | None, str] = {}                    # target version -> its newest rollout
+
+    def feed(self, line: Mapping[str, Any]) -> None:
         if "action" in line:
-            action = _Action(len(actions), float(line["t"]), str(line["action"]), line.get("stage"), line.get("target"))
-            actions.append(action)
-            if action.kind == "switch" or action.kind in ("deploy", "rollback") and \
-                    (rollout is None or rollout[1] != action.target):
-                rollout = (f"{action.kind}#{action.index}", action.target)
-                toward[action.target] = rollout[0]
-                counts.rollouts += 1
-            continue
+            self._action(line)
+        else:
+            self._response(line)
+
+    def _action(self, line: Mapping[str, Any]) -> None:
+        kind = str(line["action"])
+        if kind not in ACTIONS:
+            raise ValueError(f"trace: unknown action {kind!r} (one of {', '.join(ACTIONS)})")
+        action = _Action(len(self.actions), float(line["t"]), kind, line.get("stage"), line.get("target"))
+        self.actions.append(action)
+        if kind == "switch" or kind in ("deploy", "rollback") and (self.rollout is None
+                                                                    or self.rollout_target != action.target):
+            self.rollout, self.rollout_target = f"{kind}#{action.index}", action.target
+            self.toward[action.target] = self.rollout
+            self.counts.rollouts += 1
+
+    def _response(self, line: Mapping[str, Any]) -> None:
+        counts = self.counts
         counts.responses += 1
         session, t, stale = int(line["session"]), float(line["t"]), bool(line.get("stale"))
+        counts.stale_responses += stale
         here = (str(line["stage"]), str(line["version"]))
-        before = last.get(session)
+        before = self.last.get(session)
+        rollout = self.toward.get(here[1], self.rollout)
         if before is not None and here[1] != before[1]:
-            gone = left.setdefault(session, {})
+            counts.stale_moves += stale
+            gone = self.left.setdefault(session, {})
             if here[1] in gone:
                 left_at, left_stale = gone[here[1]]
-                justifier = _justifier(actions, used.setdefault(session, set()), left_at, t, here, before)
+                used = self.used.setdefault(session, set())
+                justifier = _justifier(self.actions, used, left_at, t, here, before)
                 if justifier is not None:
-                    used[session].add(justifier)
+                    used.add(justifier)
                     counts.justified_returns += 1
+                    self.fresh_reloads[(session, rollout)] -= 1    # the return's reload is allowed
                 else:
                     counts.bounces += 1
                     counts.bounced_sessions.add(session)
                     if stale or left_stale:
                         counts.bounces_stale_caused += 1
             gone[before[1]] = (t, stale)
-        last[session] = here
+        # A stale Envoy's doing: its own responses, and the move that undoes its last move.
+        stale_caused = stale or (before is not None and here != before and session in self.stale_moved)
+        if before is not None and here != before:
+            if stale:
+                self.stale_moved.add(session)
+            else:
+                self.stale_moved.discard(session)
+        self.last[session] = here
         if line.get("refresh"):
-            reloads[(session, toward.get(here[1], rollout[0] if rollout else None))] += 1
-    counts.refreshes_per_session_max = max(reloads.values(), default=0)
-    return counts
+            key = (session, rollout)
+            self.reloads[key] += 1
+            counts.refreshes_per_session_max = max(counts.refreshes_per_session_max, self.reloads[key])
+            if not stale_caused:
+                self.fresh_reloads[key] += 1
+                counts.refreshes_per_session_max_fresh = max(counts.refreshes_per_session_max_fresh,
+                                                             self.fresh_reloads[key])
+
+
+def recount(lines: Iterable[Mapping[str, Any]]) -> Counts:
+    counter = Recount()
+    for line in lines:
+        counter.feed(line)
+    return counter.counts
 
 
 def _justifier(actions: list[_Action], used: set[int], left_at: float, now: float,
                here: tuple[str, str], before: tuple[str, str]) -> int | None:
     """The first action, started after the session left ``here``'s version and not used by
-    this session yet, that sends it back there."""
+    this session yet, that sends it back there (a halt sends nobody anywhere)."""
     stage, version = here
     for action in actions:
         if action.t <= left_at or action.t > now or action.index in used:
@@ -120,4 +176,4 @@ def _justifier(actions: list[_Action], used: set[int], left_at: float, now: floa
     return None
 
 
-__all__ = ["Counts", "recount"]
+__all__ = ["Counts", "Recount", "recount"]

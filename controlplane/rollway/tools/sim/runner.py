@@ -8,11 +8,11 @@ import random
 from collections import Counter
 
 from rollway import murmur3_32, new_routing_id
-from rollway.model.filter_config import RollingStage
-from rollway.tools.sim.accounting import Actions, Overload, Sessions
+from rollway.model.filter_config import FilterConfig, RollingStage
+from rollway.tools.sim.accounting import Overload, Sessions
 from rollway.tools.sim.doubles import SimulatedEnvoy, SimulatedPlane
-from rollway.tools.sim.model import DEPLOY, ROLLBACK, SWITCH, WEIGHTS, After, Gate, SimConfig, SimResult, World
-from rollway.tools.sim.recount import recount
+from rollway.tools.sim.model import DEPLOY, HALT, ROLLBACK, SWITCH, WEIGHTS, After, Gate, SimConfig, SimResult, World
+from rollway.tools.sim.recount import Recount
 from rollway.tools.sim.scenarios import SCENARIOS, timeline, with_faults
 
 STRATEGIES = ("naive", "capacity", "rollway")
@@ -50,7 +50,7 @@ def _action_lines(t: float, before: World, world: World) -> list[dict]:
     """The trace's lines for the operator action ``world`` starts: per stage it acts on."""
     kind, target = world.kind, world.target
     if kind == WEIGHTS:
-        return [{"t": t, "action": kind, "stage": None, "target": None}]
+        return []       # traced when the leader applies it (_Run._publish)
     if kind == SWITCH:
         lines = []
         for key, caps in world.hosts.items():
@@ -59,12 +59,36 @@ def _action_lines(t: float, before: World, world: World) -> list[dict]:
                 version = max(caps, key=lambda v: (caps[v], v)) if caps else None
                 lines.append({"t": t, "action": kind, "stage": stage, "target": version})
         return lines
+    if kind == HALT:    # the version the deploy under way was taking its stages to
+        halted = before.target
+        return [{"t": t, "action": kind, "stage": key, "target": halted} for key, caps in world.hosts.items()
+                if "/" not in key and caps.get(halted or "", 0.0) > 0]
     if kind not in (DEPLOY, ROLLBACK) or target is None:
         return []
     grown = [key for key, caps in world.hosts.items() if "/" not in key
              and caps.get(target, 0.0) > before.hosts.get(key, {}).get(target, 0.0)]
     stages = grown or [key for key, caps in world.hosts.items() if "/" not in key and caps.get(target, 0.0) > 0]
     return [{"t": t, "action": kind, "stage": stage, "target": target} for stage in stages]
+
+
+def stale_bound(cfg: SimConfig, stale_envoy_seconds: float) -> int:
+    """The most bounces stale Envoys can cause (README, "What a stale Envoy risks"): two per
+    response of theirs that moves a session, so at most two per request they serve while
+    stale. An Envoy with share ``s`` of the traffic, stale for ``D`` seconds, serves about
+    ``s * r * N * D`` requests (``N`` sessions asking ``r`` times a second); here each
+    request picks one of the Envoys at random, ``s = 1/K``, with five standard deviations of
+    sampling on top."""
+    expected = cfg.sessions * cfg.request_rate * stale_envoy_seconds / max(1, cfg.envoys)
+    return int(2 * (expected + 5 * math.sqrt(expected)))
+
+
+def _applies(config: FilterConfig, weights: dict[str, float]) -> bool:
+    """Whether ``config`` routes by ``weights`` (in proportion), with no change announced."""
+    applied = {stage.name: stage.weight for stage in config.stages}
+    if set(applied) != set(weights) or any(stage.next_weight is not None for stage in config.stages):
+        return False
+    ta, tw = sum(applied.values()) or 1.0, sum(weights.values()) or 1.0
+    return all(abs(applied[k] / ta - weights[k] / tw) < 1e-9 for k in weights)
 
 
 def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None = None) -> SimResult:
@@ -114,8 +138,6 @@ class _Run:
         self.stage_cookie: list[str | None] = [None] * cfg.sessions
         self.app: list[str | None] = [None] * cfg.sessions
         self.book = Sessions(cfg.sessions)
-        self.actions = Actions()
-        self.actions.record(self.world.episode, self.world.kind, self.world.target, self.world.weights)
         self.overload = Overload()
         self.metrics = Counter({"zero_capacity_requests": 0, "requests": 0, "requests_to_drained": 0,
                                 "requests_to_draining": 0, "refreshes": 0, "stale_decisions": 0,
@@ -129,6 +151,9 @@ class _Run:
         self.t = 0.0
         self.was_leading, self.was_quorum = True, len(self.envoys)
         self.trace: list[dict] = []           # with cfg.trace: responses and operator actions
+        self.recount = Recount()              # bounces and reloads, counted from the trace's lines
+        self.weights_asked: dict[str, float] | None = None   # a weight change not applied yet
+        self.stale_envoy_seconds = 0.0        # summed over Envoys: how long each was out of the quorum
         self.traced_episode = self.world.episode
 
     def run(self) -> SimResult:
@@ -144,6 +169,7 @@ class _Run:
                 order.extend(v for v in caps if v not in order)
             tick_versions, tick_stages = self._requests()
             self._account(tick_versions, tick_stages)
+            self.stale_envoy_seconds += cfg.tick * sum(1 for e in self.envoys if self._stale(e))
             self.t += cfg.tick
         return self._result()
 
@@ -182,10 +208,12 @@ class _Run:
             previous, self.world = self.world, self.events[self.step][1]
             world = self.world
             self.step, self.step_t, self.gate_open_at, changed = self.step + 1, self.t, None, True
-            if self.cfg.trace and world.episode != self.traced_episode:
+            if world.episode != self.traced_episode:
                 self.traced_episode = world.episode
-                self.trace.extend(_action_lines(self.t, previous, world))
-            self.actions.record(world.episode, world.kind, world.target, world.weights)
+                if world.kind == WEIGHTS:
+                    self.weights_asked = dict(world.weights)    # traced once applied (_publish)
+                for line in _action_lines(self.t, previous, world):
+                    self._record(line)
             if self.step == len(self.events):
                 self.end = max(self.end, self.t + self.settle)
             # From what is registered once the changes still under way have landed.
@@ -278,6 +306,12 @@ class _Run:
         config = plane.build(world, [e.knows for e in envoys if not self._stale(e)], t)
         if config is None:
             return
+        if self.weights_asked is not None and _applies(config, self.weights_asked):
+            # A weight change starts moving sessions when the leader applies it: until then
+            # it is announced (``next_weight``) and nobody crosses between stages that serve
+            # different versions, so this is when the trace says it began.
+            self._record({"t": t, "action": WEIGHTS, "stage": None, "target": None})
+            self.weights_asked = None
         for envoy in envoys:
             if envoy.connected(t) and not envoy.silent(t):
                 envoy.send(t, config, world.episode, self.fleet_rng, self.cfg.lag_max)
@@ -355,19 +389,20 @@ class _Run:
             tick_versions.setdefault(stage, Counter())[v] += 1
             told = refresh[j] if cfg.strategy == "rollway" else (app[i] is not None and app[i] != v
                                                                  and cookie[i] != v)
-            self._served(envoy, i, stage, v, told, out_of_quorum)
-            if cfg.trace:
-                self.trace.append({"t": self.t, "session": i, "envoy": k, "stage": stage, "version": v,
-                                   "refresh": bool(told), "stale": out_of_quorum})
+            self._served(i, stage, v, told)
+            self._record({"t": self.t, "session": i, "envoy": k, "stage": stage, "version": v,
+                          "refresh": bool(told), "stale": out_of_quorum})
 
-    def _served(self, envoy: SimulatedEnvoy, i: int, stage: str, v: str, told: bool, out_of_quorum: bool) -> None:
+    def _record(self, line: dict) -> None:
+        """A trace line: counted (bounces and reloads are only ever counted from these
+        lines, rollway.tools.sim.recount) and, with ``trace``, kept."""
+        self.recount.feed(line)
+        if self.cfg.trace:
+            self.trace.append(line)
+
+    def _served(self, i: int, stage: str, v: str, told: bool) -> None:
         """Session ``i`` was served by ``v``: its cookies, its page, and the book."""
-        if self.book.last[i] != v or told:   # which action a move belongs to: asked only for moves
-            moved_stage = self.stage_cookie[i] is not None and self.stage_cookie[i] != stage
-            action = self.actions.of(envoy.episode, v, moved_stage, envoy.weights)
-        else:
-            action = envoy.episode
-        self.book.served(i, v, told, action, out_of_quorum, stage)
+        self.book.served(i, v, stage)
         self.cookie[i], self.stage_cookie[i] = v, stage
         if self.app[i] is None or told:
             if told:
@@ -407,14 +442,11 @@ class _Run:
         out.update({
             "scenario": cfg.scenario, "strategy": cfg.strategy, "envoys": cfg.envoys, "sessions": cfg.sessions,
             "lag_max": cfg.lag_max, "seed": cfg.seed,
-            "bounces": book.bounces, "sessions_bounced": len(book.bounced),
-            "bounces_after_stale": book.bounces_after_stale,
-            "refreshes_per_session_max": book.reloads_per_deploy_max(), "sessions_after_stale": len(book.tainted),
+            **self.recount.counts.summary(),
+            "stale_bound": stale_bound(cfg, self.stale_envoy_seconds),
             "steps_left": len(self.events) - self.step,
             "stage_share_error_max": round(max(self.stage_errors, default=0.0), 4),
             "final_versions": {v: sum(1 for x in book.last if x == v) for v in sorted({x for x in book.last if x})},
         })
         out.update(self.overload.metrics())
-        if cfg.trace:
-            out["strict"] = recount(self.trace).summary()
         return SimResult(out, self.series, self.trace)

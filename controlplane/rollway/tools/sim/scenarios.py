@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from rollway.tools.sim.model import DEPLOY, ROLLBACK, START, SWITCH, WEIGHTS, SimConfig, World
+from rollway.tools.sim.model import DEPLOY, HALT, ROLLBACK, START, SWITCH, WEIGHTS, Gate, SimConfig, World
 
 SCENARIOS = ("rolling", "rollback", "autoscale", "spot-loss", "third-version", "blue-green", "canary-ramp",
              "failover", "stale-envoy", "surge-rolling", "surge-rollback")
@@ -27,12 +27,15 @@ class _Timeline:
         self.events: list[tuple[float, World]] = []
         self.weights = {"prod": 99.0}
 
-    def emit(self, hosts: dict, kind: str | None = None, active: str = "blue", target: str | None = None) -> None:
-        """A step at the current time; ``kind`` starts a new operator action (to ``target``)."""
+    def emit(self, hosts: dict, kind: str | None = None, active: str = "blue", target: str | None = None,
+             gated: bool = False) -> None:
+        """A step at the current time (``gated``: once the deploy gate opens, as ``rollway
+        deploy wait`` paces a tool); ``kind`` starts a new operator action (to ``target``)."""
         if kind is not None:
             self.episode, self.kind, self.target = self.episode + 1, kind, target
         live = {s: {v: float(c) for v, c in caps.items() if c > 0} for s, caps in hosts.items()}
-        self.events.append((self.t, World(live, dict(self.weights), active, self.episode, self.kind, self.target)))
+        world = World(live, dict(self.weights), active, self.episode, self.kind, self.target)
+        self.events.append((Gate() if gated else self.t, world))
 
 
 PROD = {"name": "prod", "weight": 99, "mode": "rolling", "serverset": "/discovery/web/prod"}
@@ -103,15 +106,17 @@ def _third_version(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, Wor
 
 def _rolling(cfg: SimConfig, rng: random.Random, tl: _Timeline) -> tuple[list[tuple[float, World]], dict]:
     """A rolling deploy of v2 over v1 (in place or surge-style), with the autoscaler or spot
-    losses acting between steps, and turned back halfway in the rollback scenarios."""
+    losses acting between steps, and turned back halfway in the rollback scenarios (announced
+first: the halt, then the move back once the gate opens)."""
     h, b, step = cfg.hosts, cfg.batch, cfg.step_interval
     surge = cfg.scenario.startswith("surge-")
     back = cfg.scenario in ("rollback", "surge-rollback")
     counts = {"v1": float(h), "v2": 0.0}     # hosts; what is registered is counts x scale
     scale = 1.0
 
-    def emit(kind: str | None = None) -> None:
-        tl.emit({"prod": {v: c * scale for v, c in counts.items()}}, kind, target="v1" if kind == ROLLBACK else "v2")
+    def emit(kind: str | None = None, gated: bool = False) -> None:
+        tl.emit({"prod": {v: c * scale for v, c in counts.items()}}, kind,
+                target="v1" if kind in (ROLLBACK, HALT) else "v2", gated=gated)
 
     def move(source: str, target: str, n: float, kind: str | None) -> None:
         if surge:   # the incoming hosts first, the outgoing ones half a step later
@@ -141,7 +146,18 @@ def _rolling(cfg: SimConfig, rng: random.Random, tl: _Timeline) -> tuple[list[tu
             counts["v1"] -= 1    # a spot host of the old version vanishes
             emit()
     if back:
-        kind = ROLLBACK
+        # Announced first (README, "Rolling back"): v1's first hosts come back while v2 keeps
+        # all of its own (the deploy is held: nobody moves either way), and v2's first hosts
+        # go only once the gate opens, every Envoy holding the halt. A session a lagging
+        # Envoy still moved forward meanwhile left v1 before the rollback began.
+        n = min(float(b), counts["v2"])
+        tl.t += step / 2 if surge else step
+        counts["v1"] += n
+        emit(HALT)
+        tl.t += cfg.debounce + cfg.spread + cfg.lag_max + 1.0    # about when the gate opens
+        counts["v2"] -= n
+        emit(ROLLBACK, gated=True)
+        kind = None
         while counts["v2"] > 0:
             tl.t += step / 2 if surge else step
             move("v2", "v1", min(float(b), counts["v2"]), kind)
