@@ -29,7 +29,6 @@ import math
 from collections import Counter
 
 
-
 class Sessions:
     """Where each session is: its version and stage, and how many sessions each holds (the
     overload bound's resident shares and the time series read these)."""
