@@ -7,8 +7,9 @@ above the table (10,000 sessions, 8 Envoys lagging up to 30 s, seed 1, default d
 debounce and reconnects). A cell is ``bounces / most reloads of one session in one rollout /
 requests decided onto a version with zero capacity / overload p99``, bounces and reloads
 counted by the user's definition (rollway.tools.sim.recount). Where a stale Envoy caused
-some bounces, the Rollway cell says how many, against the bound (two per stale response
-that moved a session) and the fresh reload maximum.
+some bounces, the Rollway cell says how many, against two per stale response that moved a
+session and the README's bound (rollway.tools.sim.runner.stale_bound), and the reload
+maximum without the stale Envoy's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import argparse
 import json
 import sys
 
-from rollway.tools.sim import SCENARIOS, STRATEGIES, SimConfig, run
+from rollway.tools.sim import LIMITS, SCENARIOS, STRATEGIES, SimConfig, run
 
 TITLES = {
     "rolling": "rolling (in place)", "rollback": "rollback (half-way, announced, in place)",
@@ -26,6 +27,7 @@ TITLES = {
     "canary-ramp": "canary 0.5% → 5%", "failover": "leader killed, replica restarted",
     "stale-envoy": "an Envoy stale from before the deploy", "surge-rolling": "surge-style rolling",
     "surge-rollback": "surge-style rollback (half-way, announced)",
+    "rollback-unannounced": "*outside the rules:* rollback not announced",
 }
 
 
@@ -33,14 +35,15 @@ def cell(m: dict, strategy: str) -> str:
     p99 = "–" if m["scenario"] == "blue-green" else f"{m['overload_p99']:.2f}"
     text = f"{m['bounces']:,} / {m['refreshes_per_session_max']} / {m['zero_capacity_requests']:,} / {p99}"
     if strategy == "rollway" and m["bounces_stale_caused"]:
-        text += (f" ({m['bounces_stale_caused']:,} stale-caused, bound {2 * m['stale_moves']:,};"
-                 f" fresh reloads ≤ {m['refreshes_per_session_max_fresh']})")
+        text += (f" (stale-caused: {m['bounces_stale_caused']:,}; two per stale move: {2 * m['stale_moves']:,};"
+                 f" the stated bound: {m['stale_bound']:,}; reloads without the stale Envoy's:"
+                 f" {m['refreshes_per_session_max_fresh']})")
     return f"**{text}**" if strategy == "rollway" else text
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="only these rows (repeatable)")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS + LIMITS, help="only these rows (repeatable)")
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--envoys", type=int, default=8)
     parser.add_argument("--lag-max", type=float, default=30.0)
@@ -48,7 +51,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="every metric of every run")
     args = parser.parse_args()
     rows = {}
-    for scenario in args.scenario or SCENARIOS:
+    for scenario in args.scenario or SCENARIOS + LIMITS:
         rows[scenario] = {s: run(SimConfig(scenario=scenario, strategy=s, sessions=args.sessions, envoys=args.envoys,
                                            lag_max=args.lag_max, seed=args.seed)).metrics for s in STRATEGIES}
         print(f"ran {scenario}", file=sys.stderr, flush=True)

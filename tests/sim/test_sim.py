@@ -167,3 +167,27 @@ def test_every_scenario_keeps_the_promise_across_drains_lags_and_seeds():
         m = run(SimConfig(scenario=scenario, sessions=600, envoys=6, lag_max=lag, seed=7, drain=drain,
                           reconnect_rate=0.2)).metrics
         assert_promise(m)
+
+
+def test_an_unannounced_rollback_bounces_only_sessions_moved_forward_while_it_propagated():
+    """Outside the operating rules (README, known limits): a rollback that moves hosts back
+    at once, without the halt first. Envoys that have not heard of it keep moving sessions
+    forward, and the rollback takes them back: bounces, each one a session moved forward
+    after the rollback began and within one propagation time of it. The same deploy,
+    announced, bounces none."""
+    cfg = SimConfig(scenario="rollback-unannounced", sessions=2000, envoys=8, lag_max=30, seed=3, trace=True)
+    result = run(cfg)
+    began = next(line["t"] for line in result.trace if line.get("action") == "rollback")
+    window = began + cfg.debounce + cfg.spread + cfg.lag_max + 1.0
+    last: dict[int, str] = {}
+    late_forward = set()
+    for line in result.trace:
+        if "session" in line:
+            if line["version"] == "v2" and last.get(line["session"]) == "v1" and began <= line["t"] <= window:
+                late_forward.add(line["session"])
+            last[line["session"]] = line["version"]
+    m = result.metrics
+    assert 0 < m["sessions_bounced"] <= len(late_forward), (m["sessions_bounced"], len(late_forward))
+    assert m["bounces"] == m["sessions_bounced"] and m["bounces_stale_caused"] == 0
+    announced = run(SimConfig(scenario="rollback", sessions=2000, envoys=8, lag_max=30, seed=3)).metrics
+    assert announced["bounces"] == 0 and announced["final_versions"] == {"v1": 2000}

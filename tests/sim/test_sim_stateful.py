@@ -1,21 +1,24 @@
-"""Hypothesis state machine: generated deploys through a realistic fleet never bounce a
-session, never reload one twice per deploy, and never overload a version beyond the bound.
+"""Hypothesis state machine: generated deploys through a realistic fleet bounce no session
+(but for a stale Envoy's, within its bound), reload none twice per rollout, and overload no
+version beyond the bound.
 
 Rules draw what happens: deploy steps of random size, done in place or surge-style (the new
 hosts first, the old ones a gate later), paced by the deploy gate plus a random wait;
 autoscaling of the whole fleet and spot hosts vanishing from any version, on the clock; one
-rollback (in place or surge-style); a third version starting mid-ramp; canary weight
-shifts; control-plane leaders killed and replicas restarted; an Envoy falling silent. The
-fleet itself is drawn too: 2-8 Envoys, lags up to 40 s drawn per update, 1-3 replicas,
-streams breaking and reconnecting, a debounce window, host changes spread over seconds
-(batches straddle windows), and a drain period from none to twice the lag. Everything runs
-through the real core, direction inference, admission and publication code
-(rollway.tools.sim).
+announced rollback; a third version starting mid-ramp; canary weight shifts; control-plane
+leaders killed and replicas restarted; an Envoy falling silent. The fleet itself is drawn
+too: 2-8 Envoys, lags up to 40 s drawn per update, 1-3 replicas, streams breaking and
+reconnecting, a debounce window, host changes spread over seconds (batches straddle
+windows), and a drain period from none to twice the lag. Every example ends by finishing
+the rollout under way (``finish``). Everything runs through the real core, direction
+inference, admission and publication code (rollway.tools.sim).
 
-Asserted at the end (rollway.tools.sim.accounting defines each): zero bounces (a
-rollback's single move back is not one; what a stale Envoy does is counted apart), at most
-one reload per session per deploy, no request decided onto a version with zero capacity on
-the deciding Envoy, no tick over the overload bound, and every step taken.
+Asserted at the end, bounces and reloads counted strictly from the run's trace lines
+(rollway.tools.sim.recount): no bounce a stale Envoy did not cause, and those within both
+bounds; one reload per session per rollout beyond a stale Envoy's and the justified
+returns'; sessions moved and reloaded and prod's ended on its final version; no request
+decided onto a version with zero capacity on the deciding Envoy, no tick over the overload
+bound, and every step taken. ``SIM_EXAMPLES`` sets how many examples (``make sim-soak``).
 
 Found by earlier versions of this machine, each fixed in the product and kept below as a
 regression example: a failed response commits nothing (a rollback that drained v2 in one

@@ -378,9 +378,9 @@ def _add_envoy_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     simulate = sub.add_parser("simulate", help="simulate a deploy through a fleet of lagging Envoys")
-    from rollway.tools.sim import SCENARIOS, STRATEGIES
+    from rollway.tools.sim import LIMITS, SCENARIOS, STRATEGIES
 
-    simulate.add_argument("--scenario", required=True, choices=SCENARIOS)
+    simulate.add_argument("--scenario", required=True, choices=SCENARIOS + LIMITS)
     simulate.add_argument("--strategy", default="rollway", choices=(*STRATEGIES, "all"))
     simulate.add_argument("--envoys", type=int, default=8)
     simulate.add_argument("--sessions", type=int, default=10000)

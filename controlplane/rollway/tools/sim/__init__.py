@@ -36,7 +36,7 @@ Usage::
 from rollway.tools.sim.model import After, Gate, SimConfig, SimResult, World
 from rollway.tools.sim.plot import plot
 from rollway.tools.sim.runner import STRATEGIES, run
-from rollway.tools.sim.scenarios import FINAL_VERSION, SCENARIOS, timeline
+from rollway.tools.sim.scenarios import FINAL_VERSION, LIMITS, SCENARIOS, timeline
 
-__all__ = ["FINAL_VERSION", "SCENARIOS", "STRATEGIES", "After", "Gate", "SimConfig", "SimResult", "World", "plot",
+__all__ = ["FINAL_VERSION", "LIMITS", "SCENARIOS", "STRATEGIES", "After", "Gate", "SimConfig", "SimResult", "World", "plot",
            "run", "timeline"]

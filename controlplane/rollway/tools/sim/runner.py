@@ -13,7 +13,7 @@ from rollway.tools.sim.accounting import Overload, Sessions
 from rollway.tools.sim.doubles import SimulatedEnvoy, SimulatedPlane
 from rollway.tools.sim.model import DEPLOY, HALT, ROLLBACK, SWITCH, WEIGHTS, After, Gate, SimConfig, SimResult, World
 from rollway.tools.sim.recount import Recount
-from rollway.tools.sim.scenarios import SCENARIOS, timeline, with_faults
+from rollway.tools.sim.scenarios import LIMITS, SCENARIOS, timeline, with_faults
 
 STRATEGIES = ("naive", "capacity", "rollway")
 NOW0 = 1_750_000_000
@@ -98,8 +98,8 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
     if events is None:
-        if cfg.scenario not in SCENARIOS:
-            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
+        if cfg.scenario not in SCENARIOS + LIMITS:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS + LIMITS)}")
         cfg = with_faults(cfg)
         events, routemap = timeline(cfg, random.Random(cfg.seed + 1))
     assert routemap is not None, "steps given without their route map"

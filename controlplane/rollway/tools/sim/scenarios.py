@@ -17,7 +17,10 @@ from rollway.tools.sim.model import DEPLOY, HALT, ROLLBACK, START, SWITCH, WEIGH
 
 SCENARIOS = ("rolling", "rollback", "autoscale", "spot-loss", "third-version", "blue-green", "canary-ramp",
              "failover", "stale-envoy", "surge-rolling", "surge-rollback")
-FINAL_VERSION = {"rollback": "v1", "surge-rollback": "v1", "third-version": "v3"}
+# Outside the operating rules, to show what breaking one costs (README, known limits): a
+# rollback that starts moving hosts back without announcing itself first.
+LIMITS = ("rollback-unannounced",)
+FINAL_VERSION = {"rollback": "v1", "surge-rollback": "v1", "third-version": "v3", "rollback-unannounced": "v1"}
 
 
 class _Timeline:
@@ -110,7 +113,7 @@ def _rolling(cfg: SimConfig, rng: random.Random, tl: _Timeline) -> tuple[list[tu
 first: the halt, then the move back once the gate opens)."""
     h, b, step = cfg.hosts, cfg.batch, cfg.step_interval
     surge = cfg.scenario.startswith("surge-")
-    back = cfg.scenario in ("rollback", "surge-rollback")
+    back = cfg.scenario in ("rollback", "surge-rollback", "rollback-unannounced")
     counts = {"v1": float(h), "v2": 0.0}     # hosts; what is registered is counts x scale
     scale = 1.0
 
@@ -145,7 +148,13 @@ first: the halt, then the move back once the gate opens)."""
             tl.t += step / 4
             counts["v1"] -= 1    # a spot host of the old version vanishes
             emit()
-    if back:
+    if back and cfg.scenario == "rollback-unannounced":
+        kind = ROLLBACK
+        while counts["v2"] > 0:
+            tl.t += step
+            move("v2", "v1", min(float(b), counts["v2"]), kind)
+            kind = None
+    elif back:
         # Announced first (README, "Rolling back"): v1's first hosts come back while v2 keeps
         # all of its own (the deploy is held: nobody moves either way), and v2's first hosts
         # go only once the gate opens, every Envoy holding the halt. A session a lagging
