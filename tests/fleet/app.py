@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import signal
+import sys
 
 
 def main() -> None:
@@ -41,6 +43,8 @@ def main() -> None:
 
     server = http.server.ThreadingHTTPServer(("0.0.0.0", args.port), Handler)
     server.daemon_threads = True
+    # SIGTERM ends it cleanly (exit 0), as an app host's process manager expects.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 import urllib.request
@@ -116,6 +117,46 @@ def converged(servers: list[str], ca: str, timeout: float, envoys: int, newer_th
     return 1
 
 
+def away(servers: list[str], ca: str, node: str, timeout: float) -> int:
+    """Waits until ``node`` is seen cut off: not connected, stale, or behind the service's
+    generation on every replica that answers. Prints how it was seen and after how long."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        seen = []
+        for server in servers:
+            try:
+                s = status(server, ca)
+            except Exception:   # a replica down: ask the other
+                continue
+            seen += [(e.connected, e.stale, e.generation, s.generation) for e in s.envoys if e.node_id == node]
+        cut = [f"{'disconnected' if not c else 'stale' if stale else f'behind ({g} < {sg})'}"
+               for c, stale, g, sg in seen if not c or stale or g < sg]
+        if seen and len(cut) == len(seen):
+            print(json.dumps({"seconds": round(time.monotonic() - start, 2), "seen": sorted(set(cut))}))
+            return 0
+        time.sleep(0.25)
+    print(f"{node} still seen in step after {timeout}s", file=sys.stderr)
+    return 1
+
+
+def zk_down(hostport: str, timeout: float) -> int:
+    """Waits until the ZooKeeper server at ``hostport`` no longer answers ``ruok``."""
+    host, port = hostport.rsplit(":", 1)
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1) as sock:
+                sock.sendall(b"ruok")
+                if sock.recv(4) != b"imok":
+                    raise OSError("no imok")
+        except OSError:
+            print(json.dumps({"seconds": round(time.monotonic() - start, 2)}))
+            return 0
+        time.sleep(0.25)
+    print(f"{hostport} still answers after {timeout}s", file=sys.stderr)
+    return 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -137,6 +178,14 @@ def main() -> int:
     p.add_argument("path")
     p.add_argument("address")
     p.add_argument("--timeout", type=float, default=90)
+    p = sub.add_parser("away")
+    p.add_argument("servers")
+    p.add_argument("ca")
+    p.add_argument("node")
+    p.add_argument("--timeout", type=float, default=20)
+    p = sub.add_parser("zk-down")
+    p.add_argument("hostport")
+    p.add_argument("--timeout", type=float, default=20)
     p = sub.add_parser("leader")
     p.add_argument("servers")
     p.add_argument("ca")
@@ -147,6 +196,10 @@ def main() -> int:
         return wait_zk(args.hosts, args.timeout)
     if args.what == "gone":
         return wait_gone(args.hosts, args.path, args.address, args.timeout)
+    if args.what == "away":
+        return away(args.servers.split(","), args.ca, args.node, args.timeout)
+    if args.what == "zk-down":
+        return zk_down(args.hostport, args.timeout)
     if args.what == "converged":
         return converged(args.servers.split(","), args.ca, args.timeout, args.envoys, args.newer_than,
                          args.not_on)
