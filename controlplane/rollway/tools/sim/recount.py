@@ -13,11 +13,12 @@ sends nobody back, so it justifies nothing and starts no rollout).
   version sends it back: a deploy or rollback whose target is that version in the stage
   that served it, a blue-green switch to it in that stage, or a stage-weight change that
   moves the session to another stage. Each action justifies at most one return per session.
-  Which Envoy decided plays no part: ``bounces`` counts every one. Those where a stale
-  Envoy served the return, or the move away, are also shown apart
-  (``bounces_stale_caused``), with what bounds them: each response is the return of at
-  most one bounce and the move away of at most one, so a stale Envoy causes at most two
-  bounces per response of its that moved a session (``stale_moves``).
+  Which Envoy decided plays no part: ``bounces`` counts every one. Those where the return
+  or the move away was a stale Envoy's doing (its response, or the response that undid
+  its last move of that session) are also shown apart (``bounces_stale_caused``), with
+  what bounds them: each response is the return of at most one bounce and the move away
+  of at most one, so a stale Envoy causes at most four bounces per response of its that
+  moved a session (``stale_moves``): two at its move, two at the move that undoes it.
 - A **reload** (a response carrying the refresh signal) is counted per session per
   **rollout**: every step toward one target, canary shifts included. A rollout starts at
   a deploy or rollback to a new target, or a blue-green switch; a reload onto version V
@@ -119,6 +120,9 @@ class Recount:
         here = (str(line["stage"]), str(line["version"]))
         before = self.last.get(session)
         rollout = self.toward.get(here[1], self.rollout)
+        # A stale Envoy's doing: its own responses, and the move that undoes its last move.
+        moved = before is not None and here != before
+        stale_caused = stale or (moved and session in self.stale_moved)
         if before is not None and here[1] != before[1]:
             counts.stale_moves += stale
             gone = self.left.setdefault(session, {})
@@ -133,12 +137,10 @@ class Recount:
                 else:
                     counts.bounces += 1
                     counts.bounced_sessions.add(session)
-                    if stale or left_stale:
+                    if stale_caused or left_stale:
                         counts.bounces_stale_caused += 1
-            gone[before[1]] = (t, stale)
-        # A stale Envoy's doing: its own responses, and the move that undoes its last move.
-        stale_caused = stale or (before is not None and here != before and session in self.stale_moved)
-        if before is not None and here != before:
+            gone[before[1]] = (t, stale_caused)
+        if moved:
             if stale:
                 self.stale_moved.add(session)
             else:
