@@ -3,6 +3,8 @@
 A route map (YAML or JSON) describes one service::
 
     service: web
+    domains: [www.example.test]     # the Host names it serves (default ["*"]: every one)
+    path_prefix: /                  # the paths it serves on them (default /)
     routing_id: {cookie: rw_rid, ttl_seconds: 86400}
     stages:
       - {name: canary, weight: 0.5, mode: rolling, serverset: /discovery/web/canary}
@@ -31,6 +33,11 @@ from rollway.inputs import InputError, check_name, check_zk_path
 from rollway.model.filter_config import Mode
 
 NAME = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
+# A Host as Envoy's virtual hosts match it: exact, a wildcard standing for a non-empty start
+# (``*.example.test``) or end (``www.example.*``), or ``*`` alone; an optional port.
+DOMAIN = re.compile(r"^(\*|\*[a-z0-9.-]*[a-z0-9]|[a-z0-9][a-z0-9.-]*\*|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:[0-9]{1,5})?$")
+PATH_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,255}$")
+MAX_DOMAINS = 32
 TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 
 
@@ -65,6 +72,12 @@ class RouteMap:
     override: dict[str, Any] | None
     document: dict[str, Any]  # the normalised document, as stored
     stage_cookie: str | None = None
+    domains: tuple[str, ...] = ("*",)
+    path_prefix: str = "/"
+
+    def placements(self) -> set[tuple[str, str]]:
+        """Where the service lives: every (domain, path prefix) it claims."""
+        return {(domain, self.path_prefix) for domain in self.domains}
 
     def canonical_json(self) -> str:
         return json.dumps(self.document, sort_keys=True, separators=(",", ":"))
@@ -188,10 +201,16 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
     field (RouteMapError names the first bad field) and normalised: defaults filled in,
     as stored and as the filter config is built from."""
     doc = text if isinstance(text, dict) else load_document(text)
-    _check_keys(doc, {"service", "routing_id", "version_cookie", "stage_cookie", "headers", "override", "stages"},
-                {"service", "stages"}, "")
+    _check_keys(doc, {"service", "domains", "path_prefix", "routing_id", "version_cookie", "stage_cookie",
+                      "headers", "override", "stages"}, {"service", "stages"}, "")
     service = _service(doc["service"], "service")
     out: dict[str, Any] = {"service": service}
+    domains = _domains(doc["domains"]) if "domains" in doc else ("*",)
+    path_prefix = _path_prefix(doc["path_prefix"]) if "path_prefix" in doc else "/"
+    if "domains" in doc:
+        out["domains"] = list(domains)
+    if "path_prefix" in doc:
+        out["path_prefix"] = path_prefix
     routing_id = _routing_id(doc["routing_id"] if "routing_id" in doc else {})
     out["routing_id"] = routing_id
     version_cookie, stage_cookie = _cookies(doc, routing_id["cookie"])
@@ -207,7 +226,45 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
         override = out["override"] = _override(doc["override"])
     stages, normalised = _stages(doc["stages"])
     out["stages"] = normalised
-    return RouteMap(service, tuple(stages), routing_id, version_cookie, headers, override, out, stage_cookie)
+    return RouteMap(service, tuple(stages), routing_id, version_cookie, headers, override, out, stage_cookie,
+                    domains, path_prefix)
+
+
+def _domains(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        _fail("domains", "must be a non-empty list of host names")
+    if len(raw) > MAX_DOMAINS:
+        _fail("domains", f"{len(raw)} domains, more than the {MAX_DOMAINS} allowed")
+    domains: list[str] = []
+    for i, value in enumerate(raw):
+        if not isinstance(value, str) or len(value) > 253 or not DOMAIN.match(value.lower()):
+            _fail(f"domains[{i}]", f"{str(value)[:80]!r} is not a host name as Envoy matches one "
+                                   "(www.example.test, *.example.test, www.example.*, *; an optional :port)")
+        if value.lower() in domains:
+            _fail(f"domains[{i}]", f"{value!r} is listed twice")
+        domains.append(value.lower())
+    return tuple(domains)
+
+
+def _path_prefix(raw: Any) -> str:
+    if not isinstance(raw, str) or not PATH_PREFIX.match(raw):
+        _fail("path_prefix", f"{str(raw)[:80]!r} must start with / and hold only URL path characters "
+                             "(at most 256, no query or fragment)")
+    return raw.rstrip("/") or "/"       # /admin and /admin/ claim the same paths
+
+
+def collisions(routemap: RouteMap, others: list[RouteMap]) -> list[str]:
+    """What ``routemap`` claims that another service already has: one line per service."""
+    mine = routemap.placements()
+    found = []
+    for other in others:
+        if other.service == routemap.service:
+            continue
+        shared = sorted(mine & other.placements())
+        if shared:
+            where = ", ".join(f"{domain}{prefix if prefix != '/' else ''}" for domain, prefix in shared[:5])
+            found.append(f"service {routemap.service!r} and service {other.service!r} both claim {where}")
+    return found
 
 
 def _routing_id(rid: Any) -> dict[str, Any]:

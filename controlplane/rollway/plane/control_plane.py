@@ -51,7 +51,7 @@ from rollway.model.direction import DirectionTracker
 from rollway.model.filter_config import FilterConfig, Mode
 from rollway.model.fleet_knowledge import NOBODY
 from rollway.model.publication import build_filter_config, endpoints_by_cluster
-from rollway.model.routemap import RouteMapError
+from rollway.model.routemap import RouteMap, RouteMapError, collisions
 from rollway.model.validation import check_routemap
 from rollway.plane.decision import decide
 from rollway.plane.fleet_records import EnvoyReport, FleetView, decode_reports, encode_reports
@@ -805,6 +805,9 @@ class ControlPlane:
 
     def push(self, text: str | dict, expected_revision: int, author: str, reason: str) -> RouteMapRecord:
         routemap = check_routemap(text)  # RouteMapError: rejected whole, nothing written
+        clashes = collisions(routemap, self._other_routemaps(routemap.service))
+        if clashes:
+            raise RouteMapError(f"domains: {'; '.join(clashes)} (nothing stored)")
         if isinstance(expected_revision, bool) or not isinstance(expected_revision, int) or expected_revision < 0:
             raise InputError(f"expected_revision: {expected_revision!r} is not a revision (0 for a new service)")
         check_text(author, "author", 128)
@@ -821,6 +824,23 @@ class ControlPlane:
             # since the revision is stored and the client must learn that it was.
             log.error("%s: revision %d stored but not served", record.service, record.revision)
         return record
+
+    def _other_routemaps(self, service: str) -> list[RouteMap]:
+        """Every other service's current route map, as stored (one that no longer parses
+        claims nothing: it is not served either). The check reads, then the write is per
+        service: two pushes racing on different replicas can both pass it."""
+        out = []
+        for name in self.store.services():
+            if name == service:
+                continue
+            record = self.store.read_routemap(name)
+            if record is None:
+                continue
+            try:
+                out.append(check_routemap(record.document))
+            except (RouteMapError, InputError):
+                continue
+        return out
 
     def rollback(self, service: str, to_revision: int, expected_revision: int, author: str,
                  reason: str) -> RouteMapRecord:

@@ -1,0 +1,66 @@
+"""Where a service lives (issue 27): a route map's ``domains`` and ``path_prefix``, checked
+field by field, and a push that claims a (domain, prefix) another service has refused
+naming both services, with nothing stored; against a real ZooKeeper and the file store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rollway.model.routemap import RouteMapError, parse_routemap
+from rollway.plane.control_plane import ControlPlane
+
+from examples import ROUTEMAP
+
+
+def service(name: str, **where) -> dict:
+    doc = json.loads(json.dumps(ROUTEMAP))
+    doc["service"] = name
+    for stage in doc["stages"]:
+        stage["serverset"] = stage["serverset"].replace("/web/", f"/{name}/")
+    return {**doc, **where}
+
+
+def test_a_service_lives_everywhere_by_default_and_where_its_map_says():
+    everywhere = parse_routemap(service("web"))
+    assert everywhere.placements() == {("*", "/")} and "domains" not in everywhere.document
+    placed = parse_routemap(service("admin", domains=["WWW.example.test", "*.example.test:8443"],
+                                    path_prefix="/admin/"))
+    assert placed.domains == ("www.example.test", "*.example.test:8443") and placed.path_prefix == "/admin"
+    assert placed.document["domains"] == ["www.example.test", "*.example.test:8443"]
+
+
+@pytest.mark.parametrize("where,message", [
+    ({"domains": []}, r"^domains: must be a non-empty list"),
+    ({"domains": "www.example.test"}, r"^domains: must be a non-empty list"),
+    ({"domains": ["www.*.test"]}, r"^domains\[0\]: 'www\.\*\.test' is not a host name"),
+    ({"domains": ["bad host"]}, r"^domains\[0\]: 'bad host' is not a host name"),
+    ({"domains": ["a.test", "A.test"]}, r"^domains\[1\]: 'A\.test' is listed twice"),
+    ({"domains": [f"h{i}.test" for i in range(33)]}, r"^domains: 33 domains, more than the 32 allowed"),
+    ({"path_prefix": "admin"}, r"^path_prefix: 'admin' must start with /"),
+    ({"path_prefix": "/a?b=1"}, r"^path_prefix: '/a\?b=1' must start with /"),
+    ({"path_prefix": "/" + "a" * 300}, r"^path_prefix: .* \(at most 256"),
+])
+def test_a_bad_placement_is_refused_naming_the_field(where, message):
+    with pytest.raises(RouteMapError, match=message):
+        parse_routemap(service("web", **where))
+
+
+def test_a_colliding_push_is_refused_naming_both_services_and_nothing_is_stored(store_url, open_stores):
+    store = open_stores(store_url)
+    plane = ControlPlane(store, debounce=0.02)
+    plane.push(service("web", domains=["www.example.test"]), 0, "alice", "web")
+    plane.push(service("admin", domains=["www.example.test"], path_prefix="/admin"), 0, "alice", "admin")
+    plane.push(service("api", domains=["api.example.test"]), 0, "alice", "api")
+    with pytest.raises(RouteMapError, match=r"^domains: service 'shop' and service 'admin' both claim "
+                                            r"www\.example\.test/admin \(nothing stored\)"):
+        plane.push(service("shop", domains=["shop.example.test", "www.example.test"], path_prefix="/admin/"), 0,
+                   "mallory", "shop")
+    assert "shop" not in store.services()
+    with pytest.raises(RouteMapError, match=r"service 'web' and service 'api' both claim api\.example\.test"):
+        plane.push(service("web", domains=["www.example.test", "api.example.test"]), 1, "mallory", "widen web")
+    assert [r.revision for r in store.history("web")] == [1]
+    # A service may move within its own placements, and two services may share a domain.
+    plane.push(service("web", domains=["www.example.test", "example.test"]), 1, "alice", "web on the apex too")
+    assert sorted(store.services()) == ["admin", "api", "web"]
