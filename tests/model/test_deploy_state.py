@@ -105,3 +105,18 @@ def test_fleet_reports_merge_by_node_and_outlive_a_dead_replica_by_one_timeout()
     assert len(fleet.knowledge) == 1
     fleet.expire(now=41)
     assert len(fleet.knowledge) == 0
+
+
+def test_a_change_of_way_settling_is_outstanding_for_the_gate():
+    from rollway.model.deploy_state import DeployState
+    from rollway.model.direction import DirectionTracker
+
+    tracker = DirectionTracker()
+    tracker.observe({"v1": 16.0}, now=0.0)
+    tracker.observe({"v1": 15.0, "v2": 1.0}, now=1.0)                 # forward to v2
+    tracker.observe({"v1": 13.0, "v2": 1.0, "v3": 2.0}, now=2.0)      # a third version: retarget settling
+    state = DeployState(trackers={"prod": tracker})
+    assert tracker.changing() == ("forward", "v3")
+    assert state.settling() == ["prod: direction changing to forward -> v3, settling"]
+    tracker.observe({"v1": 13.0, "v2": 1.0, "v3": 2.0}, now=20.0)     # settled
+    assert tracker.changing() is None and state.settling() == []

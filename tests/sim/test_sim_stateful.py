@@ -604,3 +604,21 @@ def test_regression_a_deploy_of_the_canarys_build_waits_for_a_canary_shrink_to_s
     state.canary_shift(extra=0.0, weight=0.5)
     state.deploy_step(batch=1, extra=0.0, surge=False)
     state.teardown()
+
+
+def test_regression_a_rollback_announced_while_a_third_version_settles():
+    """Kept from the machine's search (the second strict soak): v3 started while v2 was
+    still ramping, and the gate opened while the retarget to v3 was still settling; the
+    rollback's announcement (v1's hosts back) cancelled the evidence for v3, the tracker
+    stayed on forward -> v2, and an autoscaler's churn later resumed it: 24 sessions moved
+    v1 -> v2 -> v1 during the rollback. The gate now stays shut while a change of way
+    settles (``DeployState.settling``)."""
+    state = DeployMachine()
+    state.start(hosts=16, replicas=1, lag=0.0, debounce=1.5, drain=0.0, spread=5.03, envoys=7, reconnect_rate=0.0,
+                seed=0)
+    state.deploy_step(batch=1, extra=0.0, surge=False)
+    state.third_version(extra=0.0, surge=False)
+    state.rollback(extra=0.0)
+    for factor in (2.0, 0.5, 0.5, 0.5, 0.5):
+        state.autoscale(factor=factor, wait=3.0)
+    state.teardown()

@@ -35,6 +35,13 @@ class DeployState:
     admission: AdmissionState = field(default_factory=AdmissionState)
     routemap_revision: int = 0             # the route map the last publication used
 
+    def settling(self) -> list[str]:
+        """The stages whose deploy is changing way and has not settled yet, in words (the
+        deploy gate waits for them)."""
+        return [f"{stage}: direction changing to {way}{' -> ' + target if target else ''}, settling"
+                for stage, tracker in sorted(self.trackers.items())
+                if (change := tracker.changing()) is not None for way, target in [change]]
+
     def to_dict(self) -> dict:
         return {"format": FORMAT, "generation": self.generation, "digest": self.digest,
                 "routemap_revision": self.routemap_revision,

@@ -168,6 +168,12 @@ class DirectionTracker:
         gains = {v: g for v, g in gains.items() if g > EPSILON and v != self.target}
         return max(gains, key=lambda v: (gains[v], self.rank(v))) if gains else None
 
+    def changing(self) -> tuple[str, str | None] | None:
+        """The change of way waiting to settle (state, target), if any: the deploy gate stays
+        shut meanwhile, so a deploy tool's next step (a rollback's announcement, say) is
+        judged against the way the deploy settled on, not mixed into the evidence for it."""
+        return (self._pending[0], self._pending[1]) if self._pending is not None else None
+
     def settling(self, now: float) -> bool:
         """Whether a change of way is waiting and has settled by ``now`` (decide again)."""
         return self._pending is not None and now - self._pending[2] >= self.settle

@@ -434,6 +434,7 @@ class ServiceController:
         with self.lock:
             config, deploy = self.config, self.deploy
             outstanding = deploy.admission.outstanding(config) if config else ["no config published yet"]
+            outstanding += deploy.settling()
             if config is not None and self.leading is False and config.generation != deploy.generation:
                 outstanding.append("this replica has not rendered the newest deploy state")
             generation = config.generation if config else 0

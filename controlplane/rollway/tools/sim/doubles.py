@@ -97,7 +97,7 @@ class SimulatedPlane:
         return any(config is kept for kept in self.retained)
 
     def waiting(self) -> bool:
-        return self.current is None or self.state.admission.waiting(self.current)
+        return self.current is None or self.state.admission.waiting(self.current) or bool(self.state.settling())
 
 
 @dataclass
