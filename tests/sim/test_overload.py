@@ -57,7 +57,7 @@ def test_a_third_versions_target_takes_the_drained_versions_sessions_and_no_more
     """v3 replacing v1 while v2 is still live: v3 may carry its share plus the 30% left on
     v1 (drained straight to v3), not more; v2, which holds, no more than its share."""
     views = [({"v1": 0.1, "v2": 0.3, "v3": 0.6}, {"v2", "v3"}, "v3")]
-    caps, resident = {"v1": 1, "v2": 3, "v3": 6}, {"v1": 0.3, "v2": 0.3, "v3": 0.4}
+    caps, resident = {"v1": 1, "v2": 3, "v3": 6}, {"v1": 0.3, "v2": 0.5, "v3": 0.2}
     assert run_ticks(Overload(), {"v1": 0.0, "v2": 0.1, "v3": 0.9}, views, resident, caps) == 0
     assert run_ticks(Overload(), {"v1": 0.0, "v2": 0.0, "v3": 1.0}, views, resident, caps) > 0
     assert run_ticks(Overload(), {"v1": 0.0, "v2": 0.45, "v3": 0.55}, views, resident, caps) > 0
@@ -72,7 +72,19 @@ def test_weight_given_up_by_a_stage_is_allowed_and_no_more():
     overload.weights({"prod": 95.0, "canary": 5.0}, both)
     overload.weights({"prod": 99.5, "canary": 0.5}, both)
     assert overload.imported("prod", "v2") == pytest.approx(0.045 / 0.995)
-    views = [({"v1": 0.9, "v2": 0.1}, {"v1", "v2"}, "v2")]
+    views = [({"v1": 0.9, "v2": 0.1}, {"v1", "v2"}, None)]     # steady: no deploy's target
     resident = {"v1": 0.9, "v2": 0.1}
     assert run_ticks(overload, {"v1": 0.86, "v2": 0.14}, views, resident, both["prod"]) == 0
     assert run_ticks(overload, {"v1": 0.8, "v2": 0.2}, views, resident, both["prod"], start=WINDOW) > 0
+
+
+def test_a_holding_target_carries_its_share_and_its_residents_and_no_more():
+    """A rollback to v1: v1 keeps every session on it, wherever its hash now lies, and gains
+    those its 68% share gives it: up to 68% plus the 30% already on it, not more. A version
+    that holds but is no target gets no such allowance."""
+    views = [({"v1": 0.68, "v2": 0.32}, {"v1"}, "v1")]
+    caps, resident = {"v1": 2.125, "v2": 1.0}, {"v1": 0.3, "v2": 0.7}
+    assert run_ticks(Overload(), {"v1": 0.9, "v2": 0.1}, views, resident, caps) == 0
+    assert run_ticks(Overload(), {"v1": 1.0, "v2": 0.0}, views, {"v1": 0.2, "v2": 0.8}, caps) > 0
+    steady = [({"v1": 0.68, "v2": 0.32}, {"v1", "v2"}, None)]
+    assert run_ticks(Overload(), {"v1": 0.8, "v2": 0.2}, steady, resident, caps) > 0

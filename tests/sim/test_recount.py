@@ -79,11 +79,15 @@ def test_a_reload_finishing_one_rollout_after_the_next_began_belongs_to_the_firs
     assert recount(trace).refreshes_per_session_max == 2
 
 
-def test_a_halt_justifies_nothing_and_starts_no_rollout():
+def test_a_halt_justifies_one_return_from_the_halted_version_and_starts_no_rollout():
     trace = [action(0, "deploy", "v2"), served(1, "v1"), served(2, "v2"), action(3, "halt", "v2"),
              served(4, "v1")]
     counts = recount(trace)
-    assert (counts.bounces, counts.rollouts) == (1, 1)
+    assert (counts.bounces, counts.justified_returns, counts.rollouts) == (0, 1, 1)
+    # Not a return to the halted version, nor a second return, nor a move that began after it.
+    assert recount([served(1, "v2"), served(2, "v1"), action(3, "halt", "v2"), served(4, "v2")]).bounces == 1
+    assert recount(trace + [served(5, "v2"), served(6, "v1")]).bounces == 2
+    assert recount([served(1, "v1"), action(2, "halt", "v2"), served(3, "v2"), served(4, "v1")]).bounces == 1
 
 
 def test_an_unknown_action_is_refused_by_name():

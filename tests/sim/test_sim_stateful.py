@@ -622,3 +622,38 @@ def test_regression_a_rollback_announced_while_a_third_version_settles():
     for factor in (2.0, 0.5, 0.5, 0.5, 0.5):
         state.autoscale(factor=factor, wait=3.0)
     state.teardown()
+
+
+def test_regression_a_spot_loss_before_the_halt_lets_the_control_plane_start_the_rollback():
+    """Kept from the machine's search (the third strict soak): a spot loss of v2 before the
+    rollback's announcement made the announcement itself evidence of a rollback, so the
+    control plane began it (once it settled) two seconds before the tool's second half; the
+    sessions it moved back had been moved forward during the announcement's debounce. The
+    rollback is traced when it starts sending sessions, the control plane's turn or the
+    tool's second half, whichever is first."""
+    state = DeployMachine()
+    state.start(hosts=11, replicas=1, drain=0.0, envoys=2, seed=0, lag=0.0, debounce=2.11, spread=0.0,
+                reconnect_rate=0.0)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.autoscale(factor=0.75, wait=3.0)
+    state.deploy_step(batch=4, extra=0.0, surge=False)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.spot_loss(version="v2", wait=3.0)
+    state.rollback(extra=0.0)
+    state.teardown()
+
+
+def test_regression_a_rollbacks_target_keeps_its_sessions_and_gains_its_share():
+    """Kept from the machine's search once overload was summed over ten ticks: v1, the
+    rollback's target, carried 76% of the requests on a 68% share: the sessions it kept from
+    before plus those its share gave it (README, "Overload")."""
+    state = DeployMachine()
+    state.start(hosts=11, replicas=1, drain=0.0, envoys=2, seed=0, lag=0.0, debounce=2.11, spread=0.0,
+                reconnect_rate=0.0)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.autoscale(factor=0.75, wait=3.0)
+    state.deploy_step(batch=4, extra=0.0, surge=False)
+    state.rollback(extra=0.0)
+    state.spot_loss(version="v2", wait=3.0)
+    state.autoscale(factor=2.0, wait=16.2)
+    state.teardown()

@@ -5,8 +5,9 @@ The trace is JSON Lines: one line per successful response,
 ``{"t", "session", "envoy", "stage", "version", "refresh", "stale"}`` (``stale``: the
 deciding Envoy was outside the quorum), and one per operator action,
 ``{"t", "action": "deploy"|"rollback"|"weights"|"switch"|"halt", "stage", "target"}``, in
-time order (``halt``: from then nobody is moved toward ``target``, the version halted; it
-sends nobody back, so it justifies nothing and starts no rollout).
+time order (``halt``: a rollback announced; from then nobody is moved toward ``target``,
+the version halted, and the move back may begin as soon as capacity shows it, so a halt
+justifies one return from the halted version, and starts no rollout).
 
 - A **bounce** is a session served by a version it had been served before and then left.
   It is *justified* only when an operator action that started after the session left that
@@ -166,7 +167,7 @@ def recount(lines: Iterable[Mapping[str, Any]]) -> Counts:
 def _justifier(actions: list[_Action], used: set[int], left_at: float, now: float,
                here: tuple[str, str], before: tuple[str, str]) -> int | None:
     """The first action, started after the session left ``here``'s version and not used by
-    this session yet, that sends it back there (a halt sends nobody anywhere)."""
+    this session yet, that sends it back there (a halt: from the version it halts)."""
     stage, version = here
     for action in actions:
         if action.t <= left_at or action.t > now or action.index in used:
@@ -175,6 +176,8 @@ def _justifier(actions: list[_Action], used: set[int], left_at: float, now: floa
             return action.index
         if action.kind == "weights" and before[0] != stage:
             return action.index
+        if action.kind == "halt" and before[1] == action.target and action.stage in (None, stage):
+            return action.index     # the move back a halt announces may start with it
     return None
 
 

@@ -8,7 +8,7 @@ import random
 from collections import Counter
 
 from rollway import murmur3_32, new_routing_id
-from rollway.model.filter_config import FilterConfig, RollingStage
+from rollway.model.filter_config import FilterConfig, RollingStage, Way
 from rollway.tools.sim.accounting import Overload, Sessions
 from rollway.tools.sim.doubles import SimulatedEnvoy, SimulatedPlane
 from rollway.tools.sim.model import DEPLOY, HALT, ROLLBACK, SWITCH, WEIGHTS, After, Gate, SimConfig, SimResult, World
@@ -153,6 +153,7 @@ class _Run:
         self.trace: list[dict] = []           # with cfg.trace: responses and operator actions
         self.recount = Recount()              # bounces and reloads, counted from the trace's lines
         self.weights_asked: dict[str, float] | None = None   # a weight change not applied yet
+        self.rollback_announced: str | None = None   # a halt's rollback target, until the rollback is traced
         self.stale_envoy_seconds = 0.0        # summed over Envoys: how long each was out of the quorum
         self.traced_episode = self.world.episode
 
@@ -212,8 +213,12 @@ class _Run:
                 self.traced_episode = world.episode
                 if world.kind == WEIGHTS:
                     self.weights_asked = dict(world.weights)    # traced once applied (_publish)
-                for line in _action_lines(self.t, previous, world):
-                    self._record(line)
+                announced = self.rollback_announced
+                self.rollback_announced = world.target if world.kind == HALT else None
+                # (An announced rollback the control plane began already was traced then.)
+                if not (world.kind == ROLLBACK and previous.kind == HALT and announced is None):
+                    for line in _action_lines(self.t, previous, world):
+                        self._record(line)
             if self.step == len(self.events):
                 self.end = max(self.end, self.t + self.settle)
             # From what is registered once the changes still under way have landed.
@@ -306,6 +311,16 @@ class _Run:
         config = plane.build(world, [e.knows for e in envoys if not self._stale(e)], t)
         if config is None:
             return
+        if self.rollback_announced is not None:
+            # An announced rollback starts moving sessions when the control plane turns the
+            # deploy (capacity may show it before the tool's second half: a spot loss of the
+            # halted version), so that is when the trace says it began, if it is earlier.
+            turned = [stage.name for stage in config.stages if isinstance(stage, RollingStage)
+                      and stage.direction.state is Way.ROLLBACK and stage.direction.target == self.rollback_announced]
+            for name in turned:
+                self._record({"t": t, "action": ROLLBACK, "stage": name, "target": self.rollback_announced})
+            if turned:
+                self.rollback_announced = None
         if self.weights_asked is not None and _applies(config, self.weights_asked):
             # A weight change starts moving sessions when the leader applies it: until then
             # it is announced (``next_weight``) and nobody crosses between stages that serve
