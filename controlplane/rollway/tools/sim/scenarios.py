@@ -27,7 +27,7 @@ class _Timeline:
     def __init__(self, cfg: SimConfig):
         self.t, self.episode, self.kind = 10.0, 0, START
         self.target: str | None = None
-        self.events: list[tuple[float, World]] = []
+        self.events: list[tuple[float | Gate, World]] = []
         self.weights = {"prod": 99.0}
 
     def emit(self, hosts: dict, kind: str | None = None, active: str = "blue", target: str | None = None,
@@ -44,7 +44,7 @@ class _Timeline:
 PROD = {"name": "prod", "weight": 99, "mode": "rolling", "serverset": "/discovery/web/prod"}
 
 
-def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, World]], dict]:
+def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float | Gate, World]], dict]:
     """The scenario as (time, World) steps, and its route map."""
     tl = _Timeline(cfg)
     if cfg.scenario == "blue-green":
@@ -56,7 +56,7 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float, Worl
     return _rolling(cfg, rng, tl)
 
 
-def _blue_green(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, World]], dict]:
+def _blue_green(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float | Gate, World]], dict]:
     routemap = {"service": "web", "stages": [{"name": "bg", "weight": 1, "mode": "blue_green", "active": "blue",
                                               "slots": {"blue": {"serverset": "/d/blue"},
                                                         "green": {"serverset": "/d/green"}}}]}
@@ -68,7 +68,7 @@ def _blue_green(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, World]
     return tl.events, routemap
 
 
-def _canary_ramp(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, World]], dict]:
+def _canary_ramp(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float | Gate, World]], dict]:
     routemap = {"service": "web",
                 "stages": [{"name": "canary", "weight": 0.5, "mode": "rolling", "serverset": "/d/canary"}, PROD]}
     world = {"prod": {"v1": cfg.hosts}, "canary": {"v2": max(2, cfg.hosts // 5)}}
@@ -81,7 +81,7 @@ def _canary_ramp(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, World
     return tl.events, routemap
 
 
-def _third_version(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, World]], dict]:
+def _third_version(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float | Gate, World]], dict]:
     """v2 replaces v1 until half the hosts run v2; then v3 starts and replaces the oldest
     hosts first (the rest of v1, then v2) until it runs everywhere."""
     h, b, step = cfg.hosts, cfg.batch, cfg.step_interval
@@ -107,7 +107,7 @@ def _third_version(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float, Wor
     return tl.events, {"service": "web", "stages": [PROD]}
 
 
-def _rolling(cfg: SimConfig, rng: random.Random, tl: _Timeline) -> tuple[list[tuple[float, World]], dict]:
+def _rolling(cfg: SimConfig, rng: random.Random, tl: _Timeline) -> tuple[list[tuple[float | Gate, World]], dict]:
     """A rolling deploy of v2 over v1 (in place or surge-style), with the autoscaler or spot
     losses acting between steps, and turned back halfway in the rollback scenarios (announced
 first: the halt, then the move back once the gate opens)."""
