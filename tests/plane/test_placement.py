@@ -23,8 +23,11 @@ def service(name: str, **where) -> dict:
 
 
 def test_a_service_lives_everywhere_by_default_and_where_its_map_says():
-    everywhere = parse_routemap(service("web"))
-    assert everywhere.placements() == {("*", "/")} and "domains" not in everywhere.document
+    # Naming neither: Envoys of its own (one service per Envoy), claiming nothing to collide.
+    alone = parse_routemap(service("web"))
+    assert (alone.domains, alone.path_prefix) == (("*",), "/") and "domains" not in alone.document
+    assert alone.placements() == set()
+    assert parse_routemap(service("web", domains=["*"])).placements() == {("*", "/")}
     placed = parse_routemap(service("admin", domains=["WWW.example.test", "*.example.test:8443"],
                                     path_prefix="/admin/"))
     assert placed.domains == ("www.example.test", "*.example.test:8443") and placed.path_prefix == "/admin"
@@ -61,6 +64,9 @@ def test_a_colliding_push_is_refused_naming_both_services_and_nothing_is_stored(
     with pytest.raises(RouteMapError, match=r"service 'web' and service 'api' both claim api\.example\.test"):
         plane.push(service("web", domains=["www.example.test", "api.example.test"]), 1, "mallory", "widen web")
     assert [r.revision for r in store.history("web")] == [1]
+    # Services that name no placement (each on Envoys of its own) collide with nothing.
+    plane.push(service("search"), 0, "alice", "search, on its own Envoys")
+    plane.push(service("static"), 0, "alice", "static, on its own Envoys")
     # A service may move within its own placements, and two services may share a domain.
     plane.push(service("web", domains=["www.example.test", "example.test"]), 1, "alice", "web on the apex too")
-    assert sorted(store.services()) == ["admin", "api", "web"]
+    assert sorted(store.services()) == ["admin", "api", "search", "static", "web"]

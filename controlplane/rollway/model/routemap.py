@@ -76,7 +76,11 @@ class RouteMap:
     path_prefix: str = "/"
 
     def placements(self) -> set[tuple[str, str]]:
-        """Where the service lives: every (domain, path prefix) it claims."""
+        """Where the service lives: every (domain, path prefix) it claims. A route map that
+        names neither claims nothing: its service keeps Envoys of its own (one service per
+        Envoy, as before placements existed), so it collides with no other."""
+        if "domains" not in self.document and "path_prefix" not in self.document:
+            return set()
         return {(domain, self.path_prefix) for domain in self.domains}
 
     def canonical_json(self) -> str:
