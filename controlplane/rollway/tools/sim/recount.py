@@ -114,12 +114,19 @@ class Recount:
             self.counts.rollouts += 1
 
     def _response(self, line: Mapping[str, Any]) -> None:
+        self.served(float(line["t"]), int(line["session"]), str(line["stage"]), str(line["version"]),
+                    bool(line.get("refresh")), bool(line.get("stale")))
+
+    def served(self, t: float, session: int, stage: str, version: str, refresh: bool, stale: bool) -> None:
+        """One response line, its fields as arguments (the simulator's hot path: most
+        responses move nobody and tell nothing, and cost a lookup)."""
         counts = self.counts
         counts.responses += 1
-        session, t, stale = int(line["session"]), float(line["t"]), bool(line.get("stale"))
-        counts.stale_responses += stale
-        here = (str(line["stage"]), str(line["version"]))
+        here = (stage, version)
         before = self.last.get(session)
+        if before == here and not refresh and not stale:
+            return
+        counts.stale_responses += stale
         rollout = self.toward.get(here[1], self.rollout)
         # A stale Envoy's doing: its own responses, and the move that undoes its last move.
         moved = before is not None and here != before
@@ -147,7 +154,7 @@ class Recount:
             else:
                 self.stale_moved.discard(session)
         self.last[session] = here
-        if line.get("refresh"):
+        if refresh:
             key = (session, rollout)
             self.reloads[key] += 1
             counts.refreshes_per_session_max = max(counts.refreshes_per_session_max, self.reloads[key])

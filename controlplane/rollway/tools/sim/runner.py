@@ -405,12 +405,15 @@ class _Run:
             told = refresh[j] if cfg.strategy == "rollway" else (app[i] is not None and app[i] != v
                                                                  and cookie[i] != v)
             self._served(i, stage, v, told)
-            self._record({"t": self.t, "session": i, "envoy": k, "stage": stage, "version": v,
-                          "refresh": bool(told), "stale": out_of_quorum})
+            # A trace line (kept with ``trace``), counted with the same fields either way.
+            self.recount.served(self.t, i, stage, v, bool(told), out_of_quorum)
+            if cfg.trace:
+                self.trace.append({"t": self.t, "session": i, "envoy": k, "stage": stage, "version": v,
+                                   "refresh": bool(told), "stale": out_of_quorum})
 
     def _record(self, line: dict) -> None:
-        """A trace line: counted (bounces and reloads are only ever counted from these
-        lines, rollway.tools.sim.recount) and, with ``trace``, kept."""
+        """An action's trace line: counted (bounces and reloads are only ever counted from
+        the trace's lines, rollway.tools.sim.recount) and, with ``trace``, kept."""
         self.recount.feed(line)
         if self.cfg.trace:
             self.trace.append(line)
