@@ -179,17 +179,22 @@ class Fleet:
         proc = self.procs[key]
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+        return self.exit_code(key, timeout)
+
+    def exit_code(self, key: str, timeout: float = 20) -> int | None:
         try:
-            return proc.wait(timeout)
+            return self.procs[key].wait(timeout)
         except subprocess.TimeoutExpired:
             return None
 
     def terminate_all(self) -> dict[str, int | None]:
-        """SIGTERM to every process still running, each its own exit code."""
+        """One SIGTERM to every process still running, then each one's exit code. (One: a
+        second SIGTERM reaching a Python process while it finalizes, its handlers already
+        reset, kills it with the signal: CI saw -15.)"""
         running = [key for key, proc in self.procs.items() if proc.poll() is None]
         for key in running:
             self.procs[key].send_signal(signal.SIGTERM)
-        return {key: self.terminate(key) for key in running}
+        return {key: self.exit_code(key) for key in running}
 
 
 
