@@ -14,7 +14,8 @@ cut for 20 s and restored; one app host vanishes without deregistering.
 Asserted: each fault's effect seen (the survivor leads, zk2 answers nothing, env2 seen
 cut off, app2's member gone), every Envoy converged after each fault within its stated
 bound (``BOUNDS``, printed beside what it took), 0 bounces, at most one reload per session,
-every session on v2 at the end, failed requests <= 0.1% (each listed with why), every Envoy
+every session on v2 at the end, no failed request but those in flight on app2 when it
+vanished (at most two per Envoy; each listed with why), every Envoy
 on the same final config after its link returns, and every process exiting on SIGTERM with
 the code it should, nothing left running. The table it prints is the README's
 "Faults during a deploy". ``make fleet-test`` runs this file alone.
@@ -426,7 +427,12 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
     assert result["refreshes_max"] <= 1
     assert result["sessions_refreshed"] > 0               # sessions did move to v2, told once
     assert all(v == "v2" for v in result["final"].values()), result["final"]
-    assert len(result["failed"]) <= 0.001 * result["requests"], failed_why
+    # The only failures allowed: requests in flight on app2's open connections when it
+    # vanished (they may have reached the app, so Envoy does not retry them; the browser
+    # gives up after 10 s): at most two per Envoy (its pool to app2 at this load). Every
+    # later request to app2 fails to connect and is retried on another host.
+    in_flight = [r for r in result["failed"] if culprit(r["t"]) is spot and r.get("error") == "TimeoutError"]
+    assert len(result["failed"]) == len(in_flight) <= 2 * len(ENVOYS), failed_why
     assert sorted(final["envoys"]) == ENVOYS              # every Envoy, env2 included, on one config
     # Every process exits on SIGTERM, with the code it should, and nothing is left running.
     codes = fleet.terminate_all()
