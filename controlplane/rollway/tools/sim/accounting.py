@@ -93,7 +93,6 @@ class Overload:
         self.weight_now: dict[str, float] = {}
         self.served: dict[str, set[str]] = {}      # stage -> every version it has served
         self.windows: dict[tuple[str, str], deque] = {}   # (stage, version) -> the last WINDOW ticks
-        self.kept: dict[tuple[str, str], float] = {}      # a holding target: its share plus its residents
 
     def weights(self, weights: dict[str, float], capacities: dict[str, dict[str, float]]) -> None:
         """The operator's stage weights and each stage's versions, once a tick: a weight
@@ -163,15 +162,6 @@ class Overload:
                 peaks[v] = max(peaks.get(v, 0.0), resident.get(v, 0.0))
             self.absorbed[stage] = sum(peaks.values())
         targets = {target for _, _, target in views if target}
-        for v in versions:
-            # A deploy's target that holds keeps every session on it (wherever their hash now
-            # lies) and gains every session its hash share gives it: up to its share plus
-            # the sessions already on it (found by the state machine once checks summed ten
-            # ticks: 76% of the requests on a rollback's target whose share was 68%).
-            key = (stage, v)
-            holds_as_target = v in targets and any(v in h for _, h, _ in views)
-            share_now = max((shares.get(v, 0.0) for shares, _, _ in views), default=0.0)
-            self.kept[key] = share_now + resident.get(v, 0.0) if holds_as_target else 0.0
         for v in targets & versions:
             # What a target takes straight from drained versions it keeps (held), also
             # once the deploy's target changes.
@@ -184,8 +174,12 @@ class Overload:
         for v, c in capacities.items():
             share = c / cap_total
             now = max((shares.get(v, 0.0) for shares, _, _ in views), default=0.0)
-            bound = min(1.0, max(now, self.held.get((stage, v), 0.0), self.kept.get((stage, v), 0.0))
-                        + self.imported(stage, v))
+            # A deploy's target that holds keeps every session on it (wherever their hash now
+            # lies) and gains every session its hash share gives it: up to its share plus
+            # the sessions already on it (found by the state machine once checks summed ten
+            # ticks: 76% of the requests on a rollback's target whose share was 68%).
+            kept = now + resident.get(v, 0.0) if v in targets and any(v in h for _, h, _ in views) else 0.0
+            bound = min(1.0, max(now, self.held.get((stage, v), 0.0), kept) + self.imported(stage, v))
             got = requests.get(v, 0)
             window = self.windows.setdefault((stage, v), deque(maxlen=WINDOW))
             window.append((got, total, bound))
