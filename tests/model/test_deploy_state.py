@@ -113,10 +113,12 @@ def test_a_change_of_way_settling_is_outstanding_for_the_gate():
 
     tracker = DirectionTracker()
     tracker.observe({"v1": 16.0}, now=0.0)
-    tracker.observe({"v1": 15.0, "v2": 1.0}, now=1.0)                 # forward to v2
-    tracker.observe({"v1": 13.0, "v2": 1.0, "v3": 2.0}, now=2.0)      # a third version: retarget settling
+    tracker.observe({"v1": 12.0, "v2": 4.0}, now=1.0)                 # forward to v2
+    tracker.observe({"v1": 12.0, "v2": 2.0, "v3": 2.0}, now=2.0)      # forward to v3, a new build
+    assert tracker.observe({"v1": 12.0, "v2": 4.0}, now=3.0) == ("rollback", "v2")   # v3 gone: handed over
+    tracker.observe({"v1": 14.0, "v2": 2.0}, now=4.0)                 # v2's hosts go to v1: retarget settling
     state = DeployState(trackers={"prod": tracker})
-    assert tracker.changing() == ("forward", "v3")
-    assert state.settling() == ["prod: direction changing to forward -> v3, settling"]
-    tracker.observe({"v1": 13.0, "v2": 1.0, "v3": 2.0}, now=20.0)     # settled
+    assert tracker.changing() == ("rollback", "v1")
+    assert state.settling() == ["prod: direction changing to rollback -> v1, settling"]
+    tracker.observe({"v1": 14.0, "v2": 2.0}, now=20.0)                # settled
     assert tracker.changing() is None and state.settling() == []

@@ -10,9 +10,16 @@ from hypothesis import strategies as st
 from rollway.model.direction import DirectionTracker
 
 
-def run(steps: list[dict[str, float]]) -> list[tuple[str, str | None]]:
+def run(steps: list[dict[str, float]], rollback_at: int | None = None) -> list[tuple[str, str | None]]:
+    """The tracker's state after each step; ``rollback_at``: the step at which an operator
+    rolls v2 back (``rollway deploy halt --version v2 --rollback``), before it is observed."""
     tracker = DirectionTracker()
-    return [tracker.observe(step) for step in steps]
+    out = []
+    for i, step in enumerate(steps):
+        if i == rollback_at:
+            tracker.turn_back("v2", steps[i - 1], {"v2"})
+        out.append(tracker.observe(step, halted={"v2"} if rollback_at is not None and i >= rollback_at else set()))
+    return out
 
 
 def test_a_plain_rolling_deploy_is_forward_until_done():
@@ -23,11 +30,20 @@ def test_a_plain_rolling_deploy_is_forward_until_done():
     assert states[-1] == ("steady", None)
 
 
-def test_a_rollback_half_way():
+def test_a_rollback_half_way_is_the_operators():
+    """Capacity alone never turns a deploy back: hosts swapped back in place keep it forward
+    (published ``steady``: nobody moves) until the target's hosts are gone, when the evidence
+    hands it over; an operator's rollback turns it at once."""
     steps = [{"v1": 10 - k, "v2": k} for k in range(6)] + [{"v1": 10 - k, "v2": k} for k in (4, 3, 2, 1, 0)]
-    states = run(steps)
+    tracker = DirectionTracker()
+    for step in steps[:-1]:
+        assert tracker.observe(step)[0] != "rollback"
+        if step["v2"] < 5:
+            assert tracker.published()[0] != "rollback"
+    assert tracker.published() == ("steady", "v2")                   # paused: v1 regained hosts
+    assert tracker.observe({"v1": 10}) == ("steady", None)            # the deploy is over
+    states = run(steps, rollback_at=6)
     assert states[5] == ("forward", "v2")
-    assert states[6] == ("rollback", "v1")
     assert all(s == ("rollback", "v1") for s in states[6:-1])
     assert states[-1] == ("steady", None)
 
@@ -69,15 +85,24 @@ def test_blue_green_cutover_style_jump():
     assert run([{"v1": 10}, {"v1": 10, "v2": 10}, {"v2": 10}])[1] == ("forward", "v2")
 
 
-def test_one_noisy_step_cannot_flip_a_deploy_but_a_real_rollback_does():
+def test_no_amount_of_capacity_turns_a_deploy_back_but_an_operator_does():
     tracker = DirectionTracker()
     for step in [{"v1": 100}, {"v1": 80, "v2": 20}, {"v1": 60, "v2": 40}]:
         tracker.observe(step)
     # An autoscaler adds one old host while a spot loss takes one new host: 1% "rollback".
     assert tracker.observe({"v1": 61, "v2": 39}) == ("forward", "v2")
     assert tracker.observe({"v1": 58, "v2": 42}) == ("forward", "v2")
-    # The deploy tool really rolls back: 10% of hosts move to v1.
-    assert tracker.observe({"v1": 68, "v2": 32}) == ("rollback", "v1")
+    # 10% of hosts move to v1, as a rollback or as noise would: still forward, paused.
+    assert tracker.observe({"v1": 68, "v2": 32}) == ("forward", "v2")
+    assert tracker.published() == ("steady", "v2")
+    # The operator rolls v2 back: at once, and a second call changes nothing.
+    assert tracker.turn_back("v2", {"v1": 68, "v2": 32}) and tracker.state == "rollback"
+    assert not tracker.turn_back("v2", {"v1": 68, "v2": 32})
+    assert tracker.observe({"v1": 70, "v2": 30}) == ("rollback", "v1")
+    # Nor does capacity turn the rollback forward again: v2 regaining 20% stays a rollback.
+    assert tracker.observe({"v1": 50, "v2": 50}) == ("rollback", "v1")
+    # Nothing older than v1 is live, and a version the stage does not serve: no turn.
+    assert not tracker.turn_back("v1", {"v1": 50, "v2": 50}) and not tracker.turn_back("v9", {"v1": 50})
 
 
 @settings(max_examples=300)
@@ -125,10 +150,10 @@ def test_a_surge_style_deploy_is_forward_from_its_first_announcement():
     assert states[-1] == ("steady", None)
 
 
-def test_a_surge_style_rollback_half_way_is_detected_and_ends_on_the_old_version():
-    """Announce v1 hosts first, retire v2 hosts a window later: neither half alone is
-    evidence (growth of an older version, shrinkage of the newer), together they are a move
-    back. Before, the tracker stayed ``forward -> v2`` all the way down to {v1: 10}."""
+def test_a_surge_style_rollback_half_way_pauses_then_goes_back_with_the_operator():
+    """v1 hosts first, v2 hosts retired a window later. Unannounced, the first v1 host
+    pauses the deploy (nobody moves) and it stays paused until v2 is gone; announced by the
+    operator, it is a rollback from the announcement to the end."""
     steps = [{"v1": 10}]
     for k in range(1, 6):
         steps += [{"v1": 10 - k + 1, "v2": k}, {"v1": 10 - k, "v2": k}]
@@ -139,10 +164,14 @@ def test_a_surge_style_rollback_half_way_is_detected_and_ends_on_the_old_version
         steps.append({"v1": v1, "v2": v2})
         v2 -= 1
         steps.append({"v1": v1, "v2": v2} if v2 else {"v1": v1})
-    states = run(steps)
-    first_back = 11 + 2        # after both halves of the first step back (5% of 11 hosts)
-    assert all(s == ("forward", "v2") for s in states[1:first_back - 1])
-    assert all(s == ("rollback", "v1") for s in states[first_back:-1]), states
+    tracker = DirectionTracker()
+    tracker.observe(steps[0])
+    for i, step in enumerate(steps[1:-1], start=1):
+        assert tracker.observe(step) == ("forward", "v2")
+        assert tracker.published() == (("forward", "v2") if i <= 10 else ("steady", "v2")), i
+    states = run(steps, rollback_at=11)
+    assert all(s == ("forward", "v2") for s in states[1:11])
+    assert all(s == ("rollback", "v1") for s in states[11:-1]), states
     assert states[-1] == ("steady", None)
 
 
@@ -158,12 +187,14 @@ def test_a_surge_rollback_after_a_finished_deploy():
 
 def test_batches_straddling_debounce_windows():
     """An in-place batch whose removals land in one window and additions in the next, in
-    either order, reads as forward, and a rollback likewise as rollback."""
+    either order, reads as forward; a rollback's batches likewise keep an operator's rollback
+    a rollback, and without the operator never make one."""
     forward = [{"v1": 20}, {"v1": 18}, {"v1": 18, "v2": 2}, {"v1": 17, "v2": 3}, {"v1": 16, "v2": 3},
                {"v1": 16, "v2": 4}, {"v1": 14, "v2": 4}, {"v1": 14, "v2": 6}]
     assert run(forward)[2:] == [("forward", "v2")] * 6
     back = forward + [{"v1": 14, "v2": 5}, {"v1": 15, "v2": 5}, {"v1": 15, "v2": 4}, {"v1": 16, "v2": 4}]
-    assert run(back)[-1] == ("rollback", "v1")
+    assert run(back)[-1] == ("forward", "v2")
+    assert run(back, rollback_at=len(forward))[len(forward):] == [("rollback", "v1")] * 4
 
 
 def test_capacity_noise_alone_never_moves_evidence():
@@ -177,10 +208,10 @@ def test_capacity_noise_alone_never_moves_evidence():
         assert tracker.observe(step) == ("forward", "v2")
 
 
-def test_the_stated_limit_an_old_only_autoscaler_plus_spot_losses():
-    """What capacity alone cannot tell from a rollback (README, "Deployment direction"):
-    an autoscaler growing only the old version and spot losses on the new one, together 5%
-    of the stage between two deploy steps. Below that it does not flip."""
+def test_the_old_limit_an_old_only_autoscaler_plus_spot_losses_no_longer_flips():
+    """What capacity alone cannot tell from a rollback: an autoscaler growing only the old
+    version and spot losses on the new one. It used to flip the deploy past 5% of the stage;
+    capacity no longer turns a deploy back at all."""
     tracker = DirectionTracker()
     for step in [{"v1": 100}, {"v1": 60, "v2": 40}]:
         tracker.observe(step)
@@ -188,7 +219,8 @@ def test_the_stated_limit_an_old_only_autoscaler_plus_spot_losses():
     assert tracker.observe({"v1": 62, "v2": 38}) == ("forward", "v2")   # 2 spot losses: ~2% moved
     assert tracker.observe({"v1": 62, "v2": 40}) == ("forward", "v2")   # v2's hosts are replaced
     assert tracker.observe({"v1": 68, "v2": 40}) == ("forward", "v2")
-    assert tracker.observe({"v1": 68, "v2": 34}) == ("rollback", "v1")  # ~6% each way: a rollback
+    assert tracker.observe({"v1": 68, "v2": 34}) == ("forward", "v2")   # ~6% each way: not a rollback
+    assert tracker.observe({"v1": 90, "v2": 10}) == ("forward", "v2")   # nor 30%
 
 
 @settings(max_examples=300)
@@ -253,6 +285,8 @@ def test_autoscaling_that_lands_host_by_host_in_any_order_never_flips(seed, way)
         [{"v1": 10.0}, {"v1": 4.0, "v2": 6.0}, {"v1": 6.0, "v2": 4.0}]
     for step in steps:
         tracker.observe(step)
+    if way == "rollback":
+        tracker.turn_back("v2", steps[-1])                           # the operator's
     expected = (way, "v2" if way == "forward" else "v1")
     assert (tracker.state, tracker.target) == expected
     caps = dict(steps[-1])
@@ -314,12 +348,13 @@ def test_a_gone_target_hands_over_to_the_version_that_regained_hosts_since_it_la
 def test_half_a_reversal_seen_while_a_new_target_settles_still_pauses():
     """Found by the state machine: v3 replaced two v1 hosts while v2 was the target; while
     that retarget settled (10 s), a surge rollback announced v1 hosts. Entering forward ->
-    v3 dropped that evidence, and v3's sessions later went by hash, some back to v2."""
+    v3 dropped that evidence, and v3's sessions later went by hash, some back to v2. (A
+    build never seen now retargets at once; the rollback's half must still pause.)"""
     tracker = DirectionTracker()
     for step, now in [({"v1": 24}, 0), ({"v1": 24, "v2": 2}, 1), ({"v1": 22, "v2": 2}, 2),
                       ({"v1": 20, "v2": 2, "v3": 2}, 10)]:
         tracker.observe(step, now=now)
-    assert tracker.published() == ("steady", "v3")                   # the retarget settles
+    assert tracker.published() == ("forward", "v3")                  # a build never seen: retargeted at once
     tracker.observe({"v1": 22, "v2": 2, "v3": 2}, now=19)            # the rollback's new v1 hosts
     assert tracker.observe({"v1": 22, "v2": 2, "v3": 2}, now=21) == ("forward", "v3")
     assert tracker.published() == ("steady", "v3")                   # still paused
@@ -335,3 +370,28 @@ def test_handover_names_where_a_gone_targets_sessions_go_without_deciding():
     assert tracker.handover({"v1": 25, "v2": 1}) == "v1"       # the rollback's new hosts
     assert tracker.to_dict() == before                          # read-only
     assert DirectionTracker().handover({"v1": 1, "v2": 1}) is None
+
+
+def test_a_new_build_retargets_a_deploy_whose_old_version_shows_no_net_loss():
+    """Found by the state machine's soak: an autoscaler's scale-up landed v1's hosts a window
+    before v2's, leaving v1 a net gain of 2.5 hosts; v3's first step then took two of v1's,
+    which left v1 still net up, so no move showed and the deploy stayed forward -> v2. The
+    rollback of v3 then read as v2 gaining and sent sessions forward to v2 after the rollback
+    began, which it later took back to v1: bounces. A build the stage has never seen gaining
+    hosts mid-deploy is a deploy to it, whatever the net evidence says."""
+    tracker = DirectionTracker()
+    for step, now in [({"v1": 16}, 0), ({"v1": 15, "v2": 1}, 5), ({"v1": 20, "v2": 1.5}, 8),
+                      ({"v1": 22.5, "v2": 1.5}, 11)]:
+        tracker.observe(step, now=now)
+    assert tracker.published() == ("steady", "v2")                   # v1 landed first: paused
+    assert tracker.observe({"v1": 20.5, "v2": 1.5, "v3": 1}, now=17) == ("forward", "v3")
+    tracker.observe({"v1": 20.5, "v2": 1.5, "v3": 2}, now=20)
+    tracker.observe({"v1": 22.5, "v2": 1.5, "v3": 2}, now=26)        # the rollback announced
+    assert tracker.published() == ("steady", "v3")
+    assert tracker.observe({"v1": 22.5, "v2": 1.5}, now=31) == ("rollback", "v1")
+    # An older version reappearing is not a new build: v2 coming back while v3 is the target
+    # never retargets (forward to it would be backwards; a rollback is the operator's).
+    tracker = DirectionTracker()
+    for step in [{"v1": 10}, {"v1": 8, "v2": 2}, {"v1": 6, "v2": 2, "v3": 2}, {"v1": 6, "v3": 4}]:
+        tracker.observe(step)
+    assert tracker.observe({"v1": 6, "v2": 1, "v3": 3}) == ("forward", "v3")

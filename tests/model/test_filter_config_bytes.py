@@ -5,6 +5,11 @@
 fleet knowledge through today's publication and compares the text the filter receives
 (``json.dumps`` as ``rollway.envoy.bootstrap`` sends it: key order matters), the follower's
 render, and the digest. Regenerate only on purpose: ``python tests/model/test_filter_config_bytes.py``.
+
+Regenerated once on purpose (issue 26): capacity alone no longer turns a deploy back, so the
+first scenario's reversal is an operator's (``halt --rollback`` of v2, recorded in the deploy
+state); the prod entries for v2 from then on carry ``admitted: false`` (halted), and
+everything else is as the dict-built publication wrote it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sys
 from pathlib import Path
 
 from rollway.model.admission import known_versions
-from rollway.model.deploy_state import DeployState
+from rollway.model.deploy_state import DeployState, Halt
 from rollway.model.publication import advance, config_digest, render_config
 from rollway.model.routemap import parse_routemap
 from rollway.sources.serverset import ServersetView
@@ -61,6 +66,9 @@ def replay(steps: list[tuple[dict, dict[str, dict[str, float]]]]) -> list[list[s
     state, fleet, out = DeployState(), Fleet(), []
     steps = [step for step in steps for _ in range(3)]      # time for every Envoy to hear
     for now, (document, capacity) in enumerate(steps):
+        if "halt" in capacity and capacity["halt"]["v2"] and "v2" not in state.halts:
+            state = state.with_halt(Halt("v2", rollback=True, who="ops", why="bad build", at=1.0))
+        capacity = {k: v for k, v in capacity.items() if k != "halt"}
         routemap = parse_routemap(document)
         seen = views(routemap, capacity)
         config = advance(routemap, seen, state, fleet.sets(), routemap_revision=1, now=float(now * 10))
@@ -86,7 +94,7 @@ def scenarios() -> dict[str, list]:
               {"/d/canary": {"v2": 1}, "/d/prod": {"v1": 8, "v2": 2}},
               {"/d/canary": {"v2": 1}, "/d/prod": {"v1": 8, "v2": 2}},
               {"/d/canary": {"v2": 1}, "/d/prod": {"v1": 5, "v2": 5}},
-              {"/d/canary": {"v2": 1}, "/d/prod": {"v1": 7, "v2": 3}},     # turns back
+              {"/d/canary": {"v2": 1}, "/d/prod": {"v1": 7, "v2": 3}, "halt": {"v2": 1}},   # turned back
               {"/d/canary": {"v2": 1}, "/d/prod": {"v1": 9, "v2": 1}},
               {"/d/canary": {"v2": 1}, "/d/prod": {"v1": 9, "v2": 1}},
               {"/d/canary": {"v2": 1}, "/d/prod": {"v1": 10}},

@@ -102,8 +102,10 @@ class DeployMachine(RuleBasedStateMachine):
         if self.open and len(live) == 1:
             self.open, self.completed = False, self.completed + 1
         weights = {"canary": self.canary_weight, "prod": 100 - self.canary_weight}
+        halted = ("v3" if self.third else "v2") if self.kind == HALT else None
         self.events.append((timing, World({"prod": live, "canary": {"v2": 2.0}}, weights,
-                                          episode=self.episode, kind=self.kind, target=self.target)))
+                                          episode=self.episode, kind=self.kind, target=self.target,
+                                          halted=halted)))
 
     # The deploy tool follows the operating rules the README states: each step once the
     # deploy gate opens (every Envoy in the quorum holds the newest config); a version's
@@ -656,4 +658,43 @@ def test_regression_a_rollbacks_target_keeps_its_sessions_and_gains_its_share():
     state.rollback(extra=0.0)
     state.spot_loss(version="v2", wait=3.0)
     state.autoscale(factor=2.0, wait=16.2)
+    state.teardown()
+
+
+def test_regression_a_third_version_after_a_scale_up_that_landed_old_hosts_first():
+    """Kept from the soak (2,000 examples): a scale-up's v1 hosts landed a window before
+    v2's, so v1 was net up when v3's first step took two of its hosts; no move showed, the
+    deploy stayed forward -> v2, and when v3 was rolled back a later scale-up read as v2
+    gaining: sessions went forward to v2 after the rollback began and back to v1 later (19
+    bounces). A build the stage has never seen retargets the deploy at once."""
+    state = DeployMachine()
+    state.start(hosts=16, replicas=1, debounce=1.5, drain=0.0, spread=5.03, lag=0.0, reconnect_rate=0.0, seed=0,
+                envoys=7)
+    state.deploy_step(batch=1, extra=0.0, surge=False)
+    state.autoscale(factor=1.5, wait=3.0)
+    state.third_version(extra=0.0, surge=False)
+    state.rollback(extra=0.0)
+    state.autoscale(factor=2.0, wait=3.0)
+    for _ in range(4):
+        state.autoscale(factor=0.5, wait=3.0)
+    state.teardown()
+
+
+def test_regression_an_operators_rollback_of_a_third_version_goes_back_to_the_baseline():
+    """Kept from the soak once rollbacks became the operator's: v3 was halted and rolled
+    back while v1 and v2 held four hosts each. The deploy turned back to v2 (the newest older
+    version), so sessions a lagging Envoy moved v2 -> v3 in the halt's own second went back
+    to v2, a version they had left after the halt: 4 bounces. It turns back to the stage's
+    baseline, the oldest live version, where the rollout's sessions came from."""
+    state = DeployMachine()
+    state.start(spread=5.490276190192735, debounce=0.99999, hosts=20, seed=10003, lag=1.1,
+                reconnect_rate=0.48986755070593524, envoys=5, replicas=3, drain=2.0)
+    state.autoscale(factor=0.5, wait=3.0)
+    state.deploy_step(batch=4, extra=1.2409997364410688, surge=False)
+    state.third_version(extra=0.0, surge=False)
+    state.rollback(extra=0.0)
+    for _ in range(3):
+        state.autoscale(factor=0.5, wait=3.0)
+    state.deploy_step(batch=1, extra=0.0, surge=False)
+    state.autoscale(factor=0.5, wait=3.0)
     state.teardown()

@@ -148,7 +148,9 @@ def test_a_rolling_deploy_through_two_envoys_never_bounces_a_session(world):
         assert all(m == ("v1", "v2") for m in moves(b.served)), b.served
         assert len(moves(b.served)) <= 1
         assert b.served[-1] == "v2"
-    # ... and then a rollback moves them back, once.
+    # ... and then a rollback, announced by the operator (capacity alone never turns a
+    # deploy back), moves them back, once.
+    world.plane.halt("web", "v2", True, "test", "rollback")
     for step in range(HOSTS - 1, -1, -1):
         world.set_hosts(step)
         deadline = time.monotonic() + 1.0

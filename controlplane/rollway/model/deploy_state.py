@@ -5,9 +5,13 @@ Per rolling stage the direction tracker (its version sequence, first seen first,
 re-derived from member order or version names; its state, target, and the evidence
 gathered since the deploy last advanced), the admission decisions (admitted versions, held
 reversals, the last way sessions were moved, weight-change and blue-green steps), the
-generation, and the digest of the config that generation names. Only the
-service's leader writes it, with compare-and-set; every replica renders its filter config
-from it (``rollway.model.publication.render_config``), so replicas send the same bytes.
+generation, and the digest of the config that generation names; and the operator's halts
+(``Halt``: a version that gets no new sessions, and with ``rollback`` whose sessions go back),
+with a bounded log of every halt and resume. The service's leader writes it, with
+compare-and-set; an operator's halt or resume is a compare-and-set of its own by the replica
+that took the request (``with_halt``/``without_halt``), which the leader's next step reads.
+Every replica renders its filter config from it (``rollway.model.publication.render_config``),
+so replicas send the same bytes.
 
 Usage::
 
@@ -25,6 +29,30 @@ from rollway.model.admission import AdmissionState
 from rollway.model.direction import DirectionTracker
 
 FORMAT = 1
+HALT_LOG = 64           # halts and resumes kept in the record, the newest last
+
+
+@dataclass(frozen=True)
+class Halt:
+    """An operator's (or, later, the guard's) halt of one version of a service, in every
+    stage: it gets no new sessions; with ``rollback`` its sessions go back once, to the
+    newest older version live in their stage. ``who``/``why``: as given; ``at``: seconds
+    since the epoch; ``figures``: what tripped it, when something measured did."""
+    version: str
+    rollback: bool
+    who: str
+    why: str
+    at: float
+    figures: str = ""
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "rollback": self.rollback, "who": self.who, "why": self.why,
+                "at": self.at, "figures": self.figures}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Halt:
+        return cls(str(d["version"]), bool(d.get("rollback", False)), str(d.get("who", "")),
+                   str(d.get("why", "")), float(d.get("at", 0.0)), str(d.get("figures", "")))
 
 
 @dataclass
@@ -34,6 +62,28 @@ class DeployState:
     trackers: dict[str, DirectionTracker] = field(default_factory=dict)   # rolling stage -> tracker
     admission: AdmissionState = field(default_factory=AdmissionState)
     routemap_revision: int = 0             # the route map the last publication used
+    halts: dict[str, Halt] = field(default_factory=dict)    # version -> its halt
+    halt_log: list[dict] = field(default_factory=list)      # {"event": "halt"|"resume", ...}, last HALT_LOG
+
+    def halted(self) -> frozenset[str]:
+        return frozenset(self.halts)
+
+    def with_halt(self, halt: Halt) -> DeployState:
+        """A copy with ``halt`` recorded (replacing an earlier halt of the same version)."""
+        state = self.copy()
+        state.halts[halt.version] = halt
+        state.halt_log = (state.halt_log + [{"event": "halt", **halt.to_dict()}])[-HALT_LOG:]
+        return state
+
+    def without_halt(self, version: str, who: str, why: str, at: float) -> DeployState:
+        """A copy with ``version``'s halt lifted (a resume); unchanged if it was not halted."""
+        if version not in self.halts:
+            return self.copy()
+        state = self.copy()
+        del state.halts[version]
+        state.halt_log = (state.halt_log + [{"event": "resume", "version": version, "who": who, "why": why,
+                                             "at": at}])[-HALT_LOG:]
+        return state
 
     def settling(self) -> list[str]:
         """The stages whose deploy is changing way and has not settled yet, in words (the
@@ -46,7 +96,9 @@ class DeployState:
         return {"format": FORMAT, "generation": self.generation, "digest": self.digest,
                 "routemap_revision": self.routemap_revision,
                 "stages": {name: t.to_dict() for name, t in sorted(self.trackers.items())},
-                "admission": self.admission.to_dict()}
+                "admission": self.admission.to_dict(),
+                **({"halts": [h.to_dict() for _, h in sorted(self.halts.items())], "halt_log": self.halt_log}
+                   if self.halts or self.halt_log else {})}
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
@@ -55,9 +107,11 @@ class DeployState:
     def from_dict(cls, d: dict) -> DeployState:
         if d.get("format") != FORMAT:
             raise ValueError(f"deploy state: format {d.get('format')!r} is not {FORMAT}")
+        halts = [Halt.from_dict(h) for h in d.get("halts", [])]
         return cls(int(d["generation"]), str(d.get("digest", "")),
                    {name: DirectionTracker.from_dict(t) for name, t in d.get("stages", {}).items()},
-                   AdmissionState.from_dict(d.get("admission", {})), int(d.get("routemap_revision", 0)))
+                   AdmissionState.from_dict(d.get("admission", {})), int(d.get("routemap_revision", 0)),
+                   {h.version: h for h in halts}, [dict(e) for e in d.get("halt_log", [])][-HALT_LOG:])
 
     @classmethod
     def from_json(cls, data: bytes) -> DeployState:

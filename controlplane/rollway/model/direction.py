@@ -12,17 +12,17 @@ share moved the same way. ``gained``/``lost`` are the positive and negative part
 fractions of the stage.
 
 A move from ``b`` to ``a`` is ``min(gained[a], lost[b])``: forward when ``a`` is newer,
-rollback when older. Why noise cannot flip a deploy: proportional autoscaling moves no
-share; hosts an autoscaler adds and later removes, landing in any order and window, cancel
-out in ``net``; a spot loss takes hosts from one version only, and the share the others
-gain from it is not counted; neither, nor both together, ever makes a move. Leaving a
-non-steady state for a different one needs the move to reach ``switch_fraction`` of the
-stage's capacity and to hold for ``settle`` seconds (published as ``steady`` meanwhile,
-which moves nobody): an autoscaler's hosts land one by one, across windows and in any
-order, so for a few seconds a scale-up after a scale-down can look like one version gaining
-while another lost; a rollback's evidence stays. What capacity alone cannot tell from a rollback: an autoscaler growing
-only the old version (or growing it first) while spot losses take hosts of the new one,
-together 5% of the stage between two deploy steps.
+rollback when older. A move starts a deploy from ``steady``; under way, **capacity never
+changes a deploy's way** (forward to rollback or back): an autoscaler's hosts landing old
+version first, a scale-down landing new version first and spot losses on the new version
+sum to exactly what a slow rollback looks like (the state machine's soak found such sums
+again and again), and a wrong turn sends sessions back to versions they had left. A
+rollback is the operator's (``turn_back``: ``rollway deploy halt --rollback``, recorded in
+the deploy state); a deploy whose target's hosts are all gone turns by the evidence
+(``handover``). A retarget the same way (a rollback to an older version still) needs the
+move to reach ``switch_fraction`` of the stage's capacity and to hold for ``settle``
+seconds (published as ``steady`` meanwhile, which moves nobody). A build the stage has
+never seen gaining hosts mid-deploy retargets a deploy to it at once.
 
 While half a reversal has been seen (a version on the other side of the target gained any
 capacity since the target last gained any: the first half of a surge-style rollback,
@@ -33,15 +33,17 @@ never a bounce; and a deploy tool paced by the gate retires the target's last ho
 once every Envoy has stopped moving sessions to it.
 
 States: ``steady``; ``forward`` to a target (the newest version gaining hosts);
-``rollback`` to a target (an older version regaining hosts). A deploy ends in ``steady``
-when one version holds all the stage's capacity. A forward deploy only ever retargets to a
-newer version (a third version starting mid-ramp), a rollback only to an older one.
+``rollback`` to a target (an operator's rollback, or a gone target handed over to an older
+version). A deploy ends in ``steady`` when one version holds all the stage's capacity. A
+forward deploy only ever retargets to a newer version (a third version starting mid-ramp),
+a rollback only to an older one; a version an operator halted is never a target.
 
 Usage::
 
     tracker = DirectionTracker()
     for capacities in snapshots:                 # {"v1": 90, "v2": 10} ...
-        state, target = tracker.observe(capacities)
+        state, target = tracker.observe(capacities, now, halted)
+    tracker.turn_back("v2", capacities, halted)  # an operator's rollback of v2
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class DirectionTracker:
     _observations: int = 0              # observations with a gain: the log's order
     _pending: list | None = None        # [state, target, since]: a change of way waiting to settle
     _now: float | None = field(default=None, repr=False, compare=False)
+    _halted: frozenset[str] | set[str] = field(default=frozenset(), repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """Everything the tracker knows, for the deploy state record (JSON)."""
@@ -97,10 +100,14 @@ class DirectionTracker:
     def rank(self, version: str) -> int:
         return self.order.index(version)
 
-    def observe(self, capacities: dict[str, float], now: float | None = None) -> tuple[str, str | None]:
-        """The stage's capacities now (``now``: a clock in seconds; without one a change of
-        way needs no settling, for tests and tools without time)."""
+    def observe(self, capacities: dict[str, float], now: float | None = None,
+                halted: frozenset[str] | set[str] = frozenset()) -> tuple[str, str | None]:
+        """The stage's capacities now (``now``: a clock in seconds; without one a retarget
+        needs no settling, for tests and tools without time). ``halted``: versions an
+        operator halted (``DeployState.halts``): never a deploy's target."""
         self._now = now
+        self._halted = halted
+        first_seen = [v for v in capacities if v not in self.order and capacities[v] > 0]
         for version in capacities:
             if version not in self.order:
                 self.order.append(version)
@@ -128,6 +135,16 @@ class DirectionTracker:
             self._observations += 1
             self._gains.extend([self._observations, v, hosts] for v, hosts in sorted(gained.items()))
             del self._gains[:-GAIN_LOG]
+        first_seen = [v for v in first_seen if v not in halted]
+        if first_seen and self.state != STEADY and len([c for c in capacities.values() if c > 0]) > 1:
+            # A build this stage has never seen gains its first hosts mid-deploy: a new
+            # deploy to it (a third version started mid-ramp, or a new build after a
+            # rollback), whatever else the window holds. Not left to the net evidence: an
+            # autoscaler's residue there (an older version's hosts landing first) can leave
+            # the version the new one replaces with no net loss, so no move shows, and the
+            # deploy would stay on its old target (found by the state machine's soak: a
+            # rollback of the third version then read as v2 gaining, forward).
+            self._enter(FORWARD, max(first_seen, key=self.rank))
         move = self._largest_move()
         if move is not None:
             self._consider(*move)
@@ -137,7 +154,8 @@ class DirectionTracker:
             # Only growth: new hosts launched with the newest build start a deploy (surge
             # style, before any old host goes); growth of an older version says nothing.
             newest = max(capacities, key=self.rank)
-            if self._net.get(newest, 0.0) > EPSILON and len([c for c in capacities.values() if c > 0]) > 1:
+            if self._net.get(newest, 0.0) > EPSILON and newest not in halted and \
+                    len([c for c in capacities.values() if c > 0]) > 1:
                 self._enter(FORWARD, newest)
 
         # A deploy whose target has gone (all its hosts retired) is over: its sessions need a
@@ -165,8 +183,34 @@ class DirectionTracker:
         total = sum(capacities.values()) or 1.0
         net, gross = self._fractions()[0], self._gained_since_target()
         gains = {v: max(net.get(v, 0.0), gross.get(v, 0.0) / total) for v in live if v in net or v in gross}
-        gains = {v: g for v, g in gains.items() if g > EPSILON and v != self.target}
+        gains = {v: g for v, g in gains.items() if g > EPSILON and v != self.target and v not in self._halted}
         return max(gains, key=lambda v: (gains[v], self.rank(v))) if gains else None
+
+    def turn_back(self, version: str, capacities: dict[str, float],
+                  halted: frozenset[str] | set[str] = frozenset()) -> bool:
+        """An operator's rollback of ``version`` (``rollway deploy halt --rollback``): a
+        deploy taking the stage to it (or past it) turns back, at once, to the stage's
+        baseline: the oldest live version, not halted. Nothing to do when the stage does not
+        serve it, nothing older is live, or a rollback is already taking sessions away from
+        it. Returns whether the deploy turned (the caller applies it on every step: it is
+        idempotent)."""
+        live = [v for v, c in capacities.items() if c > 0 and v in self.order]
+        if version not in live:
+            return False
+        if self.state == ROLLBACK and self.target is not None and self.rank(self.target) < self.rank(version):
+            return False
+        if self.state == FORWARD and self.target is not None and self.rank(self.target) < self.rank(version):
+            return False                        # a deploy to an older version: not towards it
+        older = [v for v in live if self.rank(v) < self.rank(version) and v not in halted]
+        if not older:
+            return False
+        # Back to the stage's baseline, the version the rollout started from: the oldest
+        # live one (a third version started while v2 still ramped goes back to v1, where
+        # the rollout's sessions came from; once v1 is gone, v2 is the baseline). Not the
+        # version just before: sessions moved v1 -> v3 would visit v2 on their way back, and
+        # the deploy tool takes v2's hosts back to v1 too.
+        self._enter(ROLLBACK, min(older, key=self.rank))
+        return True
 
     def changing(self) -> tuple[str, str | None] | None:
         """The change of way waiting to settle (state, target), if any: the deploy gate stays
@@ -250,8 +294,19 @@ class DirectionTracker:
                 (state == ROLLBACK and self.rank(target) > self.rank(self.target))))
         if consistent:
             self._restart_evidence()
+        elif target in self._halted:
+            self._pending = None                # a halted version is nobody's target
         elif self.state == STEADY:
             self._enter(state, target)          # any real move starts a deploy
+        elif state != self.state:
+            # Capacity alone never turns a deploy back (or a rollback forward): an
+            # autoscaler's hosts landing old version first, a scale-down landing new
+            # version first and spot losses on the new version add up to exactly what a
+            # slow rollback looks like (found by the state machine's soak, again and again),
+            # and a wrong turn sends sessions back to versions they had left. An operator
+            # turns a deploy back (``turn_back``: ``rollway deploy halt --rollback``); a
+            # deploy whose target's hosts are all gone turns by the evidence (handover).
+            self._pending = None
         elif moved < self.switch_fraction:
             self._pending = None
         elif self._now is None:

@@ -86,6 +86,9 @@ class VersionEntry:
     capacity: float
     cluster: str
     admitted: bool = True
+    # Halted by an operator (``DeployState.halts``): published unadmitted like an announced
+    # version, but nothing waits for it to be admitted. Not in the filter's JSON.
+    halted: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "capacity": self.capacity, "cluster": self.cluster}
@@ -206,7 +209,7 @@ class FilterConfig:
 
     def announced(self) -> Iterator[tuple[str, str]]:
         """(stage, version) of every version announced but not admitted."""
-        return ((s.name, v.name) for s in self.rolling_stages() for v in s.versions if not v.admitted)
+        return ((s.name, v.name) for s in self.rolling_stages() for v in s.versions if not v.admitted and not v.halted)
 
     # -- changing (a new value) ---------------------------------------------------------
 

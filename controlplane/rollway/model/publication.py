@@ -43,11 +43,12 @@ def cluster_name(service: str, stage: str, leaf: str) -> str:
 
 def build_filter_config(routemap: RouteMap, views: Mapping[str, ServersetView | None],
                         directions: dict[str, DirectionTracker], generation: int,
-                        secrets_file: str | None = None) -> FilterConfig:
+                        secrets_file: str | None = None, halted: frozenset[str] = frozenset()) -> FilterConfig:
     """The filter config (docs/design.md) from a route map, serverset views and directions,
-    before admission: what capacity and the route map say now, nothing held back."""
+    before admission: what capacity and the route map say now, nothing held back but the
+    ``halted`` versions (published unadmitted: they keep their sessions, get no new ones)."""
     stages: list[Stage] = [
-        _rolling_stage(routemap.service, stage, views.get(stage.name), directions.get(stage.name))
+        _rolling_stage(routemap.service, stage, views.get(stage.name), directions.get(stage.name), halted)
         if stage.mode is Mode.ROLLING else _blue_green_stage(routemap.service, stage, views)
         for stage in routemap.stages]
     return FilterConfig(service=routemap.service, generation=generation, routing_id=routemap.routing_id,
@@ -57,7 +58,7 @@ def build_filter_config(routemap: RouteMap, views: Mapping[str, ServersetView | 
 
 
 def _rolling_stage(service: str, stage: StagePlan, view: ServersetView | None,
-                   tracker: DirectionTracker | None) -> RollingStage:
+                   tracker: DirectionTracker | None, halted: frozenset[str] = frozenset()) -> RollingStage:
     capacity = view.capacity if view else {}
     order = list(tracker.order) if tracker else sorted(capacity)
     order += [v for v in sorted(capacity) if v not in order]
@@ -73,10 +74,16 @@ def _rolling_stage(service: str, stage: StagePlan, view: ServersetView | None,
             # sessions where the evidence says the deploy turned, not by hash (found by
             # the state machine: a follower's render sent them back to a version they had
             # left).
+            tracker._halted = halted
             heir = tracker.handover(capacity)
             if heir is not None:
                 direction = Direction(Way.STEADY, heir)
-    versions = tuple(VersionEntry(v, capacity[v], cluster_name(service, stage.name, v)) for v in live)
+    # A halt never empties a stage: where every live version is halted (a canary whose only
+    # build was halted, prod fully on it), the stage keeps serving them rather than refuse
+    # every session; the operator sees it halted in status.
+    held = halted if any(v not in halted for v in live) else frozenset()
+    versions = tuple(VersionEntry(v, capacity[v], cluster_name(service, stage.name, v), admitted=v not in held,
+                                  halted=v in held) for v in live)
     return RollingStage(stage.name, stage.weight, versions, direction)
 
 
@@ -111,7 +118,7 @@ def endpoints_by_cluster(routemap: RouteMap, views: Mapping[str, ServersetView |
 def render_config(routemap: RouteMap, views: Mapping[str, ServersetView | None], state: DeployState,
                   secrets_file: str | None = None) -> FilterConfig:
     """The filter config ``state`` describes for these views: nothing is decided here."""
-    config = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file)
+    config = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file, state.halted())
     return admission.render(config, state.admission)
 
 
@@ -128,15 +135,22 @@ def advance(routemap: RouteMap, views: Mapping[str, ServersetView | None], state
     admission decisions from what the fleet knows, the generation when the config's content
     changes) and returns the filter config it describes. ``now`` (seconds) lets a change of
     a deploy's way settle (``DirectionTracker.settle``); the leader calls this every second."""
+    halted = state.halted()
     for stage in routemap.stages:
         view = views.get(stage.name)
         if stage.mode is Mode.ROLLING and view is not None:
             # Observing the same capacities again is a no-op, so this is safe to repeat.
-            state.trackers.setdefault(stage.name, DirectionTracker()).observe(view.capacity, now)
+            tracker = state.trackers.setdefault(stage.name, DirectionTracker())
+            tracker.observe(view.capacity, now, halted)
+            # An operator's rollback turns the deploy back at once (idempotent: a rollback
+            # already under way, or nothing older live, leaves it as it is).
+            for halt in state.halts.values():
+                if halt.rollback:
+                    tracker.turn_back(halt.version, view.capacity, halted)
     rolling = {s.name for s in routemap.stages if s.mode is Mode.ROLLING}
     for gone in [name for name in state.trackers if name not in rolling]:
         del state.trackers[gone]
-    wanted = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file)
+    wanted = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file, halted)
     admission.decide(wanted, state.admission, fleet)
     config = render_config(routemap, views, state, secrets_file)
     digest = config_digest(config)

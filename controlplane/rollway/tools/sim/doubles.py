@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from rollway import Router
 from rollway.model.admission import KnowsSets, known_versions
-from rollway.model.deploy_state import DeployState
+from rollway.model.deploy_state import DeployState, Halt
 from rollway.model.filter_config import BlueGreenStage, FilterConfig, Way
 from rollway.model.routemap import parse_routemap
 from rollway.plane.decision import decide
@@ -92,6 +92,12 @@ class SimulatedPlane:
         self.current = config
         self.retained = (self.retained + [config])[-RETAINED:]
         return config
+
+    def halt(self, version: str, t: float) -> None:
+        """An operator's ``rollway deploy halt --version V --rollback``: the compare-and-set
+        of the deploy state any replica makes (``DeployState.with_halt``); the leader's next
+        step turns the deploy back, and every replica's render stops giving V new sessions."""
+        self.state = self.state.with_halt(Halt(version, rollback=True, who="deploy-tool", why="rollback", at=t))
 
     def retains(self, config: FilterConfig) -> bool:
         return any(config is kept for kept in self.retained)

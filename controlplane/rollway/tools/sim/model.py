@@ -69,6 +69,9 @@ class World:
     episode: int = 0
     kind: str = START
     target: str | None = None        # the version a deploy or rollback takes its stage to
+    # HALT: the version the operator halts and rolls back (``rollway deploy halt --rollback``;
+    # None: the one the deploy under way was taking its stages to).
+    halted: str | None = None
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,8 @@ def _action_lines(t: float, before: World, world: World) -> list[dict]:
                 version = max(caps, key=lambda v: (caps[v], v)) if caps else None
                 lines.append({"t": t, "action": kind, "stage": stage, "target": version})
         return lines
-    if kind == HALT:    # the version the deploy under way was taking its stages to
-        halted = before.target
+    if kind == HALT:    # the version halted: named, or the one the deploy under way was taking its stages to
+        halted = world.halted or before.target
         return [{"t": t, "action": kind, "stage": key, "target": halted} for key, caps in world.hosts.items()
                 if "/" not in key and caps.get(halted or "", 0.0) > 0]
     if kind not in (DEPLOY, ROLLBACK) or target is None:
@@ -215,6 +215,9 @@ class _Run:
                     self.weights_asked = dict(world.weights)    # traced once applied (_publish)
                 announced = self.rollback_announced
                 self.rollback_announced = world.target if world.kind == HALT else None
+                halted = world.halted or previous.target
+                if world.kind == HALT and halted is not None:
+                    self.plane.halt(halted, self.t)
                 # (An announced rollback the control plane began already was traced then.)
                 if not (world.kind == ROLLBACK and previous.kind == HALT and announced is None):
                     for line in _action_lines(self.t, previous, world):
