@@ -85,7 +85,7 @@ def test_push_status_history_rollback_diff_from_the_command_line(server, tmp_pat
             out = rollway("status", "web", "--server", addr, "--json")
             stages = {s["name"]: s for s in json.loads(out.stdout)["stages"]} if out.returncode == 0 else {}
             return stages.get("prod", {}).get("versions")
-        assert wait_for(lambda: prod_capacity() == [{"name": "v1", "capacity": 3.0, "members": 3}],
+        assert wait_for(lambda: prod_capacity() == [{"name": "v1", "capacity": 3.0, "members": 3, "halted": None}],
                         what="3 members through status")
         human = rollway("status", "web", "--server", addr)
         assert "prod" in human.stdout and "v1" in human.stdout
@@ -125,6 +125,54 @@ def test_push_status_history_rollback_diff_from_the_command_line(server, tmp_pat
     assert [h["revision"] for h in history] == [1, 2, 3]
     current = json.loads(rollway("routemap", "get", "web", "--server", addr, "--json").stdout)
     assert current["document"]["stages"][0]["weight"] == 1
+
+
+def test_deploy_halt_stops_the_deploy_tool_and_resume_lets_it_go_on(server, tmp_path):
+    """``rollway deploy halt|resume`` need the token; while a version is halted ``deploy
+    wait`` exits 1 naming it (``--allow-halted``: the tool carrying out the rollback goes on),
+    and ``status --json`` shows a ``halted`` object on that version in every stage."""
+    addr, store_url, token = server
+    path = tmp_path / "web.yaml"
+    path.write_text(yaml.safe_dump(ROUTEMAP))
+    assert rollway("routemap", "push", str(path), "--expected-revision", "0", "--server", addr,
+                   "--token-file", str(token)).returncode == 0
+    agents = [background("serverset", "announce", "--store", store_url, "--path", f"/discovery/web/{stage}",
+                         "--host", "127.0.0.1", "--port", str(port), "--version", version, "--count", "2")
+              for stage, port, version in (("prod", 9000, "v1"), ("prod", 9100, "v2"), ("canary", 9200, "v2"))]
+    try:
+        def versions():
+            out = rollway("status", "web", "--server", addr, "--json")
+            doc = json.loads(out.stdout) if out.returncode == 0 else {"stages": []}
+            return {(s["name"], v["name"]): v["halted"] for s in doc["stages"] for v in s["versions"]}
+        wait_for(lambda: len(versions()) == 3, what="both stages through status")
+        assert rollway("deploy", "wait", "web", "--server", addr, "--timeout", "30").returncode == 0
+
+        refused = rollway("deploy", "halt", "web", "--version", "v2", "--server", addr,
+                          env={k: v for k, v in os.environ.items() if k != "ROLLWAY_TOKEN"})
+        assert refused.returncode == 2 and "operator token" in refused.stderr
+        halted = rollway("deploy", "halt", "web", "--version", "v2", "--rollback", "--reason", "errors on /cart",
+                         "--author", "carol", "--server", addr, "--token-file", str(token), "--json")
+        assert halted.returncode == 0, halted.stderr
+        assert [h["version"] for h in json.loads(halted.stdout)["halts"]] == ["v2"]
+        wait_for(lambda: all(versions()[(s, "v2")] for s in ("prod", "canary")), what="v2 halted in both stages")
+        assert versions()[("prod", "v2")]["reason"] == "errors on /cart" and versions()[("prod", "v1")] is None
+        assert versions()[("prod", "v2")]["error_ratio"] is None          # an operator's: no figures
+        waited = rollway("deploy", "wait", "web", "--server", addr, "--timeout", "30")
+        assert waited.returncode == 1 and "version v2 is halted and rolled back by carol: errors on /cart" \
+            in waited.stderr, waited
+        assert rollway("deploy", "wait", "web", "--server", addr, "--timeout", "30",
+                       "--allow-halted").returncode == 0
+        assert "HALTED (rolled back)" in rollway("status", "web", "--server", addr).stdout
+
+        resumed = rollway("deploy", "resume", "web", "--version", "v2", "--server", addr, "--token-file", str(token))
+        assert resumed.returncode == 0, resumed.stderr
+        wait_for(lambda: not any(versions().values()), what="the halt lifted")
+        assert rollway("deploy", "wait", "web", "--server", addr, "--timeout", "30").returncode == 0
+        again = rollway("deploy", "resume", "web", "--version", "v2", "--server", addr, "--token-file", str(token))
+        assert again.returncode == 1 and "NOT_FOUND" in again.stderr and "not halted" in again.stderr
+    finally:
+        for agent in agents:
+            assert stop(agent) == 0
 
 
 def test_a_bad_route_map_file_names_the_field(tmp_path):

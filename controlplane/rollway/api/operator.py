@@ -1,6 +1,6 @@
 """The operator API (gRPC RouteMapService): transport only, over ``state.ControlPlane``.
 
-Writes (Push, Rollback) need ``authorization: Bearer <token>`` matching the server's
+Writes (Push, Rollback, Halt, Resume) need ``authorization: Bearer <token>`` matching the server's
 operator token; without a configured token every write is refused. The token is compared
 in constant time and never logged. Errors map to gRPC codes with the control plane's
 message (which names the offending field for a bad route map):
@@ -37,6 +37,7 @@ from concurrent import futures
 import grpc
 
 from rollway.inputs import InputError, printable
+from rollway.model.deploy_state import Halt
 from rollway.model.routemap import RouteMapError
 from rollway.plane.control_plane import BrokenRecord, ControlPlane, NotFound
 from rollway.ports import GRPC_OPTIONS, PortInUse
@@ -59,13 +60,20 @@ def revision_message(record: RouteMapRecord) -> pb.RouteMapRevision:
                                reason=record.reason, time=record.time)
 
 
+def halt_message(halt: Halt) -> pb.HaltRecord:
+    return pb.HaltRecord(version=halt.version, rollback=halt.rollback, author=halt.who, reason=halt.why,
+                         time=halt.at, figures=halt.figures)
+
+
 def status_message(plane: ControlPlane, service: str) -> pb.Status:
     state = plane.service(service)
+    halts = plane.halts(service)
+    halted = {h.version for h in halts}
     stages = []
     for s in state.status():
         stages.append(pb.StageStatus(
             name=s.name, mode=s.mode, weight=s.weight,
-            versions=[pb.VersionStatus(name=v, capacity=c, members=m) for v, c, m in s.versions],
+            versions=[pb.VersionStatus(name=v, capacity=c, members=m, halted=v in halted) for v, c, m in s.versions],
             direction=s.direction, target=s.target or "", skipped_members=s.skipped_members,
             held_empty=s.held_empty, active_slot=s.active_slot or ""))
     envoys = [pb.EnvoyStatus(node_id=e["node_id"], acked=e.get("acked", {}), nacks=e["nacks"],
@@ -77,7 +85,7 @@ def status_message(plane: ControlPlane, service: str) -> pb.Status:
                      store_state=plane.store.state, time=view.updated, envoys=envoys,
                      filter_config=json.dumps(view.config.to_json(), sort_keys=True) if view.config else "",
                      leader=state.leader(), duplicate_node_ids=state.duplicates(),
-                     problems=plane.problems(service))
+                     problems=plane.problems(service), halts=[halt_message(h) for h in halts])
 
 
 class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
@@ -160,6 +168,18 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
                                                                  request.author or "unknown", request.reason))
         return pb.PushResponse(revision=revision_message(record))
 
+    def Halt(self, request, context):  # noqa: N802
+        self._authorize_write(context)
+        state = self._run(context, lambda: self.plane.halt(request.service, request.version, request.rollback,
+                                                           request.author or "unknown", request.reason))
+        return pb.HaltResponse(halts=[halt_message(h) for _, h in sorted(state.halts.items())])
+
+    def Resume(self, request, context):  # noqa: N802
+        self._authorize_write(context)
+        state = self._run(context, lambda: self.plane.resume(request.service, request.version,
+                                                             request.author or "unknown", request.reason))
+        return pb.HaltResponse(halts=[halt_message(h) for _, h in sorted(state.halts.items())])
+
     @property
     def waiting(self) -> int:
         """How many WaitConverged calls are waiting now."""
@@ -194,7 +214,8 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
                 left = deadline - time.monotonic()
                 if converged or left <= 0 or not context.is_active():
                     return pb.WaitConvergedResponse(converged=converged, generation=state.generation,
-                                                    outstanding=outstanding)
+                                                    outstanding=outstanding,
+                                                    halts=[halt_message(h) for h in self.plane.halts(request.service)])
                 # Fleet records from other replicas arrive without a config change: poll too
                 # (each poll reads the service's serversets once).
                 changed.wait(min(left, 0.25))

@@ -259,8 +259,19 @@ def cmd_diff(args) -> int:
 
 # -- status -----------------------------------------------------------------------------------------
 
+def _version_halt(status, name: str) -> dict | None:
+    """A version's ``halted`` object in ``status --json`` (null when it is not halted). An
+    operator's halt has no figures: the ratios and the request count are null."""
+    for h in status.halts:
+        if h.version == name:
+            return {"reason": h.reason or "halted by an operator", "author": h.author, "rollback": h.rollback,
+                    "time": h.time, "error_ratio": None, "baseline_error_ratio": None, "requests": None}
+    return None
+
+
 def _status_dict(status) -> dict:
     return {"service": status.service, "revision": status.revision, "generation": status.generation,
+            "halts": [_halt_dict(h) for h in status.halts],
             "store_state": status.store_state, "leader": status.leader,
             "duplicate_node_ids": list(status.duplicate_node_ids), "problems": list(status.problems),
             "envoys": [{"node_id": e.node_id, "acked": dict(e.acked), "nacks": e.nacks, "last_nack": e.last_nack,
@@ -270,7 +281,8 @@ def _status_dict(status) -> dict:
             "stages": [{"name": s.name, "mode": s.mode, "weight": s.weight, "direction": s.direction,
                         "target": s.target or None, "skipped_members": s.skipped_members,
                         "held_empty": s.held_empty, "active_slot": s.active_slot or None,
-                        "versions": [{"name": v.name, "capacity": v.capacity, "members": v.members}
+                        "versions": [{"name": v.name, "capacity": v.capacity, "members": v.members,
+                                      "halted": _version_halt(status, v.name)}
                                      for v in s.versions]} for s in status.stages]}
 
 
@@ -312,7 +324,12 @@ def _print_status(d: dict) -> None:
         rows = s["versions"] or [{"name": "-", "capacity": 0, "members": 0}]
         for i, v in enumerate(rows):
             head = f"{s['name']:12} {s['weight']:7g} {direction:18}" if i == 0 else " " * 39
-            print(f"{head} {v['name']:14} {v['capacity']:9g} {v['members']:8d}{note if i == 0 else ''}")
+            halted = v.get("halted")
+            flag = f" HALTED{' (rolled back)' if halted['rollback'] else ''}" if halted else ""
+            print(f"{head} {v['name']:14} {v['capacity']:9g} {v['members']:8d}{flag}{note if i == 0 else ''}")
+    for h in d.get("halts", []):
+        print(f"  HALT: version {h['version']}{' rolled back' if h['rollback'] else ''} by {h['author']} at "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(h['time']))} UTC: {h['reason'] or '(no reason)'}")
     for problem in d["problems"]:
         print(f"  PROBLEM: {problem}")
 
@@ -338,13 +355,21 @@ def cmd_status(args) -> int:
 
 # -- deploy gate -------------------------------------------------------------------------------
 
+def _halt_dict(h) -> dict:
+    return {"version": h.version, "rollback": h.rollback, "author": h.author, "reason": h.reason, "time": h.time,
+            "figures": h.figures or None}
+
+
 def cmd_deploy_wait(args) -> int:
     from rollway.proto import routemap_pb2 as pb
 
     request = pb.WaitConvergedRequest(service=args.service, timeout_seconds=args.timeout)
     result = _call(lambda: _stub(args).WaitConverged(request, timeout=args.timeout + 10))
     data = {"service": args.service, "converged": result.converged, "generation": result.generation,
-            "outstanding": list(result.outstanding)}
+            "outstanding": list(result.outstanding), "halts": [_halt_dict(h) for h in result.halts]}
+    # A halted version stops the deploy tool (exit 1, naming it), unless the tool is the one
+    # carrying out the rollback and paces its steps by the gate (--allow-halted).
+    stopped = bool(data["halts"]) and not args.allow_halted
 
     def human(d):
         if d["converged"]:
@@ -354,8 +379,35 @@ def cmd_deploy_wait(args) -> int:
                   "outstanding:", file=sys.stderr)
             for item in d["outstanding"]:
                 print(f"  {item}", file=sys.stderr)
+        for h in d["halts"]:
+            print(f"{d['service']}: version {h['version']} is halted{' and rolled back' if h['rollback'] else ''} "
+                  f"by {h['author']}: {h['reason'] or '(no reason given)'}"
+                  f"{' (' + h['figures'] + ')' if h['figures'] else ''}", file=sys.stderr if stopped else sys.stdout)
     _print(args, data, human)
-    return 0 if result.converged else 1
+    return 0 if result.converged and not stopped else 1
+
+
+def cmd_deploy_halt(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+
+    metadata = _write_metadata(args, "halt")
+    request = pb.HaltRequest(service=args.service, version=args.version, rollback=args.rollback,
+                             author=args.author, reason=args.reason)
+    result = _call(lambda: _stub(args).Halt(request, metadata=metadata))
+    return _print(args, {"service": args.service, "halts": [_halt_dict(h) for h in result.halts]},
+                  lambda d: print(f"{d['service']}: version {args.version} halted"
+                                  f"{' and rolled back' if args.rollback else ''} (no new sessions"
+                                  f"{'; its sessions go back once' if args.rollback else ''})"))
+
+
+def cmd_deploy_resume(args) -> int:
+    from rollway.proto import routemap_pb2 as pb
+
+    metadata = _write_metadata(args, "resume")
+    request = pb.ResumeRequest(service=args.service, version=args.version, author=args.author, reason=args.reason)
+    result = _call(lambda: _stub(args).Resume(request, metadata=metadata))
+    return _print(args, {"service": args.service, "halts": [_halt_dict(h) for h in result.halts]},
+                  lambda d: print(f"{d['service']}: version {args.version} resumed"))
 
 
 # -- serverset announce -------------------------------------------------------------------------
@@ -541,14 +593,30 @@ def _add_routemap(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
-    deploy = sub.add_parser("deploy", help="the deploy tool's side: wait for the fleet to converge")
+    deploy = sub.add_parser("deploy", help="the deploy tool's side: wait for the fleet to converge; halt or resume a version")
     dsub = deploy.add_subparsers(dest="deploy_command", required=True)
     p = dsub.add_parser("wait", help="block until every Envoy holds the newest config and nothing waits "
                                      "for a second step; exit 1 naming what is outstanding on timeout")
     p.add_argument("service")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60, at most 3600)")
+    p.add_argument("--allow-halted", action="store_true",
+                   help="exit 0 on convergence even while a version is halted (the tool carrying out a rollback)")
     _client_flags(p)
     p.set_defaults(func=cmd_deploy_wait)
+    for name, helptext, func in (
+            ("halt", "stop giving a version new sessions in every stage (--rollback: turn the deploy back "
+                     "and move its sessions back once); needs the operator token", cmd_deploy_halt),
+            ("resume", "lift a version's halt; needs the operator token", cmd_deploy_resume)):
+        p = dsub.add_parser(name, help=helptext)
+        p.add_argument("service")
+        p.add_argument("--version", required=True)
+        if name == "halt":
+            p.add_argument("--rollback", action="store_true")
+        p.add_argument("--author", default=os.environ.get("USER", "unknown"))
+        p.add_argument("--reason", default="")
+        p.add_argument("--token-file")
+        _client_flags(p)
+        p.set_defaults(func=func)
 
 
 def _add_serverset(sub: argparse._SubParsersAction) -> None:

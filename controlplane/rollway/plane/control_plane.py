@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rollway import Router, new_routing_id
-from rollway.inputs import InputError, check_name, check_text, printable
-from rollway.model.deploy_state import DeployState
+from rollway.inputs import InputError, check_name, check_text, check_version, printable
+from rollway.model.deploy_state import DeployState, Halt
 from rollway.model.direction import DirectionTracker
 from rollway.model.filter_config import FilterConfig, Mode
 from rollway.model.fleet_knowledge import NOBODY
@@ -825,6 +825,62 @@ class ControlPlane:
             # since the revision is stored and the client must learn that it was.
             log.error("%s: revision %d stored but not served", record.service, record.revision)
         return record
+
+    # An operator's halt or resume is a compare-and-set of the deploy state by whichever
+    # replica takes the request, retried on a conflict (the leader writes it too); the
+    # leader's next write conflicts in turn, and it adopts the record and decides again.
+    CAS_ATTEMPTS = 20
+
+    def halt(self, service: str, version: str, rollback: bool, author: str, reason: str) -> DeployState:
+        """``rollway deploy halt``: ``version`` gets no new sessions in any stage of
+        ``service``; with ``rollback`` a deploy taking a stage to it turns back at once."""
+        service, version = check_name(service, "service"), check_version(version)
+        check_text(author, "author", 128)
+        check_text(reason, "reason")
+        self.get(service)                                   # NotFound: no such service
+        halt = Halt(version, bool(rollback), author, reason, time.time())
+        state = self._change_deploy_state(service, lambda state: state.with_halt(halt))
+        log.warning("%s: version %s halted%s by %s: %s", service, version, " and rolled back" if rollback else "",
+                    printable(author), printable(reason))
+        return state
+
+    def resume(self, service: str, version: str, author: str, reason: str) -> DeployState:
+        """``rollway deploy resume``: lifts ``version``'s halt (NotFound if it has none)."""
+        service, version = check_name(service, "service"), check_version(version)
+        check_text(author, "author", 128)
+        check_text(reason, "reason")
+        self.get(service)
+
+        def lift(state: DeployState) -> DeployState:
+            if version not in state.halts:
+                raise NotFound(f"version {version!r} of {service!r} is not halted")
+            return state.without_halt(version, author, reason, time.time())
+        state = self._change_deploy_state(service, lift)
+        log.warning("%s: version %s resumed by %s: %s", service, version, printable(author), printable(reason))
+        return state
+
+    def _change_deploy_state(self, service: str, change: Callable[[DeployState], DeployState]) -> DeployState:
+        for _ in range(self.CAS_ATTEMPTS):
+            data, version = self.store.read_deploy_state(service)
+            try:
+                current = DeployState.from_json(data) if data is not None else DeployState()
+            except (ValueError, KeyError, TypeError) as error:
+                raise BrokenRecord(f"deploy state of {service!r} is unreadable: {error}") from None
+            changed = change(current)
+            try:
+                self.store.write_deploy_state(service, changed.to_json(), version)
+            except ConflictError:
+                continue                                    # written meanwhile: read again
+            self.schedule(service)
+            return changed
+        raise ConflictError(f"the deploy state of {service!r} kept changing during {self.CAS_ATTEMPTS} attempts; "
+                            "try again")
+
+    def halts(self, service: str) -> list[Halt]:
+        """The service's halted versions, as its controller last read them."""
+        controller = self.service(service)
+        with controller.lock:
+            return [h for _, h in sorted(controller.deploy.halts.items())]
 
     def _other_routemaps(self, service: str) -> list[RouteMap]:
         """Every other service's current route map, as stored (one that no longer parses

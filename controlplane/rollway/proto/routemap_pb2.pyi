@@ -115,14 +115,16 @@ class WatchStatusRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("name", "capacity", "members")
+    __slots__ = ("name", "capacity", "members", "halted")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    HALTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     capacity: float
     members: int
-    def __init__(self, name: _Optional[str] = ..., capacity: _Optional[float] = ..., members: _Optional[int] = ...) -> None: ...
+    halted: bool
+    def __init__(self, name: _Optional[str] = ..., capacity: _Optional[float] = ..., members: _Optional[int] = ..., halted: _Optional[bool] = ...) -> None: ...
 
 class StageStatus(_message.Message):
     __slots__ = ("name", "mode", "weight", "versions", "direction", "target", "skipped_members", "held_empty", "active_slot")
@@ -176,7 +178,7 @@ class EnvoyStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., acked: _Optional[_Mapping[str, str]] = ..., nacks: _Optional[int] = ..., last_nack: _Optional[str] = ..., replica: _Optional[str] = ..., connected: _Optional[bool] = ..., generation: _Optional[int] = ..., stale: _Optional[str] = ..., stale_since: _Optional[float] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config", "envoys", "leader", "duplicate_node_ids", "problems")
+    __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config", "envoys", "leader", "duplicate_node_ids", "problems", "halts")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +190,7 @@ class Status(_message.Message):
     LEADER_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    HALTS_FIELD_NUMBER: _ClassVar[int]
     service: str
     revision: int
     generation: int
@@ -199,7 +202,8 @@ class Status(_message.Message):
     leader: str
     duplicate_node_ids: _containers.RepeatedScalarFieldContainer[str]
     problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., store_state: _Optional[str] = ..., time: _Optional[float] = ..., filter_config: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyStatus, _Mapping]]] = ..., leader: _Optional[str] = ..., duplicate_node_ids: _Optional[_Iterable[str]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    halts: _containers.RepeatedCompositeFieldContainer[HaltRecord]
+    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStatus, _Mapping]]] = ..., store_state: _Optional[str] = ..., time: _Optional[float] = ..., filter_config: _Optional[str] = ..., envoys: _Optional[_Iterable[_Union[EnvoyStatus, _Mapping]]] = ..., leader: _Optional[str] = ..., duplicate_node_ids: _Optional[_Iterable[str]] = ..., problems: _Optional[_Iterable[str]] = ..., halts: _Optional[_Iterable[_Union[HaltRecord, _Mapping]]] = ...) -> None: ...
 
 class WaitConvergedRequest(_message.Message):
     __slots__ = ("service", "timeout_seconds")
@@ -210,11 +214,61 @@ class WaitConvergedRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class WaitConvergedResponse(_message.Message):
-    __slots__ = ("converged", "generation", "outstanding")
+    __slots__ = ("converged", "generation", "outstanding", "halts")
     CONVERGED_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     OUTSTANDING_FIELD_NUMBER: _ClassVar[int]
+    HALTS_FIELD_NUMBER: _ClassVar[int]
     converged: bool
     generation: int
     outstanding: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, converged: _Optional[bool] = ..., generation: _Optional[int] = ..., outstanding: _Optional[_Iterable[str]] = ...) -> None: ...
+    halts: _containers.RepeatedCompositeFieldContainer[HaltRecord]
+    def __init__(self, converged: _Optional[bool] = ..., generation: _Optional[int] = ..., outstanding: _Optional[_Iterable[str]] = ..., halts: _Optional[_Iterable[_Union[HaltRecord, _Mapping]]] = ...) -> None: ...
+
+class HaltRequest(_message.Message):
+    __slots__ = ("service", "version", "rollback", "author", "reason")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    version: str
+    rollback: bool
+    author: str
+    reason: str
+    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., rollback: _Optional[bool] = ..., author: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResumeRequest(_message.Message):
+    __slots__ = ("service", "version", "author", "reason")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    version: str
+    author: str
+    reason: str
+    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., author: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class HaltRecord(_message.Message):
+    __slots__ = ("version", "rollback", "author", "reason", "time", "figures")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    rollback: bool
+    author: str
+    reason: str
+    time: float
+    figures: str
+    def __init__(self, version: _Optional[str] = ..., rollback: _Optional[bool] = ..., author: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[float] = ..., figures: _Optional[str] = ...) -> None: ...
+
+class HaltResponse(_message.Message):
+    __slots__ = ("halts",)
+    HALTS_FIELD_NUMBER: _ClassVar[int]
+    halts: _containers.RepeatedCompositeFieldContainer[HaltRecord]
+    def __init__(self, halts: _Optional[_Iterable[_Union[HaltRecord, _Mapping]]] = ...) -> None: ...

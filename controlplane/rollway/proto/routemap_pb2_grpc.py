@@ -69,6 +69,16 @@ class RouteMapServiceStub:
                 request_serializer=rollway_dot_proto_dot_routemap__pb2.WaitConvergedRequest.SerializeToString,
                 response_deserializer=rollway_dot_proto_dot_routemap__pb2.WaitConvergedResponse.FromString,
                 _registered_method=True)
+        self.Halt = channel.unary_unary(
+                '/rollway.v1.RouteMapService/Halt',
+                request_serializer=rollway_dot_proto_dot_routemap__pb2.HaltRequest.SerializeToString,
+                response_deserializer=rollway_dot_proto_dot_routemap__pb2.HaltResponse.FromString,
+                _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/rollway.v1.RouteMapService/Resume',
+                request_serializer=rollway_dot_proto_dot_routemap__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=rollway_dot_proto_dot_routemap__pb2.HaltResponse.FromString,
+                _registered_method=True)
 
 
 class RouteMapServiceServicer:
@@ -123,6 +133,24 @@ class RouteMapServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Halt(self, request, context):
+        """Halt a version of a service in every stage: it gets no new sessions (those on it
+        stay); with rollback, a deploy taking a stage to it turns back at once and its sessions
+        go back once. Recorded in the deploy state with who, why and when. Capacity alone never
+        turns a deploy back: a deploy tool announces a rollback with this.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Lift a version's halt (a rollback under way continues; nobody moves forward again
+        until the deploy does).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteMapServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +188,16 @@ def add_RouteMapServiceServicer_to_server(servicer, server):
                     servicer.WaitConverged,
                     request_deserializer=rollway_dot_proto_dot_routemap__pb2.WaitConvergedRequest.FromString,
                     response_serializer=rollway_dot_proto_dot_routemap__pb2.WaitConvergedResponse.SerializeToString,
+            ),
+            'Halt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Halt,
+                    request_deserializer=rollway_dot_proto_dot_routemap__pb2.HaltRequest.FromString,
+                    response_serializer=rollway_dot_proto_dot_routemap__pb2.HaltResponse.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=rollway_dot_proto_dot_routemap__pb2.ResumeRequest.FromString,
+                    response_serializer=rollway_dot_proto_dot_routemap__pb2.HaltResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +389,60 @@ class RouteMapService:
             '/rollway.v1.RouteMapService/WaitConverged',
             rollway_dot_proto_dot_routemap__pb2.WaitConvergedRequest.SerializeToString,
             rollway_dot_proto_dot_routemap__pb2.WaitConvergedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Halt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rollway.v1.RouteMapService/Halt',
+            rollway_dot_proto_dot_routemap__pb2.HaltRequest.SerializeToString,
+            rollway_dot_proto_dot_routemap__pb2.HaltResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rollway.v1.RouteMapService/Resume',
+            rollway_dot_proto_dot_routemap__pb2.ResumeRequest.SerializeToString,
+            rollway_dot_proto_dot_routemap__pb2.HaltResponse.FromString,
             options,
             channel_credentials,
             insecure,

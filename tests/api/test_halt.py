@@ -1,0 +1,110 @@
+"""An operator's halt and resume (``rollway deploy halt|resume``) over the real gRPC API:
+token-guarded, recorded in the deploy state with who, why and when, and applied by the
+leader: the halted version gets no new sessions, and with ``rollback`` the deploy turns
+back at once (capacity alone never turns a deploy back)."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from rollway.model.deploy_state import DeployState
+from rollway.proto import routemap_pb2 as pb
+from rollway.sources.serverset import member_json
+
+from conftest import wait_for
+from examples import ROUTEMAP
+from harness import Replica
+
+# Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
+pytestmark = [pytest.mark.slow]
+
+TOKEN = "operator-token-for-halts"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
+@pytest.fixture
+def api(store_url):
+    replica = Replica(store_url, xds=False, token=TOKEN)
+    stub = replica.client()
+    stub.store, stub.plane = replica.store, replica.plane
+    stub.Push(pb.PushRequest(document=json.dumps(ROUTEMAP), expected_revision=0, author="t", reason="r"),
+              metadata=AUTH)
+    yield stub
+    replica.close()
+
+
+def status(stub) -> pb.Status:
+    stream = stub.WatchStatus(pb.WatchStatusRequest(service="web"), timeout=10)
+    message = next(iter(stream))
+    stream.cancel()
+    return message
+
+
+def prod(stub) -> dict:
+    message = status(stub)
+    config = json.loads(message.filter_config) if message.filter_config else {"stages": []}
+    return next((s for s in config["stages"] if s["name"] == "prod"), {})
+
+
+def test_halt_and_resume_need_the_token_and_are_recorded(api):
+    request = pb.HaltRequest(service="web", version="v2", rollback=True, author="alice", reason="5xx on checkout")
+    for metadata, code in [((), grpc.StatusCode.UNAUTHENTICATED),
+                           ((("authorization", "Bearer wrong"),), grpc.StatusCode.PERMISSION_DENIED)]:
+        with pytest.raises(grpc.RpcError) as error:
+            api.Halt(request, metadata=metadata)
+        assert error.value.code() == code and TOKEN not in error.value.details()
+    assert api.store.read_deploy_state("web")[0] is None or not DeployState.from_json(
+        api.store.read_deploy_state("web")[0]).halts                      # nothing written
+    halts = api.Halt(request, metadata=AUTH).halts
+    assert [(h.version, h.rollback, h.author, h.reason) for h in halts] == [("v2", True, "alice", "5xx on checkout")]
+    state = DeployState.from_json(api.store.read_deploy_state("web")[0])
+    assert state.halts["v2"].who == "alice" and state.halts["v2"].at > 0
+    assert [(e["event"], e["version"], e["who"]) for e in state.halt_log] == [("halt", "v2", "alice")]
+    wait_for(lambda: [h.version for h in status(api).halts] == ["v2"], what="the status to list the halt")
+    # Bad input changes nothing and says what is wrong.
+    for bad, code, words in [(pb.HaltRequest(service="web", version="v 2"), grpc.StatusCode.INVALID_ARGUMENT, "version"),
+                             (pb.HaltRequest(service="nosuch", version="v2"), grpc.StatusCode.NOT_FOUND, "nosuch"),
+                             (pb.HaltRequest(service="web", version="v3", reason="x" * 5000),
+                              grpc.StatusCode.INVALID_ARGUMENT, "reason")]:
+        with pytest.raises(grpc.RpcError) as error:
+            api.Halt(bad, metadata=AUTH)
+        assert error.value.code() == code and words in error.value.details(), error.value.details()
+    assert list(DeployState.from_json(api.store.read_deploy_state("web")[0]).halts) == ["v2"]
+    with pytest.raises(grpc.RpcError) as error:
+        api.Resume(pb.ResumeRequest(service="web", version="v2"))
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert not api.Resume(pb.ResumeRequest(service="web", version="v2", author="bob", reason="fixed"),
+                          metadata=AUTH).halts
+    with pytest.raises(grpc.RpcError) as error:
+        api.Resume(pb.ResumeRequest(service="web", version="v2"), metadata=AUTH)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND and "not halted" in error.value.details()
+    log = DeployState.from_json(api.store.read_deploy_state("web")[0]).halt_log
+    assert [(e["event"], e["who"], e["why"]) for e in log] == [("halt", "alice", "5xx on checkout"),
+                                                              ("resume", "bob", "fixed")]
+
+
+def test_an_operators_rollback_turns_the_deploy_back_and_the_version_gets_no_new_sessions(api):
+    store = api.store
+    hosts = [store.announce("/discovery/web/prod", member_json("10.0.0.1", 8000 + i, "v1")) for i in range(8)]
+    wait_for(lambda: [v["capacity"] for v in prod(api).get("versions", [])] == [8], what="v1 served")
+    hosts.pop().close()
+    hosts.append(store.announce("/discovery/web/prod", member_json("10.0.0.2", 9000, "v2")))
+    wait_for(lambda: prod(api).get("direction") == {"state": "forward", "target": "v2"}, what="forward to v2")
+    # v1 regains hosts while v2 loses one (a rollback done by hand, or noise): not a turn.
+    hosts.append(store.announce("/discovery/web/prod", member_json("10.0.0.1", 8100, "v1")))
+    hosts.append(store.announce("/discovery/web/prod", member_json("10.0.0.1", 8101, "v1")))
+    wait_for(lambda: [v["capacity"] for v in prod(api)["versions"]] == [9, 1], what="v1 regained hosts")
+    assert prod(api)["direction"]["state"] != "rollback"
+    assert not api.WaitConverged(pb.WaitConvergedRequest(service="web", timeout_seconds=5)).halts
+    api.Halt(pb.HaltRequest(service="web", version="v2", rollback=True, author="ops", reason="bad build"),
+             metadata=AUTH)
+    wait_for(lambda: prod(api)["direction"] == {"state": "rollback", "target": "v1"}, what="the rollback")
+    v2 = next(v for v in prod(api)["versions"] if v["name"] == "v2")
+    assert v2.get("admitted") is False                    # no new sessions; its own stay until moved back
+    waited = api.WaitConverged(pb.WaitConvergedRequest(service="web", timeout_seconds=5))
+    assert [h.version for h in waited.halts] == ["v2"]
+    for h in hosts:
+        h.close()
