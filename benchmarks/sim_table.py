@@ -7,7 +7,7 @@ above the table (10,000 sessions, 8 Envoys lagging up to 30 s, seed 1, default d
 debounce and reconnects). A cell is ``bounces / most reloads of one session in one rollout /
 requests decided onto a version with zero capacity / overload p99``, bounces and reloads
 counted by the user's definition (rollway.tools.sim.recount). Where a stale Envoy caused
-some bounces, the Rollway cell says how many, against four per stale response that moved a
+some bounces, the Rollway cell says how many, against six per stale response that moved a
 session and the README's bound (rollway.tools.sim.runner.stale_bound), and the reload
 maximum without the stale Envoy's.
 """
@@ -19,6 +19,7 @@ import json
 import sys
 
 from rollway.tools.sim import LIMITS, SCENARIOS, STRATEGIES, SimConfig, run
+from rollway.tools.sim.recount import STALE_BOUNCES_PER_MOVE
 
 TITLES = {
     "rolling": "rolling (in place)", "rollback": "rollback (half-way, announced, in place)",
@@ -35,7 +36,7 @@ def cell(m: dict, strategy: str) -> str:
     p99 = "–" if m["scenario"] == "blue-green" else f"{m['overload_p99']:.2f}"
     text = f"{m['bounces']:,} / {m['refreshes_per_session_max']} / {m['zero_capacity_requests']:,} / {p99}"
     if strategy == "rollway" and m["bounces_stale_caused"]:
-        text += (f" (stale-caused: {m['bounces_stale_caused']:,}; four per stale move: {4 * m['stale_moves']:,};"
+        text += (f" (stale-caused: {m['bounces_stale_caused']:,}; six per stale move: {STALE_BOUNCES_PER_MOVE * m['stale_moves']:,};"
                  f" the stated bound: {m['stale_bound']:,}; reloads without the stale Envoy's:"
                  f" {m['refreshes_per_session_max_fresh']})")
     return f"**{text}**" if strategy == "rollway" else text

@@ -8,6 +8,7 @@ import pytest
 
 from rollway.tools.sim import FINAL_VERSION, SCENARIOS, SimConfig, World, run
 from rollway.tools.sim.model import DEPLOY
+from rollway.tools.sim.recount import STALE_BOUNCES_PER_MOVE
 
 # Seconds each (servers, subprocesses, whole simulated deploys): not in `pytest -m unit`.
 pytestmark = [pytest.mark.slow]
@@ -17,7 +18,7 @@ def assert_promise(m: dict) -> None:
     """The product's promise, as the README states it, and the overload bound at every tick.
     Bounces and reloads are counted strictly (rollway.tools.sim.recount); a stale Envoy may
     cause some, within the stated bound, and nothing else may."""
-    assert m["bounces"] == m["bounces_stale_caused"] <= min(4 * m["stale_moves"], m["stale_bound"]), m
+    assert m["bounces"] == m["bounces_stale_caused"] <= min(STALE_BOUNCES_PER_MOVE * m["stale_moves"], m["stale_bound"]), m
     assert m["refreshes_per_session_max_fresh"] <= 1, m
     if not m["stale_moves"]:
         assert m["bounces"] == 0 and m["refreshes_per_session_max"] <= 1, m
@@ -138,7 +139,7 @@ def test_a_stale_envoy_causes_bounces_within_the_stated_bound_and_nothing_else_d
     README's bound for its share of traffic and how long it was stale."""
     m = run(SimConfig(scenario="stale-envoy", sessions=2000, envoys=4, lag_max=10, seed=3)).metrics
     assert m["stale_decisions"] > 0 and m["bounces"] > 0
-    assert m["bounces"] == m["bounces_stale_caused"] <= 4 * m["stale_moves"] <= 4 * m["stale_responses"]
+    assert m["bounces"] == m["bounces_stale_caused"] <= STALE_BOUNCES_PER_MOVE * m["stale_moves"] <= STALE_BOUNCES_PER_MOVE * m["stale_responses"]
     assert m["bounces_stale_caused"] <= m["stale_bound"]
     assert m["refreshes_per_session_max"] > 1 and m["refreshes_per_session_max_fresh"] == 1
 
@@ -147,7 +148,7 @@ def test_the_stale_bound_is_the_stated_formula():
     from rollway.tools.sim.runner import stale_bound
 
     # 4 Envoys, 2,000 sessions at 0.2 requests/s, one Envoy stale 100 s: 10,000 requests.
-    assert stale_bound(SimConfig(envoys=4, sessions=2000, request_rate=0.2), 100.0) == 4 * (10_000 + 500)
+    assert stale_bound(SimConfig(envoys=4, sessions=2000, request_rate=0.2), 100.0) == STALE_BOUNCES_PER_MOVE * (10_000 + 500) == 6 * 10_500
     assert stale_bound(SimConfig(), 0.0) == 0
 
 

@@ -15,19 +15,21 @@ justifies one return from the halted version, and starts no rollout).
   that served it, a blue-green switch to it in that stage, or a stage-weight change that
   moves the session to another stage. Each action justifies at most one return per session.
   Which Envoy decided plays no part: ``bounces`` counts every one. Those where the return
-  or the move away was a stale Envoy's doing (its response, or the response that undid
-  its last move of that session) are also shown apart (``bounces_stale_caused``), with
-  what bounds them: each response is the return of at most one bounce and the move away
-  of at most one, so a stale Envoy causes at most four bounces per response of its that
-  moved a session (``stale_moves``): two at its move, two at the move that undoes it.
+  or the move away was a stale Envoy's doing (its response, or one of the at most two
+  responses that undo its last move of that session, until the session is back where the
+  stale Envoy found it) are also shown apart (``bounces_stale_caused``), with what bounds
+  them: each response is the return of at most one bounce and the move away of at most
+  one, so a stale Envoy causes at most six bounces per response of its that moved a
+  session to another version or stage (``stale_moves``): two at its move, two at each
+  move that undoes it.
 - A **reload** (a response carrying the refresh signal) is counted per session per
   **rollout**: every step toward one target, canary shifts included. A rollout starts at
   a deploy or rollback to a new target, or a blue-green switch; a reload onto version V
   belongs to the newest rollout toward V (a session finishing the v2 rollout just after
   the v3 deploy began reloads in the v2 rollout), else to the rollout under way.
   ``refreshes_per_session_max`` is the most any session got in one rollout;
-  ``..._fresh`` the same without the reloads a stale Envoy caused (those it told, and the
-  one that undid its last move of that session) or a justified return took (an operator
+  ``..._fresh`` the same without the reloads a stale Envoy caused (those it told, and those
+  that undid its last move of that session) or a justified return took (an operator
   action that sends a session back moves it once more): the promise is that this is 1.
 
 Usage::
@@ -44,6 +46,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MOVES_TO_VERSION = ("deploy", "rollback", "switch")
+UNDO_MOVES = 2          # moves after a stale Envoy's that may still be its doing
+STALE_BOUNCES_PER_MOVE = 2 * (1 + UNDO_MOVES)   # two at its move, two at each undoing move
 ACTIONS = ("deploy", "rollback", "weights", "switch", "halt")
 
 
@@ -90,7 +94,8 @@ class Recount:
         self.used: dict[int, set[int]] = {}                        # session -> actions that justified a return
         self.reloads: Counter = Counter()                          # (session, rollout) -> reloads
         self.fresh_reloads: Counter = Counter()                    # (session, rollout) -> reloads no stale Envoy caused
-        self.stale_moved: set[int] = set()                         # sessions a stale Envoy moved last
+        # Sessions a stale Envoy moved: where it found them, and how many more moves undo it.
+        self.stale_moved: dict[int, tuple[tuple[str, str], int]] = {}
         self.rollout: str | None = None                            # the rollout under way, and its target
         self.rollout_target: str | None = None
         self.toward: dict[str | None, str] = {}                    # target version -> its newest rollout
@@ -128,11 +133,15 @@ class Recount:
             return
         counts.stale_responses += stale
         rollout = self.toward.get(here[1], self.rollout)
-        # A stale Envoy's doing: its own responses, and the move that undoes its last move.
+        # A stale Envoy's doing: its own responses, and the moves that undo its last move of
+        # the session, until it is back where the stale Envoy found it, at most UNDO_MOVES
+        # (a stale Envoy that moved a session to another stage, by its old weights, can take
+        # a move to undo the version and one to undo the stage: found by the state machine).
         moved = before is not None and here != before
-        stale_caused = stale or (moved and session in self.stale_moved)
+        taint = self.stale_moved.get(session)
+        stale_caused = stale or (moved and taint is not None)
+        counts.stale_moves += stale and moved
         if before is not None and here[1] != before[1]:
-            counts.stale_moves += stale
             gone = self.left.setdefault(session, {})
             if here[1] in gone:
                 left_at, left_stale = gone[here[1]]
@@ -148,11 +157,14 @@ class Recount:
                     if stale_caused or left_stale:
                         counts.bounces_stale_caused += 1
             gone[before[1]] = (t, stale_caused)
-        if moved:
+        if moved and before is not None:
             if stale:
-                self.stale_moved.add(session)
-            else:
-                self.stale_moved.discard(session)
+                self.stale_moved[session] = (taint[0] if taint is not None else before, UNDO_MOVES)
+            elif taint is not None:
+                if here == taint[0] or taint[1] <= 1:
+                    del self.stale_moved[session]
+                else:
+                    self.stale_moved[session] = (taint[0], taint[1] - 1)
         self.last[session] = here
         if refresh:
             key = (session, rollout)

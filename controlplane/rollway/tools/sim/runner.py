@@ -13,6 +13,7 @@ from rollway.tools.sim.accounting import Overload, Sessions
 from rollway.tools.sim.doubles import SimulatedEnvoy, SimulatedPlane
 from rollway.tools.sim.model import DEPLOY, HALT, ROLLBACK, SWITCH, WEIGHTS, After, Gate, SimConfig, SimResult, World
 from rollway.tools.sim.recount import Recount
+from rollway.tools.sim.recount import STALE_BOUNCES_PER_MOVE
 from rollway.tools.sim.scenarios import LIMITS, SCENARIOS, timeline, with_faults
 
 STRATEGIES = ("naive", "capacity", "rollway")
@@ -72,14 +73,14 @@ def _action_lines(t: float, before: World, world: World) -> list[dict]:
 
 
 def stale_bound(cfg: SimConfig, stale_envoy_seconds: float) -> int:
-    """The most bounces stale Envoys can cause (README, "What a stale Envoy risks"): four per
-    response of theirs that moves a session (rollway.tools.sim.recount), so at most four per
+    """The most bounces stale Envoys can cause (README, "What a stale Envoy risks"): six per
+    response of theirs that moves a session (rollway.tools.sim.recount), so at most six per
     request they serve while stale. An Envoy with share ``s`` of the traffic, stale for ``D`` seconds, serves about
     ``s * r * N * D`` requests (``N`` sessions asking ``r`` times a second); here each
     request picks one of the Envoys at random, ``s = 1/K``, with five standard deviations of
     sampling on top."""
     expected = cfg.sessions * cfg.request_rate * stale_envoy_seconds / max(1, cfg.envoys)
-    return int(4 * (expected + 5 * math.sqrt(expected)))
+    return int(STALE_BOUNCES_PER_MOVE * (expected + 5 * math.sqrt(expected)))
 
 
 def _applies(config: FilterConfig, weights: dict[str, float]) -> bool:
