@@ -103,4 +103,10 @@ envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filt
 void envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level level,
                                        envoy_dynamic_module_type_module_buffer message);
 
+// The per-route config object (ours, made by on_http_filter_per_route_config_new) of the
+// most specific route, virtual host or route table that has one for this filter, or NULL.
+// Resolves the route if it was not yet; the object stays alive while the route does, which
+// outlives the stream.
+const void* envoy_dynamic_module_callback_get_most_specific_route_config(void* filter_envoy_ptr);
+
 }  // extern "C"

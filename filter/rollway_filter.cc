@@ -17,6 +17,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -91,8 +92,8 @@ constexpr size_t kNoCounter = static_cast<size_t>(-1);
 
 // ---- config -------------------------------------------------------------------------------
 
-// One per accepted filter config (one per ECDS update). Immutable after config_new; shared
-// read-only by every worker. Envoy keeps it alive while any stream filter made from it
+// One service's part of a filter config. Immutable after config_new; shared read-only by
+// every worker. Envoy keeps the filter config alive while any stream filter made from it
 // exists (its config object owns ours and is held by each filter), so stream filters keep
 // a plain pointer.
 struct FilterConfig {
@@ -109,6 +110,28 @@ struct FilterConfig {
   CookieNames cookie_names;
 };
 
+// One per accepted filter config (one per ECDS update): one service (the filter config is
+// that service's, and every request is for it), or several ({"services": [...]}: one Envoy
+// fronting many apps), each request's service named by its route's per-route config
+// (RouteService). A route without one is not Rollway's: the filter leaves it alone.
+struct ModuleConfig {
+  std::vector<std::unique_ptr<FilterConfig>> services;
+  const FilterConfig* single = nullptr;         // one service: every request is its
+  std::unordered_map<std::string, const FilterConfig*> by_name;
+  size_t unknown_service_counter = static_cast<size_t>(-1);
+
+  const FilterConfig* find(const std::string& name) const {
+    const auto it = by_name.find(name);
+    return it == by_name.end() ? nullptr : it->second;
+  }
+};
+
+// A route's per-route config: which service its requests are for ({"service": "web"}).
+// Made once per route-table update on the main thread; read-only afterwards.
+struct RouteService {
+  std::string name;
+};
+
 size_t define_counter(void* config_envoy, const std::string& name) {
   size_t id = kNoCounter;
   if (envoy_dynamic_module_callback_http_filter_config_define_counter(config_envoy, buf(name), nullptr, 0, &id) !=
@@ -118,24 +141,26 @@ size_t define_counter(void* config_envoy, const std::string& name) {
   return id;
 }
 
-void define_counters(void* config_envoy, FilterConfig& config) {
-  for (size_t i = 0; i < kCounterCount; ++i) config.counter_id[i] = define_counter(config_envoy, kCounterNames[i]);
+void define_counters(void* config_envoy, FilterConfig& config, const std::string& prefix) {
+  for (size_t i = 0; i < kCounterCount; ++i) {
+    config.counter_id[i] = define_counter(config_envoy, prefix + kCounterNames[i]);
+  }
 }
 
 // Per stage and version: requests routed there, refresh signals telling a tab to reload onto
 // it, and sessions moved onto it (both committed: the response was not a 5xx). Names keep the
 // stage and version in fixed places so Envoy's tag extraction (rollway.envoy.bootstrap
 // STATS_TAGS) turns them into labels: envoy_rollway_requests{rollway_stage, rollway_version}.
-void define_request_counters(void* config_envoy, FilterConfig& config) {
+void define_request_counters(void* config_envoy, FilterConfig& config, const std::string& prefix) {
   for (const StageEntry& stage : config.router->stages) {
     config.request_counter.emplace_back();
     config.reload_counter.emplace_back();
     config.move_counter.emplace_back();
     for (const VersionEntry& version : stage.versions) {
       const std::string where = ".stage." + stage.name + ".version." + version.name;
-      config.request_counter.back().push_back(define_counter(config_envoy, "requests" + where));
-      config.reload_counter.back().push_back(define_counter(config_envoy, "reloads" + where));
-      config.move_counter.back().push_back(define_counter(config_envoy, "moves" + where));
+      config.request_counter.back().push_back(define_counter(config_envoy, prefix + "requests" + where));
+      config.reload_counter.back().push_back(define_counter(config_envoy, prefix + "reloads" + where));
+      config.move_counter.back().push_back(define_counter(config_envoy, prefix + "moves" + where));
     }
   }
 }
@@ -166,28 +191,21 @@ Secrets load_secrets(std::string_view config_json) {
   return secrets;
 }
 
-FilterConfig* new_config(void* config_envoy, std::string_view json) {
+// One service's config; throws ConfigError. `prefix`: "" for the only service, else
+// "service.<name>." so that each service's counters are its own.
+std::unique_ptr<FilterConfig> new_service(void* config_envoy, std::string_view json, bool named) {
   auto config = std::make_unique<FilterConfig>();
-  define_counters(config_envoy, *config);
-  try {
-    config->router = parse_router_config(json, load_secrets(json));
-  } catch (const ConfigError& error) {
-    if (config->counter_id[kConfigsRejected] != kNoCounter) {
-      envoy_dynamic_module_callback_http_filter_config_increment_counter(
-          config_envoy, config->counter_id[kConfigsRejected], nullptr, 0, 1);
-    }
-    log(envoy_dynamic_module_type_log_level_Error,
-        std::string("rollway: filter config rejected, previous config keeps serving: ") + error.what());
-    return nullptr;
-  }
-  define_request_counters(config_envoy, *config);
+  config->router = parse_router_config(json, load_secrets(json));
+  const std::string prefix = named ? "service." + config->router->service + "." : "";
+  define_counters(config_envoy, *config, prefix);
+  define_request_counters(config_envoy, *config, prefix);
   const RouterConfig& router = *config->router;
   const std::string_view cookie_names[kWantedCookies] = {router.routing_cookie, router.version_cookie,
                                                          router.stage_cookie};
   config->cookie_names = CookieNames(cookie_names);
-  config->cookie_attributes = "; Path=/; Max-Age=" + std::to_string(router.ttl_seconds) +
-                              "; HttpOnly; SameSite=Lax";
-  config->version_cookie_attributes = "; Path=/; Max-Age=" + std::to_string(router.ttl_seconds) + "; SameSite=Lax";
+  const std::string path_and_age = "; Path=" + router.cookie_path + "; Max-Age=" + std::to_string(router.ttl_seconds);
+  config->cookie_attributes = path_and_age + "; HttpOnly; SameSite=Lax";
+  config->version_cookie_attributes = path_and_age + "; SameSite=Lax";
   if (router.cookie_secure) {
     config->cookie_attributes += "; Secure";
     config->version_cookie_attributes += "; Secure";
@@ -195,7 +213,66 @@ FilterConfig* new_config(void* config_envoy, std::string_view json) {
   log(envoy_dynamic_module_type_log_level_Info,
       "rollway: filter config accepted: service " + router.service + ", generation " +
           std::to_string(router.generation) + ", " + std::to_string(router.stages.size()) + " stages");
-  return config.release();
+  return config;
+}
+
+constexpr size_t kMaxServices = 256;
+
+ModuleConfig* new_config(void* config_envoy, std::string_view json) {
+  auto module = std::make_unique<ModuleConfig>();
+  try {
+    const auto doc = nlohmann::json::parse(json.begin(), json.end(), nullptr, false);
+    const auto services = doc.is_object() ? doc.find("services") : doc.end();
+    if (services == doc.end()) {
+      module->services.push_back(new_service(config_envoy, json, false));
+      module->single = module->services.back().get();
+    } else {
+      if (!services->is_array() || services->empty() || services->size() > kMaxServices) {
+        throw ConfigError("services: must be a list of 1 to 256 service configs");
+      }
+      for (size_t i = 0; i < services->size(); ++i) {
+        if (!(*services)[i].is_object()) throw ConfigError("services[" + std::to_string(i) + "]: must be an object");
+        try {
+          module->services.push_back(new_service(config_envoy, (*services)[i].dump(), true));
+        } catch (const ConfigError& error) {
+          throw ConfigError("services[" + std::to_string(i) + "]." + error.what());
+        }
+        const FilterConfig* service = module->services.back().get();
+        if (!module->by_name.emplace(service->router->service, service).second) {
+          throw ConfigError("services[" + std::to_string(i) + "].service: '" + service->router->service +
+                            "' is listed twice");
+        }
+      }
+      module->unknown_service_counter = define_counter(config_envoy, "unknown_services");
+    }
+  } catch (const ConfigError& error) {
+    const size_t rejected = define_counter(config_envoy, kCounterNames[kConfigsRejected]);
+    if (rejected != kNoCounter) {
+      envoy_dynamic_module_callback_http_filter_config_increment_counter(config_envoy, rejected, nullptr, 0, 1);
+    }
+    log(envoy_dynamic_module_type_log_level_Error,
+        std::string("rollway: filter config rejected, previous config keeps serving: ") + error.what());
+    return nullptr;
+  }
+  return module.release();
+}
+
+// The per-route config: {"service": "<name>"}. NULL rejects the route table (Envoy keeps the
+// one before), with the reason logged.
+RouteService* new_route_service(std::string_view json) {
+  const auto doc = nlohmann::json::parse(json.begin(), json.end(), nullptr, false);
+  const auto it = doc.is_object() ? doc.find("service") : doc.end();
+  const bool named = it != doc.end() && it->is_string() && !it->get<std::string>().empty() &&
+                     it->get<std::string>().size() <= 128 && doc.size() == 1;
+  if (!named) {
+    log(envoy_dynamic_module_type_log_level_Error,
+        "rollway: per-route config rejected: must be {\"service\": \"<name>\"}, got " +
+            std::string(json.substr(0, 200)));
+    return nullptr;
+  }
+  auto route = std::make_unique<RouteService>();
+  route->name = it->get<std::string>();
+  return route.release();
 }
 
 // ---- typed layer over the per-stream callbacks ---------------------------------------------
@@ -255,14 +332,16 @@ class HostStream {
 
 // What the request phase decided and the response phase must write.
 struct StreamFilter {
-  explicit StreamFilter(const FilterConfig* c) : config(c) {}
+  explicit StreamFilter(const ModuleConfig* m) : module(m), config(m->single) {}
   // For a recycled object: everything the response phase reads (new_id only when minted).
-  void reset(const FilterConfig* c) {
-    config = c;
+  void reset(const ModuleConfig* m) {
+    module = m;
+    config = m->single;
     routed_version = routed_stage = nullptr;
     set_version_cookie = set_stage_cookie = refresh = minted = writes_response = moved = false;
   }
-  const FilterConfig* config;
+  const ModuleConfig* module;
+  const FilterConfig* config;                   // the request's service (set by the request phase)
   const std::string* routed_version = nullptr;  // owned by config->router
   const std::string* routed_stage = nullptr;    // owned by config->router
   bool set_version_cookie = false;
@@ -309,13 +388,13 @@ struct StreamPoolRelease {
 // The slow path: a thread's first streams, or more streams open at once than ever before.
 // Registering the release here (once per thread, by constructing the thread_local) keeps the
 // guard off the fast path. Nothing throws: the constructor is trivial.
-__attribute__((noinline)) StreamFilter* new_stream(const FilterConfig* config) noexcept {
+__attribute__((noinline)) StreamFilter* new_stream(const ModuleConfig* config) noexcept {
   thread_local StreamPoolRelease release;
   (void)release;
   return new (std::nothrow) StreamFilter(config);
 }
 
-StreamFilter* take_stream(const FilterConfig* config) noexcept {
+StreamFilter* take_stream(const ModuleConfig* config) noexcept {
   StreamPool& pool = stream_pool;
   if (pool.free == nullptr) return new_stream(config);
   StreamFilter* stream = std::exchange(pool.free, pool.free->next_free);
@@ -366,6 +445,23 @@ bool read_request(HostStream host, const FilterConfig& config, RouteRequest& req
   size_t overrides = 0;
   request.override_value = host.request_header(router.override_header, 0, &overrides);
   return overrides > 0;
+}
+
+// Several services: the request's route names its service. A route without Rollway's
+// per-route config is not Rollway's (an operator's own route): nothing is touched. A route
+// naming a service this config lacks (the route table arrived before the filter config
+// that adds it): the cluster header goes, and the route's fallback answers 503.
+__attribute__((noinline)) const FilterConfig* service_of_route(HostStream host, void* envoy,
+                                                               const ModuleConfig& module) {
+  const auto* route = static_cast<const RouteService*>(envoy_dynamic_module_callback_get_most_specific_route_config(envoy));
+  if (route == nullptr) return nullptr;
+  const FilterConfig* service = module.find(route->name);
+  if (service == nullptr) {
+    host.remove_request_header(module.services.front()->router->cluster_header);
+    host.clear_route_cache();
+    host.count(module.unknown_service_counter);
+  }
+  return service;
 }
 
 void on_request_headers(HostStream host, StreamFilter& stream) {
@@ -495,8 +591,9 @@ __attribute__((noinline)) void on_response_headers(HostStream host, StreamFilter
 
 // ---- the C ABI: noexcept trampolines ----------------------------------------------------------
 
-using rollway::filter::FilterConfig;
 using rollway::filter::HostStream;
+using rollway::filter::ModuleConfig;
+using rollway::filter::RouteService;
 using rollway::filter::StreamFilter;
 
 // Called once when Envoy loads the module. Returns our ABI version (static storage).
@@ -505,7 +602,7 @@ ROLLWAY_EXPORT const char* envoy_dynamic_module_on_program_init() {
 }
 
 // Main thread. `name`/`config` are Envoy's, valid only during the call: the core copies what
-// it keeps. Returns a FilterConfig* we own, or NULL to reject (Envoy keeps the previous one).
+// it keeps. Returns a ModuleConfig* we own, or NULL to reject (Envoy keeps the previous one).
 ROLLWAY_EXPORT void* envoy_dynamic_module_on_http_filter_config_new(
     void* config_envoy, envoy_dynamic_module_type_envoy_buffer name,
     envoy_dynamic_module_type_envoy_buffer config) noexcept {
@@ -526,19 +623,25 @@ ROLLWAY_EXPORT void* envoy_dynamic_module_on_http_filter_config_new(
 
 // Any thread (after an ECDS update, the last stream holding the config may be on a worker).
 ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_config_destroy(void* config) noexcept {
-  delete static_cast<FilterConfig*>(config);
+  delete static_cast<ModuleConfig*>(config);
 }
 
 // Worker thread, once per stream. Returns a StreamFilter* we own until filter_destroy.
 ROLLWAY_EXPORT void* envoy_dynamic_module_on_http_filter_new(void* config, void* /*filter_envoy*/) noexcept {
   if (config == nullptr) return nullptr;
-  return rollway::filter::take_stream(static_cast<const FilterConfig*>(config));
+  return rollway::filter::take_stream(static_cast<const ModuleConfig*>(config));
 }
 
 ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envoy, void* filter,
                                                                        bool /*end_of_stream*/) noexcept {
   try {
-    if (filter != nullptr) rollway::filter::on_request_headers(HostStream(filter_envoy), *static_cast<StreamFilter*>(filter));
+    auto* stream = static_cast<StreamFilter*>(filter);
+    if (stream != nullptr && stream->config == nullptr) {
+      stream->config = rollway::filter::service_of_route(HostStream(filter_envoy), filter_envoy, *stream->module);
+    }
+    if (stream != nullptr && stream->config != nullptr) {
+      rollway::filter::on_request_headers(HostStream(filter_envoy), *stream);
+    }
   } catch (...) {
     // Routing must never take Envoy down; the request proceeds on whatever route matched.
   }
@@ -568,6 +671,23 @@ ROLLWAY_EXPORT int envoy_dynamic_module_on_http_filter_response_trailers(void*, 
   return kEnvoyFilterContinue;
 }
 ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_stream_complete(void*, void*) noexcept {}
+
+// Main thread, once per route-table update per route that carries Rollway's per-route config
+// (DynamicModuleFilterPerRoute). `name`/`config` are Envoy's, valid during the call. Returns a
+// RouteService* we own until per_route_config_destroy, or NULL to reject the route table.
+ROLLWAY_EXPORT const void* envoy_dynamic_module_on_http_filter_per_route_config_new(
+    envoy_dynamic_module_type_envoy_buffer /*name*/, envoy_dynamic_module_type_envoy_buffer config) noexcept {
+  try {
+    return rollway::filter::new_route_service(
+        std::string_view(config.ptr != nullptr ? config.ptr : "", config.ptr != nullptr ? config.length : 0));
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_per_route_config_destroy(const void* config) noexcept {
+  delete static_cast<const RouteService*>(config);
+}
 
 ROLLWAY_EXPORT void envoy_dynamic_module_on_http_filter_destroy(void* filter) noexcept {
   rollway::filter::give_stream(static_cast<StreamFilter*>(filter));

@@ -455,5 +455,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("ttl_seconds", [](const PyRouter& r) { return r.config().ttl_seconds; })
       .def_property_readonly("version_cookie", [](const PyRouter& r) { return r.config().version_cookie; })
       .def_property_readonly("stage_cookie", [](const PyRouter& r) { return r.config().stage_cookie; })
+      .def_property_readonly("cookie_path", [](const PyRouter& r) { return r.config().cookie_path; })
+      .def_property_readonly("cluster_header", [](const PyRouter& r) { return r.config().cluster_header; })
       .def_property_readonly("stages", &PyRouter::stages);
 }

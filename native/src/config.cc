@@ -88,6 +88,20 @@ std::string as_token(const json& value, const std::string& path) {
   return token;
 }
 
+// A URL path for a cookie's Path attribute: "/" then URL path characters, at most 256, and
+// nothing that could end the attribute (no ';', ',', space or control character).
+std::string as_cookie_path(const json& value, const std::string& path) {
+  std::string cookie_path = as_string(value, path);
+  if (cookie_path.empty() || cookie_path[0] != '/') fail(path, "must start with /");
+  if (cookie_path.size() > kMaxClusterLength) fail(path, "is longer than 256 characters");
+  for (char c : cookie_path) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("._~!$&'()*+=:@%/-").find(c) != std::string_view::npos;
+    if (!ok) fail(path, "may contain only URL path characters (no ';', ',' or space)");
+  }
+  return cookie_path;
+}
+
 double as_non_negative(const json& value, const std::string& path) {
   if (!value.is_number()) fail(path, "must be a number >= 0");
   const double number = value.get<double>();
@@ -297,6 +311,7 @@ std::shared_ptr<const RouterConfig> parse_router_config(std::string_view text,
       config->has_token_key = true;
     }
   }
+  if (const json* v = member(root, "cookie_path")) config->cookie_path = as_cookie_path(*v, "cookie_path");
   if (const json* v = member(root, "version_cookie")) config->version_cookie = as_token(*v, "version_cookie");
   if (const json* headers = member(root, "headers")) {
     require_object(*headers, "headers");

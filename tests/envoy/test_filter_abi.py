@@ -33,6 +33,10 @@ int envoy_dynamic_module_on_http_filter_response_headers(void* filter_envoy, voi
 void envoy_dynamic_module_on_http_filter_stream_complete(void* filter_envoy, void* filter);
 void envoy_dynamic_module_on_http_filter_destroy(void* filter);
 
+const void* envoy_dynamic_module_on_http_filter_per_route_config_new(buffer name, buffer config);
+void envoy_dynamic_module_on_http_filter_per_route_config_destroy(const void* config);
+
+void fake_set_route_config(const void* config);
 void fake_reset_stream(void);
 void fake_reset_all(void);
 void fake_add_header(int kind, const char* key, const char* value, size_t length);
@@ -272,3 +276,83 @@ def test_an_override_header_is_never_forwarded_and_an_unsigned_one_is_counted(li
         assert host.fake_counter(b"overrides_rejected") == 1
     finally:
         module.envoy_dynamic_module_on_http_filter_config_destroy(cfg)
+
+
+def route_config_new(module, config: bytes):
+    k1, name_buf = buf(b"rollway")
+    k2, config_buf = buf(config)
+    return module.envoy_dynamic_module_on_http_filter_per_route_config_new(name_buf, config_buf)
+
+
+def test_several_services_each_route_names_its_own(libs):
+    """One filter config for several services ({"services": [...]}): the route's per-route
+    config ({"service": ...}) says whose a request is; each service has its own counters,
+    cookie names and cookie Path. A route without one is not Rollway's and is left alone; a
+    route naming a service the config lacks loses the cluster header (the 503 fallback)."""
+    host, module = libs
+    host.fake_reset_all()
+    web = make_config()
+    api = {**make_config(), "service": "api", "cookie_path": "/api",
+           "routing_id": {"cookie": "rw_rid_api", "ttl_seconds": 600}, "version_cookie": "rw_ver_api",
+           "stage_cookie": "rw_stage_api",
+           "stages": [{"name": "prod", "weight": 1, "mode": "rolling",
+                       "versions": [{"name": "a1", "capacity": 1, "cluster": "api.prod.a1"}]}]}
+    cfg = config_new(module, b"rollway", json.dumps({"services": [web, api]}).encode())
+    assert cfg != ffi.NULL, ffi.string(host.fake_last_log())
+    routes = {name: route_config_new(module, json.dumps({"service": name}).encode()) for name in ("web", "api", "gone")}
+    try:
+        names = {ffi.string(host.fake_counter_name(i)).decode() for i in range(host.fake_defined_counters())}
+        assert {"service.web.requests.stage.prod.version.v1", "service.api.requests.stage.prod.version.a1",
+                "service.api.ids_minted", "unknown_services"} <= names
+        host.fake_set_route_config(routes["api"])
+        s = Stream(host, module, cfg)
+        s.request([("x-rw-cluster", "web.prod.v1")])
+        assert s.header(REQUEST, "x-rw-cluster") == "api.prod.a1"     # never the client's
+        s.respond()
+        cookies = s.headers(RESPONSE, "set-cookie")
+        assert any(c.startswith("rw_rid_api=") and "; Path=/api;" in c for c in cookies), cookies
+        assert host.fake_counter(b"service.api.requests.stage.prod.version.a1") == 1
+        host.fake_set_route_config(routes["web"])
+        s = Stream(host, module, cfg)
+        s.request([])
+        assert s.header(REQUEST, "x-rw-cluster") in ("web.prod.v1", "web.prod.v2")
+        s.respond()
+        assert any(c.startswith("rw_rid=") and "; Path=/;" in c for c in s.headers(RESPONSE, "set-cookie"))
+        host.fake_set_route_config(ffi.NULL)                          # an operator's own route
+        s = Stream(host, module, cfg)
+        s.request([("x-rw-cluster", "web.prod.v1")])
+        assert s.header(REQUEST, "x-rw-cluster") == "web.prod.v1" and host.fake_route_cache_clears() == 0
+        s.respond()
+        assert s.headers(RESPONSE, "set-cookie") == []
+        host.fake_set_route_config(routes["gone"])
+        s = Stream(host, module, cfg)
+        s.request([("x-rw-cluster", "web.prod.v1")])
+        assert s.header(REQUEST, "x-rw-cluster") is None and host.fake_counter(b"unknown_services") == 1
+        s.respond()
+    finally:
+        host.fake_set_route_config(ffi.NULL)
+        for route in routes.values():
+            module.envoy_dynamic_module_on_http_filter_per_route_config_destroy(route)
+        module.envoy_dynamic_module_on_http_filter_config_destroy(cfg)
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"services": []}, b"services: must be a list"),
+    ({"services": [make_config(), make_config()]}, b"'web' is listed twice"),
+    ({"services": [make_config(), {**make_config(), "service": "api", "cookie_path": "/a;b"}]},
+     b"services[1].cookie_path"),
+    ({"services": [make_config({"v1": -1})]}, b"services[0].stages[0].versions[0].capacity"),
+])
+def test_a_bad_service_list_is_rejected_whole(libs, config, message):
+    host, module = libs
+    host.fake_reset_all()
+    assert config_new(module, b"rollway", json.dumps(config).encode()) == ffi.NULL
+    assert message in ffi.string(host.fake_last_log())
+
+
+@pytest.mark.parametrize("config", [b"{}", b"[]", b"not json", b'{"service": 3}', b'{"service": ""}',
+                                    b'{"service": "web", "extra": 1}'])
+def test_a_bad_per_route_config_rejects_the_route_table(libs, config):
+    host, module = libs
+    assert route_config_new(module, config) == ffi.NULL
+    assert b"per-route config rejected" in ffi.string(host.fake_last_log())

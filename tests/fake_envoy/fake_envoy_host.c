@@ -86,6 +86,15 @@ bool envoy_dynamic_module_callback_http_add_header(void* filter, int kind, buffe
 
 void envoy_dynamic_module_callback_http_clear_route_cache(void* filter) { (void)filter; ++route_cache_clears; }
 
+/* The route's per-route config object for this stream (set by the test, as Envoy would
+   hand back what the module's per_route_config_new made), or NULL. */
+static const void* route_config;
+const void* envoy_dynamic_module_callback_get_most_specific_route_config(void* filter) {
+  (void)filter;
+  return route_config;
+}
+void fake_set_route_config(const void* config) { route_config = config; }
+
 int envoy_dynamic_module_callback_http_filter_config_define_counter(void* config, buffer name, buffer* labels,
                                                                    size_t label_count, size_t* id) {
   (void)config; (void)labels;

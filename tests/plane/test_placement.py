@@ -44,6 +44,8 @@ def test_a_service_lives_everywhere_by_default_and_where_its_map_says():
     ({"path_prefix": "admin"}, r"^path_prefix: 'admin' must start with /"),
     ({"path_prefix": "/a?b=1"}, r"^path_prefix: '/a\?b=1' must start with /"),
     ({"path_prefix": "/" + "a" * 300}, r"^path_prefix: .* \(at most 256"),
+    ({"path_prefix": "/a;b"}, r"^path_prefix: '/a;b' must start with /"),     # would end the cookie's Path
+    ({"path_prefix": "/a,b"}, r"^path_prefix: '/a,b' must start with /"),
 ])
 def test_a_bad_placement_is_refused_naming_the_field(where, message):
     with pytest.raises(RouteMapError, match=message):
@@ -70,3 +72,34 @@ def test_a_colliding_push_is_refused_naming_both_services_and_nothing_is_stored(
     # A service may move within its own placements, and two services may share a domain.
     plane.push(service("web", domains=["www.example.test", "example.test"]), 1, "alice", "web on the apex too")
     assert sorted(store.services()) == ["admin", "api", "search", "static", "web"]
+
+
+def test_a_service_under_a_prefix_gets_cookies_of_its_own_and_a_clash_is_refused(store_url, open_stores):
+    """Cookies that never collide: a service under a path prefix has its cookies' Path set
+    to the prefix and, unless its map names them, names of its own (the page at / sends its
+    own to /admin too); two services on one domain, one under the other, naming the same
+    cookie are refused naming both."""
+    from rollway.model.publication import build_filter_config
+
+    admin = parse_routemap(service("admin", domains=["www.example.test"], path_prefix="/admin"))
+    assert (admin.routing_id["cookie"], admin.version_cookie, admin.stage_cookie) == \
+        ("rw_rid_admin", "rw_ver_admin", "rw_stage_admin")
+    config = build_filter_config(admin, {}, {}, 1).to_json()
+    assert config["cookie_path"] == "/admin" and config["routing_id"]["cookie"] == "rw_rid_admin"
+    web = parse_routemap(service("web", domains=["www.example.test"]))
+    assert web.routing_id["cookie"] == "rw_rid" and "cookie_path" not in build_filter_config(web, {}, {}, 1).to_json()
+    named = parse_routemap(service("admin", domains=["www.example.test"], path_prefix="/admin",
+                                   routing_id={"cookie": "adm"}))
+    assert named.routing_id["cookie"] == "adm" and named.version_cookie == "rw_ver_admin"
+    store = open_stores(store_url)
+    plane = ControlPlane(store, debounce=0.02)
+    plane.push(service("web", domains=["www.example.test"]), 0, "alice", "web")
+    with pytest.raises(RouteMapError, match=r"service 'admin' and service 'web' share www\.example\.test and "
+                                            r"cookie 'rw_rid': name the cookies apart"):
+        plane.push(service("admin", domains=["www.example.test"], path_prefix="/admin",
+                           routing_id={"cookie": "rw_rid"}), 0, "mallory", "admin")
+    assert "admin" not in store.services()
+    plane.push(service("admin", domains=["www.example.test"], path_prefix="/admin"), 0, "alice", "admin")
+    # On another domain the same names are no clash: a browser keeps cookies per host.
+    plane.push(service("api", domains=["api.example.test"], path_prefix="/v1", routing_id={"cookie": "rw_rid"}),
+               0, "alice", "api")

@@ -179,20 +179,32 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     edge = _edge(args)
     if args.static:
         if not args.filter_config:
-            raise UsageError("--static needs --filter-config FILE")
-        text = _read_config(args.filter_config)
-        try:
-            router = Router(text)  # validate before handing it to Envoy
-        except ValueError as error:
-            raise CommandError(f"invalid filter config {args.filter_config!r}: {error}") from None
+            raise UsageError("--static needs --filter-config FILE (one per service the Envoy fronts)")
+        texts, routers = [], []
+        for path in args.filter_config:
+            text = _read_config(path)
+            try:
+                routers.append(Router(text))  # validate before handing it to Envoy
+            except ValueError as error:
+                raise CommandError(f"invalid filter config {path!r}: {error}") from None
+            texts.append(text)
         clusters = dict(args.cluster or [])
-        wanted = {v["cluster"] for s in router.stages for v in s["versions"]}
+        wanted = {v["cluster"] for router in routers for s in router.stages for v in s["versions"]}
         missing = sorted(wanted - clusters.keys())
         if missing:
             raise UsageError("no --cluster given for " + ", ".join(missing))
-        doc = envoy_config.static_bootstrap(text, clusters, listen_port=listen_port, admin_port=admin_port,
-                                            ecds_path=args.ecds_path, listen_address=listen_address,
-                                            admin_address=admin_address, edge=edge)
+        extra_routes, extra_hosts = _extra_routes(args.extra_routes) if args.extra_routes else ({}, [])
+        if len(texts) == 1 and not args.placement and not args.extra_routes:
+            doc = envoy_config.static_bootstrap(texts[0], clusters, listen_port=listen_port, admin_port=admin_port,
+                                                ecds_path=args.ecds_path, listen_address=listen_address,
+                                                admin_address=admin_address, edge=edge)
+        else:
+            placements = _placements(args.placement or [], routers)
+            doc = envoy_config.static_bootstrap(
+                envoy_config.services_filter_config(texts), clusters, listen_port=listen_port,
+                admin_port=admin_port, ecds_path=args.ecds_path, listen_address=listen_address,
+                admin_address=admin_address, edge=edge, placements=placements, extra_routes=extra_routes,
+                extra_virtual_hosts=extra_hosts)
     else:
         from rollway.inputs import InputError, check_node_id
 
@@ -221,6 +233,52 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     json.dump(doc, sys.stdout, indent=2)
     print()
     return 0
+
+
+def _placements(specs: list[str], routers: list) -> list:
+    """``--placement SERVICE=DOMAIN[,DOMAIN...][/PREFIX]`` for each service of the filter
+    configs (default: every domain, ``/``), checked as a route map checks them."""
+    from rollway.envoy.bootstrap import Placement
+    from rollway.model.routemap import RouteMapError, collisions, parse_routemap
+
+    services = {router.service: router for router in routers}
+    if len(services) != len(routers):
+        raise UsageError("two --filter-config files name the same service")
+    given: dict[str, dict] = {}
+    for spec in specs:
+        service, sep, where = spec.partition("=")
+        if not sep or service not in services:
+            raise UsageError(f"--placement {spec!r}: SERVICE=DOMAIN[,DOMAIN...][/PREFIX], SERVICE one of "
+                             f"{', '.join(sorted(services))}")
+        domains, slash, prefix = where.partition("/")
+        given[service] = {"domains": [d for d in domains.split(",") if d] or ["*"], "path_prefix": slash + prefix}
+    maps = []
+    for service in services:
+        doc = {"service": service, **given.get(service, {"domains": ["*"]}),
+               "stages": [{"name": "s", "weight": 1, "mode": "rolling", "serverset": "/x"}]}
+        try:
+            maps.append(parse_routemap(doc))
+        except RouteMapError as error:
+            raise UsageError(f"--placement for {service}: {error}") from None
+    for routemap in maps:
+        clashes = collisions(routemap, maps)
+        if clashes:
+            raise UsageError("--placement: " + "; ".join(clashes))
+    return [Placement(m.service, m.domains, m.path_prefix, services[m.service].cluster_header) for m in maps]
+
+
+def _extra_routes(path: str) -> tuple[dict, list]:
+    """``--extra-routes FILE``: routes Rollway does not own, in Envoy's JSON:
+    ``{"routes": {DOMAIN: [route, ...]}, "virtual_hosts": [virtual host, ...]}``."""
+    try:
+        doc = json.loads(_read_config(path))
+    except ValueError as error:
+        raise CommandError(f"--extra-routes {path!r}: not JSON: {error}") from None
+    if not isinstance(doc, dict) or not set(doc) <= {"routes", "virtual_hosts"} \
+            or not isinstance(doc.get("routes", {}), dict) or not isinstance(doc.get("virtual_hosts", []), list):
+        raise CommandError(f"--extra-routes {path!r}: must be {{\"routes\": {{DOMAIN: [...]}}, "
+                           "\"virtual_hosts\": [...]}")
+    return doc.get("routes", {}), doc.get("virtual_hosts", [])
 
 
 def _cmd_envoy_run(args: argparse.Namespace) -> int:
@@ -344,7 +402,14 @@ def _add_envoy_commands(sub: argparse._SubParsersAction) -> None:
     mode = envoy.add_mutually_exclusive_group(required=True)
     mode.add_argument("--static", action="store_true", help="filter config inline, static clusters")
     mode.add_argument("--ads", action="store_true", help="everything from the control plane over ADS")
-    envoy.add_argument("--filter-config", help="(--static) filter config JSON file")
+    envoy.add_argument("--filter-config", action="append",
+                       help="(--static) filter config JSON file; repeat it for each service the Envoy fronts")
+    envoy.add_argument("--placement", action="append", metavar="SERVICE=DOMAIN[,DOMAIN...][/PREFIX]",
+                       help="(--static) where a service lives (its route map's domains and path_prefix); "
+                            "default every domain, /")
+    envoy.add_argument("--extra-routes", metavar="FILE",
+                       help="(--static) routes Rollway does not own, Envoy JSON: "
+                            '{"routes": {DOMAIN: [...]}, "virtual_hosts": [...]}')
     envoy.add_argument("--cluster", action="append", type=_parse_cluster,
                        help="(--static) NAME=HOST:PORT[,HOST:PORT], one per cluster the config names")
     envoy.add_argument("--ecds-path", help="(--static) take the filter config from this file (ECDS), watched")

@@ -28,6 +28,7 @@ ENVOY_VERSION = "1.40.0"
 MODULE_ABI_VERSION = "v0.2.0"
 FILTER_NAME = "rollway"
 FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute"
 HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
             "HttpConnectionManager")
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -130,6 +131,73 @@ def route_config(cluster_header: str = DEFAULT_CLUSTER_HEADER, name: str = "roll
     }
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one service lives on an Envoy that fronts several: its host names and path
+    prefix (the route map's ``domains`` and ``path_prefix``), and the request header its
+    filter config writes the cluster into."""
+    service: str
+    domains: tuple[str, ...] = ("*",)
+    path_prefix: str = "/"
+    cluster_header: str = DEFAULT_CLUSTER_HEADER
+
+
+def route_service_config(service: str, *, by_name: bool = False) -> dict:
+    """The per-route config that names a route's service to the filter."""
+    module = {"name": MODULE_NAME} if by_name else \
+        {"name": MODULE_NAME, "module": {"local": {"filename": filter_library_path()}}}
+    return {"@type": PER_ROUTE_TYPE, "dynamic_module_config": module, "per_route_config_name": FILTER_NAME,
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": json.dumps({"service": service})}}
+
+
+def _service_routes(placement: Placement, by_name: bool) -> list[dict]:
+    """A service's two routes on one domain: to the cluster the filter wrote, else 503 (no
+    capacity). Both carry the per-route config: the filter reads it before its header
+    exists (the first route resolution matches the second route)."""
+    match: dict[str, object] = {"prefix": "/"} if placement.path_prefix == "/" else \
+        {"path_separated_prefix": placement.path_prefix}
+    per_route = {FILTER_NAME: route_service_config(placement.service, by_name=by_name)}
+    return [
+        {"match": {**match, "headers": [{"name": placement.cluster_header, "present_match": True}]},
+         "route": {"cluster_header": placement.cluster_header, "retry_policy": RETRY_POLICY},
+         "typed_per_filter_config": per_route},
+        {"match": dict(match),
+         "direct_response": {"status": 503, "body": {"inline_string": "rollway: no capacity\n"}},
+         "typed_per_filter_config": per_route},
+    ]
+
+
+def services_route_config(placements: Iterable[Placement], *, by_name: bool = False,
+                          extra_routes: Mapping[str, list] | None = None,
+                          extra_virtual_hosts: Iterable[dict] = (), name: str = "rollway") -> dict:
+    """One route table for an Envoy that fronts several services: a virtual host per
+    domain, and on it each service's routes, longest path prefix first; a request for no
+    service's domain gets Envoy's own 404. ``extra_routes`` (domain -> Envoy routes) go
+    first on that domain's virtual host and ``extra_virtual_hosts`` after Rollway's: routes
+    Rollway does not own (a health check, a static origin), which the filter leaves alone."""
+    by_domain: dict[str, list[Placement]] = {}
+    for placement in placements:
+        for domain in placement.domains:
+            by_domain.setdefault(domain, []).append(placement)
+    extra_routes = dict(extra_routes or {})
+    virtual_hosts = []
+    for domain in sorted(by_domain, key=lambda d: (d == "*", d)):
+        ordered = sorted(by_domain[domain], key=lambda p: (-len(p.path_prefix), p.path_prefix))
+        routes = list(extra_routes.pop(domain, []))
+        for placement in ordered:
+            routes += _service_routes(placement, by_name)
+        virtual_hosts.append({"name": domain, "domains": [domain], "routes": routes})
+    for domain, routes in extra_routes.items():       # a domain no Rollway service claims
+        virtual_hosts.append({"name": domain, "domains": [domain], "routes": list(routes)})
+    return {"name": name, "virtual_hosts": virtual_hosts + list(extra_virtual_hosts)}
+
+
+def services_filter_config(configs: Iterable[Mapping | str]) -> dict:
+    """The filter config for several services: ``{"services": [one config each]}``."""
+    return {"services": [json.loads(c) if isinstance(c, str) else dict(c) for c in configs]}
+
+
 def ingress_listener(address: str, port: int, rollway_filter: dict, route: dict,
                      edge: EdgeOptions | None = None) -> dict:
     """The ingress listener: the Rollway filter, then the router, with the edge defaults
@@ -169,11 +237,18 @@ def static_cluster(name: str, endpoints: Iterable[tuple[str, int]]) -> dict:
 # version.<V>): done once per stat name when the counter is created, never per request. In
 # /stats/prometheus they read envoy_rollway_requests{rollway_stage="prod",rollway_version="v2"}
 # (likewise reloads and moves), which is what the Grafana dashboard (rollway.ops) plots.
+# On an Envoy that fronts several services each service's counters carry its name first
+# (rollway.service.<S>.requests...), read as rollway_service.
+_COUNTERS = ("requests|reloads|moves|ids_minted|bad_cookies|forward_moves|rollback_moves|tiebreak_kept|"
+             "unavailable_moves|refresh_signals|overrides_applied|overrides_rejected|no_capacity|configs_rejected|"
+             "moves_not_committed|ids_unavailable")
 STATS_TAGS = [
+    {"tag_name": "rollway_service",
+     "regex": rf"^rollway\.(service\.(.+?)\.)(?:{_COUNTERS})(?:\.|$)"},
     {"tag_name": "rollway_stage",
-     "regex": r"^rollway\.(?:requests|reloads|moves)(\.stage\.(.+?))\.version\."},
+     "regex": r"^rollway\.(?:service\..+?\.)?(?:requests|reloads|moves)(\.stage\.(.+?))\.version\."},
     {"tag_name": "rollway_version",
-     "regex": r"^rollway\.(?:requests|reloads|moves)\.stage\..+?(\.version\.(.+))$"},
+     "regex": r"^rollway\.(?:service\..+?\.)?(?:requests|reloads|moves)\.stage\..+?(\.version\.(.+))$"},
 ]
 
 
@@ -189,9 +264,13 @@ def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterab
                      listen_port: int, admin_port: int, ecds_path: str | None = None,
                      cluster_header: str = DEFAULT_CLUSTER_HEADER, node_id: str = "rollway-static",
                      listen_address: str = "127.0.0.1", admin_address: str = "127.0.0.1",
-                     edge: EdgeOptions | None = None) -> dict:
+                     edge: EdgeOptions | None = None, placements: Iterable[Placement] | None = None,
+                     extra_routes: Mapping[str, list] | None = None,
+                     extra_virtual_hosts: Iterable[dict] = ()) -> dict:
     """Runs with no control plane: filter config inline (or, with ``ecds_path``, from a file
-    watched for updates), static clusters."""
+    watched for updates), static clusters. With ``placements`` the Envoy fronts several
+    services: ``filter_config`` is ``services_filter_config`` of theirs, and the route table
+    is ``services_route_config``."""
     if ecds_path is None:
         rollway_filter = {"name": FILTER_NAME, "typed_config": filter_typed_config(filter_config)}
     else:
@@ -207,8 +286,10 @@ def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterab
         "stats_config": stats_config(),
         "overload_manager": edge.overload_manager(),
         "static_resources": {
-            "listeners": [ingress_listener(listen_address, listen_port, rollway_filter,
-                                           {"route_config": route_config(cluster_header)}, edge)],
+            "listeners": [ingress_listener(listen_address, listen_port, rollway_filter, {"route_config": (
+                route_config(cluster_header) if placements is None else
+                services_route_config(placements, extra_routes=extra_routes, extra_virtual_hosts=extra_virtual_hosts))},
+                edge)],
             "clusters": [{**static_cluster(name, eps), **edge.cluster(), **UPSTREAM_RESILIENCE}
                          for name, eps in clusters.items()],
         },

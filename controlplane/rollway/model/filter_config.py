@@ -182,6 +182,7 @@ class FilterConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
     override: Mapping[str, Any] | None = None
     secrets_file: str | None = None
+    cookie_path: str | None = None      # the cookies' Path (a service under a path prefix); None: "/"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "routing_id", _frozen(self.routing_id))
@@ -226,6 +227,8 @@ class FilterConfig:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"service": self.service, "generation": self.generation,
                                "routing_id": dict(self.routing_id)}
+        if self.cookie_path:
+            out["cookie_path"] = self.cookie_path
         if self.version_cookie:
             out["version_cookie"] = self.version_cookie
         if self.stage_cookie:
@@ -251,7 +254,7 @@ class FilterConfig:
                    routing_id=doc.get("routing_id", {}), stages=tuple(_stage_from_json(s) for s in doc["stages"]),
                    version_cookie=doc.get("version_cookie"), stage_cookie=doc.get("stage_cookie"),
                    headers=doc.get("headers", {}), override=doc.get("override"),
-                   secrets_file=doc.get("secrets_file"))
+                   secrets_file=doc.get("secrets_file"), cookie_path=doc.get("cookie_path"))
 
 
 def _stage_from_json(doc: Mapping[str, Any]) -> Stage:

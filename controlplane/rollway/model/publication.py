@@ -54,7 +54,8 @@ def build_filter_config(routemap: RouteMap, views: Mapping[str, ServersetView | 
     return FilterConfig(service=routemap.service, generation=generation, routing_id=routemap.routing_id,
                         stages=tuple(stages), version_cookie=routemap.version_cookie,
                         stage_cookie=routemap.stage_cookie, headers=routemap.headers,
-                        override=routemap.override or None, secrets_file=secrets_file or None)
+                        override=routemap.override or None, secrets_file=secrets_file or None,
+                        cookie_path=routemap.path_prefix if routemap.path_prefix != "/" else None)
 
 
 def _rolling_stage(service: str, stage: StagePlan, view: ServersetView | None,

@@ -36,7 +36,8 @@ NAME = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
 # A Host as Envoy's virtual hosts match it: exact, a wildcard standing for a non-empty start
 # (``*.example.test``) or end (``www.example.*``), or ``*`` alone; an optional port.
 DOMAIN = re.compile(r"^(\*|\*[a-z0-9.-]*[a-z0-9]|[a-z0-9][a-z0-9.-]*\*|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:[0-9]{1,5})?$")
-PATH_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,255}$")
+# URL path characters but ';' and ',': the prefix becomes the cookies' Path attribute.
+PATH_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+=:@%/-]{0,255}$")
 MAX_DOMAINS = 32
 TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 
@@ -82,6 +83,10 @@ class RouteMap:
         if "domains" not in self.document and "path_prefix" not in self.document:
             return set()
         return {(domain, self.path_prefix) for domain in self.domains}
+
+    def cookie_names(self) -> set[str]:
+        """The routing-id, version and stage cookies' names (defaults filled in)."""
+        return {self.routing_id["cookie"], self.version_cookie or "rw_ver", self.stage_cookie or "rw_stage"}
 
     def canonical_json(self) -> str:
         return json.dumps(self.document, sort_keys=True, separators=(",", ":"))
@@ -216,6 +221,16 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
     if "path_prefix" in doc:
         out["path_prefix"] = path_prefix
     routing_id = _routing_id(doc["routing_id"] if "routing_id" in doc else {})
+    if path_prefix != "/":
+        # A service under a path prefix shares its domain with the one at / (an admin app
+        # beside the page): the browser sends the page's cookies to /admin too, so the
+        # prefix's cookies get names of their own (their Path is the prefix as well).
+        named = doc.get("routing_id", {}) if isinstance(doc.get("routing_id"), dict) else {}
+        suffix = service.lower()
+        if "cookie" not in named:
+            routing_id["cookie"] = _token(f"rw_rid_{suffix}", "routing_id.cookie")
+        doc = {**doc, "version_cookie": doc.get("version_cookie", f"rw_ver_{suffix}"),
+               "stage_cookie": doc.get("stage_cookie", f"rw_stage_{suffix}")}
     out["routing_id"] = routing_id
     version_cookie, stage_cookie = _cookies(doc, routing_id["cookie"])
     if version_cookie is not None:
@@ -268,7 +283,21 @@ def collisions(routemap: RouteMap, others: list[RouteMap]) -> list[str]:
         if shared:
             where = ", ".join(f"{domain}{prefix if prefix != '/' else ''}" for domain, prefix in shared[:5])
             found.append(f"service {routemap.service!r} and service {other.service!r} both claim {where}")
+            continue
+        # One domain, one prefix inside the other's (/ and /admin): the browser sends the
+        # outer service's cookies to the inner one's paths, so no name may be shared.
+        nested = sorted(domain for domain, prefix in mine for other_domain, other_prefix in other.placements()
+                        if domain == other_domain and (_within(prefix, other_prefix) or _within(other_prefix, prefix)))
+        clash = sorted(routemap.cookie_names() & other.cookie_names())
+        if nested and clash:
+            found.append(f"service {routemap.service!r} and service {other.service!r} share {nested[0]} and "
+                         f"cookie {clash[0]!r}: name the cookies apart")
     return found
+
+
+def _within(prefix: str, outer: str) -> bool:
+    """Whether the paths under ``prefix`` are under ``outer`` too."""
+    return outer == "/" or prefix == outer or prefix.startswith(outer + "/")
 
 
 def _routing_id(rid: Any) -> dict[str, Any]:

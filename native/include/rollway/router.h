@@ -108,6 +108,9 @@ struct RouterConfig {
   uint64_t generation = 0;
 
   std::string routing_cookie = "rw_rid";
+  // The Path attribute of all three cookies: a service under a path prefix (an admin app at
+  // /admin beside the page at /) keeps its cookies to its own paths.
+  std::string cookie_path = "/";
   int64_t ttl_seconds = 86400;
   bool cookie_secure = false;
   std::string signing_key_id;  // empty: tokens are not signed

@@ -12,8 +12,7 @@ from rollway.model.filter_config import FilterConfig, RollingStage, Way
 from rollway.tools.sim.accounting import Overload, Sessions
 from rollway.tools.sim.doubles import SimulatedEnvoy, SimulatedPlane
 from rollway.tools.sim.model import DEPLOY, HALT, ROLLBACK, SWITCH, WEIGHTS, After, Gate, SimConfig, SimResult, World
-from rollway.tools.sim.recount import Recount
-from rollway.tools.sim.recount import STALE_BOUNCES_PER_MOVE
+from rollway.tools.sim.recount import STALE_BOUNCES_PER_MOVE, Recount
 from rollway.tools.sim.scenarios import LIMITS, SCENARIOS, timeline, with_faults
 
 STRATEGIES = ("naive", "capacity", "rollway")
