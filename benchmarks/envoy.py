@@ -177,6 +177,14 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
         for version in filter_config["stages"][0]["versions"]:
             version["capacity"] = 1 if version["name"] == "v1" else 0
     clusters = {name: [("127.0.0.1", port)] for name, port in backends.items()}
+    if kind in ("many1", "many20"):
+        # One Envoy fronting several services (issue 27): the same web config, found by its
+        # route's per-route config, beside 0 or 19 other services on hosts of their own.
+        others = [json.loads(json.dumps(filter_config).replace('"web', f'"s{i}')) for i in range(1, 20 if kind == "many20" else 1)]
+        placements = [ec.Placement("web")] + [ec.Placement(c["service"], (f"{c['service']}.example.test",))
+                                               for c in others]
+        return ec.static_bootstrap(ec.services_filter_config([filter_config, *others]), clusters, listen_port=listen,
+                                   admin_port=admin, placements=placements)
     doc = ec.static_bootstrap(filter_config, clusters, listen_port=listen, admin_port=admin)
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     router = hcm["http_filters"][-1]
@@ -266,9 +274,10 @@ NAMES = {"baseline": "(a) fixed cluster", "bare": "(a0) (a), no retry policy", "
          "rollway": "(c) rollway filter", "rollway1": "(c1) rollway, 1 version", "lua": "(d) lua filter", "noop": "(e) no-op module",
          "fixed": "(f) fixed cluster header", "subset": "(f2) metadata+header floor",
          "stateful": "(g) stateful_session+wc", "read_name": "(f-name) (f) + 2 get_header",
-         "read_all": "(f-all) (f) + get_headers"}
+         "read_all": "(f-all) (f) + get_headers", "many1": "(c-1) rollway, 1 service by route",
+         "many20": "(c-20) rollway, 1 of 20 services by route"}
 CPU_KINDS = ["baseline", "weighted", "rollway", "rollway1", "lua"]
-ALL_KINDS = CPU_KINDS + ["bare", "noop", "fixed", "subset", "stateful"]
+ALL_KINDS = CPU_KINDS + ["bare", "noop", "fixed", "subset", "stateful", "many1", "many20"]
 READ_KINDS = ["read_name", "read_all"]   # --only: how reading the request's headers costs
 
 # What Chromium sends on a page load besides Host and Cookie (--browser-headers).
@@ -494,6 +503,11 @@ def main() -> int:
         print(f"reading the request: 2 get_header {instructions['read_name'] - floor:+,.0f}, get_headers "
               f"{instructions['read_all'] - floor:+,.0f} instructions/request over the floor (f)"
               + (" (with a browser's headers)" if args.browser_headers else ""))
+    if args.instructions and {"many1", "many20"} <= set(kinds):
+        one, twenty = instructions["many1"], instructions["many20"]
+        print(f"one Envoy, many services: 1 service by route {one:,.0f}, 1 of 20 {twenty:,.0f} instructions/request "
+              f"({twenty - one:+,.0f}: the per-route lookup does not grow with the services)"
+              + (f"; the single-service config (c) {instructions['rollway']:,.0f}" if "rollway" in instructions else ""))
     if not {"baseline", "rollway", "lua"} <= set(kinds):
         return 0
     rollway_cpu, lua_cpu = result["rollway"][1], result["lua"][1]

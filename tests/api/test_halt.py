@@ -27,9 +27,9 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 @pytest.fixture
 def api(store_url):
-    replica = Replica(store_url, xds=False, token=TOKEN)
+    replica = Replica(store_url, xds=False, token=TOKEN, dashboard=True)
     stub = replica.client()
-    stub.store, stub.plane = replica.store, replica.plane
+    stub.store, stub.plane, stub.http_port = replica.store, replica.plane, replica.server.http_port
     stub.Push(pb.PushRequest(document=json.dumps(ROUTEMAP), expected_revision=0, author="t", reason="r"),
               metadata=AUTH)
     yield stub
@@ -106,5 +106,12 @@ def test_an_operators_rollback_turns_the_deploy_back_and_the_version_gets_no_new
     assert v2.get("admitted") is False                    # no new sessions; its own stay until moved back
     waited = api.WaitConverged(pb.WaitConvergedRequest(service="web", timeout_seconds=5))
     assert [h.version for h in waited.halts] == ["v2"]
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{api.http_port}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    assert 'rollway_version_halted{reason="operator rollback",service="web",stage="prod",version="v2"} 1.0' \
+        in metrics, [line for line in metrics.splitlines() if "halted" in line]
+    assert 'version="v1"' not in "".join(line for line in metrics.splitlines() if "rollway_version_halted{" in line)
     for h in hosts:
         h.close()

@@ -130,7 +130,7 @@ def test_a_broken_record_in_the_store_is_skipped_and_reported_and_the_rest_serve
             return result.returncode == 0 and json.loads(result.stdout)["stages"][0]["versions"]
 
         assert wait_for(web_capacity, timeout=30, what="web served") == [
-            {"name": "v1", "capacity": 1.0, "members": 1}]
+            {"name": "v1", "capacity": 1.0, "members": 1, "halted": None}]
         evil = rollway("status", "evil", "--server", server)
         assert evil.returncode == 1 and "FAILED_PRECONDITION" in evil.stderr and "serverset" in evil.stderr
         junk = rollway("status", "junk", "--server", server)

@@ -365,3 +365,77 @@ def test_the_classic_build_installs_from_a_plain_script_tag(tmp_path, apps, port
         driver.quit()
         stack.stop()
     assert result["version"] == "v1" and result["body"]["app_version"] == "v1", result
+
+
+def test_one_origin_two_apps_keep_their_own_versions_and_a_deploy_of_one_reloads_nothing_of_the_other(
+        tmp_path, apps, ports):
+    """One edge, many apps (issue 27): the page of web (at /) calls admin (at /admin) on the
+    same origin through one Envoy. Each keeps its own version (its own cookies, Path /admin
+    for admin's); web's rollway.js (excludePrefixes: ["/admin"]) sends web's version only to
+    web's paths and takes no refresh from admin's; a deploy of admin reloads nothing of web,
+    and a deploy of web reloads the web tab once while admin's version stays."""
+    from rollway.envoy.bootstrap import Placement, services_filter_config
+
+    admin_apps = {v: WebApp(v, f"admin-{v}-0", prefix="/admin") for v in ("m1", "m2")}
+    ecds = str(tmp_path / "ecds.json")
+
+    def admin_config(capacities, state="steady", target=None, generation=1):
+        return {"service": "admin", "generation": generation, "cookie_path": "/admin",
+                "routing_id": {"cookie": "rw_rid_admin", "ttl_seconds": TTL},
+                "version_cookie": "rw_ver_admin", "stage_cookie": "rw_stage_admin",
+                "stages": [{"name": "prod", "weight": 1, "mode": "rolling",
+                            "versions": [{"name": v, "capacity": capacities.get(v, 0), "cluster": f"admin.prod.{v}"}
+                                         for v in ("m1", "m2")],
+                            "direction": {"state": state, **({"target": target} if target else {})}}]}
+
+    clusters = {**{f"web.prod.{v}": [("127.0.0.1", app.port)] for v, app in apps.items()},
+                **{f"admin.prod.{v}": [("127.0.0.1", app.port)] for v, app in admin_apps.items()}}
+    placements = [Placement("web"), Placement("admin", ("*",), "/admin")]
+    port = ports["listen"]
+    envoy = EnvoyProcess(static_bootstrap(services_filter_config([filter_config({"v1": 10}), admin_config({"m1": 10})]),
+                                          clusters, listen_port=port, admin_port=ports["admin"], ecds_path=ecds,
+                                          placements=placements), tmp_path, port, ports["admin"]).start()
+    reloads = "extension_config_discovery.http_filter.rollway.config_reload"
+
+    def publish(web, admin, generation):
+        before = envoy.stats().get(reloads, 0)
+        write_ecds_file(ecds, services_filter_config([{**web, "generation": generation},
+                                                      {**admin, "generation": generation}]), str(generation))
+        wait_until(lambda: envoy.stats().get(reloads, 0) > before, timeout=15, what=f"generation {generation}")
+
+    driver = start_chromium()
+    try:
+        driver.get(f"http://127.0.0.1:{port}/?poll=0&policy=immediate&exclude=/admin")
+        assert driver.find_element("id", "version").text == "v1"
+        first = driver.execute_async_script(FETCH, "/admin/api/users")
+        assert first["status"] == 200 and first["body"]["version"] == "m1", first
+        assert first["body"]["app_version"] is None, first       # web's version stays on web's paths
+        own = driver.execute_async_script(FETCH, "/api/hello")
+        assert own["body"]["app_version"] == "v1" and own["body"]["version"] == "v1", own
+        # admin deploys m1 -> m2: its session moves; the web tab is told nothing.
+        publish(filter_config({"v1": 10}), admin_config({"m2": 10}, "forward", "m2"), 2)
+        for _ in range(3):
+            call = driver.execute_async_script(FETCH, "/admin/api/users")
+            assert call["status"] == 200 and call["body"]["version"] == "m2", call
+        time.sleep(1)
+        assert len(page_loads(driver)) == 1 and driver.execute_script("return rollwayDemo.rollway.pending") == ""
+        assert driver.execute_async_script(FETCH, "/api/hello")["body"]["version"] == "v1"
+        # web deploys v1 -> v2: the web tab is told by its own call and reloads once onto v2;
+        # admin's session keeps m2 (two versions side by side, each its own).
+        publish(filter_config({"v2": 10}, "forward", "v2"), admin_config({"m2": 10}), 3)
+        with contextlib.suppress(WebDriverException):        # the reload may cut the script short
+            driver.execute_async_script(FETCH, "/api/hello")
+        wait_until(lambda: [load["version"] for load in page_loads(driver)] == ["v1", "v2"], timeout=20,
+                   what="the web tab to reload once onto v2")
+        after = driver.execute_async_script(FETCH, "/admin/api/users")
+        assert after["body"]["version"] == "m2" and after["body"]["app_version"] is None, after
+        assert driver.find_element("id", "version").text == "v2"
+        # Without excludePrefixes the page would hand web's version to admin's paths too.
+        driver.get(f"http://127.0.0.1:{port}/?poll=0")
+        leaked = driver.execute_async_script(FETCH, "/admin/api/users")
+        assert leaked["body"]["app_version"] == "v2", leaked
+    finally:
+        driver.quit()
+        envoy.stop()
+        for app in admin_apps.values():
+            app.stop()

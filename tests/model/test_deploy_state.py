@@ -122,3 +122,28 @@ def test_a_change_of_way_settling_is_outstanding_for_the_gate():
     assert state.settling() == ["prod: direction changing to rollback -> v1, settling"]
     tracker.observe({"v1": 14.0, "v2": 2.0}, now=20.0)                # settled
     assert tracker.changing() is None and state.settling() == []
+
+
+def test_a_halt_never_leaves_a_stage_without_an_admitted_version():
+    """Found by the real-Envoy rollback test: prod fully on v2, v2 halted with rollback, and
+    v1's first host back but not yet known to every Envoy: nothing was admitted, prod took no
+    traffic and every request got a 503. The halted version serves until v1 is admitted."""
+    from rollway.model.deploy_state import Halt
+    from rollway.model.publication import advance
+    from rollway.model.routemap import parse_routemap
+    from rollway.sources.serverset import ServersetView
+
+    routemap = parse_routemap({"service": "web", "stages": [
+        {"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/prod"}]})
+
+    def views(caps):
+        return {"prod": ServersetView("/d/prod", caps, {}, len(caps), 0)}
+    state = DeployState()
+    advance(routemap, views({"v2": 4.0}), state, [{("prod", "v2")}])
+    state = state.with_halt(Halt("v2", True, "ops", "bad build", 1.0))
+    config = advance(routemap, views({"v1": 1.0, "v2": 3.0}), state, [{("prod", "v2")}])
+    v1, v2 = sorted(config.stages[0].versions, key=lambda v: v.name)
+    assert (v1.admitted, v2.admitted) == (False, True)
+    config = advance(routemap, views({"v1": 1.0, "v2": 3.0}), state, [{("prod", "v2"), ("prod", "v1")}])
+    v1, v2 = sorted(config.stages[0].versions, key=lambda v: v.name)
+    assert v1.admitted and not v2.admitted and v2.halted                   # v1 known everywhere: v2 halted

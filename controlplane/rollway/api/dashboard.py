@@ -204,7 +204,9 @@ class ControlPlaneCollector(Collector):
         revisions, generations, capacity, members, direction, skipped = [], [], [], [], [], []
         connected, behind, ack_latency, nacks, quorum, held = [], [], [], [], [], []
         stale: list[tuple[list[str], float]] = []
+        halted: list[tuple[list[str], float]] = []
         for name, service in _services(plane):
+            halts = {h.version: h for h in plane.halts(name)}
             view = service.view
             revisions.append(([name], view.revision))
             generations.append(([name], view.generation))
@@ -214,6 +216,9 @@ class ControlPlaneCollector(Collector):
                 for version, cap, count in stage.versions:
                     capacity.append(([name, stage.name, version], cap))
                     members.append(([name, stage.name, version], count))
+                    if version in halts:
+                        reason = "rollback" if halts[version].rollback else "halt"
+                        halted.append(([name, stage.name, version, f"operator {reason}"], 1.0))
                 direction.append(([name, stage.name, stage.direction, stage.target or ""], 1.0))
                 skipped.append(([name, stage.name], stage.skipped_members))
             envoys = cache.envoy_status(name) if cache is not None else []
@@ -231,6 +236,8 @@ class ControlPlaneCollector(Collector):
         yield _gauge("rollway_capacity", "live capacity (sum of member weights) per stage and version",
                      stage_version, capacity)
         yield _gauge("rollway_members", "ALIVE serverset members per stage and version", stage_version, members)
+        yield _gauge("rollway_version_halted", "1 for each version halted (rollway deploy halt), per stage it "
+                     "is live in, and why", ["service", "stage", "version", "reason"], halted)
         yield _gauge("rollway_stage_direction", "deployment direction of each stage (1 for the current one)",
                      ["service", "stage", "state", "target"], direction)
         yield _gauge("rollway_serverset_skipped_members", "malformed serverset members skipped",

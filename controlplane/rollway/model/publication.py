@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 
 from rollway.model import admission
 from rollway.model.deploy_state import DeployState
@@ -120,7 +121,23 @@ def render_config(routemap: RouteMap, views: Mapping[str, ServersetView | None],
                   secrets_file: str | None = None) -> FilterConfig:
     """The filter config ``state`` describes for these views: nothing is decided here."""
     config = build_filter_config(routemap, views, state.trackers, state.generation, secrets_file, state.halted())
-    return admission.render(config, state.admission)
+    return _never_emptied_by_a_halt(admission.render(config, state.admission))
+
+
+def _never_emptied_by_a_halt(config: FilterConfig) -> FilterConfig:
+    """A halt never leaves a rolling stage without an admitted version: where the versions
+    besides the halted ones are all announced but not yet admitted (the old version's
+    first hosts back, not yet known to every Envoy), the halted ones keep serving until
+    one is. Without it the stage takes no traffic at all and every request gets a 503
+    (found by the real-Envoy rollback test)."""
+    stages: list[Stage] = []
+    for stage in config.stages:
+        if isinstance(stage, RollingStage) and any(v.halted for v in stage.versions) \
+                and not any(v.admitted for v in stage.versions):
+            stage = replace(stage, versions=tuple(replace(v, admitted=True, halted=False) if v.halted else v
+                                                  for v in stage.versions))
+        stages.append(stage)
+    return replace(config, stages=tuple(stages))
 
 
 def config_digest(config: FilterConfig) -> str:

@@ -59,7 +59,8 @@ log.leaving = "";
 const save = () => sessionStorage.setItem(KEY, JSON.stringify(log));
 save();
 
-const rollway = install({ onRefresh: query.get("policy") || "navigation" });
+// ?exclude=/admin: another app is served under /admin on this origin (one edge, many apps).
+const rollway = install({ onRefresh: query.get("policy") || "navigation", excludePrefixes: query.getAll("exclude") });
 window.rollwayDemo = { rollway, log, save };
 
 async function call() {
@@ -114,10 +115,11 @@ class WebApp:
     """One app host of one version. ``api`` answers the API; a test overrides it."""
 
     def __init__(self, version: str, name: str, host: str = "127.0.0.1", port: int = 0,
-                 cors_origins: tuple[str, ...] = ()):
+                 cors_origins: tuple[str, ...] = (), prefix: str = ""):
         from rollway import web
 
         self.version, self.name, self.cors_origins = version, name, set(cors_origins)
+        self.prefix = prefix        # an app served under a path prefix (/admin): stripped first
         self.scripts = {"/rollway.js": web.source("module").encode(),
                         "/rollway.classic.js": web.source("classic").encode()}
         handler = type("Handler", (_Handler,), {"app": self})
@@ -157,10 +159,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if cluster and not cluster.endswith("." + self.app.version):
             return self._send(421, "text/plain", b"")
         url = urlsplit(self.path)
-        if url.path in self.app.scripts:
-            return self._send(200, "text/javascript", self.app.scripts[url.path])
-        if url.path.startswith("/api/"):
-            status, extra, body = self.app.api(url.path, parse_qs(url.query), self.headers)
+        path = url.path[len(self.app.prefix):] if self.app.prefix and url.path.startswith(self.app.prefix) else url.path
+        if path in self.app.scripts:
+            return self._send(200, "text/javascript", self.app.scripts[path])
+        if path.startswith("/api/"):
+            status, extra, body = self.app.api(path, parse_qs(url.query), self.headers)
             return self._send(status, "application/json", json.dumps(body).encode(), extra)
         return self._send(200, "text/html; charset=utf-8", self.app.page(parse_qs(url.query)))
 

@@ -33,6 +33,14 @@ export interface InstallOptions {
    * (`Access-Control-Expose-Headers`). Same-origin requests always carry it.
    */
   apiOrigins?: string[];
+  /**
+   * The paths of this page's app on its own origin (its route map's `path_prefix`); default
+   * `"/"`. Requests elsewhere on the origin carry no header and their responses tell it
+   * nothing: another app's refresh signal never reloads this page.
+   */
+  pathPrefix?: string;
+  /** Other apps' prefixes under `pathPrefix` (`["/admin"]` for the app at `/`); default none. */
+  excludePrefixes?: string[];
 }
 
 export interface Installed {

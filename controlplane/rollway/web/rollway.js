@@ -13,6 +13,10 @@
 //   install();   // the version from <meta name="rollway-version">, else the rw_ver cookie
 //
 // EventSource and WebSocket cannot set headers: their requests carry the rw_ver cookie.
+//
+// One domain, several apps (`/` and `/admin`, each rolled by Rollway on its own): give each
+// page its own paths (`pathPrefix`, and `excludePrefixes` for the other apps under it). Its
+// version goes only to its own paths, and only their responses may tell it to reload.
 
 const GUARD = "rollway.reloaded";
 /** @type {import("./rollway.js").Installed | null} */
@@ -57,16 +61,21 @@ export function install(options = {}) {
   /** @type {Required<Omit<import("./rollway.js").InstallOptions, "version">> & {version?: string}} */
   const o = {
     appVersionHeader: "x-app-version", refreshHeader: "x-rw-refresh", versionCookie: "rw_ver",
-    onRefresh: "navigation", apiOrigins: [],
+    onRefresh: "navigation", apiOrigins: [], pathPrefix: "/", excludePrefixes: [],
   };
   // An option given as undefined (`{apiOrigins: config.apiOrigins}`) keeps its default.
   for (const [key, value] of Object.entries(options)) if (value !== undefined) o[key] = value;
   const header = o.appVersionHeader.toLowerCase();
   const version = o.version || loadedVersion(o.versionCookie);
   const origins = new Set([location.origin].concat(o.apiOrigins.map((u) => new URL(u).origin)));
+  // "/admin" holds /admin and /admin/..., not /administrator (as the route matches).
+  const under = (path, prefix) => prefix === "/" || path === prefix || path.startsWith(prefix.replace(/\/$/, "") + "/");
   const ours = (url) => {
     try {
-      return origins.has(new URL(url, location.href).origin);
+      const target = new URL(url, location.href);
+      if (!origins.has(target.origin)) return false;
+      if (target.origin !== location.origin) return true;       // another app's origin: all its paths
+      return under(target.pathname, o.pathPrefix) && !o.excludePrefixes.some((p) => under(target.pathname, p));
     } catch (_) {
       return false;
     }
@@ -88,13 +97,14 @@ export function install(options = {}) {
   const fetch0 = globalThis.fetch;
   globalThis.fetch = function (input, init) {
     const request = input instanceof Request ? input : null;
-    if (version && ours(request ? request.url : input)) {
+    const mine = ours(request ? request.url : input);
+    if (version && mine) {
       const headers = new Headers((init && init.headers) || (request && request.headers) || undefined);
       if (!headers.has(header)) headers.set(header, version);
       init = { ...init, headers };
     }
     return fetch0.call(globalThis, input, init).then((response) => {
-      told(response.status, response.headers.get(o.refreshHeader));
+      if (mine) told(response.status, response.headers.get(o.refreshHeader));   // another app's is not ours
       return response;
     });
   };
@@ -114,7 +124,7 @@ export function install(options = {}) {
   xhr.send = function () {
     const s = state.get(this);
     if (s && s.ours && version && !s.set) setRequestHeader.call(this, header, version);
-    this.addEventListener("loadend", () => told(this.status, this.getResponseHeader(o.refreshHeader)));
+    if (s && s.ours) this.addEventListener("loadend", () => told(this.status, this.getResponseHeader(o.refreshHeader)));
     return send.apply(this, arguments);
   };
 
