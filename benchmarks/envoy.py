@@ -177,10 +177,10 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
         for version in filter_config["stages"][0]["versions"]:
             version["capacity"] = 1 if version["name"] == "v1" else 0
     clusters = {name: [("127.0.0.1", port)] for name, port in backends.items()}
-    if kind in ("many1", "many20"):
+    if kind in MANY:
         # One Envoy fronting several services (issue 27): the same web config, found by its
         # route's per-route config, beside 0 or 19 other services on hosts of their own.
-        others = [json.loads(json.dumps(filter_config).replace('"web', f'"s{i}')) for i in range(1, 20 if kind == "many20" else 1)]
+        others = [json.loads(json.dumps(filter_config).replace('"web', f'"s{i}')) for i in range(1, MANY[kind])]
         placements = [ec.Placement("web")] + [ec.Placement(c["service"], (f"{c['service']}.example.test",))
                                                for c in others]
         return ec.static_bootstrap(ec.services_filter_config([filter_config, *others]), clusters, listen_port=listen,
@@ -275,9 +275,11 @@ NAMES = {"baseline": "(a) fixed cluster", "bare": "(a0) (a), no retry policy", "
          "fixed": "(f) fixed cluster header", "subset": "(f2) metadata+header floor",
          "stateful": "(g) stateful_session+wc", "read_name": "(f-name) (f) + 2 get_header",
          "read_all": "(f-all) (f) + get_headers", "many1": "(c-1) rollway, 1 service by route",
-         "many20": "(c-20) rollway, 1 of 20 services by route"}
+         "many2": "(c-2) rollway, 1 of 2 services by route", "many20": "(c-20) rollway, 1 of 20 services by route"}
+# One Envoy fronting N services (issue 27): the measured one on every host, the others on hosts of their own.
+MANY = {"many1": 1, "many2": 2, "many20": 20}
 CPU_KINDS = ["baseline", "weighted", "rollway", "rollway1", "lua"]
-ALL_KINDS = CPU_KINDS + ["bare", "noop", "fixed", "subset", "stateful", "many1", "many20"]
+ALL_KINDS = CPU_KINDS + ["bare", "noop", "fixed", "subset", "stateful", *MANY]
 READ_KINDS = ["read_name", "read_all"]   # --only: how reading the request's headers costs
 
 # What Chromium sends on a page load besides Host and Cookie (--browser-headers).
@@ -505,8 +507,11 @@ def main() -> int:
               + (" (with a browser's headers)" if args.browser_headers else ""))
     if args.instructions and {"many1", "many20"} <= set(kinds):
         one, twenty = instructions["many1"], instructions["many20"]
-        print(f"one Envoy, many services: 1 service by route {one:,.0f}, 1 of 20 {twenty:,.0f} instructions/request "
-              f"({twenty - one:+,.0f}: the per-route lookup does not grow with the services)"
+        two = instructions.get("many2")
+        print(f"one Envoy, many services: 1 service by route {one:,.0f}"
+              + (f", 1 of 2 {two:,.0f} ({two - one:+,.0f}: a second domain in the route table)" if two else "")
+              + f", 1 of 20 {twenty:,.0f} instructions/request ({twenty - (two or one):+,.0f} from "
+              f"{'2' if two else '1'} to 20 services)"
               + (f"; the single-service config (c) {instructions['rollway']:,.0f}" if "rollway" in instructions else ""))
     if not {"baseline", "rollway", "lua"} <= set(kinds):
         return 0
