@@ -563,10 +563,7 @@ def _add_routemap(sub: argparse._SubParsersAction) -> None:
     p = rsub.add_parser("push", help="store a new revision (compare-and-set on --expected-revision)")
     p.add_argument("file")
     p.add_argument("--expected-revision", type=int, required=True, help="the current revision (0: new service)")
-    p.add_argument("--author", default=os.environ.get("USER", "unknown"))
-    p.add_argument("--reason", default="")
-    p.add_argument("--token-file")
-    _client_flags(p)
+    _write_flags(p)
     p.set_defaults(func=cmd_push)
     p = rsub.add_parser("get", help="show the current (or a given) revision")
     p.add_argument("service")
@@ -581,15 +578,20 @@ def _add_routemap(sub: argparse._SubParsersAction) -> None:
     p.add_argument("service")
     p.add_argument("--to", type=int, required=True)
     p.add_argument("--expected-revision", type=int, required=True)
-    p.add_argument("--author", default=os.environ.get("USER", "unknown"))
-    p.add_argument("--reason", default="")
-    p.add_argument("--token-file")
-    _client_flags(p)
+    _write_flags(p)
     p.set_defaults(func=cmd_rollback)
     p = rsub.add_parser("diff", help="the current revision against a file")
     p.add_argument("file")
     _client_flags(p)
     p.set_defaults(func=cmd_diff)
+
+
+def _write_flags(p: argparse.ArgumentParser) -> None:
+    """What every write takes: who and why (recorded with it), the operator token, the server."""
+    p.add_argument("--author", default=os.environ.get("USER", "unknown"))
+    p.add_argument("--reason", default="")
+    p.add_argument("--token-file")
+    _client_flags(p)
 
 
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
@@ -612,10 +614,7 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--version", required=True)
         if name == "halt":
             p.add_argument("--rollback", action="store_true")
-        p.add_argument("--author", default=os.environ.get("USER", "unknown"))
-        p.add_argument("--reason", default="")
-        p.add_argument("--token-file")
-        _client_flags(p)
+        _write_flags(p)
         p.set_defaults(func=func)
 
 
