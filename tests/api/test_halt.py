@@ -113,5 +113,37 @@ def test_an_operators_rollback_turns_the_deploy_back_and_the_version_gets_no_new
     assert 'rollway_version_halted{reason="operator rollback",service="web",stage="prod",version="v2"} 1.0' \
         in metrics, [line for line in metrics.splitlines() if "halted" in line]
     assert 'version="v1"' not in "".join(line for line in metrics.splitlines() if "rollway_version_halted{" in line)
+    # The dashboard's state marks the halted version (its page shows it on the stage).
+    with urllib.request.urlopen(f"http://127.0.0.1:{api.http_port}/api/state", timeout=10) as response:
+        state = json.loads(response.read())
+    halted = {v["name"]: v["halted"] for svc in state["services"] if svc["service"] == "web"
+              for stage in svc["stages"] if stage["name"] == "prod" for v in stage["versions"]}
+    assert halted["v2"]["reason"] == "bad build" and halted["v2"]["rollback"] and halted["v1"] is None
     for h in hosts:
         h.close()
+
+
+def test_draining_the_baselines_last_host_while_the_new_version_is_halted_is_refused(tmp_path):
+    """`serverset drain` of the last hosts of the versions that are not halted would leave a
+    halted version's sessions nowhere to go back: refused, nothing changed, unless forced."""
+    from rollway.sources.store import open_store
+    from rollway.tools.drain import DrainError, drain
+
+    store = open_store(f"file://{tmp_path}/store")
+    store.start()
+    handles = [store.announce("/d/web", member_json("10.0.0.1", port, version))
+               for port, version in ((8000, "v1"), (8001, "v1"), (9000, "v2"))]
+    converged = lambda: (True, [])   # noqa: E731
+    try:
+        assert len(drain(store, "/d/web", [("10.0.0.1", 8000)], converged, halted={"v2"})) == 1
+        before = store.read_members("/d/web")
+        with pytest.raises(DrainError, match=r"would leave only the halted v2 at /d/web.*nothing changed"):
+            drain(store, "/d/web", [("10.0.0.1", 8001)], converged, halted={"v2"})
+        assert store.read_members("/d/web") == before                 # still ALIVE
+        assert len(drain(store, "/d/web", [("10.0.0.1", 8001)], converged)) == 1         # no halt: drains
+        handles.append(store.announce("/d/web", member_json("10.0.0.1", 8002, "v1")))
+        assert len(drain(store, "/d/web", [("10.0.0.1", 8002)], converged, halted={"v2"}, force=True)) == 1
+    finally:
+        for handle in handles:
+            handle.close()
+        store.stop()

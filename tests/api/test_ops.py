@@ -34,7 +34,7 @@ def test_rules_pass_promtool_check_and_their_tests(tmp_path):
     assert tested.returncode == 0, tested.stdout + tested.stderr
     alerts = {r["alert"] for g in yaml.safe_load(ops.read("rules"))["groups"] for r in g["rules"] if "alert" in r}
     assert alerts == {"RollwayEnvoyStale", "RollwayEnvoyNacks", "RollwayStoreDown", "RollwayNotReady",
-                      "RollwayAdmissionHeld", "RollwayMovesNotCommitted", "RollwayNoCapacity"}
+                      "RollwayAdmissionHeld", "RollwayVersionHalted", "RollwayMovesNotCommitted", "RollwayNoCapacity"}
     tested_alerts = {case["alertname"] for t in yaml.safe_load(ops.read("rules-test"))["tests"]
                      for case in t.get("alert_rule_test", [])}
     assert tested_alerts == alerts          # every alert has a firing case

@@ -148,6 +148,7 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
     services = []
     for name, state in _services(plane):
         view = state.view
+        halts = {h.version: h for h in plane.halts(name)}
         stages = []
         for stage in state.status():
             total = sum(c for _, c, _ in stage.versions) or 1.0
@@ -155,7 +156,9 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
                 "name": stage.name, "mode": stage.mode, "weight": stage.weight,
                 "direction": stage.direction, "target": stage.target, "active_slot": stage.active_slot,
                 "skipped_members": stage.skipped_members, "held_empty": stage.held_empty,
-                "versions": [{"name": v, "capacity": c, "members": m, "share": round(c / total, 4)}
+                "versions": [{"name": v, "capacity": c, "members": m, "share": round(c / total, 4),
+                              "halted": {"reason": halts[v].why, "author": halts[v].who, "rollback": halts[v].rollback,
+                                         "time": halts[v].at} if v in halts else None}
                              for v, c, m in stage.versions]})
         envoys = plane.fleet_status(name)
         services.append({"service": name, "revision": view.revision, "generation": view.generation,

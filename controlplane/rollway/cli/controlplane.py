@@ -466,6 +466,18 @@ def _wait_converged(args, service: str):
     return wait
 
 
+def _halted_versions(args, service: str) -> frozenset[str]:
+    """The service's halted versions, from one status read."""
+    from rollway.proto import routemap_pb2 as pb
+
+    stream = _stub(args).WatchStatus(pb.WatchStatusRequest(service=service), timeout=args.timeout + 10)
+    try:
+        status = _call(lambda: next(iter(stream)))
+    finally:
+        stream.cancel()
+    return frozenset(h.version for h in status.halts)
+
+
 def cmd_drain(args) -> int:
     from rollway.inputs import InputError, check_ip, check_name, check_port, check_zk_path
     from rollway.tools.drain import DrainError, drain
@@ -477,9 +489,11 @@ def cmd_drain(args) -> int:
         check_name(args.service, "--service")
     except InputError as error:
         raise UsageError(str(error)) from None
+    halted = _halted_versions(args, args.service)
     store = _open_store(args.store)
     try:
-        names = drain(store, args.path, [(args.host, args.port)], _wait_converged(args, args.service))
+        names = drain(store, args.path, [(args.host, args.port)], _wait_converged(args, args.service), halted,
+                      args.force)
     except DrainError as error:
         print(f"rollway: {error}", file=sys.stderr)
         return 1
@@ -638,5 +652,7 @@ def _add_serverset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--service", required=True, help="the service whose route map names this serverset")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the fleet (default 60)")
+    p.add_argument("--force", action="store_true",
+                   help="drain even the last hosts of the versions that are not halted (their sessions stay put)")
     _client_flags(p)
     p.set_defaults(func=cmd_drain)

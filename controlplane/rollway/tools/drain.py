@@ -39,18 +39,40 @@ def members_at(store: Store, path: str, host: str, port: int) -> dict[str, dict]
     return out
 
 
+def _alive_versions(store: Store, path: str, leaving: set[str]) -> set[str]:
+    """The versions with an ALIVE member at ``path`` besides the members ``leaving``."""
+    out = set()
+    for name, data in store.read_members(path).items():
+        try:
+            doc = json.loads(data)
+            version = doc.get("metadata", {}).get("version")
+        except (ValueError, AttributeError):
+            continue
+        if name not in leaving and doc.get("status", "ALIVE") == "ALIVE" and isinstance(version, str):
+            out.add(version)
+    return out
+
+
 def drain(store: Store, path: str, endpoints: list[tuple[str, int]],
-          wait: Callable[[], tuple[bool, list[str]]]) -> list[str]:
+          wait: Callable[[], tuple[bool, list[str]]], halted: frozenset[str] | set[str] = frozenset(),
+          force: bool = False) -> list[str]:
     """Drains every member of ``path`` at the given host:port endpoints (a deploy batch at
     once: one wait); returns their names. ``wait()`` blocks until converged and returns
     (converged, outstanding). Raises DrainError, leaving the members not-ALIVE, if an
-    endpoint has no member or the fleet does not converge."""
+    endpoint has no member or the fleet does not converge; and, unless ``force``, changing
+    nothing, if it would leave only ``halted`` versions at ``path`` (the baseline's last
+    hosts while the new version is halted: its sessions could go nowhere)."""
     members: dict[str, dict] = {}
     for host, port in endpoints:
         found = members_at(store, path, host, port)
         if not found:
             raise DrainError(f"no member of {path} at {host}:{port}")
         members.update(found)
+    left = _alive_versions(store, path, set(members))
+    if halted and not force and left and left <= set(halted):
+        names = ", ".join(f"{h}:{p}" for h, p in endpoints)
+        raise DrainError(f"draining {names} would leave only the halted {', '.join(sorted(left))} at {path}: its "
+                         "sessions could not go back; nothing changed (--force drains anyway)")
     for name, doc in members.items():
         doc["status"] = DRAINING
         store.set_member(path, name, json.dumps(doc).encode())
