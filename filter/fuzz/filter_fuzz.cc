@@ -10,6 +10,11 @@
 // - the override header never reaches the upstream;
 // - the route cache is cleared once per request;
 // - every Set-Cookie is one of Rollway's three cookies with its attributes.
+// A seventh part, when present, runs the input through a config of two services (one Envoy
+// fronting several, issue 27) on a route chosen by its first byte: web's, api's (cookies
+// under /api), one naming a service the config lacks, or an operator's own route. Then each
+// service's clusters and cookies are its own, a route naming no known service loses the
+// cluster header, and an operator's route is left exactly as it came.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -26,6 +31,8 @@ struct Buffer {
 };
 void* envoy_dynamic_module_on_http_filter_config_new(void*, Buffer, Buffer);
 void* envoy_dynamic_module_on_http_filter_new(void*, void*);
+const void* envoy_dynamic_module_on_http_filter_per_route_config_new(Buffer, Buffer);
+void fake_set_route_config(const void*);
 int envoy_dynamic_module_on_http_filter_request_headers(void*, void*, bool);
 int envoy_dynamic_module_on_http_filter_response_headers(void*, void*, bool);
 void envoy_dynamic_module_on_http_filter_destroy(void*);
@@ -72,16 +79,54 @@ void* config() {
   return made;
 }
 
-bool known_cluster(std::string_view value) {
+// Two services, web (at /) and api (its cookies under /api), and the routes that name them.
+struct Many {
+  void* config;
+  const void* routes[3];   // web, api, a service the config lacks
+};
+
+const Many& many() {
+  static const Many made = [] {
+    const std::string json = R"({"services": [
+      {"service": "web", "generation": 1, "routing_id": {"cookie": "rw_rid", "ttl_seconds": 86400},
+       "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "direction": {"state": "forward", "target": "v2"},
+                   "versions": [{"name": "v1", "capacity": 1, "cluster": "web.prod.v1"},
+                                {"name": "v2", "capacity": 1, "cluster": "web.prod.v2"}]}]},
+      {"service": "api", "generation": 1, "cookie_path": "/api",
+       "routing_id": {"cookie": "rw_rid_api", "ttl_seconds": 86400}, "version_cookie": "rw_ver_api",
+       "stage_cookie": "rw_stage_api",
+       "stages": [{"name": "prod", "weight": 1, "mode": "rolling",
+                   "versions": [{"name": "a1", "capacity": 2, "cluster": "api.prod.a1"},
+                                {"name": "a2", "capacity": 1, "cluster": "api.prod.a2", "admitted": false}]}]}]})";
+    Many out{};
+    out.config = envoy_dynamic_module_on_http_filter_config_new(reinterpret_cast<void*>(1), {"rollway", 7},
+                                                                {json.data(), json.size()});
+    const char* names[] = {R"({"service": "web"})", R"({"service": "api"})", R"({"service": "gone"})"};
+    for (int i = 0; i < 3; ++i) {
+      out.routes[i] = envoy_dynamic_module_on_http_filter_per_route_config_new({"rollway", 7}, {names[i], strlen(names[i])});
+      if (out.routes[i] == nullptr) abort();
+    }
+    if (out.config == nullptr) abort();
+    return out;
+  }();
+  return made;
+}
+
+bool known_cluster(std::string_view value, std::string_view service = "") {
   for (const char* cluster : kClusters) {
     if (value == cluster) return true;
   }
+  if (service == "web") return value == "web.prod.v1" || value == "web.prod.v2";
+  if (service == "api") return value == "api.prod.a1" || value == "api.prod.a2";
   return false;
 }
 
-bool rollway_cookie(std::string_view set_cookie) {
-  for (std::string_view name : {"rw_rid=", "rw_ver=", "rw_stage="}) {
-    if (set_cookie.substr(0, name.size()) == name) return set_cookie.find("; Path=/; Max-Age=86400") != std::string_view::npos;
+bool rollway_cookie(std::string_view set_cookie, std::string_view suffix = "", std::string_view path = "/") {
+  for (std::string_view base : {"rw_rid", "rw_ver", "rw_stage"}) {
+    const std::string name = std::string(base) + std::string(suffix) + "=";
+    if (set_cookie.substr(0, name.size()) == name) {
+      return set_cookie.find("; Path=" + std::string(path) + "; Max-Age=86400") != std::string_view::npos;
+    }
   }
   return false;
 }
@@ -89,16 +134,21 @@ bool rollway_cookie(std::string_view set_cookie) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  void* const filter_config = config();
-  std::string_view parts[6];
+  std::string_view parts[7];
   size_t count = 0;
   std::string_view rest(reinterpret_cast<const char*>(data), size);
-  while (count < 6) {
+  while (count < 7) {
     const size_t cut = rest.find('\0');
     parts[count++] = rest.substr(0, cut);
     if (cut == std::string_view::npos) break;
     rest.remove_prefix(cut + 1);
   }
+  // The route: none of these for a single-service input; else web's, api's, an unknown
+  // service's, or an operator's own (no Rollway per-route config).
+  const int route = count > 6 ? (parts[6].empty() ? 3 : static_cast<unsigned char>(parts[6][0]) % 4) : -1;
+  void* const filter_config = route < 0 ? config() : many().config;
+  fake_set_route_config(route >= 0 && route < 3 ? many().routes[route] : nullptr);
+  const std::string_view service = route == 0 ? "web" : route == 1 ? "api" : "";
   fake_reset_stream();
   const char* const names[] = {"cookie", "cookie", "x-app-version", "x-rw-override", "x-rw-cluster"};
   for (size_t i = 0; i < count && i < 5; ++i) {
@@ -108,18 +158,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (stream == nullptr) abort();
   envoy_dynamic_module_on_http_filter_request_headers(reinterpret_cast<void*>(2), stream, true);
 
-  if (fake_route_cache_clears() != 1) abort();
-  if (fake_header_count(kRequest, "x-rw-override") != 0) abort();     // never forwarded upstream
   const size_t clusters = fake_header_count(kRequest, "x-rw-cluster");
-  if (clusters > 1 || (clusters == 1 && !known_cluster(fake_header(kRequest, "x-rw-cluster", 0)))) abort();
+  if (route == 3) {   // an operator's route: left exactly as it came
+    if (fake_route_cache_clears() != 0) abort();
+    const bool sent = count > 4;
+    if (clusters != (sent ? 1u : 0u)) abort();
+    if (sent && std::string_view(fake_header(kRequest, "x-rw-cluster", 0)) != parts[4]) abort();
+  } else {
+    if (fake_route_cache_clears() != 1) abort();
+    if (route < 0 && fake_header_count(kRequest, "x-rw-override") != 0) abort();   // never forwarded upstream
+    if (route == 2 && clusters != 0) abort();                                     // an unknown service: no cluster
+    if (clusters > 1 || (clusters == 1 && !known_cluster(fake_header(kRequest, "x-rw-cluster", 0), service))) abort();
+    if (route == 0 && clusters == 1 && std::string_view(fake_header(kRequest, "x-rw-cluster", 0)).substr(0, 4) != "web.") abort();
+    if (route == 1 && clusters == 1 && std::string_view(fake_header(kRequest, "x-rw-cluster", 0)).substr(0, 4) != "api.") abort();
+  }
 
   const std::string_view status = count > 5 && !parts[5].empty() ? parts[5].substr(0, 3) : "200";
   fake_add_header(kResponse, ":status", status.data(), status.size());
   envoy_dynamic_module_on_http_filter_response_headers(reinterpret_cast<void*>(2), stream, true);
   const size_t cookies = fake_header_count(kResponse, "set-cookie");
-  if (cookies > 3) abort();
+  if (cookies > 3 || (route >= 2 && cookies != 0)) abort();
   for (size_t i = 0; i < cookies; ++i) {
-    if (!rollway_cookie(fake_header(kResponse, "set-cookie", i))) abort();
+    const char* cookie = fake_header(kResponse, "set-cookie", i);
+    if (!(route == 1 ? rollway_cookie(cookie, "_api", "/api") : rollway_cookie(cookie))) abort();
   }
   envoy_dynamic_module_on_http_filter_destroy(stream);
   return 0;
