@@ -395,3 +395,20 @@ def test_a_new_build_retargets_a_deploy_whose_old_version_shows_no_net_loss():
     for step in [{"v1": 10}, {"v1": 8, "v2": 2}, {"v1": 6, "v2": 2, "v3": 2}, {"v1": 6, "v3": 4}]:
         tracker.observe(step)
     assert tracker.observe({"v1": 6, "v2": 1, "v3": 3}) == ("forward", "v3")
+
+
+def test_a_newer_build_deployed_after_a_rollback_is_not_turned_back_by_the_halt():
+    """The halt of v2 stays recorded (and is applied on every step); v3, the fix, deployed
+    while v2's sessions still go back, is a deploy of its own that the halt must not turn."""
+    tracker = DirectionTracker()
+    for step in [{"v1": 10}, {"v1": 6, "v2": 4}]:
+        tracker.observe(step)
+    assert tracker.turn_back("v2", {"v1": 6, "v2": 4}, {"v2"}) and tracker.state == "rollback"
+    assert tracker.observe({"v1": 6, "v2": 2, "v3": 2}, halted={"v2"}) == ("forward", "v3")
+    for caps in ({"v1": 6, "v2": 2, "v3": 2}, {"v1": 4, "v2": 2, "v3": 4}, {"v1": 4, "v3": 6}):
+        assert not tracker.turn_back("v2", caps, {"v2"})
+        assert tracker.observe(caps, halted={"v2"}) == ("forward", "v3")
+    # A deploy elsewhere is not turned either; a stage at rest serving the halted version is.
+    at_rest = DirectionTracker()
+    at_rest.observe({"v1": 5, "v2": 5})
+    assert at_rest.state == "steady" and at_rest.turn_back("v2", {"v1": 5, "v2": 5}) and at_rest.target == "v1"

@@ -189,7 +189,7 @@ class DirectionTracker:
     def turn_back(self, version: str, capacities: dict[str, float],
                   halted: frozenset[str] | set[str] = frozenset()) -> bool:
         """An operator's rollback of ``version`` (``rollway deploy halt --rollback``): a
-        deploy taking the stage to it (or past it) turns back, at once, to the stage's
+        deploy taking the stage to it (or a stage at rest serving it) turns back, at once, to the stage's
         baseline: the oldest live version, not halted. Nothing to do when the stage does not
         serve it, nothing older is live, or a rollback is already taking sessions away from
         it. Returns whether the deploy turned (the caller applies it on every step: it is
@@ -197,10 +197,11 @@ class DirectionTracker:
         live = [v for v, c in capacities.items() if c > 0 and v in self.order]
         if version not in live:
             return False
-        if self.state == ROLLBACK and self.target is not None and self.rank(self.target) < self.rank(version):
+        if self.state != STEADY and self.target != version:
+            # Already going back, or a deploy to another version: a newer build deployed to
+            # replace the halted one must not be turned back by the halt (it is applied on
+            # every step for as long as it is recorded).
             return False
-        if self.state == FORWARD and self.target is not None and self.rank(self.target) < self.rank(version):
-            return False                        # a deploy to an older version: not towards it
         older = [v for v in live if self.rank(v) < self.rank(version) and v not in halted]
         if not older:
             return False
