@@ -86,6 +86,19 @@ def test_halt_and_resume_need_the_token_and_are_recorded(api):
                                                               ("resume", "bob", "fixed")]
 
 
+def test_how_many_versions_may_be_halted_at_once_is_bounded(api):
+    """Each halt is kept in the service's deploy state record: one past the bound is refused
+    naming it, and nothing is stored; halting an already halted version again still fits."""
+    api.plane.MAX_HALTS = 3
+    for version in ("v1", "v2", "v3"):
+        api.Halt(pb.HaltRequest(service="web", version=version), metadata=AUTH)
+    with pytest.raises(grpc.RpcError) as error:
+        api.Halt(pb.HaltRequest(service="web", version="v4"), metadata=AUTH)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "3 halted versions" in error.value.details()
+    assert sorted(DeployState.from_json(api.store.read_deploy_state("web")[0]).halts) == ["v1", "v2", "v3"]
+    assert len(api.Halt(pb.HaltRequest(service="web", version="v3", reason="again"), metadata=AUTH).halts) == 3
+
+
 def test_an_operators_rollback_turns_the_deploy_back_and_the_version_gets_no_new_sessions(api):
     store = api.store
     hosts = [store.announce("/discovery/web/prod", member_json("10.0.0.1", 8000 + i, "v1")) for i in range(8)]

@@ -73,7 +73,7 @@ class DirectionTracker:
     _observations: int = 0              # observations with a gain: the log's order
     _pending: list | None = None        # [state, target, since]: a change of way waiting to settle
     _now: float | None = field(default=None, repr=False, compare=False)
-    _halted: frozenset[str] | set[str] = field(default=frozenset(), repr=False, compare=False)
+    _halted: frozenset[str] | set[str] = field(default=frozenset(), repr=False, compare=False)   # this observation's
 
     def to_dict(self) -> dict:
         """Everything the tracker knows, for the deploy state record (JSON)."""
@@ -163,7 +163,7 @@ class DirectionTracker:
         # gained most since the evidence started (a rollback, if an older one), or steady.
         live = [v for v, c in capacities.items() if c > 0]
         if self.state != STEADY and self.target is not None and self.target not in live and len(live) > 1:
-            best = self.handover(capacities)
+            best = self.handover(capacities, halted)
             if best is not None:
                 self._enter(FORWARD if self.rank(best) > self.rank(self.target) else ROLLBACK, best)
             else:
@@ -173,7 +173,7 @@ class DirectionTracker:
             self._enter(STEADY, None)
         return self.state, self.target
 
-    def handover(self, capacities: dict[str, float]) -> str | None:
+    def handover(self, capacities: dict[str, float], halted: frozenset[str] | set[str] = frozenset()) -> str | None:
         """Where the sessions of a deploy whose target has gone should go, by the evidence
         so far (read-only: a follower rendering the leader's state uses it too): the live
         version that gained most, net since the evidence started or gross since the target
@@ -183,7 +183,7 @@ class DirectionTracker:
         total = sum(capacities.values()) or 1.0
         net, gross = self._fractions()[0], self._gained_since_target()
         gains = {v: max(net.get(v, 0.0), gross.get(v, 0.0) / total) for v in live if v in net or v in gross}
-        gains = {v: g for v, g in gains.items() if g > EPSILON and v != self.target and v not in self._halted}
+        gains = {v: g for v, g in gains.items() if g > EPSILON and v != self.target and v not in halted}
         return max(gains, key=lambda v: (gains[v], self.rank(v))) if gains else None
 
     def turn_back(self, version: str, capacities: dict[str, float],

@@ -76,16 +76,12 @@ def _rolling_stage(service: str, stage: StagePlan, view: ServersetView | None,
             # sessions where the evidence says the deploy turned, not by hash (found by
             # the state machine: a follower's render sent them back to a version they had
             # left).
-            tracker._halted = halted
-            heir = tracker.handover(capacity)
+            heir = tracker.handover(capacity, halted)
             if heir is not None:
                 direction = Direction(Way.STEADY, heir)
-    # A halt never empties a stage: where every live version is halted (a canary whose only
-    # build was halted, prod fully on it), the stage keeps serving them rather than refuse
-    # every session; the operator sees it halted in status.
-    held = halted if any(v not in halted for v in live) else frozenset()
-    versions = tuple(VersionEntry(v, capacity[v], cluster_name(service, stage.name, v), admitted=v not in held,
-                                  halted=v in held) for v in live)
+    # (A stage left with nothing admitted keeps its halted versions: _never_emptied_by_a_halt.)
+    versions = tuple(VersionEntry(v, capacity[v], cluster_name(service, stage.name, v), admitted=v not in halted,
+                                  halted=v in halted) for v in live)
     return RollingStage(stage.name, stage.weight, versions, direction)
 
 
@@ -125,10 +121,11 @@ def render_config(routemap: RouteMap, views: Mapping[str, ServersetView | None],
 
 
 def _never_emptied_by_a_halt(config: FilterConfig) -> FilterConfig:
-    """A halt never leaves a rolling stage without an admitted version: where the versions
-    besides the halted ones are all announced but not yet admitted (the old version's
-    first hosts back, not yet known to every Envoy), the halted ones keep serving until
-    one is. Without it the stage takes no traffic at all and every request gets a 503
+    """A halt never leaves a rolling stage without an admitted version: where every live
+    version is halted (a canary whose only build was halted, prod fully on it) or the
+    others are all announced but not yet admitted (the old version's first hosts back, not
+    yet known to every Envoy), the halted ones keep serving until one is; status shows
+    them halted. Without it the stage takes no traffic at all and every request gets a 503
     (found by the real-Envoy rollback test)."""
     stages: list[Stage] = []
     for stage in config.stages:

@@ -830,6 +830,7 @@ class ControlPlane:
     # replica takes the request, retried on a conflict (the leader writes it too); the
     # leader's next write conflicts in turn, and it adopts the record and decides again.
     CAS_ATTEMPTS = 20
+    MAX_HALTS = 64          # halted versions per service: each is kept in its deploy state record
 
     def halt(self, service: str, version: str, rollback: bool, author: str, reason: str) -> DeployState:
         """``rollway deploy halt``: ``version`` gets no new sessions in any stage of
@@ -839,7 +840,13 @@ class ControlPlane:
         check_text(reason, "reason")
         self.get(service)                                   # NotFound: no such service
         halt = Halt(version, bool(rollback), author, reason, time.time())
-        state = self._change_deploy_state(service, lambda state: state.with_halt(halt))
+
+        def record(state: DeployState) -> DeployState:
+            if version not in state.halts and len(state.halts) >= self.MAX_HALTS:
+                raise InputError(f"version: {service!r} already has {self.MAX_HALTS} halted versions, the most "
+                                 "a deploy state holds; resume one first (nothing stored)")
+            return state.with_halt(halt)
+        state = self._change_deploy_state(service, record)
         log.warning("%s: version %s halted%s by %s: %s", service, version, " and rolled back" if rollback else "",
                     printable(author), printable(reason))
         return state
