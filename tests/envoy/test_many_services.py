@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
-from dataclasses import dataclass
 
 import pytest
+from host_browser import Browser, get
 
 from rollway.envoy import bootstrap as envoy_config
 from rollway.model.publication import build_filter_config
@@ -28,14 +28,6 @@ ROUTEMAPS = {
             "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/api"}]},
 }
 BACKENDS = ["web.v1", "web.v2", "admin.m1", "admin.m2", "api.a1", "api.a2", "static"]
-
-
-@dataclass
-class Reply:
-    status: int
-    backend: str | None
-    cookies: dict[str, str]        # name -> the whole Set-Cookie value
-    refresh: str | None
 
 
 def config(service: str, capacities: dict[str, float], generation: int, direction: dict | None = None) -> dict:
@@ -87,43 +79,6 @@ def envoy(tmp_path, backends):
     proc.ecds = ecds
     yield proc
     proc.stop()
-
-
-def get(envoy, host: str, path: str = "/", cookies: dict[str, str] | None = None,
-        app_version: str | None = None) -> Reply:
-    conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
-    try:
-        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-        conn.putheader("host", host)
-        if cookies:
-            conn.putheader("cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()))
-        if app_version:
-            conn.putheader("x-app-version", app_version)
-        conn.endheaders()
-        resp = conn.getresponse()
-        body = resp.read()
-        set_cookies = {v.split("=", 1)[0]: v for k, v in resp.getheaders() if k.lower() == "set-cookie"}
-        backend = json.loads(body)["backend"] if resp.getheader("content-type", "").startswith("application/json") \
-            else None
-        return Reply(resp.status, backend, set_cookies, resp.getheader("x-rw-refresh"))
-    finally:
-        conn.close()
-
-
-class Browser:
-    """A cookie jar for one domain, honouring each cookie's Path as a browser does."""
-
-    def __init__(self, host: str):
-        self.host, self.jar = host, {}     # name -> (value, path)
-
-    def get(self, envoy, path: str = "/") -> Reply:
-        sent = {n: v for n, (v, p) in self.jar.items() if path == p or path.startswith(p.rstrip("/") + "/")}
-        reply = get(envoy, self.host, path, sent)
-        for name, header in reply.cookies.items():
-            value = header.split(";", 1)[0].split("=", 1)[1]
-            cookie_path = next((a.strip()[5:] for a in header.split(";")[1:] if a.strip().startswith("Path=")), "/")
-            self.jar[name] = (value, cookie_path)
-        return reply
 
 
 def test_each_service_routes_by_its_own_route_and_cookies(envoy):

@@ -100,4 +100,4 @@ def test_a_reconnect_under_the_same_id_replaces_the_old_stream():
     book.connect(first)
     book.connect(second)
     book.disconnect(first)              # the old stream ends after the new one started
-    assert book.nodes["e1"] is second and second.disconnected_at is None
+    assert book.nodes[("web", "e1")] is second and second.disconnected_at is None

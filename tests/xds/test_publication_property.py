@@ -168,7 +168,7 @@ class World:
                                   tmp_path, listen, admin).start()
 
     def envoy_holds_the_current_snapshot(self) -> bool:
-        node = self.cache.ledger.nodes.get("prop")
+        node = self.cache.ledger.nodes.get(("web", "prop"))
         if node is None or node.disconnected_at is not None:
             return False
         resources = self.cache.snapshot("web", node.listener)
@@ -228,7 +228,7 @@ def refused_by_name_or_accepted_by_envoy(world, doc, members):
         assert state.endpoints == endpoints_by_cluster(routemap, state.views)
     wait_for(lambda: world.cache.nack_total > nacks or world.envoy_holds_the_current_snapshot(), timeout=20,
              what="the Envoy to ACK (or NACK) the snapshot")
-    assert world.cache.nack_total == nacks, world.cache.ledger.nodes["prop"].last_nack
+    assert world.cache.nack_total == nacks, world.cache.ledger.nodes[("web", "prop")].last_nack
     assert world.cache.build_failures.get("web", 0) == 0, world.cache.last_failure
     assert not world.plane.problems("web")
 

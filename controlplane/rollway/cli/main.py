@@ -208,11 +208,17 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
     else:
         from rollway.inputs import InputError, check_node_id
 
+        from rollway.xds.fronting import MAX_FRONTED
+
+        services = list(dict.fromkeys(args.service or ["web"]))
         try:   # what the control plane would refuse, refused here
             check_node_id(args.node_id, "--node-id")
-            check_node_id(args.service, "--service")
+            for service in services:
+                check_node_id(service, "--service")
         except InputError as error:
             raise UsageError(str(error)) from None
+        if len(services) > MAX_FRONTED:
+            raise UsageError(f"--service: at most {MAX_FRONTED} services per Envoy")
         replicas = [_host_port(spec, "--xds") for spec in args.xds or []]
         if not replicas:
             raise UsageError("--ads needs --xds HOST:PORT (repeat it for fallback replicas)")
@@ -224,7 +230,8 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
         elif args.xds_tls_cert or args.xds_tls_key:
             raise UsageError("--xds-tls-cert needs --xds-tls-ca (the CA of the control plane's certificate)")
         doc = envoy_config.ads_bootstrap(xds_host=replicas[0][0], xds_port=replicas[0][1], node_id=args.node_id,
-                                         listen_port=listen_port, admin_port=admin_port, service=args.service,
+                                         listen_port=listen_port, admin_port=admin_port,
+                                         service=services[0], services=services if len(services) > 1 else None,
                                          xds_fallback=replicas[1:], listen_address=listen_address,
                                          admin_address=admin_address, edge=edge, tls=tls)
         # The control plane names the module; this host must resolve it.
@@ -416,7 +423,9 @@ def _add_envoy_commands(sub: argparse._SubParsersAction) -> None:
     envoy.add_argument("--xds", action="append", metavar="HOST:PORT",
                        help="(--ads) the control-plane replica this Envoy prefers; repeat for fallback replicas")
     envoy.add_argument("--node-id", default="rollway-envoy", help="(--ads) this Envoy's node id")
-    envoy.add_argument("--service", default="web", help="(--ads) the service this Envoy fronts")
+    envoy.add_argument("--service", action="append",
+                       help="(--ads) a service this Envoy fronts (default web); repeat it for each one: the "
+                            "control plane routes each by its route map's domains and path_prefix")
     envoy.add_argument("--listen", metavar="ADDRESS:PORT",
                        help="where the ingress listener binds (default 0.0.0.0:10000; with --ads the control "
                             "plane builds it from this, carried in the node metadata)")

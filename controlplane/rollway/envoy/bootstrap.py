@@ -146,7 +146,7 @@ def route_service_config(service: str, *, by_name: bool = False) -> dict:
     """The per-route config that names a route's service to the filter."""
     module = {"name": MODULE_NAME} if by_name else \
         {"name": MODULE_NAME, "module": {"local": {"filename": filter_library_path()}}}
-    return {"@type": PER_ROUTE_TYPE, "dynamic_module_config": module, "per_route_config_name": FILTER_NAME,
+    return {"@type": PER_ROUTE_TYPE, "dynamic_module_config": module, "filter_name": FILTER_NAME,
             "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                               "value": json.dumps({"service": service})}}
 
@@ -316,7 +316,8 @@ class XdsTLS:
 
 
 def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: int, admin_port: int,
-                  service: str = "web", xds_fallback: list[tuple[str, int]] | tuple = (),
+                  service: str = "web", services: Iterable[str] | None = None,
+                  xds_fallback: list[tuple[str, int]] | tuple = (),
                   listen_address: str = "127.0.0.1", admin_address: str = "127.0.0.1",
                   edge: EdgeOptions | None = None, tls: XdsTLS | None = None) -> dict:
     """Everything from the control plane over one ADS stream: listener with the filter (its
@@ -325,6 +326,9 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
     (``listen_address``, ``listen_port``), the edge options that differ from the defaults
     (``edge``), and ``admin_port``, where the control plane's dashboard reads its traffic
     counters (reachable from the control plane's host only when ``admin_address`` is).
+    With ``services`` it fronts several: they go in the metadata (``services``), and the
+    control plane routes each by its route map's domains and path prefix
+    (rollway.xds.fronting); the node's ``cluster`` is then ``rollway-edge``.
 
     ``xds_host:xds_port`` is the replica this Envoy prefers; ``xds_fallback`` lists other
     replicas (a lower priority) that it fails over to when a TCP health check finds the
@@ -369,8 +373,10 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
     metadata = {"listen_address": listen_address, "listen_port": listen_port, "admin_port": admin_port}
     if edge.overrides():
         metadata["edge"] = edge.overrides()
+    if services is not None:
+        metadata["services"] = list(services)
     return {
-        "node": {"id": node_id, "cluster": service, "metadata": metadata},
+        "node": {"id": node_id, "cluster": service if services is None else "rollway-edge", "metadata": metadata},
         "admin": _admin(admin_port, admin_address),
         "stats_config": stats_config(),
         "overload_manager": edge.overload_manager(),

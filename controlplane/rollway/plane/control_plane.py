@@ -96,6 +96,8 @@ class ServiceView:
     config: FilterConfig | None = None          # None until the serversets were read
     endpoints: Mapping[str, tuple] = field(default_factory=dict)   # cluster -> (host, port, weight)...
     updated: float = 0.0
+    domains: tuple[str, ...] = ("*",)           # where it lives on an Envoy that fronts several
+    path_prefix: str = "/"
 
 
 class EnvoySource(Protocol):
@@ -158,7 +160,8 @@ class ServiceController:
         self.config: FilterConfig | None = None
         self.endpoints: dict[str, list] = {}    # cluster -> endpoints of the config served
         self.updated = time.time()
-        self.view = ServiceView(record.service, record.revision, updated=self.updated)
+        self.view = ServiceView(record.service, record.revision, updated=self.updated,
+                                domains=self.routemap.domains, path_prefix=self.routemap.path_prefix)
         self.write_failures = 0
         self._handles: list = []
         self._fleet_record: FleetRecord | None = None
@@ -215,7 +218,8 @@ class ServiceController:
         """A new ``ServiceView`` from the controller's state (the caller holds the lock)."""
         config = self.config
         self.view = ServiceView(self.service, self.record.revision, config.generation if config else 0, config,
-                                {k: tuple(v) for k, v in self.endpoints.items()}, self.updated)
+                                {k: tuple(v) for k, v in self.endpoints.items()}, self.updated,
+                                self.routemap.domains, self.routemap.path_prefix)
 
     def duplicates(self) -> list[str]:
         """Node ids more than one Envoy uses (a misconfiguration status names)."""

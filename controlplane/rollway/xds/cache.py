@@ -20,19 +20,40 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
+from typing import NamedTuple
 
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any
 
+from rollway.envoy import bootstrap as ec
 from rollway.model.admission import known_versions
 from rollway.model.filter_config import FilterConfig
 from rollway.plane.control_plane import ControlPlane, NotFound, ServiceView
+from rollway.xds.fronting import FrontedSnapshot, component_version, compose, placement_of
 from rollway.xds.ledger import GATED, SHORT, AckLedger, EnvoyNode
-from rollway.xds.resources import EXTENSION, TYPES, ConsistencyError, ListenerSpec, Resources, build_resources
+from rollway.xds.resources import (
+    EXTENSION,
+    TYPES,
+    ConsistencyError,
+    ListenerSpec,
+    Resources,
+    build_resources,
+    fronted_extension,
+    fronted_route,
+)
 
 log = logging.getLogger(__name__)
 RETAINED = 32    # filter configs per service whose ACKs still say what an Envoy knows
 MAX_LISTENERS = 256   # distinct listeners (address, port, edge options) built per service at once
+MAX_FRONTED_SETS = 256   # distinct (services, listener) an Envoy fronting several can ask for, kept at once
+
+
+class RetainedConfig(NamedTuple):
+    """A filter config still served or ACKed: the versions it names, its generation, and its
+    text (an Envoy fronting several services may be held at an older one)."""
+    knows: frozenset
+    generation: int
+    text: str
 
 
 class SnapshotCache:
@@ -48,7 +69,11 @@ class SnapshotCache:
         # that are no longer current, and they must still count (counting only the current
         # one starved admission whenever updates came faster than an Envoy's lag; found by
         # rollway.tools.sim). An ACK of a config no longer retained counts only as an ACK.
-        self.recent: dict[str, OrderedDict[str, tuple[frozenset, int]]] = {}
+        self.recent: dict[str, OrderedDict[str, RetainedConfig]] = {}
+        # Envoys fronting several services (rollway.xds.fronting): per (services, listener)
+        # the parts composed and the result; per chosen set of config versions, the ECDS.
+        self.fronted_sets: OrderedDict[tuple, tuple[tuple, FrontedSnapshot]] = OrderedDict()
+        self.fronted_ecds: OrderedDict[str, Resources] = OrderedDict()
         self.encoded: dict = {}          # canonical JSON -> bytes, shared by all snapshots
         self.responses: dict = {}        # (type, version, names) -> DiscoveryResponse bytes
         self.pushes: dict[str, int] = {SHORT[t]: 0 for t in TYPES}   # responses sent, per type
@@ -61,12 +86,13 @@ class SnapshotCache:
         self.last_failure: dict[str, str] = {}
         self.dirty: set[str] = set()     # services whose snapshots must be rebuilt
         self.dirty_lock = threading.Lock()
+        self.epoch = 0                   # views handed over so far: what a stream's memo is valid for
         self.views: dict[str, ServiceView] = {}     # what the plane handed over, per service
         self.loop: asyncio.AbstractEventLoop | None = None
         plane.attach(self)
 
     @property
-    def nodes(self) -> dict[str, EnvoyNode]:
+    def nodes(self) -> dict[tuple[str, str], EnvoyNode]:
         return self.ledger.nodes
 
     @property
@@ -140,11 +166,75 @@ class SnapshotCache:
                 self.plane.report_snapshot(service, None)
             self.configs[key] = config
             recent = self.recent.setdefault(service, OrderedDict())
-            recent[fresh.versions[EXTENSION]] = (frozenset(known_versions(config)), config.generation)
+            recent[fresh.versions[EXTENSION]] = RetainedConfig(frozenset(known_versions(config)), config.generation,
+                                                               config.to_text())
             recent.move_to_end(fresh.versions[EXTENSION])
             while len(recent) > RETAINED:
                 recent.popitem(last=False)
             return fresh
+
+    def fronted(self, services: tuple[str, ...], listener: ListenerSpec) -> FrontedSnapshot | None:
+        """The resources of an Envoy fronting ``services`` (sorted), but its filter config
+        (``fronted_resources``); None while none of them has a snapshot. A service with no
+        snapshot yet is left out until it has one (its wake-up rebuilds this)."""
+        parts: dict[str, tuple[Resources, str]] = {}
+        for service in services:
+            try:
+                resources = self.snapshot(service, listener)
+            except NotFound:
+                continue
+            retained = self._retained(service, resources.versions[EXTENSION])
+            if retained is not None:
+                parts[service] = (resources, retained.text)
+        if not parts:
+            return None
+        key = (services, listener)
+        identity = tuple((s, id(parts[s][0])) for s in sorted(parts))
+        with self.lock:
+            cached = self.fronted_sets.get(key)
+            if cached is not None and cached[0] == identity:
+                return cached[1]
+            views = self.views
+            placements = [placement_of(views[s], self.configs_header(s)) for s in sorted(parts)]
+            fronted = compose(parts, fronted_route(placements, self.encoded))
+            self.fronted_sets[key] = (identity, fronted)
+            self.fronted_sets.move_to_end(key)
+            while len(self.fronted_sets) > MAX_FRONTED_SETS:
+                self.fronted_sets.popitem(last=False)
+            return fronted
+
+    def _retained(self, service: str, version: str) -> RetainedConfig | None:
+        with self.lock:
+            retained = self.recent.get(service)
+            return retained.get(version) if retained is not None else None
+
+    def configs_header(self, service: str) -> str:
+        view = self.views.get(service)
+        config = view.config if view is not None else None
+        return config.cluster_header(ec.DEFAULT_CLUSTER_HEADER) if config is not None else ec.DEFAULT_CLUSTER_HEADER
+
+    def fronted_resources(self, fronted: FrontedSnapshot, chosen: dict[str, str]) -> Resources | None:
+        """``fronted`` with the filter config listing ``chosen`` (service -> config version);
+        None when a chosen version is no longer retained or nothing is chosen."""
+        if not chosen:
+            return None
+        version = component_version(chosen)
+        with self.lock:
+            ecds = self.fronted_ecds.get(version)
+            if ecds is None:
+                texts = []
+                for service in sorted(chosen):
+                    retained = self._retained(service, chosen[service])
+                    if retained is None:
+                        return None
+                    texts.append(retained.text)
+                ecds = Resources({EXTENSION: {ec.FILTER_NAME: fronted_extension(texts, self.encoded)}},
+                                 {EXTENSION: version})
+                self.fronted_ecds[version] = ecds
+                while len(self.fronted_ecds) > MAX_FRONTED_SETS:
+                    self.fronted_ecds.popitem(last=False)
+            self.fronted_ecds.move_to_end(version)
+        return Resources({**fronted.by_type, **ecds.by_type}, {**fronted.versions, **ecds.versions})
 
     def gated_versions(self, service: str) -> tuple[str, ...] | None:
         """The content versions of what the deploy gate compares (CDS, EDS, ECDS) in this
@@ -157,15 +247,19 @@ class SnapshotCache:
             return None
         return tuple(resources.versions[t] for t in GATED)
 
-    def response(self, type_url: str, resources: Resources, names: tuple[str, ...]) -> tuple[str, bytes]:
+    def response(self, type_url: str, resources: Resources, names: tuple[str, ...],
+                 subset: tuple[str, ...] | None = None) -> tuple[str, bytes]:
+        """The response carrying ``names`` (all when empty), or only ``subset`` of them (the
+        endpoints that changed, for an Envoy that fronts several services)."""
         version = resources.versions[type_url]
-        key = (type_url, version, names)
+        key = (type_url, version, names, subset)
         cached = self.responses.get(key)
         if cached is not None:
             return cached
         available = resources.by_type[type_url]
-        chosen = sorted(available) if not names else [n for n in names if n in available]
-        nonce = f"{SHORT[type_url]}-{version}-{abs(hash(names)) % 10**8}"
+        chosen = [n for n in subset if n in available] if subset is not None else \
+            sorted(available) if not names else [n for n in names if n in available]
+        nonce = f"{SHORT[type_url]}-{version}-{abs(hash((names, subset))) % 10**8}"
         body = bytes(DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce,
                                        resources=[Any(type_url=type_url, value=available[n]) for n in chosen]))
         if len(self.responses) > 4096:
@@ -179,6 +273,7 @@ class SnapshotCache:
         with self.dirty_lock:
             self.views[view.service] = view
             self.dirty.add(view.service)
+            self.epoch += 1
         self.wake(view.service)
 
     def wake(self, service: str) -> None:
@@ -202,5 +297,5 @@ class SnapshotCache:
                 retained = self.recent.get(node.service)
                 known = retained.get(version) if retained is not None else None
             if known is not None:
-                knows, generation = known
+                knows, generation = known.knows, known.generation
         self.ledger.acked(node, type_url, version, knows, generation)

@@ -116,7 +116,11 @@ class AckLedger:
         self.on_report, self.replica, self.ack_timeout = on_report, replica, ack_timeout
         self.defer = defer
         self.lock = threading.RLock()
-        self.nodes: dict[str, EnvoyNode] = {}
+        # One entry per (service, node id): an Envoy that fronts several services is in
+        # each one's quorum on its own (rollway.xds.fronting), so one service's NACK or lag
+        # holds only that service.
+        self.nodes: dict[tuple[str, str], EnvoyNode] = {}
+        self._services_of: dict[str, set[str]] = {}     # node id -> services it has entries for
         self.nack_total = 0
         self.stale_total = 0
         self._outbox: dict[str, dict[str, EnvoyReport | None]] = {}   # service -> node -> report
@@ -141,25 +145,52 @@ class AckLedger:
         for service, reports in outbox.items():
             self.on_report(service, reports)
 
-    def connect(self, node: EnvoyNode) -> None:
-        # Until it ACKs a filter config, an Envoy is behind: one that never subscribes to it,
-        # or never ACKs, leaves the quorum after the ACK timeout instead of holding every
-        # admission with an empty set of known versions.
-        node.behind.add(EXTENSION)
-        node.behind_since = node.behind_since or time.time()
+    def connect(self, *members: EnvoyNode) -> None:
+        """One stream's entries: the node, or one per service it fronts (same node id)."""
+        if not members:
+            return
+        node_id = members[0].node_id
+        gone: list[EnvoyNode] = []
         with self.lock:
-            old = self.nodes.get(node.node_id)
-            self.nodes[node.node_id] = node
-        if old is not None and old.service != node.service:
-            self._tell(old, None)          # the id moved to another service: gone from the first
-        self._tell(node)
+            services = self._services_of.setdefault(node_id, set())
+            for service in services - {m.service for m in members}:
+                # The id fronts other services now: gone from the ones it left.
+                old = self.nodes.pop((service, node_id), None)
+                if old is not None:
+                    gone.append(old)
+            services.clear()
+            for node in members:
+                # Until it ACKs a filter config, an Envoy is behind: one that never subscribes
+                # to it, or never ACKs, leaves the quorum after the ACK timeout instead of
+                # holding every admission with an empty set of known versions.
+                node.behind.add(EXTENSION)
+                node.behind_since = node.behind_since or time.time()
+                self.nodes[(node.service, node_id)] = node
+                services.add(node.service)
+        for old in gone:
+            self._tell(old, None)
+        for node in members:
+            self._tell(node)
 
     def disconnect(self, node: EnvoyNode) -> None:
         with self.lock:
-            if self.nodes.get(node.node_id) is not node:
+            if self.nodes.get((node.service, node.node_id)) is not node:
                 return                                  # reconnected meanwhile: the new stream counts
             node.disconnected_at = time.time()
         self._tell(node)
+
+    def _forget(self, node: EnvoyNode) -> bool:
+        """Drops a disconnected entry (the caller holds the lock); False if it was replaced."""
+        key = (node.service, node.node_id)
+        if self.nodes.get(key) is not node:
+            return False
+        del self.nodes[key]
+        services = self._services_of.get(node.node_id)
+        if services is not None:
+            services.discard(node.service)
+            if not services:
+                del self._services_of[node.node_id]
+        return True
 
     @staticmethod
     def _reported(node: EnvoyNode) -> tuple:
@@ -189,8 +220,8 @@ class AckLedger:
         node.nacks += 1
         node.last_nack = message
         self.nack_total += 1
-        log.warning("xds: %s NACKed %s version %s: %s", node.node_id, SHORT[type_url], node.sent[type_url][0],
-                    message)
+        log.warning("xds: %s NACKed %s version %s%s: %s", node.node_id, SHORT[type_url],
+                    node.sent.get(type_url, ("?",))[0], f" (service {node.service})", message)
 
     def acked(self, node: EnvoyNode, type_url: str, version: str, knows: frozenset | None = None,
               generation: int | None = None) -> None:
@@ -228,9 +259,9 @@ class AckLedger:
             if node.disconnected_at is not None:
                 if now - node.disconnected_at > 2 * self.ack_timeout:
                     with self.lock:
-                        if self.nodes.get(node.node_id) is node:
-                            del self.nodes[node.node_id]
-                    self._tell(node, None)
+                        forgotten = self._forget(node)
+                    if forgotten:
+                        self._tell(node, None)
                     continue
                 if now - node.disconnected_at > self.ack_timeout:
                     reason = f"disconnected for more than {self.ack_timeout:g}s"

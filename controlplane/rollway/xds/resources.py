@@ -107,6 +107,35 @@ class ListenerSpec:
         return self._hash
 
 
+def encode_cached(cache: dict, kind, doc: dict) -> bytes:
+    """``doc`` as the protobuf ``kind``, serialized; from ``cache`` when the same document was
+    encoded before (bounded: cleared past CACHE_LIMIT entries)."""
+    key = kind.__name__ + json.dumps(doc, sort_keys=True)
+    value = cache.get(key)
+    if value is None:
+        value = bytes(kind.from_dict(doc))
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()      # every config a long-running control plane ever served
+        cache[key] = value
+    return value
+
+
+def fronted_route(placements, cache: dict) -> bytes:
+    """The route table of an Envoy that fronts several services (rollway.xds.fronting)."""
+    return encode_cached(cache, RouteConfiguration, ec.services_route_config(placements, by_name=True,
+                                                                             name=ROUTE_NAME))
+
+
+def fronted_extension(texts: Sequence[str], cache: dict) -> bytes:
+    """The one filter config (ECDS) of an Envoy that fronts several services: each service's
+    config text, in service order."""
+    return encode_cached(cache, TypedExtensionConfig, {
+        "name": ec.FILTER_NAME,
+        # The services' texts as they are (each already the JSON the filter parses), not
+        # parsed and written again: ``bootstrap.services_filter_config``'s document.
+        "typed_config": ec.filter_typed_config('{"services": [' + ", ".join(texts) + "]}", by_name=True)})
+
+
 def build_resources(filter_config: FilterConfig, endpoints: Mapping[str, Sequence], listener: int | ListenerSpec,
                     cache: dict | None = None) -> Resources:
     """All resources for one service and listener (a port, or a ListenerSpec). ``cache``
@@ -119,14 +148,7 @@ def build_resources(filter_config: FilterConfig, endpoints: Mapping[str, Sequenc
     cluster_header = filter_config.cluster_header(ec.DEFAULT_CLUSTER_HEADER)
 
     def encode(kind, doc: dict) -> bytes:
-        key = kind.__name__ + json.dumps(doc, sort_keys=True)
-        value = cache.get(key)
-        if value is None:
-            value = bytes(kind.from_dict(doc))
-            if len(cache) >= CACHE_LIMIT:
-                cache.clear()      # every config a long-running control plane ever served
-            cache[key] = value
-        return value
+        return encode_cached(cache, kind, doc)
 
     clusters = sorted(filter_config.picked_clusters())
     by_type = {

@@ -25,10 +25,12 @@ import grpc
 
 from rollway.envoy.edge import EdgeOptionError, EdgeOptions
 from rollway.inputs import check_node_id, printable
-from rollway.plane.control_plane import ControlPlane, NotFound
+from rollway.plane.control_plane import ControlPlane
 from rollway.ports import GRPC_OPTIONS, PortInUse
 from rollway.tls import ServerTLS, is_loopback
 from rollway.xds.cache import SnapshotCache
+from rollway.xds.feeds import FrontingFeed, SingleFeed
+from rollway.xds.fronting import MAX_FRONTED
 from rollway.xds.ledger import SHORT, EnvoyNode
 from rollway.xds.resources import CLUSTER, DEFAULT_LISTEN_ADDRESS, ENDPOINT, EXTENSION, TYPES
 from rollway.xds.wire import parse_request
@@ -42,8 +44,8 @@ class AdsServicer:
         self.cache = cache
 
     async def stream(self, request_iterator, context):
-        cache = self.cache
         node: EnvoyNode | None = None
+        feed: Feed | None = None
         subscriptions: dict[str, tuple[str, ...]] = {}
         # One queue per stream carries both the Envoy's requests and wake-ups (a new snapshot):
         # the loop awaits one thing, with no futures made per message.
@@ -66,48 +68,56 @@ class AdsServicer:
                 if item is _WAKE:
                     wake.pending = False
                 else:
-                    if node is None:
-                        node, refusal = self._register(item, context, wake)
-                        if node is None:
+                    if feed is None:
+                        feed, refusal = self._register(item, context, wake)
+                        if feed is None:
                             # The reason goes to the Envoy too (its log shows the gRPC
                             # status), not only to this server's log.
                             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
                             return
-                    self._on_request(node, item, subscriptions)
-                for type_url, names in self._ordered(node, subscriptions):
-                    message = self._maybe_response(node, type_url, names, CLUSTER in subscriptions)
+                        node = feed.node
+                    self._on_request(feed, item, subscriptions)
+                for type_url, names in self._ordered(feed, subscriptions):
+                    message = self._maybe_response(feed, type_url, names, CLUSTER in subscriptions)
                     if message is not None:
                         yield message
         finally:
             reading.cancel()
-            if node is not None:
-                cache.ledger.disconnect(node)
+            if feed is not None and node is not None:
+                feed.disconnect()
                 log.info("xds: %s disconnected", node.node_id)
 
-    def _register(self, request, context, wake) -> tuple[EnvoyNode | None, str]:
-        """The stream's node, or (None, why it is refused): the id and cluster are keys in
-        every replica's fleet record and rows in ``rollway status``, so they must be names
-        (printable, bounded), and the metadata must have the types the bootstrap writes."""
+    def _register(self, request, context, wake) -> tuple[Feed | None, str]:
+        """The stream's feed, or (None, why it is refused): the id and the services are keys
+        in every replica's fleet record and rows in ``rollway status``, so they must be names
+        (printable, bounded), and the metadata must have the types the bootstrap writes. An
+        Envoy fronting several services lists them in its metadata (``services``); one
+        fronting one names it as its ``cluster``."""
         node_id, service = request.node.id, request.node.cluster or ""
         try:
             check_node_id(node_id, "node.id")
-            check_node_id(service, "node.cluster (the service)")
             meta = request.node.metadata.fields
+            services = _services(meta) if "services" in meta else None
+            if services is None:
+                check_node_id(service, "node.cluster (the service)")
             listen_port, admin_port = _port(meta, "listen_port", 10000), _port(meta, "admin_port", 0)
             listen_address = _address(meta, "listen_address")
             edge = EdgeOptions.parse(_struct(meta["edge"]) if "edge" in meta else None)
         except (ValueError, EdgeOptionError) as error:
             log.warning("xds: refusing a stream from %s: %s", _peer_host(context.peer()), printable(str(error)))
             return None, f"rollway: node refused: {error}"
-        node = EnvoyNode(node_id, service, listen_port, wake=wake, admin_port=admin_port,
-                         peer_host=_peer_host(context.peer()), listen_address=listen_address, edge=edge)
+        node = EnvoyNode(node_id, service if services is None else ",".join(services), listen_port, wake=wake,
+                         admin_port=admin_port, peer_host=_peer_host(context.peer()), listen_address=listen_address,
+                         edge=edge)
         node.__dict__["_listener"] = self.cache.intern(node.listener)
-        self.cache.ledger.connect(node)
-        log.info("xds: %s connected (service %s, listener %s:%d)", node.node_id, node.service, listen_address,
-                 listen_port)
-        return node, ""
+        feed: Feed = SingleFeed(self.cache, node) if services is None else FrontingFeed(self.cache, node, services)
+        feed.connect()
+        log.info("xds: %s connected (%s %s, listener %s:%d)", node.node_id,
+                 "service" if services is None else "services", node.service, listen_address, listen_port)
+        return feed, ""
 
-    def _on_request(self, node: EnvoyNode, request, subscriptions: dict) -> None:
+    def _on_request(self, feed: Feed, request, subscriptions: dict) -> None:
+        node = feed.node
         type_url = request.type_url
         if type_url not in TYPES:
             return
@@ -117,7 +127,7 @@ class AdsServicer:
             # cluster is gone) has unsubscribed, and ACKs nothing sent to it. Answering
             # with every endpoint would leave it "behind" until it went stale.
             subscriptions.pop(type_url, None)
-            self.cache.ledger.unsubscribed(node, type_url)
+            feed.unsubscribed(type_url)
             return
         subscriptions[type_url] = names
         if not request.response_nonce:
@@ -126,43 +136,42 @@ class AdsServicer:
         if sent is None or request.response_nonce != sent[1]:
             return  # a stale nonce: superseded by a newer response
         if request.error_detail and (request.error_detail.code or request.error_detail.message):
-            self.cache.ledger.nacked(node, type_url, request.error_detail.message)
+            feed.nacked(type_url, request.error_detail.message)
             return
         if type_url == ENDPOINT:
             # These clusters have their endpoints: warm. Only names the snapshot serves: the
             # names are the client's, and what it can make this set hold must be bounded.
-            try:
-                served = self.cache.snapshot(node.service, node.listener).by_type[ENDPOINT]
-            except NotFound:
-                served = {}
+            resources = feed.resources()
+            served = resources.by_type[ENDPOINT] if resources is not None else {}
             node.warm |= {name for name in sent[2] if name in served}
         elif type_url == CLUSTER:
             node.warm &= node.clusters        # a cluster removed must warm again if it comes back
-        self.cache.on_ack(node, type_url, request.version_info)
+        feed.acked(type_url, request.version_info)
 
-    def _ordered(self, node: EnvoyNode | None, subscriptions: dict) -> list[tuple[str, tuple[str, ...]]]:
+    def _ordered(self, feed: Feed | None, subscriptions: dict) -> list[tuple[str, tuple[str, ...]]]:
         """Make before break: clusters and endpoints go out before a filter config that
         routes to new ones (which waits for them to be warm: ``_maybe_response``), and a
         filter config that stops routing to a cluster goes out before the cluster is
         removed, so no request is routed to a cluster Envoy lacks."""
         items = list(subscriptions.items())
-        if node is None or EXTENSION not in subscriptions:
+        if feed is None or EXTENSION not in subscriptions:
             return items
-        try:
-            clusters = set(self.cache.snapshot(node.service, node.listener).by_type[CLUSTER])
-        except NotFound:
+        resources = feed.resources()
+        if resources is None:
             return items
+        node = feed.node
+        clusters = set(resources.by_type[CLUSTER])
         removing = bool(node.clusters - clusters)
         node.clusters = clusters
         ecds = [(t, n) for t, n in items if t == EXTENSION]
         rest = [(t, n) for t, n in items if t != EXTENSION]
         return ecds + rest if removing else rest + ecds
 
-    def _maybe_response(self, node: EnvoyNode, type_url: str, names: tuple[str, ...], takes_clusters: bool):
-        try:
-            resources = self.cache.snapshot(node.service, node.listener)
-        except NotFound:
+    def _maybe_response(self, feed: Feed, type_url: str, names: tuple[str, ...], takes_clusters: bool):
+        resources = feed.resources()
+        if resources is None:
             return None
+        node = feed.node
         if type_url == EXTENSION and takes_clusters and not node.warm.issuperset(resources.by_type[CLUSTER]):
             # A filter config may route to a cluster only once the Envoy has it warm: a new
             # EDS cluster is invisible to the router until its endpoints arrive, and they
@@ -176,12 +185,13 @@ class AdsServicer:
         sent = node.sent.get(type_url)
         if sent is not None and sent[0] == version and sent[2:] == (names,):
             return None
-        nonce, body = self.cache.response(type_url, resources, names)
-        self.cache.ledger.sent(node, type_url, version, nonce, names)
+        nonce, body = self.cache.response(type_url, resources, names, feed.subset(type_url, resources, names))
+        feed.sent(type_url, version, nonce, names)
         self.cache.pushes[SHORT[type_url]] += 1
         return body
 
 
+Feed = SingleFeed | FrontingFeed
 _WAKE = object()
 # Bytes of one DiscoveryRequest. Envoy's first one carries its node with every extension
 # it was built with (about 100 KB for 1.40); ACKs are far smaller.
@@ -198,6 +208,23 @@ def _port(fields, name: str, default: int) -> int:
     if item.WhichOneof("kind") != "number_value" or not value.is_integer() or not 0 <= value <= 65535:
         raise ValueError(f"node metadata {name}: must be a number from 0 to 65535")
     return int(value)
+
+
+def _services(fields) -> tuple[str, ...]:
+    """The services an Envoy fronts (node metadata ``services``): a list of 1 to MAX_FRONTED
+    names, each as a node id; sorted, without repeats."""
+    item = fields["services"]
+    if item.WhichOneof("kind") != "list_value":
+        raise ValueError("node metadata services: must be a list of service names")
+    values = item.list_value.values
+    if not 1 <= len(values) <= MAX_FRONTED:
+        raise ValueError(f"node metadata services: 1 to {MAX_FRONTED} names (got {len(values)})")
+    names = []
+    for i, value in enumerate(values):
+        if value.WhichOneof("kind") != "string_value":
+            raise ValueError(f"node metadata services[{i}]: must be a string")
+        names.append(check_node_id(value.string_value, f"node metadata services[{i}]"))
+    return tuple(sorted(set(names)))
 
 
 def _address(fields, name: str) -> str:

@@ -1,0 +1,224 @@
+"""One Envoy fronting several services over ADS (issue 27): the control plane builds its
+listener, route table, clusters, endpoints and filter config from the services listed in
+its node metadata (``rollway envoy-config --ads --service web --service api ...``).
+
+Real parts: a control-plane replica on the embedded store, the real Envoy 1.40 binary
+fed over ADS, HTTP backends on loopback announced in serversets, deploys made by changing
+the serversets as a deploy tool does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rollway.envoy import bootstrap as ec
+from rollway.sources.serverset import member_json
+
+from conftest import wait_for
+from envoy_harness import Backends, EnvoyProcess, free_port
+from harness import Replica
+from host_browser import Browser, get
+
+pytestmark = [pytest.mark.envoy]
+
+ROUTEMAPS = {
+    "web": {"service": "web", "domains": ["www.example.test"],
+            "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/web"}]},
+    "admin": {"service": "admin", "domains": ["www.example.test"], "path_prefix": "/admin",
+              "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/admin"}]},
+    "api": {"service": "api", "domains": ["api.example.test"],
+            "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/api"}]},
+}
+HOSTS = 4
+VERSIONS = {"web": ("v1", "v2"), "admin": ("m1", "m2"), "api": ("a1", "a2")}
+PATHS = {"web": ("www.example.test", "/"), "admin": ("www.example.test", "/admin/x"),
+         "api": ("api.example.test", "/v1/items")}
+
+
+class Edge:
+    """A replica, one Envoy fronting web, admin and api, and HOSTS backends per version."""
+
+    def __init__(self, tmp_path, ack_timeout: float = 30.0, secrets: dict | None = None):
+        secrets_file = None
+        if secrets is not None:
+            secrets_file = tmp_path / "secrets.json"
+            secrets_file.write_text(json.dumps(secrets))
+        self.replica = Replica(f"file://{tmp_path}/store", api=False, ack_timeout=ack_timeout,
+                               secrets_file=str(secrets_file) if secrets_file else None)
+        self.plane, self.cache = self.replica.plane, self.replica.xds.xds.cache
+        self.backends = Backends([f"{s}.{v}#{i}" for s, vs in VERSIONS.items() for v in vs for i in range(HOSTS)])
+        self.members: dict[str, object] = {}
+        for service, doc in ROUTEMAPS.items():
+            self.plane.push(json.dumps(doc), 0, "alice", f"{service} on the edge")
+            self.set_hosts(service, 0)
+        listen, admin = free_port(), free_port()
+        bootstrap = ec.ads_bootstrap(xds_host="127.0.0.1", xds_port=self.replica.xds.port, node_id="edge-1",
+                                     listen_port=listen, admin_port=admin, services=list(ROUTEMAPS))
+        self.envoy = EnvoyProcess(bootstrap, tmp_path, listen, admin).start()
+
+    def set_hosts(self, service: str, new_hosts: int) -> None:
+        """The deploy tool: hosts 0..new_hosts-1 of ``service`` run its second version."""
+        old, new = VERSIONS[service]
+        for i in range(HOSTS):
+            version, other = (new, old) if i < new_hosts else (old, new)
+            key, gone = f"{service}.{version}#{i}", f"{service}.{other}#{i}"
+            if key not in self.members:
+                self.members[key] = self.replica.announce(f"/d/{service}",
+                                                          member_json(*self.backends.address(key), version))
+            if gone in self.members:
+                self.members.pop(gone).close()
+
+    def settled(self, service: str, new_hosts: int | None = None) -> bool:
+        """The Envoy ACKed the service's current config, every version is admitted (and, with
+        ``new_hosts``, the config has that many hosts of the new version)."""
+        config = self.plane.filter_config(service)
+        if config is None or any(True for _ in config.announced()):
+            return False
+        if new_hosts is not None:
+            capacity = {v.name: v.capacity for s in config.rolling_stages() for v in s.versions}
+            if capacity.get(VERSIONS[service][1], 0) != new_hosts:
+                return False
+        envoys = self.plane.fleet_status(service)
+        return bool(envoys) and all(e["caught_up"] and not e["stale"] and e["generation"] == config.generation
+                                    for e in envoys)
+
+    def visit(self, browsers: dict[str, list[Browser]], seen: dict) -> None:
+        for service, group in browsers.items():
+            path = PATHS[service][1]
+            for i, browser in enumerate(group):
+                reply = browser.get(self.envoy, path)
+                assert reply.status == 200, (service, reply)
+                seen.setdefault((service, i), []).append((reply.backend.split("#")[0], reply.refresh))
+
+    def close(self) -> None:
+        self.envoy.stop()
+        for member in self.members.values():
+            member.close()
+        self.replica.close()
+        self.backends.close()
+
+
+@pytest.fixture
+def edge(tmp_path):
+    e = Edge(tmp_path)
+    yield e
+    e.close()
+
+
+def sessions(per_service: int = 12) -> dict[str, list[Browser]]:
+    return {s: [Browser(PATHS[s][0]) for _ in range(per_service)] for s in ROUTEMAPS}
+
+
+def check_histories(seen: dict, deployed: set[str]) -> None:
+    """Each deployed service's sessions moved old -> new once with at most one refresh; the
+    others never moved and were never told to reload."""
+    for (service, _), history in seen.items():
+        served = [b for b, _ in history]
+        moves = [(a, b) for a, b in zip(served, served[1:]) if a != b]
+        refreshes = [r for _, r in history if r]
+        old, new = (f"{service}.{v}" for v in VERSIONS[service])
+        if service in deployed:
+            assert served[-1] == new and moves in ([], [(old, new)]) and served[0] in (old, new), history
+            assert len(refreshes) <= 1, history
+        else:
+            assert moves == [] and refreshes == [], (service, history)
+
+
+def test_one_envoy_routes_each_service_by_its_route_map(edge):
+    for service in ROUTEMAPS:
+        wait_for(lambda s=service: edge.settled(s), timeout=30, what=f"{service} settled on the Envoy")
+    web = get(edge.envoy, "www.example.test", "/")
+    assert web.status == 200 and web.backend.startswith("web.v1#") and set(web.cookies) == {"rw_rid", "rw_ver",
+                                                                                             "rw_stage"}
+    admin = get(edge.envoy, "www.example.test", "/admin/users")
+    assert admin.status == 200 and admin.backend.startswith("admin.m1#")
+    assert set(admin.cookies) == {"rw_rid_admin", "rw_ver_admin", "rw_stage_admin"}
+    assert all("; Path=/admin;" in c for c in admin.cookies.values())
+    api = get(edge.envoy, "api.example.test", "/v1/items")
+    assert api.status == 200 and api.backend.startswith("api.a1#")
+    # A host no service claims: Envoy's own 404, not Rollway's 503.
+    assert get(edge.envoy, "unknown.example.test", "/").status == 404
+    # The Envoy is in each service's quorum, listed under each in the operator's view.
+    for service in ROUTEMAPS:
+        assert [e["node_id"] for e in edge.plane.fleet_status(service)] == ["edge-1"]
+
+
+def test_a_deploy_of_web_leaves_api_and_admin_sessions_where_they_are(edge):
+    for service in ROUTEMAPS:
+        wait_for(lambda s=service: edge.settled(s), timeout=30, what=f"{service} settled")
+    browsers, seen = sessions(), {}
+    edge.visit(browsers, seen)
+    pushes = dict(edge.cache.pushes)
+    held_before = {s: dict(p) for s, p in _eds_updates(edge).items()}
+    for step in range(1, HOSTS + 1):
+        edge.set_hosts("web", step)
+        wait_for(lambda: edge.settled("web", step), timeout=30, what=f"web step {step} settled")
+        edge.visit(browsers, seen)
+    check_histories(seen, {"web"})
+    # web's serverset changes re-sent no other service's endpoints: Envoy applied EDS
+    # updates to web's clusters only.
+    after = _eds_updates(edge)
+    for service in ("api", "admin"):
+        assert after[service] == held_before[service], (service, held_before[service], after[service])
+    assert sum(after["web"].values()) > sum(held_before["web"].values())
+    assert edge.cache.pushes["ClusterLoadAssignment"] > pushes["ClusterLoadAssignment"]
+
+
+def test_two_services_deploying_at_once_bounce_no_session(edge):
+    for service in ROUTEMAPS:
+        wait_for(lambda s=service: edge.settled(s), timeout=30, what=f"{service} settled")
+    browsers, seen = sessions(), {}
+    edge.visit(browsers, seen)
+    for step in range(1, HOSTS + 1):      # web and api step by turns, neither waiting for the other
+        edge.set_hosts("web", step)
+        edge.visit(browsers, seen)
+        edge.set_hosts("api", step)
+        edge.visit(browsers, seen)
+    for service in ("web", "api"):
+        wait_for(lambda s=service: edge.settled(s, HOSTS), timeout=30, what=f"{service} done")
+    edge.visit(browsers, seen)
+    check_histories(seen, {"web", "api"})
+
+
+def test_a_config_one_envoy_rejects_holds_only_that_service(tmp_path):
+    """api's route map signs its ids with a key this Envoy lacks: the Envoy NACKs the filter
+    config that carries it. Only api is held: web keeps getting its configs on the same
+    Envoy, and web's new version is admitted; api's entry turns stale (out of api's quorum)
+    and api keeps serving on the config the Envoy last accepted."""
+    edge = Edge(tmp_path, ack_timeout=3, secrets={"k1": "a-routing-id-secret-of-enough-length"})
+    try:
+        for service in ROUTEMAPS:
+            wait_for(lambda s=service: edge.settled(s), timeout=30, what=f"{service} settled")
+        bad = json.loads(json.dumps(ROUTEMAPS["api"]))
+        bad["routing_id"] = {"signing_key_id": "missing-on-this-envoy"}
+        edge.plane.push(json.dumps(bad), 1, "bob", "sign api's ids with a key the edge lacks")
+        wait_for(lambda: edge.plane.fleet_status("api")[0]["nacks"] >= 1, timeout=30, what="api's config NACKed")
+        edge.set_hosts("web", HOSTS)              # web deploys while api's config is refused
+        wait_for(lambda: edge.settled("web", HOSTS), timeout=30, what="web's new version admitted and ACKed")
+        web = {e["node_id"]: e for e in edge.plane.fleet_status("web")}["edge-1"]
+        assert web["nacks"] == 0 and not web["stale"], web
+        wait_for(lambda: edge.plane.fleet_status("api")[0]["stale"].startswith("NACKed"), timeout=30,
+                 what="the Envoy out of api's quorum")
+        assert get(edge.envoy, "www.example.test", "/").backend.startswith("web.v2#")
+        assert get(edge.envoy, "api.example.test", "/").backend.startswith("api.a1#")   # its last good config
+        # The operator fixes api's route map: the Envoy takes it, and is back in api's quorum.
+        edge.plane.push(json.dumps(ROUTEMAPS["api"]), 2, "bob", "back to unsigned ids")
+        wait_for(lambda: edge.settled("api"), timeout=30, what="api's fixed config ACKed")
+    finally:
+        edge.close()
+
+
+def _eds_updates(edge) -> dict[str, dict[str, int]]:
+    """Per service, per cluster: how many EDS updates Envoy applied to it (its own stat)."""
+    status, body = edge.envoy.admin("/stats?filter=update_success")
+    assert status == 200
+    out: dict[str, dict[str, int]] = {s: {} for s in ROUTEMAPS}
+    for line in body.splitlines():
+        name, _, value = line.partition(": ")
+        if name.startswith("cluster.") and name.endswith(".update_success"):
+            cluster = name[len("cluster."):-len(".update_success")]
+            service = cluster.split(".", 1)[0]
+            if service in out:
+                out[service][cluster] = int(value)
+    return out
