@@ -8,7 +8,6 @@ import http.client
 import json
 
 import pytest
-from host_browser import Browser, get
 
 from rollway.envoy import bootstrap as envoy_config
 from rollway.model.publication import build_filter_config
@@ -16,6 +15,7 @@ from rollway.model.routemap import parse_routemap
 from rollway.sources.serverset import ServersetView
 
 from envoy_harness import Backends, EnvoyProcess, free_port, wait_until
+from host_browser import Browser, get
 
 pytestmark = [pytest.mark.envoy]
 

@@ -207,7 +207,6 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
                 extra_virtual_hosts=extra_hosts)
     else:
         from rollway.inputs import InputError, check_node_id
-
         from rollway.xds.fronting import MAX_FRONTED
 
         services = list(dict.fromkeys(args.service or ["web"]))
