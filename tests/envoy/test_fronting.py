@@ -9,6 +9,9 @@ the serversets as a deploy tool does."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import urllib.request
 
 import pytest
 
@@ -44,8 +47,8 @@ class Edge:
         if secrets is not None:
             secrets_file = tmp_path / "secrets.json"
             secrets_file.write_text(json.dumps(secrets))
-        self.replica = Replica(f"file://{tmp_path}/store", api=False, ack_timeout=ack_timeout,
-                               secrets_file=str(secrets_file) if secrets_file else None)
+        self.replica = Replica(f"file://{tmp_path}/store", dashboard=True, sample_interval=0.3,
+                               ack_timeout=ack_timeout, secrets_file=str(secrets_file) if secrets_file else None)
         self.plane, self.cache = self.replica.plane, self.replica.xds.xds.cache
         self.backends = Backends([f"{s}.{v}#{i}" for s, vs in VERSIONS.items() for v in vs for i in range(HOSTS)])
         self.members: dict[str, object] = {}
@@ -110,6 +113,13 @@ def sessions(per_service: int = 12) -> dict[str, list[Browser]]:
     return {s: [Browser(PATHS[s][0]) for _ in range(per_service)] for s in ROUTEMAPS}
 
 
+def rollway(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "rollway.cli.main", *args], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def check_histories(seen: dict, deployed: set[str]) -> None:
     """Each deployed service's sessions moved old -> new once with at most one refresh; the
     others never moved and were never told to reload."""
@@ -139,9 +149,31 @@ def test_one_envoy_routes_each_service_by_its_route_map(edge):
     assert api.status == 200 and api.backend.startswith("api.a1#")
     # A host no service claims: Envoy's own 404, not Rollway's 503.
     assert get(edge.envoy, "unknown.example.test", "/").status == 404
-    # The Envoy is in each service's quorum, listed under each in the operator's view.
-    for service in ROUTEMAPS:
-        assert [e["node_id"] for e in edge.plane.fleet_status(service)] == ["edge-1"]
+    # The operator's view: every service, where it lives, and the services the Envoy fronts;
+    # the Envoy is in each service's quorum.
+    server = f"127.0.0.1:{edge.replica.server.api_port}"
+    listing = json.loads(rollway("status", "--server", server, "--json"))
+    assert [(s["service"], s["domains"], s["path_prefix"], s["envoys"]) for s in listing["services"]] == [
+        ("admin", ["www.example.test"], "/admin", 1), ("api", ["api.example.test"], "/", 1),
+        ("web", ["www.example.test"], "/", 1)]
+    assert listing["envoys"] == [{"node_id": "edge-1", "services": ["admin", "api", "web"]}]
+    assert "envoy edge-1 fronts admin, api, web" in rollway("status", "--server", server)
+    web_status = json.loads(rollway("status", "web", "--server", server, "--json"))
+    assert [(e["node_id"], e["services"]) for e in web_status["envoys"]] == [("edge-1", ["admin", "api", "web"])]
+    # The dashboard: the same, and each service's traffic read from the Envoy's counters,
+    # which carry the service's name.
+    def traffic() -> dict:
+        for _ in range(5):
+            for host, path in PATHS.values():
+                get(edge.envoy, host, path)
+        url = f"http://127.0.0.1:{edge.replica.server.http_port}/api/state"
+        state = json.loads(urllib.request.urlopen(url, timeout=5).read())
+        assert state["envoys"] == [{"node_id": "edge-1", "services": ["admin", "api", "web"]}]
+        return {s["service"]: sorted(s["traffic"]["series"]) for s in state["services"]}
+    wait_for(lambda: traffic() == {"admin": ["prod:m1"], "api": ["prod:a1"], "web": ["prod:v1"]}, timeout=20,
+             what="each service's traffic on the dashboard")
+    _, stats = edge.envoy.admin("/stats/prometheus")
+    assert 'envoy_rollway_requests{rollway_service="api",rollway_stage="prod",rollway_version="a1"}' in stats
 
 
 def test_a_deploy_of_web_leaves_api_and_admin_sessions_where_they_are(edge):

@@ -57,6 +57,8 @@ from rollway.ports import PortInUse
 log = logging.getLogger(__name__)
 
 REQUESTS_PREFIX = "rollway.requests.stage."
+SERVICE_PREFIX = "rollway.service."
+COUNTERS_PREFIX = "rollway."
 CONNECTION_TIMEOUT = 5.0    # seconds a dashboard client may take per read
 REQUEST_DEADLINE = 10.0     # seconds a connection may take in all, however it trickles
 MAX_CONNECTIONS = 32
@@ -90,31 +92,35 @@ class TrafficSampler:
                 log.exception("traffic sampling failed")
 
     def sample(self) -> None:
+        # One read per Envoy, however many services it fronts (the ledger has an entry per
+        # service): its counters name their service when it fronts several.
+        envoys: dict[str, tuple[str, int, set[str]]] = {}
         with self.cache.lock:
-            nodes = [(n.node_id, n.service, n.peer_host, n.admin_port) for n in self.cache.nodes.values()]
+            for n in self.cache.nodes.values():
+                envoys.setdefault(n.node_id, (n.peer_host, n.admin_port, set()))[2].add(n.service)
         now = time.time()
         totals: dict[str, dict[str, float]] = {}
-        for node_id, service, host, port in nodes:
+        for node_id, (host, port, services) in envoys.items():
             if not port:
                 continue
             try:
-                counters = admin_counters(host, port, REQUESTS_PREFIX, timeout=1.0)
+                counters = admin_counters(host, port, COUNTERS_PREFIX, timeout=1.0)
             except (OSError, ValueError):
                 continue
             previous = self._last.get(node_id)
             self._last[node_id] = (now, counters)
-            rates = totals.setdefault(service, {})
             if previous is None:
                 continue
             elapsed = max(1e-3, now - previous[0])
+            only = next(iter(services)) if len(services) == 1 else None
             for name, value in counters.items():
-                key = _stage_version(name)
-                if key is not None:
+                parsed = _service_stage_version(name, only)
+                if parsed is not None and parsed[0] in services:
+                    rates = totals.setdefault(parsed[0], {})
                     delta = max(0, value - previous[1].get(name, 0))
-                    rates[key] = rates.get(key, 0.0) + delta / elapsed
-        live = {n[0] for n in nodes}
+                    rates[parsed[1]] = rates.get(parsed[1], 0.0) + delta / elapsed
         for node_id in list(self._last):
-            if node_id not in live:
+            if node_id not in envoys:
                 del self._last[node_id]
         for service, rates in totals.items():
             self.samples.setdefault(service, deque(maxlen=self.keep)).append(
@@ -127,11 +133,21 @@ class TrafficSampler:
                 "series": {k: [rates.get(k, 0.0) for _, rates in points] for k in keys}}
 
 
-def _stage_version(stat: str) -> str | None:
-    if not stat.startswith(REQUESTS_PREFIX):
+def _service_stage_version(stat: str, only: str | None) -> tuple[str, str] | None:
+    """(service, "stage:version") of a request counter: ``rollway.requests.stage.S.version.V``
+    on an Envoy fronting one service (``only``), ``rollway.service.N.requests.stage...`` on
+    one fronting several."""
+    service = only
+    if stat.startswith(SERVICE_PREFIX):
+        service, sep, rest = stat[len(SERVICE_PREFIX):].partition(".requests.stage.")
+        if not sep:
+            return None
+    elif stat.startswith(REQUESTS_PREFIX):
+        rest = stat[len(REQUESTS_PREFIX):]
+    else:
         return None
-    stage, sep, version = stat[len(REQUESTS_PREFIX):].partition(".version.")
-    return f"{stage}:{version}" if sep else None
+    stage, sep, version = rest.partition(".version.")
+    return (service, f"{stage}:{version}") if sep and service else None
 
 
 def _services(plane: ControlPlane):
@@ -162,6 +178,7 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
                              for v, c, m in stage.versions]})
         envoys = plane.fleet_status(name)
         services.append({"service": name, "revision": view.revision, "generation": view.generation,
+                         "domains": list(view.domains), "path_prefix": view.path_prefix,
                          "leader": state.leader(), "duplicate_node_ids": state.duplicates(),
                          "store_state": plane.store.state, "stages": stages, "problems": plane.problems(name),
                          "envoys": sorted(envoys, key=lambda e: e["node_id"]),
@@ -170,7 +187,8 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
            "consistency_failures": cache.consistency_failures} if cache is not None else {}
     broken = [{"service": name, "revision": revision, "reason": reason}
               for name, (revision, reason) in sorted(plane.broken.items())]
-    return {"time": time.time(), "services": services, "broken": broken, "xds": xds}
+    fronting = [{"node_id": node_id, "services": fronted} for node_id, fronted in sorted(plane.services_fronted().items())]
+    return {"time": time.time(), "services": services, "envoys": fronting, "broken": broken, "xds": xds}
 
 
 class ControlPlaneCollector(Collector):

@@ -65,6 +65,22 @@ def halt_message(halt: Halt) -> pb.HaltRecord:
                          time=halt.at, figures=halt.figures)
 
 
+def services_message(plane: ControlPlane) -> pb.ListServicesResponse:
+    summaries = []
+    for name in plane.service_names():
+        view = plane.view(name)
+        if view is None:
+            continue
+        envoys = plane.fleet_status(name)
+        summaries.append(pb.ServiceSummary(
+            service=name, revision=view.revision, generation=view.generation, domains=list(view.domains),
+            path_prefix=view.path_prefix, envoys=len(envoys), stale_envoys=sum(1 for e in envoys if e["stale"]),
+            halted=sorted({h.version for h in plane.halts(name)})))
+    return pb.ListServicesResponse(services=summaries, envoys=[
+        pb.EnvoyFronting(node_id=node_id, services=services)
+        for node_id, services in sorted(plane.services_fronted().items())])
+
+
 def status_message(plane: ControlPlane, service: str) -> pb.Status:
     state = plane.service(service)
     halts = plane.halts(service)
@@ -78,7 +94,8 @@ def status_message(plane: ControlPlane, service: str) -> pb.Status:
             held_empty=s.held_empty, active_slot=s.active_slot or ""))
     envoys = [pb.EnvoyStatus(node_id=e["node_id"], acked=e.get("acked", {}), nacks=e["nacks"],
                              last_nack=e.get("last_nack", ""), replica=e["replica"], connected=e["connected"],
-                             generation=e["generation"], stale=e["stale"], stale_since=e["stale_since"])
+                             generation=e["generation"], stale=e["stale"], stale_since=e["stale_since"],
+                             services=e["services"])
               for e in plane.fleet_status(service)]
     view = state.view
     return pb.Status(service=service, revision=view.revision, generation=view.generation, stages=stages,
@@ -153,6 +170,9 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
         record = self._run(context, lambda: self.plane.push(request.document, request.expected_revision,
                                                              request.author or "unknown", request.reason))
         return pb.PushResponse(revision=revision_message(record))
+
+    def ListServices(self, request, context):  # noqa: N802
+        return self._run(context, lambda: services_message(self.plane))
 
     def Get(self, request, context):  # noqa: N802
         return revision_message(self._run(context, lambda: self.plane.get(request.service, request.revision)))

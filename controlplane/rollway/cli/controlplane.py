@@ -276,7 +276,8 @@ def _status_dict(status) -> dict:
             "duplicate_node_ids": list(status.duplicate_node_ids), "problems": list(status.problems),
             "envoys": [{"node_id": e.node_id, "acked": dict(e.acked), "nacks": e.nacks, "last_nack": e.last_nack,
                         "replica": e.replica, "connected": e.connected, "generation": e.generation,
-                        "stale": e.stale or None, "stale_since": e.stale_since or None}
+                        "stale": e.stale or None, "stale_since": e.stale_since or None,
+                        "services": list(e.services)}
                        for e in status.envoys],
             "stages": [{"name": s.name, "mode": s.mode, "weight": s.weight, "direction": s.direction,
                         "target": s.target or None, "skipped_members": s.skipped_members,
@@ -309,7 +310,8 @@ def _print_status(d: dict) -> None:
         acked = " ".join(f"{k}={v[:8]}" for k, v in sorted(e["acked"].items()))
         state = "STALE since " + time.strftime("%H:%M:%S", time.gmtime(e["stale_since"] or 0)) + \
             f" ({e['stale']})" if e["stale"] else ("connected" if e["connected"] else "disconnected")
-        print(f"  envoy {e['node_id']} via {e['replica'] or '-'}: {state}; generation {e['generation']}"
+        fronts = f"; fronts {', '.join(e['services'])}" if len(e.get("services", [])) > 1 else ""
+        print(f"  envoy {e['node_id']} via {e['replica'] or '-'}: {state}{fronts}; generation {e['generation']}"
               + (f"; acked {acked}" if acked else "") + f"; NACKs {e['nacks']}"
               + (f" (last: {e['last_nack']})" if e["last_nack"] else ""))
     for node_id in d["duplicate_node_ids"]:
@@ -334,8 +336,34 @@ def _print_status(d: dict) -> None:
         print(f"  PROBLEM: {problem}")
 
 
+def _services_dict(listing) -> dict:
+    return {"services": [{"service": s.service, "revision": s.revision, "generation": s.generation,
+                          "domains": list(s.domains), "path_prefix": s.path_prefix, "envoys": s.envoys,
+                          "stale_envoys": s.stale_envoys, "halted": list(s.halted)} for s in listing.services],
+            "envoys": [{"node_id": e.node_id, "services": list(e.services)} for e in listing.envoys]}
+
+
+def _print_services(d: dict) -> None:
+    d = _inert(d)
+    print(f"{'service':16} {'where':40} {'revision':>8} {'generation':>10} {'envoys':>7} {'stale':>6}")
+    for s in d["services"]:
+        where = ",".join(s["domains"]) + ("" if s["path_prefix"] == "/" else s["path_prefix"])
+        halted = f"  HALTED {', '.join(s['halted'])}" if s["halted"] else ""
+        print(f"{s['service']:16} {where:40} {s['revision']:8d} {s['generation']:10d} {s['envoys']:7d} "
+              f"{s['stale_envoys']:6d}{halted}")
+    for e in d["envoys"]:
+        print(f"  envoy {e['node_id']} fronts {', '.join(e['services'])}")
+
+
 def cmd_status(args) -> int:
     from rollway.proto import routemap_pb2 as pb
+
+    if args.service is None:     # every service, and per Envoy the services it fronts
+        try:
+            listing = _stub(args).ListServices(pb.ListServicesRequest(), timeout=30)
+        except grpc.RpcError as error:
+            raise CommandError(printable(f"{error.code().name}: {error.details()}")) from None
+        return _print(args, _services_dict(listing), _print_services)
 
     stream = _stub(args).WatchStatus(pb.WatchStatusRequest(service=args.service))
     try:
@@ -508,8 +536,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """The control plane's verbs: serve, routemap, status, deploy, serverset."""
     _add_serve(sub)
     _add_routemap(sub)
-    status = sub.add_parser("status", help="capacity, direction and generation of a service")
-    status.add_argument("service")
+    status = sub.add_parser("status", help="capacity, direction and generation of a service (without one: "
+                                           "every service, and the services each Envoy fronts)")
+    status.add_argument("service", nargs="?")
     status.add_argument("--watch", action="store_true", help="keep printing as it changes")
     _client_flags(status)
     status.set_defaults(func=cmd_status)

@@ -621,14 +621,26 @@ class ControlPlane:
         local = {e["node_id"]: e for e in self.envoy_status(service)}
         with state.lock:
             reports = sorted(state.fleet.effective.values(), key=lambda r: r.node_id)
+        fronted = self.services_fronted()
         out = []
         for r in reports:
             row = {"node_id": r.node_id, "replica": r.replica, "connected": r.connected,
                    "generation": r.generation, "stale": r.stale, "stale_since": r.since if r.stale else 0.0,
-                   "nacks": r.nacks, "caught_up": r.caught_up}
+                   "nacks": r.nacks, "caught_up": r.caught_up, "services": fronted.get(r.node_id, [service])}
             if r.replica == self.replica_id and r.node_id in local:
                 row = {**local[r.node_id], **row}
             out.append(row)
+        return out
+
+    def services_fronted(self) -> dict[str, list[str]]:
+        """Node id -> every service that Envoy fronts (sorted), as each service's fleet
+        records show it: an Envoy fronting several is in each one's records."""
+        out: dict[str, list[str]] = {}
+        for name, state in sorted(list(self.services.items())):
+            with state.lock:
+                node_ids = list(state.fleet.effective)
+            for node_id in node_ids:
+                out.setdefault(node_id, []).append(name)
         return out
 
     def fleet_seen(self) -> bool:

@@ -6,6 +6,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListServicesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServiceSummary(_message.Message):
+    __slots__ = ("service", "revision", "generation", "domains", "path_prefix", "envoys", "stale_envoys", "halted")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ENVOYS_FIELD_NUMBER: _ClassVar[int]
+    STALE_ENVOYS_FIELD_NUMBER: _ClassVar[int]
+    HALTED_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    revision: int
+    generation: int
+    domains: _containers.RepeatedScalarFieldContainer[str]
+    path_prefix: str
+    envoys: int
+    stale_envoys: int
+    halted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service: _Optional[str] = ..., revision: _Optional[int] = ..., generation: _Optional[int] = ..., domains: _Optional[_Iterable[str]] = ..., path_prefix: _Optional[str] = ..., envoys: _Optional[int] = ..., stale_envoys: _Optional[int] = ..., halted: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EnvoyFronting(_message.Message):
+    __slots__ = ("node_id", "services")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    services: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListServicesResponse(_message.Message):
+    __slots__ = ("services", "envoys")
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    ENVOYS_FIELD_NUMBER: _ClassVar[int]
+    services: _containers.RepeatedCompositeFieldContainer[ServiceSummary]
+    envoys: _containers.RepeatedCompositeFieldContainer[EnvoyFronting]
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceSummary, _Mapping]]] = ..., envoys: _Optional[_Iterable[_Union[EnvoyFronting, _Mapping]]] = ...) -> None: ...
+
 class RouteMapRevision(_message.Message):
     __slots__ = ("service", "revision", "document", "author", "reason", "time")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -149,7 +189,7 @@ class StageStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., mode: _Optional[str] = ..., weight: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., direction: _Optional[str] = ..., target: _Optional[str] = ..., skipped_members: _Optional[int] = ..., held_empty: _Optional[bool] = ..., active_slot: _Optional[str] = ...) -> None: ...
 
 class EnvoyStatus(_message.Message):
-    __slots__ = ("node_id", "acked", "nacks", "last_nack", "replica", "connected", "generation", "stale", "stale_since")
+    __slots__ = ("node_id", "acked", "nacks", "last_nack", "replica", "connected", "generation", "stale", "stale_since", "services")
     class AckedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +206,7 @@ class EnvoyStatus(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
     STALE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     acked: _containers.ScalarMap[str, str]
     nacks: int
@@ -175,7 +216,8 @@ class EnvoyStatus(_message.Message):
     generation: int
     stale: str
     stale_since: float
-    def __init__(self, node_id: _Optional[str] = ..., acked: _Optional[_Mapping[str, str]] = ..., nacks: _Optional[int] = ..., last_nack: _Optional[str] = ..., replica: _Optional[str] = ..., connected: _Optional[bool] = ..., generation: _Optional[int] = ..., stale: _Optional[str] = ..., stale_since: _Optional[float] = ...) -> None: ...
+    services: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., acked: _Optional[_Mapping[str, str]] = ..., nacks: _Optional[int] = ..., last_nack: _Optional[str] = ..., replica: _Optional[str] = ..., connected: _Optional[bool] = ..., generation: _Optional[int] = ..., stale: _Optional[str] = ..., stale_since: _Optional[float] = ..., services: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("service", "revision", "generation", "stages", "store_state", "time", "filter_config", "envoys", "leader", "duplicate_node_ids", "problems", "halts")

@@ -79,6 +79,11 @@ class RouteMapServiceStub:
                 request_serializer=rollway_dot_proto_dot_routemap__pb2.ResumeRequest.SerializeToString,
                 response_deserializer=rollway_dot_proto_dot_routemap__pb2.HaltResponse.FromString,
                 _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/rollway.v1.RouteMapService/ListServices',
+                request_serializer=rollway_dot_proto_dot_routemap__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=rollway_dot_proto_dot_routemap__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
 
 
 class RouteMapServiceServicer:
@@ -151,6 +156,14 @@ class RouteMapServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListServices(self, request, context):
+        """Every service this replica serves, where it lives on the edge, and per Envoy the
+        services it fronts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteMapServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +211,11 @@ def add_RouteMapServiceServicer_to_server(servicer, server):
                     servicer.Resume,
                     request_deserializer=rollway_dot_proto_dot_routemap__pb2.ResumeRequest.FromString,
                     response_serializer=rollway_dot_proto_dot_routemap__pb2.HaltResponse.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=rollway_dot_proto_dot_routemap__pb2.ListServicesRequest.FromString,
+                    response_serializer=rollway_dot_proto_dot_routemap__pb2.ListServicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +461,33 @@ class RouteMapService:
             '/rollway.v1.RouteMapService/Resume',
             rollway_dot_proto_dot_routemap__pb2.ResumeRequest.SerializeToString,
             rollway_dot_proto_dot_routemap__pb2.HaltResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rollway.v1.RouteMapService/ListServices',
+            rollway_dot_proto_dot_routemap__pb2.ListServicesRequest.SerializeToString,
+            rollway_dot_proto_dot_routemap__pb2.ListServicesResponse.FromString,
             options,
             channel_credentials,
             insecure,
