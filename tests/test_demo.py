@@ -44,6 +44,13 @@ def assert_clean_deploy(summary: dict) -> None:
     assert summary["drain_errors"] == [], summary
     assert summary["errors"] == 0, summary
     assert summary["envoys"] == 2 and summary["xds_nacks"] == 0, summary
+    # The second app on the same two Envoys (api, its own host name), deployed a1 -> a2 while
+    # web's deploy was under way: every api session moved once, none bounced.
+    api = summary["services"]["api"]
+    assert api["deploy_completed"] is True and api["capacity"] == {"prod": {"a2": 4.0}}, api
+    assert api["final_versions"] == {"a2": api["sessions"]} and api["bounces"] == 0, api
+    assert api["moves_per_session_max"] == 1 and api["refreshes_per_session_max"] <= 1, api
+    assert api["errors"] == 0 and api["requests"] > 10 * api["sessions"], api
 
 
 def test_demo_deploys_v2_through_two_envoys_without_a_bounce_and_20_chromium_tabs_reload_once():
@@ -90,10 +97,11 @@ def test_ctrl_c_stops_everything_the_demo_started():
                 state = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=2).read())
             except OSError:
                 return False
-            return len(state["services"]) == 1 and len(state["services"][0]["envoys"]) == 2
+            return [s["service"] for s in state["services"]] == ["api", "web"] and \
+                all(len(s["envoys"]) == 2 for s in state["services"])
         wait_until(envoys_routing, timeout=60, what="the demo's two Envoys")
         envoys = _children(demo.pid)
-        assert len(envoys) == 2
+        assert len(envoys) == 2           # one pair of Envoys fronts both apps
         workdir = next(arg for arg in Path(f"/proc/{envoys[0]}/cmdline").read_text().split("\0")
                        if "rollway-demo-" in arg)
         workdir = Path(workdir).parent

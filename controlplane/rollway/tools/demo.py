@@ -3,14 +3,16 @@
 It starts, on this machine: the control plane (on a temporary directory, or on ZooKeeper
 with ``--zk``), its xDS server and dashboard; two stock Envoys loading the filter over
 ADS; app hosts (``rollway.tools.webapp``: a page with ``rollway.js`` and an API) that announce
-themselves in the ``prod`` and ``canary`` serversets as v1; a crowd of simulated browsers
+themselves in the ``prod`` and ``canary`` serversets as v1, and a second app, ``api``, on its
+own host name (``api.demo.test``) behind the same Envoys, its hosts a1; a crowd of simulated browsers
 that keep their cookies, call the API through the Envoys (each request to a random one),
 and reload when the response tells them to; and, with ``--browsers N``, N real headless
 Chromium tabs on the page, five to a browser, half reloading at once when told and half at
 their next in-app navigation (every 6 s). Then it
 deploys v2 the way a deploy tool would: one canary host first, then ``prod`` in batches (a
 batch's new hosts announce themselves; once the deploy gate passes, the old ones are
-drained with ``rollway.tools.drain`` and stopped). The terminal shows
+drained with ``rollway.tools.drain`` and stopped), while ``api`` deploys a1 -> a2 on its own
+schedule, overlapping web's prod batches: one Envoy pair, two services rolling at once. The terminal shows
 the deploy's progress, capacity, traffic share and direction per stage and version, and
 the bounces and refreshes so far; ``--json`` prints a summary at the end instead.
 
@@ -49,6 +51,12 @@ if TYPE_CHECKING:  # like the rest of the demo's pieces, imported when used
     from rollway.tools.browser import Tabs
 
 SERVICE = "web"
+# The second app behind the same pair of Envoys (issue 27): an API on its own host name,
+# deployed a1 -> a2 while web's deploy is under way.
+API, API_HOST = "api", "api.demo.test"
+API_STAGE = ("prod", "/discovery/api/prod", 4)
+API_OLD, API_NEW = "a1", "a2"
+API_STEPS = (0.30, 0.50)     # fractions of the run at which two api hosts are replaced
 TABS_PER_BROWSER = 5         # Chromium tabs share one browser (one user's cookies) five at a time
 NAVIGATE_EVERY_MS = 6000     # how often a "navigation" tab follows an in-app link
 STAGES = (("canary", 5.0, "/discovery/web/canary", 1), ("prod", 95.0, "/discovery/web/prod", 6))
@@ -61,11 +69,11 @@ class AppHost:
     """One application host: the demo app's page and API for its version, announced in a
     serverset for as long as it is registered."""
 
-    def __init__(self, store, stage: str, path: str, version: str, index: int):
+    def __init__(self, store, stage: str, path: str, version: str, index: int, service: str = SERVICE):
         from rollway.sources.serverset import member_json
         from rollway.tools.webapp import WebApp
 
-        self.stage, self.path, self.version = stage, path, version
+        self.service, self.stage, self.path, self.version = service, stage, path, version
         self.name = f"{stage}-{version}-{index}"
         self.app = WebApp(version, self.name)
         self.port = self.app.port
@@ -89,11 +97,15 @@ class Browser(BrowserSession):
     """A browser tab of the demo (rollway.tools.session), talking to an Envoy's port."""
     served_stage: str | None = None    # the stage of the host that sent the last response
     keep: int | None = 16              # a long-running demo remembers only recent versions
+    host: str | None = None            # the Host it asks for (api's sessions: API_HOST)
 
     def request(self, port: int) -> str | None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            conn.request("GET", "/api/demo", headers=self.headers())
+            headers = self.headers()
+            if self.host:
+                headers["host"] = self.host
+            conn.request("GET", "/api/demo", headers=headers)
             response = conn.getresponse()
             body = response.read()
             status, header_list = response.status, response.getheaders()
@@ -119,8 +131,11 @@ class Demo:
         self.stop_event = threading.Event()
         self.started: list = []           # things to stop, in reverse order
         self.hosts: list[AppHost] = []
+        self.hosts_lock = threading.Lock()      # web's and api's deploys change it at once
         self.envoys: list = []
         self.browsers = [Browser() for _ in range(args.sessions)]
+        self.api_browsers = [Browser(host=API_HOST) for _ in range(max(1, args.sessions // 2))]
+        self.api_steps_done = 0
         self.recent: list[tuple[float, str | None, str]] = []   # (time, stage, version) of recent responses
         self.recent_lock = threading.Lock()
         self.steps_done, self.steps_total = 0, 0
@@ -159,13 +174,18 @@ class Demo:
         self.plane.push({"service": SERVICE, "stages": [
             {"name": name, "weight": weight, "mode": "rolling", "serverset": path}
             for name, weight, path, _ in STAGES]}, 0, "rollway-demo", "demo route map")
+        self.plane.push({"service": API, "domains": [API_HOST], "stages": [
+            {"name": API_STAGE[0], "weight": 1, "mode": "rolling", "serverset": API_STAGE[1]}]},
+            0, "rollway-demo", "demo api route map")
         for name, _, path, count in STAGES:
             for i in range(count):
                 self._add_host(name, path, OLD, i)
+        for i in range(API_STAGE[2]):
+            self._add_host(API_STAGE[0], API_STAGE[1], API_OLD, i, API)
         for i in range(2):
             listen, admin = free_port(), free_port()
             bootstrap = ads_bootstrap(xds_host="127.0.0.1", xds_port=self.xds.port, node_id=f"demo-envoy-{i + 1}",
-                                      listen_port=listen, admin_port=admin, service=SERVICE)
+                                      listen_port=listen, admin_port=admin, services=[SERVICE, API])
             envoy = EnvoyProcess(bootstrap, self.workdir, listen, admin).start()
             self.envoys.append(envoy)
             self.started.append(envoy.stop)
@@ -207,16 +227,16 @@ class Demo:
         while not self.stop_event.wait(2.0):
             self._read_tabs()
 
-    def _add_host(self, stage: str, path: str, version: str, index: int) -> AppHost:
-        host = AppHost(self.store, stage, path, version, index)
+    def _add_host(self, stage: str, path: str, version: str, index: int, service: str = SERVICE) -> AppHost:
+        host = AppHost(self.store, stage, path, version, index, service)
         self.hosts.append(host)
         return host
 
     def _wait_for_routing(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        probe = Browser()
+        probes = [Browser(), Browser(host=API_HOST)]
         while time.monotonic() < deadline:
-            if all(probe.request(e.listen_port) for e in self.envoys):
+            if all(probe.request(e.listen_port) for e in self.envoys for probe in probes):
                 return
             time.sleep(0.2)
         raise RuntimeError("the Envoys did not start routing within 30 s:\n" + self.envoys[0].log_tail())
@@ -240,46 +260,61 @@ class Demo:
         while not self.stop_event.is_set():
             envoy = rng.choice(self.envoys)
             version = browser.request(envoy.listen_port)
-            if version is not None:
+            if version is not None and browser.host is None:     # the view's traffic is web's
                 with self.recent_lock:
                     self.recent.append((time.monotonic(), browser.served_stage, version))
             self.stop_event.wait(rng.uniform(0.2, 0.6))
 
     # the deploy
-    def _gate(self, timeout: float = 30.0) -> tuple[bool, list[str]]:
+    def _gate(self, timeout: float = 30.0, service: str = SERVICE) -> tuple[bool, list[str]]:
         """The deploy gate (what `rollway deploy wait` asks the server): every Envoy holds a
         config reflecting the serversets as they are now, nothing waits for a second step."""
         deadline = time.monotonic() + timeout
-        state = self.plane.service(SERVICE)
+        state = self.plane.service(service)
         while True:
             converged, outstanding = state.gate()
             if converged or time.monotonic() >= deadline or self.stop_event.is_set():
                 return converged, outstanding
             time.sleep(0.1)
 
-    def _replace(self, stage: str, path: str, count: int, step: int) -> None:
+    def _replace(self, stage: str, path: str, count: int, step: int, service: str = SERVICE) -> None:
         """One deploy batch, paced by the gate instead of fixed sleeps: the new hosts
         announce themselves and the fleet admits them; the old ones drain (not-ALIVE, every
         Envoy has stopped routing to them, removed), then stop."""
         from rollway.tools.drain import DrainError, drain
 
-        olds = [h for h in self.hosts if h.stage == stage and h.version == OLD and h.handle is not None][:count]
-        for i in range(len(olds)):
-            self._add_host(stage, path, NEW, step * 10 + i)
-        self._gate()
+        old, new = (OLD, NEW) if service == SERVICE else (API_OLD, API_NEW)
+        with self.hosts_lock:
+            olds = [h for h in self.hosts if h.service == service and h.stage == stage and h.version == old
+                    and h.handle is not None][:count]
+            for i in range(len(olds)):
+                self._add_host(stage, path, new, step * 10 + i, service)
+
+        def gate() -> tuple[bool, list[str]]:
+            return self._gate(service=service)
+        gate()
         try:
-            drain(self.store, path, [("127.0.0.1", old.port) for old in olds], self._gate)
+            drain(self.store, path, [("127.0.0.1", old.port) for old in olds], gate)
         except DrainError as error:
             self.drain_errors.append(str(error))
-        for old in olds:
-            old.stop()
-            self.hosts.remove(old)
+        for old_host in olds:
+            old_host.stop()
+            with self.hosts_lock:
+                self.hosts.remove(old_host)
+
+    def _deploy_api(self, start: float) -> None:
+        """api's deploy, on its own schedule, overlapping web's prod batches."""
+        for step, fraction in enumerate(API_STEPS, start=1):
+            if self.stop_event.wait(max(0.0, start + fraction * self.args.duration - time.monotonic())):
+                return
+            self._replace(API_STAGE[0], API_STAGE[1], API_STAGE[2] // len(API_STEPS), step, API)
+            self.api_steps_done = step
 
     def run(self) -> dict:
         duration = self.args.duration
         rng = random.Random(self.args.seed)
         threads = [threading.Thread(target=self._browse, args=(b, random.Random(rng.random())), daemon=True)
-                   for b in self.browsers]
+                   for b in self.browsers + self.api_browsers]
         for thread in threads:
             thread.start()
         view = threading.Thread(target=self._view_loop, daemon=True)
@@ -287,6 +322,8 @@ class Demo:
         if self.tabs is not None:
             threading.Thread(target=self._watch_tabs, daemon=True).start()
         start = time.monotonic()
+        api_deploy = threading.Thread(target=self._deploy_api, args=(start,), daemon=True)
+        api_deploy.start()
         prod_count = dict((s[0], s[3]) for s in STAGES)["prod"]
         batches = [self.args.batch] * (prod_count // self.args.batch) + ([prod_count % self.args.batch]
                                                                          if prod_count % self.args.batch else [])
@@ -308,6 +345,7 @@ class Demo:
             if self.args.screenshot and index == (len(at) + 1) // 2:   # mid-deploy: both versions live
                 self.stop_event.wait(3.0)
                 self._screenshot()
+        api_deploy.join()
         self.phase = "deploy done; sessions settling"
         self.stop_event.wait(max(0.0, start + duration - time.monotonic()))
         self.phase = "done"
@@ -327,10 +365,11 @@ class Demo:
             print(f"rollway demo: no screenshot: {error}", file=sys.stderr)
 
     # reporting
-    def status(self) -> dict:
+    def status(self, service: str = SERVICE) -> dict:
         from rollway.api.dashboard import dashboard_state
 
-        return dashboard_state(self.plane, self.xds.xds.cache, None)["services"][0]
+        services = dashboard_state(self.plane, self.xds.xds.cache, None)["services"]
+        return next(s for s in services if s["service"] == service)
 
     def summary(self, elapsed: float) -> dict:
         if self.tabs is not None:
@@ -339,6 +378,9 @@ class Demo:
         live = {s["name"]: {v["name"]: v["capacity"] for v in s["versions"]} for s in service["stages"]}
         completed = self.steps_done == self.steps_total and all(set(v) == {NEW} for v in live.values())
         final = dict(Counter(b.last or "none" for b in self.browsers))
+        api = self.status(API)
+        api_live = {s["name"]: {v["name"]: v["capacity"] for v in s["versions"]} for s in api["stages"]}
+        apis = self.api_browsers
         return {
             "deploy_completed": completed,
             "deploy_steps": f"{self.steps_done}/{self.steps_total}",
@@ -362,6 +404,18 @@ class Demo:
             "dashboard": f"http://127.0.0.1:{self.dashboard.port}/",
             "app": self.app_url(),
             **({"tabs": tab_summary(self.tab_states, self.tab_policies)} if self.tabs is not None else {}),
+            # The second app on the same Envoys, deployed while web's deploy was under way.
+            "services": {API: {
+                "host": API_HOST,
+                "deploy_completed": self.api_steps_done == len(API_STEPS)
+                and all(set(v) == {API_NEW} for v in api_live.values()),
+                "sessions": len(apis), "requests": sum(b.requests for b in apis),
+                "errors": sum(b.errors for b in apis),
+                "final_versions": dict(Counter(b.last or "none" for b in apis)),
+                "bounces": sum(b.bounces for b in apis),
+                "moves_per_session_max": max((b.moves for b in apis), default=0),
+                "refreshes_per_session_max": max((b.refreshes for b in apis), default=0),
+                "capacity": api_live}},
         }
 
     def _view_loop(self) -> None:
@@ -386,10 +440,14 @@ class Demo:
         return "sessions on: " + ", ".join(f"{v} {n}" for v, n in sorted(on.items()))
 
     def _totals_line(self) -> str:
-        b = self.browsers
+        b, a = self.browsers, self.api_browsers
+        api_on = Counter(x.last for x in a if x.last)
         line = (f"bounces {sum(x.bounces for x in b)}   refreshes {sum(x.refreshes for x in b)} "
                 f"(max per session {max((x.refreshes for x in b), default=0)})   "
-                f"requests {sum(x.requests for x in b)}   errors {sum(x.errors for x in b)}")
+                f"requests {sum(x.requests for x in b)}   errors {sum(x.errors for x in b)}\n"
+                f"api ({API_HOST}, {API_OLD} -> {API_NEW}, step {self.api_steps_done}/{len(API_STEPS)}): sessions on "
+                + ", ".join(f"{v} {n}" for v, n in sorted(api_on.items()))
+                + f"   bounces {sum(x.bounces for x in a)}   errors {sum(x.errors for x in a)}")
         if self.tabs is not None and self.tab_states:
             tabs = tab_summary(self.tab_states, self.tab_policies)
             on = ", ".join(f"{v} {n}" for v, n in sorted(tabs["final_versions"].items()))
@@ -406,7 +464,8 @@ class Demo:
         by_version = Counter(version for _, _, version in recent)
         by_place = Counter((stage, version) for _, stage, version in recent)
         total = sum(by_version.values()) or 1
-        lines = [f"Rollway demo: rolling {SERVICE} from {OLD} to {NEW} through {len(self.envoys)} Envoys "
+        lines = [f"Rollway demo: rolling {SERVICE} from {OLD} to {NEW} (and {API} from {API_OLD} to {API_NEW}) "
+                 f"through {len(self.envoys)} Envoys "
                  f"({'ZooKeeper ' + self.args.zk if self.args.zk else 'embedded file store'})",
                  self._progress_line(),
                  "",
@@ -490,7 +549,9 @@ def run_demo(args: DemoOptions) -> int:
         print()
     else:
         print(demo_report(summary))
-    ok = summary["deploy_completed"] and summary["bounces"] == 0 and summary.get("tabs", {}).get("bounces", 0) == 0
+    api = summary["services"][API]
+    ok = summary["deploy_completed"] and summary["bounces"] == 0 and summary.get("tabs", {}).get("bounces", 0) == 0 \
+        and api["deploy_completed"] and api["bounces"] == 0
     return 0 if ok else 1
 
 
@@ -500,6 +561,10 @@ def demo_report(summary: dict) -> str:
             f"{summary['sessions']} sessions, {summary['requests']} requests through {summary['envoys']} Envoys, "
             f"sessions now on {summary['final_versions']}, bounces {summary['bounces']}, "
             f"refreshes per session at most {summary['refreshes_per_session_max']}, errors {summary['errors']}"
+            f"; api (same Envoys, deployed meanwhile) "
+            f"{'completed' if summary['services'][API]['deploy_completed'] else 'NOT completed'}: "
+            f"{summary['services'][API]['sessions']} sessions on {summary['services'][API]['final_versions']}, "
+            f"bounces {summary['services'][API]['bounces']}"
             + (f"; {summary['tabs']['tabs']} Chromium tabs now on {summary['tabs']['final_versions']}, reloads per "
                f"tab {summary['tabs']['reloads_per_tab_min']}-{summary['tabs']['reloads_per_tab_max']}, "
                f"bounces {summary['tabs']['bounces']}" if "tabs" in summary else ""))
