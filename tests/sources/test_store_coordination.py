@@ -168,3 +168,33 @@ def test_zookeeper_fleet_record_comes_back_after_session_expiry(zookeeper, open_
     wait_for(lambda: seen.last == {"cp-1": b"acked 3"}, timeout=10, what="the watcher to resync")
     record.close()
     wait_for(lambda: seen.last == {}, timeout=5, what="the record to go")
+
+
+@pytest.mark.zookeeper
+def test_a_fleet_record_update_while_zookeeper_is_gone_returns_and_publishes_on_return(tmp_path, open_stores):
+    """The plane's worker writes fleet records; with every ZooKeeper server gone, a write
+    must not wait for them (kazoo queues it until the session is back, without end): the
+    worker would hang, and a replica stopping (which closes the record) with it. Found by
+    the fleet test's shutdown, which stops ZooKeeper and the replicas at once. The latest
+    data is published once ZooKeeper is back."""
+    from zk_harness import ZooKeeperServer
+
+    server = ZooKeeperServer(tmp_path / "zk").start()
+    try:
+        store = open_stores(f"zk://{server.hosts}/gone", session_timeout=10)
+        watcher = open_stores(f"zk://{server.hosts}/gone", session_timeout=10)
+        record = store.publish_fleet("web", "cp-1", b"acked 1")
+        server.stop()
+        wait_for(lambda: not store.client.connected, timeout=10, what="the store to see ZooKeeper gone")
+        writer = threading.Thread(target=lambda: [record.update(b"acked 2"), record.update(b"acked 3")],
+                                  daemon=True)
+        writer.start()
+        writer.join(30)          # a bound on a hang, not a speed target: it returns at once
+        assert not writer.is_alive(), "a fleet record update waited for ZooKeeper to come back"
+        server.start()
+        seen = Recorder()
+        watcher.watch_fleet("web", seen)
+        wait_for(lambda: seen.last == {"cp-1": b"acked 3"}, timeout=20, what="the latest data published on return")
+        record.close()
+    finally:
+        server.stop()

@@ -402,14 +402,20 @@ class _FleetRecord(FleetRecord):
             if self.closed:
                 return
             self.data = data
+            if not self.client.connected:
+                # kazoo queues a request made while disconnected until the session is back,
+                # and its synchronous calls wait for it without end: the plane's worker (and
+                # a replica stopping, which takes this lock) would hang for as long as
+                # ZooKeeper is gone. The reconnect publishes self.data (``_on_state``).
+                return
             try:
-                self.client.set(self.path, data)
+                self.client.set_async(self.path, data).get(timeout=OPERATION_TIMEOUT)
             except NoNodeError:
                 try:
                     self._sync()
                 except Exception as error:
                     log.info("fleet record %s: will publish once reconnected: %s", self.path, error)
-            except (ConnectionLoss, SessionExpiredError) as error:
+            except (ConnectionLoss, SessionExpiredError, self.client.handler.timeout_exception) as error:
                 log.info("fleet record %s: will publish once reconnected: %s", self.path, error)
 
     def close(self) -> None:
