@@ -4,7 +4,8 @@ Each session keeps its cookies and, like a page, the version it was loaded from:
 ``x-app-version`` with it, and reloads (takes the served version as its own) when the
 response carries ``x-rw-refresh``. Every request goes to an Envoy picked at random, by
 name. One JSON line per request: time, session, Envoy, status, version served, refresh.
-Runs until the stop file appears.
+With ``--api-sessions`` more sessions call the second app (``api``, its own host name)
+through the same Envoys. Runs until the stop file appears.
 
     python browsers.py --envoys env1,env2,env3 --sessions 200 --out requests.jsonl --stop stop
 """
@@ -22,18 +23,22 @@ import time
 from rollway.tools.session import BrowserSession
 
 
-def session_loop(index: int, envoys: list[str], interval: float, out, lock, stop: str) -> None:
+def session_loop(index: int, envoys: list[str], interval: float, out, lock, stop: str,
+                 host: str | None = None) -> None:
     rng = random.Random(index)
     session = BrowserSession(keep=1)          # rollway.tools.session: the model every harness shares
     connections: dict[str, http.client.HTTPConnection] = {}
     time.sleep(rng.random() * interval)
     while not os.path.exists(stop):
         envoy = rng.choice(envoys)
-        record = {"t": time.time(), "session": index, "envoy": envoy}
+        record = {"t": time.time(), "session": index, "envoy": envoy, "service": "api" if host else "web"}
         try:
             conn = connections.get(envoy) or http.client.HTTPConnection(envoy, 10000, timeout=10)
             connections[envoy] = conn
-            conn.request("GET", "/api", headers=session.headers())
+            headers = session.headers()
+            if host:
+                headers["host"] = host
+            conn.request("GET", "/api", headers=headers)
             response = conn.getresponse()
             body = response.read()
             record["status"] = response.status
@@ -61,12 +66,16 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=3.0, help="mean seconds between a session's requests")
     parser.add_argument("--out", required=True)
     parser.add_argument("--stop", required=True)
+    parser.add_argument("--api-sessions", type=int, default=0,
+                        help="more sessions, on the second app (Host: --api-host) behind the same Envoys")
+    parser.add_argument("--api-host", default="api.fleet.test")
     args = parser.parse_args()
     envoys = args.envoys.split(",")
     lock = threading.Lock()
     with open(args.out, "w", buffering=1) as out:
-        threads = [threading.Thread(target=session_loop, args=(i, envoys, args.interval, out, lock, args.stop),
-                                    daemon=True) for i in range(args.sessions)]
+        threads = [threading.Thread(target=session_loop, args=(i, envoys, args.interval, out, lock, args.stop,
+                                                               args.api_host if i >= args.sessions else None),
+                                    daemon=True) for i in range(args.sessions + args.api_sessions)]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -80,23 +80,28 @@ def stub(server: str, ca: str):
     return pb_grpc.RouteMapServiceStub(ClientTLS.load(ca).channel(server))
 
 
-def status(server: str, ca: str):
+def status(server: str, ca: str, service: str = "web"):
     from rollway.proto import routemap_pb2 as pb
 
-    stream = stub(server, ca).WatchStatus(pb.WatchStatusRequest(service="web"), timeout=5)
+    stream = stub(server, ca).WatchStatus(pb.WatchStatusRequest(service=service), timeout=5)
     first = next(iter(stream))
     stream.cancel()
     return first
 
 
 def converged(servers: list[str], ca: str, timeout: float, envoys: int, newer_than: int = -1,
-              not_on: str = "") -> int:
+              not_on: str = "", services: tuple[str, ...] = ("web",)) -> int:
+    """Every service converged on one replica's view (``newer_than``: the first service's
+    generation)."""
     start = time.monotonic()
     last = None
-    while time.monotonic() - start < timeout:
+    pending = list(services)
+    done: dict[str, dict] = {}
+    while time.monotonic() - start < timeout and pending:
+        service = pending[0]
         for server in servers:
             try:
-                s = status(server, ca)
+                s = status(server, ca, service)
             except Exception as error:  # a replica down: ask the other
                 last = f"{server}: {error}"
                 continue
@@ -104,15 +109,20 @@ def converged(servers: list[str], ca: str, timeout: float, envoys: int, newer_th
             # config generation the service is at (the fleet records carry generations).
             nodes = [e for e in s.envoys if e.connected and not e.stale and e.generation == s.generation
                      and e.replica != not_on]
-            last = {"generation": s.generation, "envoys": [(e.node_id, e.connected, e.stale, e.generation)
-                                                           for e in s.envoys]}
-            if len(nodes) >= envoys and s.generation > newer_than:
-                print(json.dumps({"seconds": round(time.monotonic() - start, 2), "leader": s.leader,
-                                  "generation": s.generation, "server": server,
-                                  "envoys": sorted(e.node_id for e in nodes)}))
-                return 0
+            last = {"service": service, "generation": s.generation,
+                    "envoys": [(e.node_id, e.connected, e.stale, e.generation) for e in s.envoys]}
+            if len(nodes) >= envoys and (s.generation > newer_than or service != services[0]):
+                done[service] = {"leader": s.leader, "generation": s.generation, "server": server,
+                                 "envoys": sorted(e.node_id for e in nodes)}
+                pending.pop(0)
             break
-        time.sleep(0.25)
+        if pending:
+            time.sleep(0.25)
+    if not pending:
+        first = done[services[0]]
+        print(json.dumps({"seconds": round(time.monotonic() - start, 2), **first,
+                          "services": {k: v["generation"] for k, v in done.items()}}))
+        return 0
     print(f"not converged in {timeout}s: {last}", file=sys.stderr)
     return 1
 
@@ -173,6 +183,7 @@ def main() -> int:
     p.add_argument("--envoys", type=int, default=3)
     p.add_argument("--newer-than", type=int, default=-1, help="only a generation newer than this")
     p.add_argument("--not-on", default="", help="no Envoy still counted on this (killed) replica")
+    p.add_argument("--services", default="web", help="comma-separated: every one must converge")
     p = sub.add_parser("gone")
     p.add_argument("hosts")
     p.add_argument("path")
@@ -202,7 +213,7 @@ def main() -> int:
         return zk_down(args.hostport, args.timeout)
     if args.what == "converged":
         return converged(args.servers.split(","), args.ca, args.timeout, args.envoys, args.newer_than,
-                         args.not_on)
+                         args.not_on, tuple(args.services.split(",")))
     for server in args.servers.split(","):
         try:
             print(status(server, args.ca).leader)

@@ -1,11 +1,14 @@
-"""A rolling deploy across a fleet of hosts, with faults during it.
+"""Rolling deploys of two apps across a fleet of hosts, with faults during them.
 
 Every part is its own host (a network namespace with its own address and names, see
 netns.py): a ZooKeeper ensemble of three, two control-plane replicas serving xDS and the
 operator API over TLS (xDS with client certificates), three Envoys fed over ADS by name
 with the other replica as failover, eight app hosts announcing themselves, a browser host
 with 200 sessions sending real HTTP to the Envoys, and a deploy tool that rolls v1 -> v2
-two hosts at a time, draining each host and waiting for the deploy gate.
+two hosts at a time, draining each host and waiting for the deploy gate. The Envoys front
+two services (issue 27): ``web`` and ``api`` (its own host name, ``api.fleet.test``); every
+app host runs both, and each batch deploys both at once (web v1 -> v2, api a1 -> a2), so the
+two services' deploys overlap all the way, under the same faults; 100 more sessions call api.
 
 During the deploy: the control-plane leader is SIGKILLed (and restarted later); a
 ZooKeeper server is stopped and later restarted; one Envoy's link to the control plane is
@@ -52,9 +55,17 @@ STORE = "zk://" + ",".join(f"{z}:2181" for z in ZK) + "/rollway"
 SERVERS = ",".join(f"{cp}:7700" for cp in CPS)
 PATH = "/discovery/web/prod"
 ROUTEMAP = {"service": "web", "stages": [{"name": "prod", "weight": 100, "mode": "rolling", "serverset": PATH}]}
+API_PATH = "/discovery/api/prod"
+API_HOST = "api.fleet.test"
+API_ROUTEMAP = {"service": "api", "domains": [API_HOST],
+                "stages": [{"name": "prod", "weight": 100, "mode": "rolling", "serverset": API_PATH}]}
+API_PORT = 8081
+API_VERSION = {"v1": "a1", "v2": "a2"}      # api's version on a host that runs web's v1 or v2
+SERVICES = "web,api"
 ZK_CLASSPATH = ":".join(["/etc/zookeeper/conf", "/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-api.jar",
                          "/usr/share/java/log4j-1.2.jar"])
 SESSIONS = 200
+API_SESSIONS = 100
 PY = sys.executable
 # How soon every Envoy is connected, in the quorum and on the newest config after each fault
 # (README, "Faults during a deploy"): the stated bounds, each the deadline its wait is given.
@@ -130,14 +141,22 @@ class Fleet:
                             "--debounce", "0.2"])
 
     def start_app(self, app: str, version: str) -> None:
+        """The host's two apps: web ``version`` on 8080, api's matching version on 8081."""
         address = self.net.address[app]
+        api = API_VERSION[version]
         self.spawn(f"{app}-server", app, [PY, str(HERE / "app.py"), "--version", version, "--host", app])
+        self.spawn(f"{app}-api-server", app, [PY, str(HERE / "app.py"), "--version", api, "--host", app,
+                                              "--port", str(API_PORT)])
         self.probe("http", f"http://{app}:8080/", "--timeout", "30")
+        self.probe("http", f"http://{app}:{API_PORT}/", "--timeout", "30")
         self.spawn(f"{app}-announce", app, [*ROLLWAY, "serverset", "announce", "--store", STORE, "--path", PATH,
                                             "--host", address, "--port", "8080", "--version", version])
+        self.spawn(f"{app}-api-announce", app, [*ROLLWAY, "serverset", "announce", "--store", STORE, "--path",
+                                                API_PATH, "--host", address, "--port", str(API_PORT), "--version",
+                                                api])
 
     def stop_app(self, app: str) -> None:
-        for part in ("announce", "server"):
+        for part in ("announce", "api-announce", "server", "api-server"):
             proc = self.procs.pop(f"{app}-{part}")
             proc.send_signal(signal.SIGTERM)
             proc.wait(15)
@@ -148,7 +167,8 @@ class Fleet:
         cert = self.certs[envoy]
         bootstrap = subprocess.run(
             [*ROLLWAY, "envoy-config", "--ads", "--xds", f"{preferred[0]}:18000", "--xds", f"{preferred[1]}:18000",
-             "--node-id", envoy, "--listen", "0.0.0.0:10000", "--xds-tls-ca", self.ca, "--xds-tls-cert",
+             "--node-id", envoy, "--service", "web", "--service", "api", "--listen", "0.0.0.0:10000",
+             "--xds-tls-ca", self.ca, "--xds-tls-cert",
              cert.cert, "--xds-tls-key", cert.key], capture_output=True, text=True, check=True).stdout
         path = self.dir / f"{envoy}.json"
         path.write_text(bootstrap)
@@ -170,7 +190,8 @@ class Fleet:
 
     def converged(self, timeout: float = 90, newer_than: int = -1, not_on: str = "") -> dict:
         return json.loads(self.probe("converged", SERVERS, self.ca, "--timeout", str(timeout),
-                                     "--newer-than", str(newer_than), "--not-on", not_on, timeout=timeout + 30))
+                                     "--newer-than", str(newer_than), "--not-on", not_on, "--services", SERVICES,
+                                     timeout=timeout + 30))
 
     def leader(self) -> str:
         return self.probe("leader", SERVERS, self.ca).strip()
@@ -220,8 +241,11 @@ class Checked(threading.Thread):
             raise AssertionError(f"{what} failed: {self.error!r}") from self.error
 
 def deploy_host(fleet: Fleet, app: str) -> None:
+    """Both apps of the host at once: each drained through its own service's gate."""
     fleet.operator("serverset", "drain", "--store", STORE, "--path", PATH, "--host", fleet.net.address[app],
                    "--port", "8080", "--service", "web", "--timeout", "60")
+    fleet.operator("serverset", "drain", "--store", STORE, "--path", API_PATH, "--host", fleet.net.address[app],
+                   "--port", str(API_PORT), "--service", "api", "--timeout", "60")
     fleet.stop_app(app)
     fleet.start_app(app, "v2")
 
@@ -269,12 +293,13 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
     fleet.probe("zk", ",".join(f"{z}:2181" for z in ZK), "--timeout", "90", timeout=120)
     for cp in CPS:
         fleet.start_replica(cp)
-    doc = tmp_path / "web.json"
-    doc.write_text(json.dumps(ROUTEMAP))
     for app in APPS:
         fleet.start_app(app, "v1")
-    fleet.operator("routemap", "push", str(doc), "--expected-revision", "0", "--token-file", str(fleet.token),
-                   "--reason", "fleet test")
+    for name, routemap in (("web", ROUTEMAP), ("api", API_ROUTEMAP)):
+        doc = tmp_path / f"{name}.json"
+        doc.write_text(json.dumps(routemap))
+        fleet.operator("routemap", "push", str(doc), "--expected-revision", "0", "--token-file", str(fleet.token),
+                       "--reason", "fleet test")
     for envoy in ENVOYS:
         fleet.start_envoy(envoy)
     for envoy in ENVOYS:
@@ -284,12 +309,14 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
     stop_file = tmp_path / "stop-browsers"
     requests_path = tmp_path / "requests.jsonl"
     browsers = fleet.spawn("browsers", "browser", [PY, str(HERE / "browsers.py"), "--envoys", ",".join(ENVOYS),
-                                                   "--sessions", str(SESSIONS), "--out", str(requests_path),
+                                                   "--sessions", str(SESSIONS), "--api-sessions", str(API_SESSIONS),
+                                                   "--api-host", API_HOST, "--out", str(requests_path),
                                                    "--stop", str(stop_file), "--interval", "3"])
     def loaded_on_v1() -> bool:
         lines = requests_path.read_text().splitlines() if requests_path.exists() else []
-        return len({r["session"] for r in map(json.loads, filter(None, lines)) if r.get("version") == "v1"}) == SESSIONS
-    wait_for(loaded_on_v1, timeout=60, what=f"all {SESSIONS} sessions to load their page on v1")
+        return len({r["session"] for r in map(json.loads, filter(None, lines))
+                    if r.get("version") in ("v1", "a1")}) == SESSIONS + API_SESSIONS
+    wait_for(loaded_on_v1, timeout=60, what=f"all {SESSIONS + API_SESSIONS} sessions to load their page on v1/a1")
 
     faults: list[dict] = []
 
@@ -365,6 +392,7 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
                 continue
             deploy_host(fleet, app)
         fleet.operator("deploy", "wait", "web", "--timeout", "90", timeout=120)
+        fleet.operator("deploy", "wait", "api", "--timeout", "90", timeout=120)
         if number == 4:
             fleet.start_zookeeper("zk2")
             entry = fault("ZooKeeper server zk2 stopped, restarted after the last batch", zk_stop, time.time(),
@@ -385,7 +413,7 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
             r = json.loads(line)
             if r["t"] > settled and r.get("status") == 200:
                 recent[r["session"]] = recent.get(r["session"], 0) + 1
-        return len(recent) == SESSIONS and min(recent.values()) >= 2
+        return len(recent) == SESSIONS + API_SESSIONS and min(recent.values()) >= 2
     wait_for(every_session_asked_twice_since, timeout=60, what="every session to ask twice on the final config")
     stop_file.write_text("stop")
     browsers.wait(60)
@@ -413,6 +441,7 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
     summary = {"requests": result["requests"], "failed": len(result["failed"]), "bounces": result["bounces"],
                "refreshes_per_session_max": result["refreshes_max"], "sessions": result["sessions"],
                "sessions_on_v2": sum(1 for v in result["final"].values() if v == "v2"),
+               "api_sessions_on_a2": sum(1 for v in result["final"].values() if v == "a2"),
                "deploy_seconds": round(deploy_end - deploy_start, 1), "final_config": final}
     print("\n" + "\n".join(table) + "\n" + json.dumps(summary, indent=1))
     (tmp_path / "faults.md").write_text("\n".join(table) + "\n")
@@ -422,17 +451,19 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
     print("failed requests (time, Envoy, status, why):", json.dumps(failed_why))
     print("faults (time from start):", json.dumps([(e["fault"], round(e["start"] - fleet.t0, 1),
                                                     round(e["end"] - fleet.t0, 1)) for e in faults]))
-    assert result["sessions"] == SESSIONS
+    assert result["sessions"] == SESSIONS + API_SESSIONS
     assert result["bounces"] == 0, result["bounce_times"]
     assert result["refreshes_max"] <= 1
     assert result["sessions_refreshed"] > 0               # sessions did move to v2, told once
-    assert all(v == "v2" for v in result["final"].values()), result["final"]
+    # Every web session on v2 and every api session on a2 (sessions SESSIONS.. are api's).
+    assert all(v == ("v2" if s < SESSIONS else "a2") for s, v in result["final"].items()), result["final"]
     # The only failures allowed: requests in flight on app2's open connections when it
     # vanished (they may have reached the app, so Envoy does not retry them; the browser
-    # gives up after 10 s): at most two per Envoy (its pool to app2 at this load). Every
-    # later request to app2 fails to connect and is retried on another host.
+    # gives up after 10 s): at most two per Envoy and service (its pool to each of app2's
+    # apps at this load). Every later request to app2 fails to connect and is retried on
+    # another host.
     in_flight = [r for r in result["failed"] if culprit(r["t"]) is spot and r.get("error") == "TimeoutError"]
-    assert len(result["failed"]) == len(in_flight) <= 2 * len(ENVOYS), failed_why
+    assert len(result["failed"]) == len(in_flight) <= 2 * len(ENVOYS) * 2, failed_why
     assert sorted(final["envoys"]) == ENVOYS              # every Envoy, env2 included, on one config
     # Every process exits on SIGTERM, with the code it should, and nothing is left running.
     codes = fleet.terminate_all()
