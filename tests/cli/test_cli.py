@@ -121,3 +121,22 @@ def test_envoy_config_ads(tmp_path):
     check = subprocess.run([ENVOY_BINARY, "--mode", "validate", "-c", str(path)], capture_output=True, text=True,
                            timeout=60)
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    # Several services, and routes of the Envoy's own: both go to the control plane in the
+    # node metadata; the own routes' cluster is static in the bootstrap.
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"routes": {"www.example.test": [
+        {"match": {"path": "/healthz"}, "route": {"cluster": "static_origin"}}]}}))
+    many = run("envoy-config", "--ads", "--xds", "127.0.0.1:18000", "--service", "web", "--service", "api",
+               "--extra-routes", str(own), "--cluster", "static_origin=127.0.0.1:9000")
+    assert many.returncode == 0, many.stderr
+    doc = json.loads(many.stdout)
+    assert doc["node"]["metadata"]["services"] == ["web", "api"] and doc["node"]["cluster"] == "rollway-edge"
+    assert json.loads(doc["node"]["metadata"]["own_routes"])["routes"]["www.example.test"][0]["match"] == \
+        {"path": "/healthz"}
+    assert [c["name"] for c in doc["static_resources"]["clusters"]] == ["rollway_xds", "static_origin"]
+    path.write_text(many.stdout)
+    check = subprocess.run([ENVOY_BINARY, "--mode", "validate", "-c", str(path)], capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    bad = run("envoy-config", "--ads", "--xds", "127.0.0.1:18000", "--service", "bad\tname")
+    assert bad.returncode == 2 and "--service" in bad.stderr

@@ -34,6 +34,15 @@ ROUTEMAPS = {
             "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/api"}]},
 }
 HOSTS = 4
+# The operator's own routes beside Rollway's, carried in the Envoy's node metadata
+# (``rollway envoy-config --ads --extra-routes FILE --cluster static_origin=...``): a health
+# check answered by Envoy and a static origin under /static on www, and a host of its own.
+OWN_ROUTES = ec.OwnRoutes.parse({
+    "routes": {"www.example.test": [
+        {"match": {"path": "/healthz"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}},
+        {"match": {"path_separated_prefix": "/static"}, "route": {"cluster": "static_origin"}}]},
+    "virtual_hosts": [{"name": "assets", "domains": ["assets.example.test"],
+                       "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "static_origin"}}]}]})
 VERSIONS = {"web": ("v1", "v2"), "admin": ("m1", "m2"), "api": ("a1", "a2")}
 PATHS = {"web": ("www.example.test", "/"), "admin": ("www.example.test", "/admin/x"),
          "api": ("api.example.test", "/v1/items")}
@@ -50,14 +59,16 @@ class Edge:
         self.replica = Replica(f"file://{tmp_path}/store", dashboard=True, sample_interval=0.3,
                                ack_timeout=ack_timeout, secrets_file=str(secrets_file) if secrets_file else None)
         self.plane, self.cache = self.replica.plane, self.replica.xds.xds.cache
-        self.backends = Backends([f"{s}.{v}#{i}" for s, vs in VERSIONS.items() for v in vs for i in range(HOSTS)])
+        self.backends = Backends([f"{s}.{v}#{i}" for s, vs in VERSIONS.items() for v in vs for i in range(HOSTS)]
+                                 + ["static"])
         self.members: dict[str, object] = {}
         for service, doc in ROUTEMAPS.items():
             self.plane.push(json.dumps(doc), 0, "alice", f"{service} on the edge")
             self.set_hosts(service, 0)
         listen, admin = free_port(), free_port()
         bootstrap = ec.ads_bootstrap(xds_host="127.0.0.1", xds_port=self.replica.xds.port, node_id="edge-1",
-                                     listen_port=listen, admin_port=admin, services=list(ROUTEMAPS))
+                                     listen_port=listen, admin_port=admin, services=list(ROUTEMAPS),
+                                     own_routes=OWN_ROUTES, own_clusters={"static_origin": [self.backends.address("static")]})
         self.envoy = EnvoyProcess(bootstrap, tmp_path, listen, admin).start()
 
     def set_hosts(self, service: str, new_hosts: int) -> None:
@@ -149,6 +160,13 @@ def test_one_envoy_routes_each_service_by_its_route_map(edge):
     assert api.status == 200 and api.backend.startswith("api.a1#")
     # A host no service claims: Envoy's own 404, not Rollway's 503.
     assert get(edge.envoy, "unknown.example.test", "/").status == 404
+    # The Envoy's own routes: served as the operator wrote them, no cookie set.
+    health = get(edge.envoy, "www.example.test", "/healthz")
+    assert health.status == 200 and health.cookies == {}
+    static = get(edge.envoy, "www.example.test", "/static/app.js")
+    assert static.backend == "static" and static.cookies == {}
+    assets = get(edge.envoy, "assets.example.test", "/logo.png")
+    assert assets.backend == "static" and assets.cookies == {}
     # The operator's view: every service, where it lives, and the services the Envoy fronts;
     # the Envoy is in each service's quorum.
     server = f"127.0.0.1:{edge.replica.server.api_port}"

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from rollway.xds.fronting import MAX_FRONTED, ConfigTrial
-from rollway.xds.server import _services
+from rollway.xds.server import _own_routes, _services
 
 pytestmark = [pytest.mark.unit]
 
@@ -78,3 +78,29 @@ def test_node_metadata_naming_services_badly_is_refused(value, problem):
 
 def test_node_metadata_services_are_sorted_without_repeats():
     assert _services(_metadata(["web", "api", "web"]).fields) == ("api", "web")
+
+
+def _own(value) -> struct_pb2.Struct:
+    meta = struct_pb2.Struct()
+    meta.update({"own_routes": value})
+    return meta
+
+
+@pytest.mark.parametrize("value, problem", [
+    (["not", "a string"], "must be a string"),
+    ("{not json", "not JSON"),
+    ('{"routes": []}', "must be"),
+    ('{"listeners": {}}', "must be"),
+    ('{"routes": {"www.example.test": [{"match": {"prefix": "/"}, "nonsense": 1}]}}', "own_routes"),
+    ('{"virtual_hosts": [' + ",".join(['{"name": "x", "domains": ["x"], "routes": []}'] * 2000) + "]}",
+     "more than 65536 bytes"),
+])
+def test_an_envoys_own_routes_that_envoy_could_not_read_are_refused(value, problem):
+    with pytest.raises(ValueError, match=problem):
+        _own_routes(_own(value).fields)
+
+
+def test_an_envoys_own_routes_are_kept_as_canonical_json():
+    own = _own_routes(_own('{"routes": {"a.test": [{"match": {"path": "/h"}, '
+                           '"direct_response": {"status": 200}}]}}').fields)
+    assert own.routes == {"a.test": [{"match": {"path": "/h"}, "direct_response": {"status": 200}}]}

@@ -193,7 +193,8 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
         missing = sorted(wanted - clusters.keys())
         if missing:
             raise UsageError("no --cluster given for " + ", ".join(missing))
-        extra_routes, extra_hosts = _extra_routes(args.extra_routes) if args.extra_routes else ({}, [])
+        own = _extra_routes(args.extra_routes) if args.extra_routes else None
+        extra_routes, extra_hosts = (own.routes, own.virtual_hosts) if own else ({}, [])
         if len(texts) == 1 and not args.placement and not args.extra_routes:
             doc = envoy_config.static_bootstrap(texts[0], clusters, listen_port=listen_port, admin_port=admin_port,
                                                 ecds_path=args.ecds_path, listen_address=listen_address,
@@ -228,11 +229,13 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
             tls = envoy_config.XdsTLS(args.xds_tls_ca, args.xds_tls_cert, args.xds_tls_key)
         elif args.xds_tls_cert or args.xds_tls_key:
             raise UsageError("--xds-tls-cert needs --xds-tls-ca (the CA of the control plane's certificate)")
+        own = _extra_routes(args.extra_routes) if args.extra_routes else None
         doc = envoy_config.ads_bootstrap(xds_host=replicas[0][0], xds_port=replicas[0][1], node_id=args.node_id,
                                          listen_port=listen_port, admin_port=admin_port,
                                          service=services[0], services=services if len(services) > 1 else None,
                                          xds_fallback=replicas[1:], listen_address=listen_address,
-                                         admin_address=admin_address, edge=edge, tls=tls)
+                                         admin_address=admin_address, edge=edge, tls=tls, own_routes=own,
+                                         own_clusters=dict(args.cluster or []))
         # The control plane names the module; this host must resolve it.
         print(f"# run Envoy with ENVOY_DYNAMIC_MODULES_SEARCH_PATH={envoy_config.module_search_path()} "
               "(or: rollway envoy-run -c FILE)", file=sys.stderr)
@@ -273,18 +276,14 @@ def _placements(specs: list[str], routers: list) -> list:
     return [Placement(m.service, m.domains, m.path_prefix, services[m.service].cluster_header) for m in maps]
 
 
-def _extra_routes(path: str) -> tuple[dict, list]:
-    """``--extra-routes FILE``: routes Rollway does not own, in Envoy's JSON:
-    ``{"routes": {DOMAIN: [route, ...]}, "virtual_hosts": [virtual host, ...]}``."""
+def _extra_routes(path: str):
+    """``--extra-routes FILE``: routes Rollway does not own (``bootstrap.OwnRoutes``)."""
+    from rollway.envoy.bootstrap import OwnRoutes
+
     try:
-        doc = json.loads(_read_config(path))
+        return OwnRoutes.parse(_read_config(path))
     except ValueError as error:
-        raise CommandError(f"--extra-routes {path!r}: not JSON: {error}") from None
-    if not isinstance(doc, dict) or not set(doc) <= {"routes", "virtual_hosts"} \
-            or not isinstance(doc.get("routes", {}), dict) or not isinstance(doc.get("virtual_hosts", []), list):
-        raise CommandError(f"--extra-routes {path!r}: must be {{\"routes\": {{DOMAIN: [...]}}, "
-                           "\"virtual_hosts\": [...]}")
-    return doc.get("routes", {}), doc.get("virtual_hosts", [])
+        raise CommandError(f"--extra-routes {path!r}: {error}") from None
 
 
 def _cmd_envoy_run(args: argparse.Namespace) -> int:
@@ -414,10 +413,12 @@ def _add_envoy_commands(sub: argparse._SubParsersAction) -> None:
                        help="(--static) where a service lives (its route map's domains and path_prefix); "
                             "default every domain, /")
     envoy.add_argument("--extra-routes", metavar="FILE",
-                       help="(--static) routes Rollway does not own, Envoy JSON: "
+                       help="routes Rollway does not own, Envoy JSON (with --ads: carried to the control plane, "
+                            "which adds them to this Envoy's route table; their clusters from --cluster): "
                             '{"routes": {DOMAIN: [...]}, "virtual_hosts": [...]}')
     envoy.add_argument("--cluster", action="append", type=_parse_cluster,
-                       help="(--static) NAME=HOST:PORT[,HOST:PORT], one per cluster the config names")
+                       help="NAME=HOST:PORT[,HOST:PORT]: (--static) one per cluster the config names; (--ads) "
+                            "the clusters of --extra-routes")
     envoy.add_argument("--ecds-path", help="(--static) take the filter config from this file (ECDS), watched")
     envoy.add_argument("--xds", action="append", metavar="HOST:PORT",
                        help="(--ads) the control-plane replica this Envoy prefers; repeat for fallback replicas")

@@ -142,6 +142,51 @@ class Placement:
     cluster_header: str = DEFAULT_CLUSTER_HEADER
 
 
+MAX_OWN_ROUTES = 64 * 1024     # bytes of an Envoy's own routes carried in its node metadata
+
+
+@dataclass(frozen=True)
+class OwnRoutes:
+    """Routes Rollway does not own (a health check, a static origin, an app Rollway does not
+    roll), in Envoy's JSON: ``{"routes": {DOMAIN: [route, ...]}, "virtual_hosts": [...]}``.
+    The routes go first on that domain's virtual host, the virtual hosts after Rollway's;
+    the filter leaves them alone. Static bootstraps write them in; an ADS-fed Envoy carries
+    them in its node metadata (``own_routes``) and the control plane adds them to its
+    route table."""
+    text: str                      # canonical JSON: the key the control plane caches by
+
+    @property
+    def doc(self) -> dict:
+        return json.loads(self.text)
+
+    @property
+    def routes(self) -> dict[str, list]:
+        return self.doc.get("routes", {})
+
+    @property
+    def virtual_hosts(self) -> list[dict]:
+        return self.doc.get("virtual_hosts", [])
+
+    @classmethod
+    def parse(cls, doc: object) -> OwnRoutes:
+        """Raises ValueError naming what is wrong."""
+        if isinstance(doc, str):
+            if len(doc) > MAX_OWN_ROUTES:
+                raise ValueError(f"more than {MAX_OWN_ROUTES} bytes")
+            try:
+                doc = json.loads(doc)
+            except ValueError as error:
+                raise ValueError(f"not JSON: {error}") from None
+        if not isinstance(doc, dict) or not set(doc) <= {"routes", "virtual_hosts"} \
+                or not isinstance(doc.get("routes", {}), dict) or not isinstance(doc.get("virtual_hosts", []), list) \
+                or not all(isinstance(r, list) for r in doc.get("routes", {}).values()):
+            raise ValueError('must be {"routes": {DOMAIN: [route, ...]}, "virtual_hosts": [virtual host, ...]}')
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        if len(text) > MAX_OWN_ROUTES:
+            raise ValueError(f"more than {MAX_OWN_ROUTES} bytes")
+        return cls(text)
+
+
 def route_service_config(service: str, *, by_name: bool = False) -> dict:
     """The per-route config that names a route's service to the filter."""
     module = {"name": MODULE_NAME} if by_name else \
@@ -319,7 +364,9 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
                   service: str = "web", services: Iterable[str] | None = None,
                   xds_fallback: list[tuple[str, int]] | tuple = (),
                   listen_address: str = "127.0.0.1", admin_address: str = "127.0.0.1",
-                  edge: EdgeOptions | None = None, tls: XdsTLS | None = None) -> dict:
+                  edge: EdgeOptions | None = None, tls: XdsTLS | None = None,
+                  own_routes: OwnRoutes | None = None,
+                  own_clusters: Mapping[str, Iterable[tuple[str, int]]] | None = None) -> dict:
     """Everything from the control plane over one ADS stream: listener with the filter (its
     config over ECDS), route, clusters (CDS) and endpoints (EDS). The node's ``cluster``
     names the service it fronts; its metadata the address and port its listener binds
@@ -328,7 +375,10 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
     counters (reachable from the control plane's host only when ``admin_address`` is).
     With ``services`` it fronts several: they go in the metadata (``services``), and the
     control plane routes each by its route map's domains and path prefix
-    (rollway.xds.fronting); the node's ``cluster`` is then ``rollway-edge``.
+    (rollway.xds.fronting); the node's ``cluster`` is then ``rollway-edge``. ``own_routes``
+    (routes Rollway does not own) go in the metadata too, the Envoy then counts as fronting
+    its services that way whatever their number; their clusters are ``own_clusters``,
+    static in this bootstrap.
 
     ``xds_host:xds_port`` is the replica this Envoy prefers; ``xds_fallback`` lists other
     replicas (a lower priority) that it fails over to when a TCP health check finds the
@@ -373,8 +423,12 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
     metadata = {"listen_address": listen_address, "listen_port": listen_port, "admin_port": admin_port}
     if edge.overrides():
         metadata["edge"] = edge.overrides()
+    if own_routes is not None and services is None:
+        services = [service]
     if services is not None:
         metadata["services"] = list(services)
+    if own_routes is not None:
+        metadata["own_routes"] = own_routes.text
     return {
         "node": {"id": node_id, "cluster": service if services is None else "rollway-edge", "metadata": metadata},
         "admin": _admin(admin_port, admin_address),
@@ -393,7 +447,9 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
             "lds_config": ads_source,
             "cds_config": ads_source,
         },
-        "static_resources": {"clusters": [cluster]},
+        "static_resources": {"clusters": [cluster, *(
+            {**static_cluster(name, eps), **edge.cluster(), **UPSTREAM_RESILIENCE}
+            for name, eps in (own_clusters or {}).items())]},
     }
 
 

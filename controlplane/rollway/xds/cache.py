@@ -173,7 +173,8 @@ class SnapshotCache:
                 recent.popitem(last=False)
             return fresh
 
-    def fronted(self, services: tuple[str, ...], listener: ListenerSpec) -> FrontedSnapshot | None:
+    def fronted(self, services: tuple[str, ...], listener: ListenerSpec,
+                own: ec.OwnRoutes | None = None) -> FrontedSnapshot | None:
         """The resources of an Envoy fronting ``services`` (sorted), but its filter config
         (``fronted_resources``); None while none of them has a snapshot. A service with no
         snapshot yet is left out until it has one (its wake-up rebuilds this)."""
@@ -188,7 +189,7 @@ class SnapshotCache:
                 parts[service] = (resources, retained.text)
         if not parts:
             return None
-        key = (services, listener)
+        key = (services, listener, own)
         identity = tuple((s, id(parts[s][0])) for s in sorted(parts))
         with self.lock:
             cached = self.fronted_sets.get(key)
@@ -196,7 +197,7 @@ class SnapshotCache:
                 return cached[1]
             views = self.views
             placements = [placement_of(views[s], self.configs_header(s)) for s in sorted(parts)]
-            fronted = compose(parts, fronted_route(placements, self.encoded))
+            fronted = compose(parts, fronted_route(placements, self.encoded, own))
             self.fronted_sets[key] = (identity, fronted)
             self.fronted_sets.move_to_end(key)
             while len(self.fronted_sets) > MAX_FRONTED_SETS:

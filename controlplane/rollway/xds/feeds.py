@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from rollway.envoy.bootstrap import OwnRoutes
 from rollway.plane.control_plane import NotFound
 from rollway.xds.cache import SnapshotCache
 from rollway.xds.fronting import ConfigTrial, FrontedSnapshot
@@ -66,8 +67,9 @@ class FrontingFeed:
     """``node`` keeps the stream's own bookkeeping (what was sent, warm clusters) and is in
     no service's quorum; ``members`` are its entries in the ledger, one per service."""
 
-    def __init__(self, cache: SnapshotCache, node: EnvoyNode, services: tuple[str, ...]):
-        self.cache, self.node, self.services = cache, node, services
+    def __init__(self, cache: SnapshotCache, node: EnvoyNode, services: tuple[str, ...],
+                 own_routes: OwnRoutes | None = None):
+        self.cache, self.node, self.services, self.own_routes = cache, node, services, own_routes
         self.members = {s: replace(node, service=s, sent={}, acked={}, behind=set(), clusters=set(), warm=set())
                         for s in services}
         self.trial = ConfigTrial()
@@ -85,7 +87,7 @@ class FrontingFeed:
         memo = self._memo
         if memo is not None and memo[0] == epoch and memo[1] == self._revision:
             return memo[2], memo[3], memo[4]
-        fronted = self.cache.fronted(self.services, self.node.listener)
+        fronted = self.cache.fronted(self.services, self.node.listener, self.own_routes)
         chosen: dict[str, str] = {}
         resources = None
         if fronted is not None:

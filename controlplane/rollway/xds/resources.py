@@ -120,10 +120,12 @@ def encode_cached(cache: dict, kind, doc: dict) -> bytes:
     return value
 
 
-def fronted_route(placements, cache: dict) -> bytes:
-    """The route table of an Envoy that fronts several services (rollway.xds.fronting)."""
-    return encode_cached(cache, RouteConfiguration, ec.services_route_config(placements, by_name=True,
-                                                                             name=ROUTE_NAME))
+def fronted_route(placements, cache: dict, own: ec.OwnRoutes | None = None) -> bytes:
+    """The route table of an Envoy that fronts several services (rollway.xds.fronting), with
+    the routes of its own it carries in its metadata."""
+    return encode_cached(cache, RouteConfiguration, ec.services_route_config(
+        placements, by_name=True, name=ROUTE_NAME, extra_routes=own.routes if own else None,
+        extra_virtual_hosts=own.virtual_hosts if own else ()))
 
 
 def fronted_extension(texts: Sequence[str], cache: dict) -> bytes:

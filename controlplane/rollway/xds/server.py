@@ -22,7 +22,9 @@ import logging
 import threading
 
 import grpc
+from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
 
+from rollway.envoy.bootstrap import OwnRoutes, services_route_config
 from rollway.envoy.edge import EdgeOptionError, EdgeOptions
 from rollway.inputs import check_node_id, printable
 from rollway.plane.control_plane import ControlPlane
@@ -98,6 +100,9 @@ class AdsServicer:
             check_node_id(node_id, "node.id")
             meta = request.node.metadata.fields
             services = _services(meta) if "services" in meta else None
+            own = _own_routes(meta) if "own_routes" in meta else None
+            if own is not None and services is None:
+                raise ValueError("node metadata own_routes: needs services (the bootstrap writes both)")
             if services is None:
                 check_node_id(service, "node.cluster (the service)")
             listen_port, admin_port = _port(meta, "listen_port", 10000), _port(meta, "admin_port", 0)
@@ -110,7 +115,8 @@ class AdsServicer:
                          admin_port=admin_port, peer_host=_peer_host(context.peer()), listen_address=listen_address,
                          edge=edge)
         node.__dict__["_listener"] = self.cache.intern(node.listener)
-        feed: Feed = SingleFeed(self.cache, node) if services is None else FrontingFeed(self.cache, node, services)
+        feed: Feed = SingleFeed(self.cache, node) if services is None else \
+            FrontingFeed(self.cache, node, services, own)
         feed.connect()
         log.info("xds: %s connected (%s %s, listener %s:%d)", node.node_id,
                  "service" if services is None else "services", node.service, listen_address, listen_port)
@@ -225,6 +231,22 @@ def _services(fields) -> tuple[str, ...]:
             raise ValueError(f"node metadata services[{i}]: must be a string")
         names.append(check_node_id(value.string_value, f"node metadata services[{i}]"))
     return tuple(sorted(set(names)))
+
+
+def _own_routes(fields) -> OwnRoutes:
+    """An Envoy's own routes (node metadata ``own_routes``: the JSON text of
+    ``bootstrap.OwnRoutes``), checked as Envoy would read them: a route table that does not
+    encode is refused here, not sent to be NACKed."""
+    item = fields["own_routes"]
+    if item.WhichOneof("kind") != "string_value":
+        raise ValueError("node metadata own_routes: must be a string (JSON)")
+    try:
+        own = OwnRoutes.parse(item.string_value)
+        RouteConfiguration.from_dict(services_route_config([], extra_routes=own.routes,
+                                                           extra_virtual_hosts=own.virtual_hosts))
+    except Exception as error:   # betterproto raises several kinds for a bad document
+        raise ValueError(f"node metadata own_routes: {printable(str(error))[:200]}") from None
+    return own
 
 
 def _address(fields, name: str) -> str:
