@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 
 from rollway.envoy import bootstrap as ec
+from rollway.model.routemap import RouteMapError
 from rollway.sources.serverset import member_json
 
 from conftest import wait_for
@@ -160,6 +161,13 @@ def test_one_envoy_routes_each_service_by_its_route_map(edge):
     assert api.status == 200 and api.backend.startswith("api.a1#")
     # A host no service claims: Envoy's own 404, not Rollway's 503.
     assert get(edge.envoy, "unknown.example.test", "/").status == 404
+    # A route map claiming admin's place is refused naming both services, and changes nothing.
+    shop = {"service": "shop", "domains": ["www.example.test"], "path_prefix": "/admin",
+            "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/shop"}]}
+    with pytest.raises(RouteMapError, match=r"service 'shop' and service 'admin' both claim www\.example\.test/admin"):
+        edge.plane.push(json.dumps(shop), 0, "mallory", "take /admin")
+    assert "shop" not in edge.plane.service_names()
+    assert get(edge.envoy, "www.example.test", "/admin/users").backend.startswith("admin.m1#")
     # The Envoy's own routes: served as the operator wrote them, no cookie set.
     health = get(edge.envoy, "www.example.test", "/healthz")
     assert health.status == 200 and health.cookies == {}
@@ -201,6 +209,7 @@ def test_a_deploy_of_web_leaves_api_and_admin_sessions_where_they_are(edge):
     edge.visit(browsers, seen)
     pushes = dict(edge.cache.pushes)
     held_before = {s: dict(p) for s, p in _eds_updates(edge).items()}
+    clusters_before = _cluster_manager(edge)
     for step in range(1, HOSTS + 1):
         edge.set_hosts("web", step)
         wait_for(lambda: edge.settled("web", step), timeout=30, what=f"web step {step} settled")
@@ -213,6 +222,14 @@ def test_a_deploy_of_web_leaves_api_and_admin_sessions_where_they_are(edge):
         assert after[service] == held_before[service], (service, held_before[service], after[service])
     assert sum(after["web"].values()) > sum(held_before["web"].values())
     assert edge.cache.pushes["ClusterLoadAssignment"] > pushes["ClusterLoadAssignment"]
+    # web's new version added one cluster (web.prod.v2) and later removed web.prod.v1; the
+    # CDS responses list every cluster (state of the world), and Envoy modified none of the
+    # others: no cluster of api or admin was touched.
+    clusters_after = _cluster_manager(edge)
+    assert clusters_after["cluster_modified"] == clusters_before["cluster_modified"], (clusters_before,
+                                                                                      clusters_after)
+    assert clusters_after["cluster_added"] == clusters_before["cluster_added"] + 1
+    assert clusters_after["cluster_removed"] == clusters_before["cluster_removed"] + 1
 
 
 def test_two_services_deploying_at_once_bounce_no_session(edge):
@@ -257,6 +274,12 @@ def test_a_config_one_envoy_rejects_holds_only_that_service(tmp_path):
         wait_for(lambda: edge.settled("api"), timeout=30, what="api's fixed config ACKed")
     finally:
         edge.close()
+
+
+def _cluster_manager(edge) -> dict[str, int]:
+    """Envoy's count of clusters added, modified and removed over CDS."""
+    _, body = edge.envoy.admin("/stats?filter=^cluster_manager[.]cluster_(added|modified|removed)$")
+    return {line.split(": ")[0].rsplit(".", 1)[1]: int(line.split(": ")[1]) for line in body.splitlines() if ": " in line}
 
 
 def _eds_updates(edge) -> dict[str, dict[str, int]]:

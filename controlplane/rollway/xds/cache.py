@@ -190,13 +190,15 @@ class SnapshotCache:
         if not parts:
             return None
         key = (services, listener, own)
-        identity = tuple((s, id(parts[s][0])) for s in sorted(parts))
+        views = self.views
+        placements = [placement_of(views[s], self.configs_header(s)) for s in sorted(parts)]
+        # What the composition depends on, by value (not object identity, which Python
+        # reuses once an old snapshot is freed).
+        identity = (tuple(placements), tuple((s, tuple(sorted(parts[s][0].versions.items()))) for s in sorted(parts)))
         with self.lock:
             cached = self.fronted_sets.get(key)
             if cached is not None and cached[0] == identity:
                 return cached[1]
-            views = self.views
-            placements = [placement_of(views[s], self.configs_header(s)) for s in sorted(parts)]
             fronted = compose(parts, fronted_route(placements, self.encoded, own))
             self.fronted_sets[key] = (identity, fronted)
             self.fronted_sets.move_to_end(key)

@@ -78,6 +78,10 @@ class FrontingFeed:
         self._components: dict[str, dict[str, str]] = {}    # type -> service -> version, as last sent
         self._chosen_sent: dict[str, str] = {}
         self._endpoints_held: dict[str, int] = {}            # assignment name -> hash of what was sent
+        # What the last ``resources()`` returned, and so what the response being sent was
+        # built from: a view published meanwhile (another thread) must not change what the
+        # send records, or an ACK would count for versions the Envoy was never sent.
+        self._served: tuple[FrontedSnapshot | None, dict[str, str], Resources | None] = (None, {}, None)
 
     def connect(self) -> None:
         self.cache.ledger.connect(*self.members.values())
@@ -97,7 +101,8 @@ class FrontingFeed:
         return fronted, chosen, resources
 
     def resources(self) -> Resources | None:
-        return self._current()[2]
+        self._served = self._current()
+        return self._served[2]
 
     def subset(self, type_url: str, resources: Resources, names: tuple[str, ...]) -> tuple[str, ...] | None:
         """Endpoints: only the assignments that changed since they were last sent."""
@@ -110,8 +115,8 @@ class FrontingFeed:
 
     def sent(self, type_url: str, version: str, nonce: str, names: tuple[str, ...]) -> None:
         self.node.sent[type_url] = (version, nonce, names)
-        fronted, chosen, resources = self._current()
-        if fronted is None or resources is None:
+        fronted, chosen, resources = self._served
+        if fronted is None or resources is None or resources.versions.get(type_url) != version:
             return
         if type_url == ENDPOINT:
             available = resources.by_type[ENDPOINT]
