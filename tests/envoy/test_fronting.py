@@ -21,19 +21,13 @@ from rollway.sources.serverset import member_json
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
+from examples import EDGE_ROUTEMAPS
 from harness import Replica
 from host_browser import Browser, get
 
 pytestmark = [pytest.mark.envoy]
 
-ROUTEMAPS = {
-    "web": {"service": "web", "domains": ["www.example.test"],
-            "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/web"}]},
-    "admin": {"service": "admin", "domains": ["www.example.test"], "path_prefix": "/admin",
-              "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/admin"}]},
-    "api": {"service": "api", "domains": ["api.example.test"],
-            "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/api"}]},
-}
+ROUTEMAPS = EDGE_ROUTEMAPS
 HOSTS = 4
 # The operator's own routes beside Rollway's, carried in the Envoy's node metadata
 # (``rollway envoy-config --ads --extra-routes FILE --cluster static_origin=...``): a health

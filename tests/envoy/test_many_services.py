@@ -15,18 +15,12 @@ from rollway.model.routemap import parse_routemap
 from rollway.sources.serverset import ServersetView
 
 from envoy_harness import Backends, EnvoyProcess, free_port, wait_until
+from examples import EDGE_ROUTEMAPS
 from host_browser import Browser, get
 
 pytestmark = [pytest.mark.envoy]
 
-ROUTEMAPS = {
-    "web": {"service": "web", "domains": ["www.example.test"],
-            "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/web"}]},
-    "admin": {"service": "admin", "domains": ["www.example.test"], "path_prefix": "/admin",
-              "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/admin"}]},
-    "api": {"service": "api", "domains": ["api.example.test"],
-            "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/api"}]},
-}
+ROUTEMAPS = EDGE_ROUTEMAPS
 BACKENDS = ["web.v1", "web.v2", "admin.m1", "admin.m2", "api.a1", "api.a2", "static"]
 
 
