@@ -434,6 +434,11 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
         "admin": _admin(admin_port, admin_address),
         "stats_config": stats_config(),
         "overload_manager": edge.overload_manager(),
+        # Load reports (LRS) over the same link: per cluster, so per (stage, version), the
+        # requests completed and failed; the control plane's guard judges versions by them.
+        "cluster_manager": {"load_stats_config": {
+            "api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+            "grpc_services": [{"envoy_grpc": {"cluster_name": "rollway_xds"}}]}},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",

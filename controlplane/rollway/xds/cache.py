@@ -28,8 +28,10 @@ from envoy_data_plane.google.protobuf import Any
 from rollway.envoy import bootstrap as ec
 from rollway.model.admission import known_versions
 from rollway.model.filter_config import FilterConfig
+from rollway.model.guard import Health
 from rollway.plane.control_plane import ControlPlane, NotFound, ServiceView
 from rollway.xds.fronting import FrontedSnapshot, component_version, compose, placement_of
+from rollway.xds.health import HealthBook
 from rollway.xds.ledger import GATED, SHORT, AckLedger, EnvoyNode
 from rollway.xds.resources import (
     EXTENSION,
@@ -87,6 +89,9 @@ class SnapshotCache:
         self.dirty: set[str] = set()     # services whose snapshots must be rebuilt
         self.dirty_lock = threading.Lock()
         self.epoch = 0                   # views handed over so far: what a stream's memo is valid for
+        self._served_clusters: tuple[int, frozenset[str]] = (-1, frozenset())   # (epoch, clusters)
+        # What the Envoys' load reports say each cluster served (rollway.xds.health).
+        self.health = HealthBook(known=self.serves_cluster)
         self.views: dict[str, ServiceView] = {}     # what the plane handed over, per service
         self.loop: asyncio.AbstractEventLoop | None = None
         plane.attach(self)
@@ -238,6 +243,26 @@ class SnapshotCache:
                     self.fronted_ecds.popitem(last=False)
             self.fronted_ecds.move_to_end(version)
         return Resources({**fronted.by_type, **ecds.by_type}, {**fronted.versions, **ecds.versions})
+
+    def serves_cluster(self, name: str) -> bool:
+        """Whether a config this replica serves may route to cluster ``name``."""
+        epoch, clusters = self._served_clusters
+        if epoch != self.epoch:
+            with self.dirty_lock:
+                epoch, views = self.epoch, list(self.views.values())
+            clusters = frozenset(c for v in views if v.config is not None for c in v.config.picked_clusters())
+            self._served_clusters = (epoch, clusters)
+        return name in clusters
+
+    def version_health(self, service: str) -> dict[tuple[str, str], Health]:
+        """(stage, version) -> what this replica's Envoys reported it served, since this
+        replica started (rolling stages)."""
+        view = self.views.get(service)
+        if view is None or view.config is None:
+            return {}
+        totals = self.health.totals()
+        return {(stage.name, v.name): totals[v.cluster] for stage in view.config.rolling_stages()
+                for v in stage.versions if v.cluster in totals}
 
     def gated_versions(self, service: str) -> tuple[str, ...] | None:
         """The content versions of what the deploy gate compares (CDS, EDS, ECDS) in this

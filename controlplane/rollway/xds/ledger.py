@@ -172,6 +172,11 @@ class AckLedger:
         for node in members:
             self._tell(node)
 
+    def has_node(self, node_id: str) -> bool:
+        """Whether ``node_id`` has (or recently had) an ADS stream here."""
+        with self.lock:
+            return node_id in self._services_of
+
     def disconnect(self, node: EnvoyNode) -> None:
         with self.lock:
             if self.nodes.get((node.service, node.node_id)) is not node:

@@ -20,9 +20,11 @@ import asyncio
 import ipaddress
 import logging
 import threading
+from datetime import timedelta
 
 import grpc
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
+from envoy_data_plane.envoy.service.load_stats.v3 import LoadStatsResponse
 
 from rollway.envoy.bootstrap import OwnRoutes, services_route_config
 from rollway.envoy.edge import EdgeOptionError, EdgeOptions
@@ -33,9 +35,10 @@ from rollway.tls import ServerTLS, is_loopback
 from rollway.xds.cache import SnapshotCache
 from rollway.xds.feeds import FrontingFeed, SingleFeed
 from rollway.xds.fronting import MAX_FRONTED
+from rollway.xds.health import REPORT_INTERVAL
 from rollway.xds.ledger import SHORT, EnvoyNode
 from rollway.xds.resources import CLUSTER, DEFAULT_LISTEN_ADDRESS, ENDPOINT, EXTENSION, TYPES
-from rollway.xds.wire import parse_request
+from rollway.xds.wire import parse_load_stats, parse_request
 
 log = logging.getLogger(__name__)
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
@@ -198,6 +201,33 @@ class AdsServicer:
 
 
 Feed = SingleFeed | FrontingFeed
+class LoadReportingServicer:
+    """LRS (``envoy.service.load_stats.v3.LoadReportingService``): each Envoy's load reports,
+    into the cache's ``HealthBook``. The first message names the node, which must have an
+    ADS stream on this replica; the answer asks for every cluster, every REPORT_INTERVAL."""
+
+    def __init__(self, cache: SnapshotCache):
+        self.cache = cache
+        self.answer = bytes(LoadStatsResponse(send_all_clusters=True,
+                                              load_reporting_interval=timedelta(seconds=REPORT_INTERVAL)))
+
+    async def stream(self, request_iterator, context):
+        node_id = None
+        async for report in request_iterator:
+            if node_id is None:
+                node_id = report.node.id
+                if not self.cache.ledger.has_node(node_id):
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                        "rollway: load reports only from an Envoy with an ADS stream here")
+                    return
+                yield self.answer
+            self.cache.health.add(node_id, (
+                (c.cluster_name, sum(s.total_successful_requests + s.total_error_requests
+                                     for s in c.upstream_locality_stats),
+                 sum(s.total_error_requests for s in c.upstream_locality_stats))
+                for c in report.cluster_stats))
+
+
 _WAKE = object()
 # Bytes of one DiscoveryRequest. Envoy's first one carries its node with every extension
 # it was built with (about 100 KB for 1.40); ACKs are far smaller.
@@ -303,6 +333,7 @@ class XdsServer:
     def __init__(self, plane: ControlPlane):
         self.cache = SnapshotCache(plane)
         self.servicer = AdsServicer(self.cache)
+        self.load_reports = LoadReportingServicer(self.cache)
         self.server: grpc.aio.Server | None = None
 
     async def start(self, port: int, host: str = "127.0.0.1", tls: ServerTLS | None = None) -> int:
@@ -327,7 +358,12 @@ class XdsServer:
             {"StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 self.servicer.stream, request_deserializer=parse_request,
                 response_serializer=lambda body: body)})
-        self.server.add_generic_rpc_handlers((handler,))
+        lrs = grpc.method_handlers_generic_handler(
+            "envoy.service.load_stats.v3.LoadReportingService",
+            {"StreamLoadStats": grpc.stream_stream_rpc_method_handler(
+                self.load_reports.stream, request_deserializer=parse_load_stats,
+                response_serializer=lambda body: body)})
+        self.server.add_generic_rpc_handlers((handler, lrs))
         address = f"{host}:{port}"
         try:
             bound = self.server.add_secure_port(address, tls.grpc_credentials(require_client=True)) if tls \

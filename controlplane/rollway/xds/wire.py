@@ -11,6 +11,7 @@ Usage::
 
     request = parse_request(raw_bytes)       # .type_url, .version_info, .response_nonce, ...
     response = parse_response(raw_bytes)     # .version_info, .nonce (for test and bench clients)
+    report = parse_load_stats(raw_bytes)     # LRS: .node.id, .cluster_stats[i].cluster_name, ...
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         ("error_detail", 6, _F.TYPE_MESSAGE, one, ".rollway.xds_wire.Status")])
     message("DiscoveryResponse", [("version_info", 1, _F.TYPE_STRING, one, ""),
                                   ("type_url", 4, _F.TYPE_STRING, one, ""), ("nonce", 5, _F.TYPE_STRING, one, "")])
+    # Load reports (LRS): per cluster, per locality, the requests completed since the last
+    # report, and how many of them failed (5xx, reset).
+    message("UpstreamLocalityStats", [("total_successful_requests", 2, _F.TYPE_UINT64, one, ""),
+                                      ("total_requests_in_progress", 3, _F.TYPE_UINT64, one, ""),
+                                      ("total_error_requests", 4, _F.TYPE_UINT64, one, ""),
+                                      ("total_issued_requests", 7, _F.TYPE_UINT64, one, "")])
+    message("ClusterStats", [("cluster_name", 1, _F.TYPE_STRING, one, ""),
+                             ("upstream_locality_stats", 2, _F.TYPE_MESSAGE, many,
+                              ".rollway.xds_wire.UpstreamLocalityStats")])
+    message("LoadStatsRequest", [("node", 1, _F.TYPE_MESSAGE, one, ".rollway.xds_wire.Node"),
+                                 ("cluster_stats", 2, _F.TYPE_MESSAGE, many, ".rollway.xds_wire.ClusterStats")])
     return f
 
 
@@ -49,6 +61,13 @@ _pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
 _pool.Add(_file())
 DiscoveryRequest = message_factory.GetMessageClass(_pool.FindMessageTypeByName("rollway.xds_wire.DiscoveryRequest"))
 DiscoveryResponse = message_factory.GetMessageClass(_pool.FindMessageTypeByName("rollway.xds_wire.DiscoveryResponse"))
+
+
+LoadStatsRequest = message_factory.GetMessageClass(_pool.FindMessageTypeByName("rollway.xds_wire.LoadStatsRequest"))
+
+
+def parse_load_stats(data: bytes):
+    return LoadStatsRequest.FromString(data)
 
 
 def parse_request(data: bytes):
