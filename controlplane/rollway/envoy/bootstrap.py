@@ -301,6 +301,11 @@ def stats_config() -> dict:
     return {"stats_tags": STATS_TAGS}
 
 
+def _upstream_cluster(name: str, endpoints: Iterable[tuple[str, int]], edge: EdgeOptions) -> dict:
+    """A static upstream cluster with the edge's and Rollway's upstream options."""
+    return {**static_cluster(name, endpoints), **edge.cluster(), **UPSTREAM_RESILIENCE}
+
+
 def _admin(admin_port: int, address: str = "127.0.0.1") -> dict:
     return {"address": {"socket_address": {"address": address, "port_value": admin_port}}}
 
@@ -335,8 +340,7 @@ def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterab
                 route_config(cluster_header) if placements is None else
                 services_route_config(placements, extra_routes=extra_routes, extra_virtual_hosts=extra_virtual_hosts))},
                 edge)],
-            "clusters": [{**static_cluster(name, eps), **edge.cluster(), **UPSTREAM_RESILIENCE}
-                         for name, eps in clusters.items()],
+            "clusters": [_upstream_cluster(name, eps, edge) for name, eps in clusters.items()],
         },
     }
 
@@ -387,7 +391,57 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
     (and the replica's gRPC keepalives notice a vanished Envoy). With ``tls`` the link is TLS, the replica's certificate checked against the CA
     and the replicas' names (an address by its IP SAN)."""
     ads_source = {"ads": {}, "resource_api_version": "V3"}
-    replicas = [(xds_host, xds_port), *xds_fallback]
+    edge = edge or EdgeOptions()
+    node = _ads_node(node_id, service, services, listen_address, listen_port, admin_port, edge, own_routes)
+    return {
+        "node": node,
+        "admin": _admin(admin_port, admin_address),
+        "stats_config": stats_config(),
+        "overload_manager": edge.overload_manager(),
+        # Load reports (LRS) over the same link: per cluster, so per (stage, version), the
+        # requests completed and failed; the control plane's guard judges versions by them.
+        "cluster_manager": {"load_stats_config": {
+            "api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+            "grpc_services": [{"envoy_grpc": {"cluster_name": "rollway_xds"}}]}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                # Envoy's default reconnect backoff grows to 30 s: after a 20 s link cut an
+                # Envoy waited 26 s more for its config. At most 3 s between attempts.
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "rollway_xds", "retry_policy": {
+                    "retry_back_off": {"base_interval": "0.25s", "max_interval": "3s"}}}}],
+                "set_node_on_first_message_only": True,
+            },
+            "lds_config": ads_source,
+            "cds_config": ads_source,
+        },
+        "static_resources": {"clusters": [_xds_cluster([(xds_host, xds_port), *xds_fallback], tls), *(
+            _upstream_cluster(name, eps, edge) for name, eps in (own_clusters or {}).items())]},
+    }
+
+
+def _ads_node(node_id: str, service: str, services: Iterable[str] | None, listen_address: str, listen_port: int,
+              admin_port: int, edge: EdgeOptions, own_routes: OwnRoutes | None) -> dict:
+    """The node an ADS-fed Envoy presents: its id, the service it fronts (``cluster``) or the
+    services (metadata), and what the control plane builds its listener from."""
+    metadata: dict[str, object] = {"listen_address": listen_address, "listen_port": listen_port,
+                                   "admin_port": admin_port}
+    if edge.overrides():
+        metadata["edge"] = edge.overrides()
+    if own_routes is not None and services is None:
+        services = [service]
+    if services is not None:
+        metadata["services"] = list(services)
+    if own_routes is not None:
+        metadata["own_routes"] = own_routes.text
+    return {"id": node_id, "cluster": service if services is None else "rollway-edge", "metadata": metadata}
+
+
+def _xds_cluster(replicas: list[tuple[str, int]], tls: XdsTLS | None) -> dict:
+    """The static cluster reaching the control plane: the preferred replica first, the others
+    at a lower priority behind a TCP health check."""
+    (xds_host, xds_port), xds_fallback = replicas[0], replicas[1:]
 
     def endpoint(host: str, port: int) -> dict:
         return {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
@@ -419,43 +473,7 @@ def ads_bootstrap(*, xds_host: str, xds_port: int, node_id: str, listen_port: in
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     if tls is not None:
         cluster["transport_socket"] = _xds_transport_socket(tls, [h for h, _ in replicas])
-    edge = edge or EdgeOptions()
-    metadata = {"listen_address": listen_address, "listen_port": listen_port, "admin_port": admin_port}
-    if edge.overrides():
-        metadata["edge"] = edge.overrides()
-    if own_routes is not None and services is None:
-        services = [service]
-    if services is not None:
-        metadata["services"] = list(services)
-    if own_routes is not None:
-        metadata["own_routes"] = own_routes.text
-    return {
-        "node": {"id": node_id, "cluster": service if services is None else "rollway-edge", "metadata": metadata},
-        "admin": _admin(admin_port, admin_address),
-        "stats_config": stats_config(),
-        "overload_manager": edge.overload_manager(),
-        # Load reports (LRS) over the same link: per cluster, so per (stage, version), the
-        # requests completed and failed; the control plane's guard judges versions by them.
-        "cluster_manager": {"load_stats_config": {
-            "api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
-            "grpc_services": [{"envoy_grpc": {"cluster_name": "rollway_xds"}}]}},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "GRPC",
-                "transport_api_version": "V3",
-                # Envoy's default reconnect backoff grows to 30 s: after a 20 s link cut an
-                # Envoy waited 26 s more for its config. At most 3 s between attempts.
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "rollway_xds", "retry_policy": {
-                    "retry_back_off": {"base_interval": "0.25s", "max_interval": "3s"}}}}],
-                "set_node_on_first_message_only": True,
-            },
-            "lds_config": ads_source,
-            "cds_config": ads_source,
-        },
-        "static_resources": {"clusters": [cluster, *(
-            {**static_cluster(name, eps), **edge.cluster(), **UPSTREAM_RESILIENCE}
-            for name, eps in (own_clusters or {}).items())]},
-    }
+    return cluster
 
 
 def _xds_transport_socket(tls: XdsTLS, hosts: list[str]) -> dict:
