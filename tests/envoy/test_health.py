@@ -112,6 +112,38 @@ def test_load_reports_from_a_node_without_an_ads_stream_are_refused(tmp_path):
         replica.close()
 
 
+def test_load_reports_faster_than_an_envoy_sends_them_are_dropped(tmp_path):
+    """A node with an ADS stream may report, but no faster than every REPORT_INTERVAL / 2:
+    a client flooding reports is parsed once per interval, the rest dropped and counted."""
+    from ads_client import AdsClient
+
+    replica = Replica(f"file://{tmp_path}/store", api=False)
+    client = None
+    try:
+        replica.plane.push(json.dumps({"service": "web", "stages": [
+            {"name": "prod", "weight": 1, "mode": "rolling", "serverset": "/d/web"}]}), 0, "alice", "web")
+        replica.announce("/d/web", member_json("127.0.0.1", 9, "v1"))
+        cache = replica.xds.xds.cache
+        wait_for(lambda: cache.serves_cluster("web.prod.v1"), timeout=30, what="web's config")
+        client = AdsClient(f"127.0.0.1:{replica.xds.port}", "flooder").start()
+        wait_for(lambda: cache.ledger.has_node("flooder"), timeout=30, what="the client's ADS stream")
+        report = LoadStatsRequest.from_dict({"node": {"id": "flooder"}, "cluster_stats": [
+            {"cluster_name": "web.prod.v1", "upstream_locality_stats": [
+                {"total_successful_requests": "10", "total_error_requests": "10"}]}]})
+        channel = grpc.insecure_channel(f"127.0.0.1:{replica.xds.port}")
+        call = channel.stream_stream("/envoy.service.load_stats.v3.LoadReportingService/StreamLoadStats",
+                                     request_serializer=bytes, response_deserializer=bytes)
+        responses = call(iter([bytes(report)] * 200), timeout=10)
+        assert len(list(responses)) == 1                  # asked once for every cluster
+        assert cache.health.totals() == {"web.prod.v1": Health(20, 10)}     # the first report only
+        assert cache.health.throttled == 199
+        channel.close()
+    finally:
+        if client is not None:
+            client.stop()
+        replica.close()
+
+
 @pytest.mark.unit
 def test_a_report_is_bounded_and_names_only_served_clusters():
     book = HealthBook(known=lambda name: name.startswith("web."))

@@ -302,6 +302,7 @@ class SnapshotCache:
             self.views[view.service] = view
             self.dirty.add(view.service)
             self.epoch += 1
+        self.health.forget(self.serves_cluster)     # bounded across deploys: old versions' clusters go
         self.wake(view.service)
 
     def wake(self, service: str) -> None:

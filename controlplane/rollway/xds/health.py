@@ -13,7 +13,9 @@ REPORT_INTERVAL) goes unreported; the guard judges on what follows.
 
 Inputs are an Envoy's: a report is taken only from a node with an ADS stream on this replica
 (``AckLedger.has_node``), only for clusters some snapshot of this replica serves (others are
-dropped and counted), at most MAX_CLUSTERS per report, counts clamped to MAX_COUNT per report.
+dropped and counted), at most MAX_CLUSTERS per report, counts clamped to MAX_COUNT per report,
+at most one report per stream every REPORT_INTERVAL / 2 (the server drops the rest, counted);
+a cluster no longer served is forgotten when the next view is handed over.
 
 Usage::
 
@@ -41,6 +43,7 @@ class HealthBook:
         self._totals: dict[str, tuple[int, int]] = {}     # cluster -> (requests, errors), cumulative
         self.reports = 0
         self.dropped_clusters = 0     # names no snapshot of this replica serves
+        self.throttled = 0            # reports dropped for coming faster than an Envoy sends them
 
     def add(self, node_id: str, stats: Iterable[tuple[str, int, int]]) -> None:
         """One report of ``node_id``: (cluster, requests completed, of which failed) since its

@@ -20,6 +20,7 @@ import asyncio
 import ipaddress
 import logging
 import threading
+import time
 from datetime import timedelta
 
 import grpc
@@ -213,7 +214,15 @@ class LoadReportingServicer:
 
     async def stream(self, request_iterator, context):
         node_id = None
+        last = float("-inf")
         async for report in request_iterator:
+            now = time.monotonic()
+            if node_id is not None and now - last < REPORT_INTERVAL / 2:
+                # Envoy reports every REPORT_INTERVAL; a stream reporting faster is not one,
+                # and would make the server parse without bound. Dropped, counted.
+                self.cache.health.throttled += 1
+                continue
+            last = now
             if node_id is None:
                 node_id = report.node.id
                 if not self.cache.ledger.has_node(node_id):
