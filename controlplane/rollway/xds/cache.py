@@ -183,15 +183,14 @@ class SnapshotCache:
         """The resources of an Envoy fronting ``services`` (sorted), but its filter config
         (``fronted_resources``); None while none of them has a snapshot. A service with no
         snapshot yet is left out until it has one (its wake-up rebuilds this)."""
-        parts: dict[str, tuple[Resources, str]] = {}
+        parts: dict[str, Resources] = {}
         for service in services:
             try:
                 resources = self.snapshot(service, listener)
             except NotFound:
                 continue
-            retained = self._retained(service, resources.versions[EXTENSION])
-            if retained is not None:
-                parts[service] = (resources, retained.text)
+            if self._retained(service, resources.versions[EXTENSION]) is not None:
+                parts[service] = resources     # its config text can be listed (fronted_resources)
         if not parts:
             return None
         key = (services, listener, own)
@@ -199,7 +198,7 @@ class SnapshotCache:
         placements = [placement_of(views[s], self.configs_header(s)) for s in sorted(parts)]
         # What the composition depends on, by value (not object identity, which Python
         # reuses once an old snapshot is freed).
-        identity = (tuple(placements), tuple((s, tuple(sorted(parts[s][0].versions.items()))) for s in sorted(parts)))
+        identity = (tuple(placements), tuple((s, tuple(sorted(parts[s].versions.items()))) for s in sorted(parts)))
         with self.lock:
             cached = self.fronted_sets.get(key)
             if cached is not None and cached[0] == identity:

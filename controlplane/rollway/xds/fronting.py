@@ -37,7 +37,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rollway.envoy import bootstrap as ec
-from rollway.xds.resources import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, ROUTE_NAME, content_version
+from rollway.xds.resources import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION,
+    LISTENER,
+    ROUTE,
+    ROUTE_NAME,
+    Resources,
+    content_version,
+)
 
 MAX_FRONTED = 256          # services one Envoy may list (the filter's own limit, kMaxServices)
 _NAMED = re.compile(r"services\[(\d+)\]")
@@ -60,7 +69,6 @@ class FrontedSnapshot:
     by_type: dict[str, dict[str, bytes]]            # listener, route, clusters, endpoints
     versions: dict[str, str]
     components: dict[str, dict[str, str]]           # type -> service -> that service's version
-    configs: dict[str, str] = field(default_factory=dict)   # service -> its current filter config text
 
 
 @dataclass
@@ -114,39 +122,27 @@ class ConfigTrial:
                 self.trying.remove(service)
         return bad
 
-    def forget(self, services: set[str]) -> None:
-        """Services no longer fronted (bounded state)."""
-        for service in list(self.held):
-            if service not in services:
-                del self.held[service]
-        for service in list(self.rejected):
-            if service not in services:
-                del self.rejected[service]
-        self.trying = [s for s in self.trying if s in services]
-
 
 def placement_of(view, cluster_header: str) -> ec.Placement:
     return ec.Placement(view.service, tuple(view.domains), view.path_prefix, cluster_header)
 
 
-def compose(parts: Mapping[str, tuple], route_bytes: bytes) -> FrontedSnapshot:
-    """The fronted snapshot from each service's (Resources, config text), sorted by service,
+def compose(parts: Mapping[str, Resources], route_bytes: bytes) -> FrontedSnapshot:
+    """The fronted snapshot from each service's own snapshot, sorted by service,
     and the encoded route table. The listener is every part's own (it depends on the
     listener spec only)."""
     services = tuple(sorted(parts))
     by_type: dict[str, dict[str, bytes]] = {LISTENER: {}, ROUTE: {ROUTE_NAME: route_bytes}, CLUSTER: {},
                                             ENDPOINT: {}}
     components: dict[str, dict[str, str]] = {CLUSTER: {}, ENDPOINT: {}, EXTENSION: {}}
-    configs: dict[str, str] = {}
     for service in services:
-        resources, text = parts[service]
+        resources = parts[service]
         by_type[LISTENER] = resources.by_type[LISTENER]
         by_type[CLUSTER].update(resources.by_type[CLUSTER])
         by_type[ENDPOINT].update(resources.by_type[ENDPOINT])
         for kind in (CLUSTER, ENDPOINT, EXTENSION):
             components[kind][service] = resources.versions[kind]
-        configs[service] = text
     versions = {LISTENER: content_version(by_type[LISTENER]), ROUTE: content_version(by_type[ROUTE]),
                 CLUSTER: component_version(components[CLUSTER]), ENDPOINT: component_version(components[ENDPOINT])}
-    return FrontedSnapshot(services, by_type, versions, components, configs)
+    return FrontedSnapshot(services, by_type, versions, components)
 
