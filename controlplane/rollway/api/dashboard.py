@@ -51,6 +51,7 @@ from prometheus_client.registry import Collector
 
 from rollway.envoy.process import admin_counters
 from rollway.inputs import InputError, printable
+from rollway.model.deploy_state import GUARD
 from rollway.plane.control_plane import BrokenRecord, ControlPlane, NotFound
 from rollway.ports import PortInUse
 
@@ -239,7 +240,8 @@ class ControlPlaneCollector(Collector):
                     members.append(([name, stage.name, version], count))
                     if version in halts:
                         reason = "rollback" if halts[version].rollback else "halt"
-                        halted.append(([name, stage.name, version, f"operator {reason}"], 1.0))
+                        who = "guard" if halts[version].who == GUARD else "operator"
+                        halted.append(([name, stage.name, version, f"{who} {reason}"], 1.0))
                 direction.append(([name, stage.name, stage.direction, stage.target or ""], 1.0))
                 skipped.append(([name, stage.name], stage.skipped_members))
             envoys = cache.envoy_status(name) if cache is not None else []

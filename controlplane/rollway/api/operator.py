@@ -61,8 +61,14 @@ def revision_message(record: RouteMapRecord) -> pb.RouteMapRevision:
 
 
 def halt_message(halt: Halt) -> pb.HaltRecord:
-    return pb.HaltRecord(version=halt.version, rollback=halt.rollback, author=halt.who, reason=halt.why,
-                         time=halt.at, figures=halt.figures)
+    record = pb.HaltRecord(version=halt.version, rollback=halt.rollback, author=halt.who, reason=halt.why,
+                           time=halt.at, figures=halt.figures)
+    if halt.measured is not None:
+        record.stage = halt.measured.stage
+        record.error_ratio = halt.measured.error_ratio
+        record.baseline_error_ratio = halt.measured.baseline_error_ratio
+        record.requests = halt.measured.requests
+    return record
 
 
 def services_message(plane: ControlPlane) -> pb.ListServicesResponse:

@@ -265,8 +265,17 @@ def _version_halt(status, name: str) -> dict | None:
     for h in status.halts:
         if h.version == name:
             return {"reason": h.reason or "halted by an operator", "author": h.author, "rollback": h.rollback,
-                    "time": h.time, "error_ratio": None, "baseline_error_ratio": None, "requests": None}
+                    "time": h.time, **_measured(h)}
     return None
+
+
+def _measured(h) -> dict:
+    """A halt's figures in numbers (the guard's: the stage that judged it, the ratios, the
+    version's requests), null for an operator's."""
+    return {"stage": h.stage or None,
+            "error_ratio": h.error_ratio if h.HasField("error_ratio") else None,
+            "baseline_error_ratio": h.baseline_error_ratio if h.HasField("baseline_error_ratio") else None,
+            "requests": h.requests if h.HasField("requests") else None}
 
 
 def _status_dict(status) -> dict:
@@ -331,7 +340,8 @@ def _print_status(d: dict) -> None:
             print(f"{head} {v['name']:14} {v['capacity']:9g} {v['members']:8d}{flag}{note if i == 0 else ''}")
     for h in d.get("halts", []):
         print(f"  HALT: version {h['version']}{' rolled back' if h['rollback'] else ''} by {h['author']} at "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(h['time']))} UTC: {h['reason'] or '(no reason)'}")
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(h['time']))} UTC: {h['reason'] or '(no reason)'}"
+              + (f" ({h['figures']})" if h.get("figures") else ""))
     for problem in d["problems"]:
         print(f"  PROBLEM: {problem}")
 
@@ -385,7 +395,7 @@ def cmd_status(args) -> int:
 
 def _halt_dict(h) -> dict:
     return {"version": h.version, "rollback": h.rollback, "author": h.author, "reason": h.reason, "time": h.time,
-            "figures": h.figures or None}
+            "figures": h.figures or None, **_measured(h)}
 
 
 def cmd_deploy_wait(args) -> int:

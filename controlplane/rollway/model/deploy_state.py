@@ -30,29 +30,56 @@ from rollway.model.direction import DirectionTracker
 
 FORMAT = 1
 HALT_LOG = 64           # halts and resumes kept in the record, the newest last
+MAX_HALTS = 64          # halted versions per service: each is kept in the record
+
+
+RESUMED = 64            # versions an operator resumed, kept so the guard does not judge them again
+GUARD = "guard"         # ``Halt.who`` of the guard's halts
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What tripped the guard: the candidate's and the baseline's 5xx ratios, and the
+    candidate's requests, summed over the fleet, in the stage that judged it."""
+    stage: str
+    error_ratio: float
+    baseline_error_ratio: float
+    requests: int
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "error_ratio": self.error_ratio,
+                "baseline_error_ratio": self.baseline_error_ratio, "requests": self.requests}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Measured:
+        return cls(str(d["stage"]), float(d["error_ratio"]), float(d["baseline_error_ratio"]), int(d["requests"]))
 
 
 @dataclass(frozen=True)
 class Halt:
-    """An operator's (or, later, the guard's) halt of one version of a service, in every
-    stage: it gets no new sessions; with ``rollback`` its sessions go back once, to the
-    newest older version live in their stage. ``who``/``why``: as given; ``at``: seconds
-    since the epoch; ``figures``: what tripped it, when something measured did."""
+    """An operator's or the guard's halt of one version of a service, in every stage: it
+    gets no new sessions; with ``rollback`` its sessions go back once, to the stage's
+    baseline. ``who``/``why``: as given (``guard`` for the guard's); ``at``: seconds since
+    the epoch; ``figures``: what tripped it in words, and ``measured`` in numbers, when
+    something measured did."""
     version: str
     rollback: bool
     who: str
     why: str
     at: float
     figures: str = ""
+    measured: Measured | None = None
 
     def to_dict(self) -> dict:
         return {"version": self.version, "rollback": self.rollback, "who": self.who, "why": self.why,
-                "at": self.at, "figures": self.figures}
+                "at": self.at, "figures": self.figures,
+                **({"measured": self.measured.to_dict()} if self.measured else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> Halt:
+        measured = Measured.from_dict(d["measured"]) if d.get("measured") else None
         return cls(str(d["version"]), bool(d.get("rollback", False)), str(d.get("who", "")),
-                   str(d.get("why", "")), float(d.get("at", 0.0)), str(d.get("figures", "")))
+                   str(d.get("why", "")), float(d.get("at", 0.0)), str(d.get("figures", "")), measured)
 
 
 @dataclass
@@ -64,15 +91,22 @@ class DeployState:
     routemap_revision: int = 0             # the route map the last publication used
     halts: dict[str, Halt] = field(default_factory=dict)    # version -> its halt
     halt_log: list[dict] = field(default_factory=list)      # {"event": "halt"|"resume", ...}, last HALT_LOG
+    # Versions an operator resumed (last RESUMED): the operator overrode the guard, which
+    # judges them no more (their counts still hold what tripped it).
+    resumed: list[str] = field(default_factory=list)
 
     def halted(self) -> frozenset[str]:
         return frozenset(self.halts)
 
+    def record_halt(self, halt: Halt) -> None:
+        """Records ``halt`` in place (replacing an earlier halt of the same version)."""
+        self.halts[halt.version] = halt
+        self.halt_log = (self.halt_log + [{"event": "halt", **halt.to_dict()}])[-HALT_LOG:]
+
     def with_halt(self, halt: Halt) -> DeployState:
-        """A copy with ``halt`` recorded (replacing an earlier halt of the same version)."""
+        """A copy with ``halt`` recorded."""
         state = self.copy()
-        state.halts[halt.version] = halt
-        state.halt_log = (state.halt_log + [{"event": "halt", **halt.to_dict()}])[-HALT_LOG:]
+        state.record_halt(halt)
         return state
 
     def without_halt(self, version: str, who: str, why: str, at: float) -> DeployState:
@@ -83,6 +117,7 @@ class DeployState:
         del state.halts[version]
         state.halt_log = (state.halt_log + [{"event": "resume", "version": version, "who": who, "why": why,
                                              "at": at}])[-HALT_LOG:]
+        state.resumed = ([v for v in state.resumed if v != version] + [version])[-RESUMED:]
         return state
 
     def settling(self) -> list[str]:
@@ -98,7 +133,8 @@ class DeployState:
                 "stages": {name: t.to_dict() for name, t in sorted(self.trackers.items())},
                 "admission": self.admission.to_dict(),
                 **({"halts": [h.to_dict() for _, h in sorted(self.halts.items())], "halt_log": self.halt_log}
-                   if self.halts or self.halt_log else {})}
+                   if self.halts or self.halt_log else {}),
+                **({"resumed": self.resumed} if self.resumed else {})}
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
@@ -111,7 +147,8 @@ class DeployState:
         return cls(int(d["generation"]), str(d.get("digest", "")),
                    {name: DirectionTracker.from_dict(t) for name, t in d.get("stages", {}).items()},
                    AdmissionState.from_dict(d.get("admission", {})), int(d.get("routemap_revision", 0)),
-                   {h.version: h for h in halts}, [dict(e) for e in d.get("halt_log", [])][-HALT_LOG:])
+                   {h.version: h for h in halts}, [dict(e) for e in d.get("halt_log", [])][-HALT_LOG:],
+                   [str(v) for v in d.get("resumed", [])][-RESUMED:])
 
     @classmethod
     def from_json(cls, data: bytes) -> DeployState:

@@ -72,6 +72,9 @@ class DirectionTracker:
     _gains: list = field(default_factory=list)
     _observations: int = 0              # observations with a gain: the log's order
     _pending: list | None = None        # [state, target, since]: a change of way waiting to settle
+    # A rollback an operator or the guard declared (``turn_back``), not read from capacity:
+    # it needs no half of a reversal in capacity to show before it moves anyone.
+    _declared: bool = False
     _now: float | None = field(default=None, repr=False, compare=False)
     _halted: frozenset[str] | set[str] = field(default=frozenset(), repr=False, compare=False)   # this observation's
 
@@ -80,7 +83,8 @@ class DirectionTracker:
         return {"switch_fraction": self.switch_fraction, "state": self.state, "target": self.target,
                 "order": list(self.order), "previous": self._previous, "net": dict(self._net),
                 "settle": self.settle, "pending": self._pending,
-                "gains": [list(g) for g in self._gains], "observations": self._observations}
+                "gains": [list(g) for g in self._gains], "observations": self._observations,
+                **({"declared": True} if self._declared else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> DirectionTracker:
@@ -92,6 +96,7 @@ class DirectionTracker:
         tracker._gains = [[int(g[0]), str(g[1]), float(g[2])] for g in d.get("gains") or []
                           if isinstance(g, list) and len(g) == 3]
         tracker._observations = int(d.get("observations", 0))
+        tracker._declared = bool(d.get("declared", False))
         pending = d.get("pending")
         tracker._pending = [pending[0], pending[1], float(pending[2])] if isinstance(pending, list) and \
             len(pending) == 3 else None
@@ -188,7 +193,7 @@ class DirectionTracker:
 
     def turn_back(self, version: str, capacities: dict[str, float],
                   halted: frozenset[str] | set[str] = frozenset()) -> bool:
-        """An operator's rollback of ``version`` (``rollway deploy halt --rollback``): a
+        """An operator's or the guard's rollback of ``version`` (``rollway deploy halt --rollback``): a
         deploy taking the stage to it (or a stage at rest serving it) turns back, at once, to the stage's
         baseline: the oldest live version, not halted. Nothing to do when the stage does not
         serve it, nothing older is live, or a rollback is already taking sessions away from
@@ -211,6 +216,7 @@ class DirectionTracker:
         # version just before: sessions moved v1 -> v3 would visit v2 on their way back, and
         # the deploy tool takes v2's hosts back to v1 too.
         self._enter(ROLLBACK, min(older, key=self.rank))
+        self._declared = True
         return True
 
     def changing(self) -> tuple[str, str | None] | None:
@@ -237,7 +243,9 @@ class DirectionTracker:
             # A change of way settling: move nobody meanwhile, but name where it is going,
             # so sessions on a version that is gone go there straight (not by hash).
             return STEADY, self._pending[1]
-        if self.state != STEADY and self.target is not None and self.target in self.order:
+        if self.state != STEADY and self.target is not None and self.target in self.order and not self._declared:
+            # (A declared rollback moves at once: nothing in capacity needs reading, and
+            # admission holds the reversal until every Envoy knows the halt.)
             for version, hosts in self._gained_since_target().items():
                 # Half a reversal: capacity gained by a version on the other side of the
                 # target since the target last gained any, however little (a member may
@@ -282,6 +290,7 @@ class DirectionTracker:
 
     def _enter(self, state: str, target: str | None) -> None:
         self.state, self.target = state, target
+        self._declared = False
         self._restart_evidence()
 
     def _consider(self, evidence: tuple[str, str], moved: float) -> None:

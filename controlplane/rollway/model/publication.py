@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from rollway.model import admission
-from rollway.model.deploy_state import DeployState
+from rollway.model.deploy_state import GUARD, MAX_HALTS, DeployState, Halt, Measured
 from rollway.model.direction import DirectionTracker
 from rollway.model.filter_config import (
     STEADY,
@@ -33,6 +33,7 @@ from rollway.model.filter_config import (
     VersionEntry,
     Way,
 )
+from rollway.model.guard import Health, judge
 from rollway.model.routemap import RouteMap
 from rollway.model.routemap import Stage as StagePlan
 from rollway.sources.serverset import ServersetView
@@ -143,13 +144,52 @@ def config_digest(config: FilterConfig) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+NO_HEALTH = Health(0, 0)
+
+
+def guard_halts(routemap: RouteMap, views: Mapping[str, ServersetView | None], state: DeployState,
+                health: Mapping[tuple[str, str], Health], now: float) -> list[Halt]:
+    """The guard's verdicts for this step: per rolling stage with a ``guard``, every live
+    version newer than the stage's baseline (its oldest live version not halted: the one
+    the deploy replaces), not halted and not resumed by an operator, judged against the
+    baseline on the fleet's counts (``health``: (stage, version) -> requests and 5xx, summed
+    over every Envoy since the version appeared). A version that trips is halted in every
+    stage (a halt is per service: the canary's halt keeps the build out of prod)."""
+    halts: dict[str, Halt] = {}
+    for stage in routemap.stages:
+        view, tracker = views.get(stage.name), state.trackers.get(stage.name)
+        if stage.guard is None or stage.mode is not Mode.ROLLING or view is None or tracker is None:
+            continue
+        live = [v for v in tracker.order if view.capacity.get(v, 0.0) > 0]
+        baseline = next((v for v in live if v not in state.halts), None)
+        for version in live:
+            if baseline is None or tracker.rank(version) <= tracker.rank(baseline) or version in state.halts \
+                    or version in state.resumed or version in halts:
+                continue
+            verdict = judge(stage.guard, health.get((stage.name, version), NO_HEALTH),
+                            health.get((stage.name, baseline), NO_HEALTH))
+            if verdict.trips:
+                halts[version] = Halt(
+                    version, stage.guard.action.value == "rollback", GUARD,
+                    f"{stage.name}: 5xx ratio above {baseline}'s by more than {stage.guard.max_error_ratio:g}",
+                    now, verdict.figures(),
+                    Measured(stage.name, verdict.candidate.ratio, verdict.baseline.ratio, verdict.candidate.requests))
+    return list(halts.values())
+
+
 def advance(routemap: RouteMap, views: Mapping[str, ServersetView | None], state: DeployState,
             fleet: admission.Fleet | list[set], secrets_file: str | None = None,
-            routemap_revision: int = 0, now: float | None = None) -> FilterConfig:
-    """The leader's step: advances ``state`` in place (direction evidence from the views,
-    admission decisions from what the fleet knows, the generation when the config's content
-    changes) and returns the filter config it describes. ``now`` (seconds) lets a change of
-    a deploy's way settle (``DirectionTracker.settle``); the leader calls this every second."""
+            routemap_revision: int = 0, now: float | None = None,
+            health: Mapping[tuple[str, str], Health] | None = None) -> FilterConfig:
+    """The leader's step: advances ``state`` in place (the guard's halts from ``health``,
+    direction evidence from the views, admission decisions from what the fleet knows, the
+    generation when the config's content changes) and returns the filter config it
+    describes. ``now`` (seconds) lets a change of a deploy's way settle
+    (``DirectionTracker.settle``); the leader calls this every second."""
+    if health:
+        for halt in guard_halts(routemap, views, state, health, 0.0 if now is None else now):
+            if len(state.halts) < MAX_HALTS:    # full: the halts recorded stand; status shows them
+                state.record_halt(halt)
     halted = state.halted()
     for stage in routemap.stages:
         view = views.get(stage.name)

@@ -14,6 +14,10 @@ A route map (YAML or JSON) describes one service::
         mode: blue_green
         active: blue
         slots: {blue: {serverset: /discovery/web/legacy-blue}, green: {serverset: /discovery/web/legacy-green}}
+    guard: {max_error_ratio: 0.05, min_requests: 500, action: halt}   # optional: the bad-build guard
+
+A rolling stage may carry its own ``guard``: the keys it names replace the service's (or the
+defaults, without a service guard). No ``guard`` anywhere: no guard.
 
 ``parse_routemap(text)`` returns a ``RouteMap`` or raises ``RouteMapError`` whose message
 names the field; a rejected map changes nothing anywhere.
@@ -24,13 +28,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import yaml
 
 from rollway.inputs import InputError, check_name, check_zk_path
 from rollway.model.filter_config import Mode
+from rollway.model.guard import Action, Guard
 
 NAME = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
 # A Host as Envoy's virtual hosts match it: exact, a wildcard standing for a non-empty start
@@ -54,6 +59,7 @@ class Stage:
     serverset: str | None = None           # rolling
     slots: dict[str, str] = field(default_factory=dict)  # blue-green: slot -> serverset
     active: str | None = None              # blue-green
+    guard: Guard | None = None             # rolling: the service's guard, or this stage's override
 
     def serversets(self) -> dict[str, str]:
         """Watch key -> serverset path (the stage itself, or one per blue-green slot)."""
@@ -75,6 +81,7 @@ class RouteMap:
     stage_cookie: str | None = None
     domains: tuple[str, ...] = ("*",)
     path_prefix: str = "/"
+    guard: Guard | None = None              # the service's (each rolling stage has its own, resolved)
 
     def placements(self) -> set[tuple[str, str]]:
         """Where the service lives: every (domain, path prefix) it claims. A route map that
@@ -211,7 +218,7 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
     as stored and as the filter config is built from."""
     doc = text if isinstance(text, dict) else load_document(text)
     _check_keys(doc, {"service", "domains", "path_prefix", "routing_id", "version_cookie", "stage_cookie",
-                      "headers", "override", "stages"}, {"service", "stages"}, "")
+                      "headers", "override", "guard", "stages"}, {"service", "stages"}, "")
     service = _service(doc["service"], "service")
     out: dict[str, Any] = {"service": service}
     domains = _domains(doc["domains"]) if "domains" in doc else ("*",)
@@ -243,10 +250,14 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
     override: dict[str, Any] | None = None
     if "override" in doc:
         override = out["override"] = _override(doc["override"])
-    stages, normalised = _stages(doc["stages"])
+    guard: Guard | None = None
+    if "guard" in doc:
+        guard = _guard(doc["guard"], "guard", Guard())
+        out["guard"] = guard.to_json()
+    stages, normalised = _stages(doc["stages"], guard)
     out["stages"] = normalised
     return RouteMap(service, tuple(stages), routing_id, version_cookie, headers, override, out, stage_cookie,
-                    domains, path_prefix)
+                    domains, path_prefix, guard)
 
 
 def _domains(raw: Any) -> tuple[str, ...]:
@@ -349,8 +360,39 @@ def _override(raw: Any) -> dict[str, Any]:
     return override
 
 
-def _stages(raw_stages: Any) -> tuple[list[Stage], list[dict[str, Any]]]:
-    """The stages, and their normalised documents, in order."""
+MIN_GUARD_REQUESTS = 50         # fewer is no sample: a z test on a handful of requests means nothing
+MAX_GUARD_REQUESTS = 100_000_000
+
+
+def _guard(raw: Any, path: str, inherited: Guard) -> Guard:
+    """A ``guard`` mapping; the keys it leaves out come from ``inherited`` (the service's
+    guard for a stage's override, the defaults for the service's)."""
+    if not isinstance(raw, dict):
+        _fail(path, "must be a mapping with max_error_ratio, min_requests, action")
+    _check_keys(raw, {"max_error_ratio", "min_requests", "action"}, set(), path)
+    ratio, minimum, action = inherited.max_error_ratio, inherited.min_requests, inherited.action
+    if "max_error_ratio" in raw:
+        value = raw["max_error_ratio"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            _fail(f"{path}.max_error_ratio", f"must be a number between 0 and 1, exclusive (got {str(value)[:40]!r}): "
+                  "the excess 5xx ratio over the baseline's that halts a version")
+        ratio = float(value)
+    if "min_requests" in raw:
+        value = raw["min_requests"]
+        if isinstance(value, bool) or not isinstance(value, int) or not MIN_GUARD_REQUESTS <= value <= MAX_GUARD_REQUESTS:
+            _fail(f"{path}.min_requests", f"must be an integer between {MIN_GUARD_REQUESTS} and {MAX_GUARD_REQUESTS} "
+                  f"(got {str(value)[:40]!r})")
+        minimum = value
+    if "action" in raw:
+        if raw["action"] not in {a.value for a in Action}:
+            _fail(f"{path}.action", f"must be halt or rollback (got {str(raw['action'])[:40]!r})")
+        action = Action(raw["action"])
+    return Guard(ratio, minimum, action)
+
+
+def _stages(raw_stages: Any, guard: Guard | None = None) -> tuple[list[Stage], list[dict[str, Any]]]:
+    """The stages, and their normalised documents, in order; each rolling stage with its
+    guard resolved (its override over the service's ``guard``)."""
     if not isinstance(raw_stages, list) or not raw_stages:
         _fail("stages", "must be a non-empty list")
     if len(raw_stages) > MAX_STAGES:
@@ -361,7 +403,8 @@ def _stages(raw_stages: Any) -> tuple[list[Stage], list[dict[str, Any]]]:
         path = f"stages[{i}]"
         if not isinstance(raw, dict):
             _fail(path, "must be a mapping")
-        _check_keys(raw, {"name", "weight", "mode", "serverset", "slots", "active"}, {"name", "weight", "mode"}, path)
+        _check_keys(raw, {"name", "weight", "mode", "serverset", "slots", "active", "guard"},
+                    {"name", "weight", "mode"}, path)
         name = _name(raw["name"], f"{path}.name")
         if any(s.name == name for s in stages):
             _fail(f"{path}.name", f"duplicate stage {name!r}")
@@ -370,7 +413,15 @@ def _stages(raw_stages: Any) -> tuple[list[Stage], list[dict[str, Any]]]:
         if mode == "rolling":
             stage = _rolling_stage(raw, path, name, weight)
             normalised.append({"name": name, "weight": weight, "mode": mode, "serverset": stage.serverset})
+            if "guard" in raw:
+                stage = replace(stage, guard=_guard(raw["guard"], f"{path}.guard", guard or Guard()))
+                normalised[-1]["guard"] = stage.guard.to_json() if stage.guard else None
+            else:
+                stage = replace(stage, guard=guard)
         elif mode == "blue_green":
+            if "guard" in raw:
+                _fail(f"{path}.guard", "only rolling stages have a guard (a blue-green switch moves everyone at "
+                      "once, and switching back is the operator's)")
             stage = _blue_green_stage(raw, path, name, weight)
             normalised.append({"name": name, "weight": weight, "mode": mode, "active": stage.active,
                                "slots": {s: {"serverset": p} for s, p in stage.slots.items()}})

@@ -46,10 +46,11 @@ from typing import Protocol
 
 from rollway import Router, new_routing_id
 from rollway.inputs import InputError, check_name, check_text, check_version, printable
-from rollway.model.deploy_state import DeployState, Halt
+from rollway.model.deploy_state import GUARD, MAX_HALTS, DeployState, Halt
 from rollway.model.direction import DirectionTracker
 from rollway.model.filter_config import FilterConfig, Mode
 from rollway.model.fleet_knowledge import NOBODY
+from rollway.model.guard import Health
 from rollway.model.publication import build_filter_config, endpoints_by_cluster
 from rollway.model.routemap import RouteMap, RouteMapError, collisions
 from rollway.model.validation import check_routemap
@@ -107,6 +108,8 @@ class EnvoySource(Protocol):
 
     def gated_versions(self, service: str) -> tuple[str, ...] | None: ...
 
+    def version_health(self, service: str) -> dict[tuple[str, str], Health]: ...
+
 
 class ViewSink(Protocol):
     """Where the plane hands each new ``ServiceView`` (``rollway.xds.cache``): the one
@@ -127,6 +130,9 @@ class _NoEnvoys:
 
     def gated_versions(self, service: str) -> tuple[str, ...] | None:
         return None
+
+    def version_health(self, service: str) -> dict[tuple[str, str], Health]:
+        return {}
 
     def publish(self, view: ServiceView) -> None:
         pass
@@ -303,11 +309,12 @@ class ServiceController:
                 if replica == self.plane.replica_id:
                     continue  # our own Envoys are fed in-process, without the round trip
                 try:
-                    _, reports = decode_reports(data)
+                    record = decode_reports(data)
                 except (ValueError, KeyError, TypeError, IndexError) as error:
                     log.warning("fleet record of replica %s for %s is unreadable: %s", replica, self.service, error)
                     continue
-                changed |= self.fleet.set_replica(replica, reports)
+                changed |= self.fleet.set_replica(replica, record.envoys)
+                changed |= self.fleet.set_health(replica, record.health) and self.leading
         if changed:
             self.plane.schedule(self.service, delay=0.02)
 
@@ -339,7 +346,8 @@ class ServiceController:
                 return
             self.fleet_dirty = False
             reports = dict(self.local_reports)
-        data = encode_reports(self.plane.replica_id, reports)
+            health = self.fleet.counts.get(self.plane.replica_id, {})
+        data = encode_reports(self.plane.replica_id, reports, health)
         self._next_flush = now + min(1.0, 20 * (time.monotonic() - now))
         try:
             self._fleet_record.update(data)
@@ -366,15 +374,20 @@ class ServiceController:
         # admitted and every direction steady.
         if not self.ready() or not self.deploy_loaded:
             return
+        own_health = self.plane.version_health(self.service)
         with self.lock:
             self.fleet.expire()
+            if self.fleet.set_health(self.plane.replica_id, own_health):
+                self.fleet_dirty = True
             # A replica that has just started, mid-deploy, has not seen the fleet yet: its
             # Envoys may still be reconnecting. It releases nothing until it has.
             fleet = self.fleet.knowledge if self.fresh or self.plane.fleet_seen() else NOBODY
+            guarded = any(stage.guard is not None for stage in self.routemap.stages)
             decision = decide(self.routemap, self.views, self.deploy, fleet, leading=self.leading,
                               secrets_file=self.plane.secrets_file, routemap_revision=self.record.revision,
-                              now=time.time())
+                              now=time.time(), health=self.fleet.health() if guarded and self.leading else None)
             config, state, expected = decision.config, decision.write, self.deploy_version
+            before = self.deploy.halted()
         if state is not None:
             try:
                 version = self.plane.store.write_deploy_state(self.service, state.to_json(), expected)
@@ -396,6 +409,10 @@ class ServiceController:
             with self.lock:
                 if version > self.deploy_version:
                     self.deploy, self.deploy_version = state, version
+            for halt in state.halts.values():
+                if halt.version not in before and halt.who == GUARD:     # once: the leader that wrote it
+                    log.warning("%s: the guard halted version %s%s: %s (%s)", self.service, halt.version,
+                                " and rolled it back" if halt.rollback else "", halt.why, halt.figures)
         with self.lock:
             endpoints = endpoints_by_cluster(self.routemap, self.views)
             if config == self.config and endpoints == self.endpoints:
@@ -678,6 +695,10 @@ class ControlPlane:
         """Per-Envoy status dicts (what each one ACKed) of this replica's Envoys."""
         return self._envoys.envoy_status(service)
 
+    def version_health(self, service: str) -> dict[tuple[str, str], Health]:
+        """(stage, version) -> what this replica's Envoys reported ``service`` served."""
+        return self._envoys.version_health(service)
+
     def snapshot_versions(self, service: str) -> tuple | None:
         """The content versions the deploy gate compares, of the current snapshot."""
         return self._envoys.gated_versions(service)
@@ -846,7 +867,7 @@ class ControlPlane:
     # replica takes the request, retried on a conflict (the leader writes it too); the
     # leader's next write conflicts in turn, and it adopts the record and decides again.
     CAS_ATTEMPTS = 20
-    MAX_HALTS = 64          # halted versions per service: each is kept in its deploy state record
+    MAX_HALTS = MAX_HALTS      # a class attribute, so a test can lower it
 
     def halt(self, service: str, version: str, rollback: bool, author: str, reason: str) -> DeployState:
         """``rollway deploy halt``: ``version`` gets no new sessions in any stage of

@@ -6,7 +6,7 @@ function on its clock, so what it counts is what the server does.
 
 Usage::
 
-    decision = decide(routemap, views, deploy, fleet, leading=True, now=time.time())
+    decision = decide(routemap, views, deploy, fleet, leading=True, now=time.time(), health=fleet_health)
     if decision.write is not None:
         store.write_deploy_state(service, decision.write.to_json(), expected_version)
     serve(decision.config)        # once written (the leader) or at once (a follower)
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from rollway.model.admission import Fleet
 from rollway.model.deploy_state import DeployState
 from rollway.model.filter_config import FilterConfig
+from rollway.model.guard import Health
 from rollway.model.publication import advance, render_config
 from rollway.model.routemap import RouteMap
 from rollway.sources.serverset import ServersetView
@@ -33,11 +34,13 @@ class Decision:
 
 def decide(routemap: RouteMap, views: Mapping[str, ServersetView | None], deploy: DeployState,
            fleet: Fleet | list[set], *, leading: bool, secrets_file: str | None = None,
-           routemap_revision: int = 0, now: float | None = None) -> Decision:
+           routemap_revision: int = 0, now: float | None = None,
+           health: Mapping[tuple[str, str], Health] | None = None) -> Decision:
     """The leader's step (``leading``) or a follower's. ``deploy`` is never changed: the
-    leader's new state comes back in ``write`` when it differs from ``deploy``."""
+    leader's new state comes back in ``write`` when it differs from ``deploy``. ``health``:
+    (stage, version) -> the fleet's request and 5xx counts, which the guard judges."""
     if not leading:
         return Decision(render_config(routemap, views, deploy, secrets_file))
     state = deploy.copy()
-    config = advance(routemap, views, state, fleet, secrets_file, routemap_revision, now=now)
+    config = advance(routemap, views, state, fleet, secrets_file, routemap_revision, now=now, health=health)
     return Decision(config, state if state.to_json() != deploy.to_json() else None)

@@ -13,20 +13,32 @@ config within the ACK timeout, or disconnected for longer). A record that vanish
 replica died) keeps its Envoys in the quorum, as disconnected, for one ACK timeout: they
 still route on their last config, and will reconnect elsewhere.
 
+Each record also carries what its replica's Envoys reported each (stage, version) served
+(requests and 5xx, from their load reports: ``rollway.xds.health``); the leader sums the
+records (``FleetView.health``), so the bad-build guard judges the whole fleet. A record that
+vanishes takes its counts with it: the Envoys that reconnect elsewhere count afresh there.
+
 Usage::
 
     fleet = FleetView(ack_timeout=30)
     changed = fleet.set_replica("replica-a", {node_id: report, ...})
     fleet.knowledge.all_know(("prod", "v2"))
+    fleet.health()[("prod", "v2")]            # Health(requests=..., errors=...), every replica's
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from rollway.model.fleet_knowledge import FleetKnowledge
+from rollway.model.guard import Health
+
+MAX_HEALTH = 4096             # (stage, version) counts read from one replica's record
+MAX_HEALTH_COUNT = 10 ** 15   # requests one record may claim for one version
 
 
 @dataclass(frozen=True)
@@ -46,9 +58,19 @@ class EnvoyReport:
         return not self.stale
 
 
-def encode_reports(replica: str, reports: dict[str, EnvoyReport]) -> bytes:
+VersionHealth = Mapping[tuple[str, str], Health]     # (stage, version) -> counts
+
+
+class ReplicaRecord(NamedTuple):
+    replica: str
+    envoys: dict[str, EnvoyReport]
+    health: dict[tuple[str, str], Health]
+
+
+def encode_reports(replica: str, reports: dict[str, EnvoyReport], health: VersionHealth | None = None) -> bytes:
     """One replica's record: identical knows sets (Envoys that ACKed the same config) are
-    written once, so 5,000 Envoys cost one key list per config, not 5,000."""
+    written once, so 5,000 Envoys cost one key list per config, not 5,000; ``health``: its
+    Envoys' counts per (stage, version)."""
     tables: dict[frozenset, int] = {}
     envoys = {}
     for node_id, r in sorted(reports.items()):
@@ -57,10 +79,14 @@ def encode_reports(replica: str, reports: dict[str, EnvoyReport]) -> bytes:
                            "caught_up": r.caught_up, "stale": r.stale, "since": r.since, "nacks": r.nacks,
                            "versions": list(r.versions)}
     knows = [sorted([list(k) for k in keys]) for keys, _ in sorted(tables.items(), key=lambda kv: kv[1])]
-    return json.dumps({"replica": replica, "knows": knows, "envoys": envoys}, sort_keys=True).encode()
+    counts = [[stage, version, h.requests, h.errors] for (stage, version), h in sorted((health or {}).items())]
+    return json.dumps({"replica": replica, "knows": knows, "envoys": envoys, "health": counts},
+                      sort_keys=True).encode()
 
 
-def decode_reports(data: bytes) -> tuple[str, dict[str, EnvoyReport]]:
+def decode_reports(data: bytes) -> ReplicaRecord:
+    """A replica's record (ValueError, KeyError, TypeError or IndexError if malformed);
+    at most MAX_HEALTH counts, each clamped."""
     doc = json.loads(data)
     replica = str(doc["replica"])
     tables = [frozenset((k[0], k[1]) for k in keys) for keys in doc.get("knows", [])]
@@ -70,7 +96,11 @@ def decode_reports(data: bytes) -> tuple[str, dict[str, EnvoyReport]]:
                                    int(e.get("generation", 0)), bool(e.get("caught_up", False)),
                                    str(e.get("stale", "")), float(e.get("since", 0.0)), int(e.get("nacks", 0)),
                                    tuple(str(v) for v in e.get("versions", ())))
-    return replica, out
+    health = {}
+    for stage, version, requests, errors in doc.get("health", [])[:MAX_HEALTH]:
+        requests = max(0, min(int(requests), MAX_HEALTH_COUNT))
+        health[(str(stage), str(version))] = Health(requests, max(0, min(int(errors), requests)))
+    return ReplicaRecord(replica, out, health)
 
 
 @dataclass
@@ -80,6 +110,23 @@ class FleetView:
     vanished: dict[str, dict[str, tuple[EnvoyReport, float]]] = field(default_factory=dict)  # node -> replica -> (report, when)
     knowledge: FleetKnowledge = field(default_factory=FleetKnowledge)
     effective: dict[str, EnvoyReport] = field(default_factory=dict)            # node -> the report that counts
+    counts: dict[str, dict[tuple[str, str], Health]] = field(default_factory=dict)  # replica -> its Envoys' counts
+
+    def set_health(self, replica: str, health: VersionHealth) -> bool:
+        """Replaces ``replica``'s counts; returns whether they changed."""
+        if self.counts.get(replica) == health:
+            return False
+        self.counts[replica] = dict(health)
+        return True
+
+    def health(self) -> dict[tuple[str, str], Health]:
+        """(stage, version) -> requests and 5xx over every replica's Envoys."""
+        out: dict[tuple[str, str], Health] = {}
+        for counts in self.counts.values():
+            for key, h in counts.items():
+                total = out.get(key)
+                out[key] = h if total is None else Health(total.requests + h.requests, total.errors + h.errors)
+        return out
 
     def set_replica(self, replica: str, reports: dict[str, EnvoyReport], now: float | None = None) -> bool:
         """Replaces what ``replica`` reports; returns whether the quorum's knowledge changed."""
@@ -108,6 +155,7 @@ class FleetView:
     def drop_replica(self, replica: str, now: float | None = None) -> bool:
         """A replica's record vanished: its Envoys stay, disconnected, for one ACK timeout."""
         now = time.time() if now is None else now
+        self.counts.pop(replica, None)
         old = self.reports.pop(replica, {})
         for node_id, report in old.items():
             if not report.stale:          # in the quorum, connected or not: it still routes

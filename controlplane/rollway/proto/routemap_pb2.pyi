@@ -294,20 +294,28 @@ class ResumeRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., author: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class HaltRecord(_message.Message):
-    __slots__ = ("version", "rollback", "author", "reason", "time", "figures")
+    __slots__ = ("version", "rollback", "author", "reason", "time", "figures", "stage", "error_ratio", "baseline_error_ratio", "requests")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROLLBACK_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     FIGURES_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATIO_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_ERROR_RATIO_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     rollback: bool
     author: str
     reason: str
     time: float
     figures: str
-    def __init__(self, version: _Optional[str] = ..., rollback: _Optional[bool] = ..., author: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[float] = ..., figures: _Optional[str] = ...) -> None: ...
+    stage: str
+    error_ratio: float
+    baseline_error_ratio: float
+    requests: int
+    def __init__(self, version: _Optional[str] = ..., rollback: _Optional[bool] = ..., author: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[float] = ..., figures: _Optional[str] = ..., stage: _Optional[str] = ..., error_ratio: _Optional[float] = ..., baseline_error_ratio: _Optional[float] = ..., requests: _Optional[int] = ...) -> None: ...
 
 class HaltResponse(_message.Message):
     __slots__ = ("halts",)
