@@ -10,6 +10,8 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import random
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from rollway.envoy.process import EnvoyProcess as _EnvoyProcess
 from rollway.envoy.process import envoy_binary, free_port, json_backend, stop_process
 
 ENVOY_BINARY = envoy_binary()
-__all__ = ["Backends", "EnvoyProcess", "Response", "free_port", "stop_process", "wait_until", "ENVOY_BINARY"]
+__all__ = ["Backends", "EnvoyProcess", "FailingBackend", "Response", "free_port", "stop_process", "wait_until", "ENVOY_BINARY"]
 
 
 class Backends:
@@ -38,6 +40,46 @@ class Backends:
         for server in self.servers.values():
             server.shutdown()
             server.server_close()
+
+
+class FailingBackend:
+    """An app host that answers a request with a 500 with probability ``per_hundred`` / 100
+    (at random, seeded by its name: a fixed pattern would fail the same session every round
+    when a round sends each host a multiple of the pattern's period), naming itself in the
+    JSON body."""
+
+    def __init__(self, name: str, per_hundred: int):
+        self.name, self.per_hundred = name, per_hundred
+        self.count = 0
+        self.lock = threading.Lock()
+        self.rng = random.Random(name)
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                with backend.lock:
+                    backend.count += 1
+                    failing = backend.rng.random() * 100 < backend.per_hundred
+                body = json.dumps({"backend": backend.name}).encode()
+                self.send_response(500 if failing else 200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @dataclass

@@ -4,9 +4,7 @@ and failed requests, and the replica sums them per (stage, version)."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 
 import grpc
 import pytest
@@ -18,48 +16,15 @@ from rollway.sources.serverset import member_json
 from rollway.xds.health import MAX_COUNT, HealthBook
 
 from conftest import wait_for
-from envoy_harness import EnvoyProcess, free_port
+from envoy_harness import EnvoyProcess, FailingBackend, free_port
 from harness import Replica
 
 pytestmark = [pytest.mark.envoy]
 
 
-class FailingApp:
-    """An app host whose version answers 3 of every 10 requests with a 500."""
-
-    def __init__(self, version: str, failing_per_ten: int):
-        self.count = 0
-        lock = threading.Lock()
-        app = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                with lock:
-                    app.count += 1
-                    failing = app.count % 10 < failing_per_ten
-                body = json.dumps({"version": version}).encode()
-                self.send_response(500 if failing else 200)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_each_versions_requests_and_5xx_reach_the_control_plane_from_envoys_load_reports(tmp_path):
     replica = Replica(f"file://{tmp_path}/store", api=False)
-    app = FailingApp("v1", 3)
+    app = FailingBackend("v1", 30)
     envoy = None
     try:
         replica.plane.push(json.dumps({"service": "web", "stages": [

@@ -182,3 +182,32 @@ def test_an_unannounced_rollback_bounces_only_sessions_moved_forward_while_it_pr
     assert m["bounces"] == m["sessions_bounced"] and m["bounces_stale_caused"] == 0
     announced = run(SimConfig(scenario="rollback", sessions=2000, envoys=8, lag_max=30, seed=3)).metrics
     assert announced["bounces"] == 0 and announced["final_versions"] == {"v1": 2000}
+
+
+@pytest.mark.parametrize("seed, lag", [(1, 30.0), (2, 5.0), (3, 60.0)])
+def test_the_guard_halts_a_bad_build_and_its_sessions_go_back_once_against_its_unguarded_peer(seed, lag):
+    """``bad-build``: v2 fails 30 % of its requests. Guarded (``action: rollback``), the halt
+    reaches every Envoy, the deploy tool stops, every session on v2 goes back once (the
+    halt and the rollback are in the trace, and the recount of the trace finds no bounce);
+    unguarded, the deploy finishes and every session ends on the bad build."""
+    from rollway.tools.sim.recount import recount
+
+    guarded = run(SimConfig(scenario="bad-build", envoys=6, sessions=3000, lag_max=lag, seed=seed, trace=True))
+    peer = run(SimConfig(scenario="bad-build", strategy="unguarded", envoys=6, sessions=3000, lag_max=lag,
+                         seed=seed)).metrics
+    m = guarded.metrics
+    assert_promise(m)
+    assert m["time_to_halt"] is not None and m["halt_decided_after"] <= m["time_to_halt"]
+    assert m["sessions_left_on_bad"] == 0 and m["final_versions"] == {"v1": 3000}
+    assert m["justified_returns"] > 0                      # sessions did come back from v2, once each
+    actions = [(a["action"], a["target"]) for a in guarded.trace if "action" in a]
+    assert actions == [("deploy", "v2"), ("halt", "v2"), ("rollback", "v1")]
+    assert recount(guarded.trace).summary() == {k: m[k] for k in recount(guarded.trace).summary()}
+    assert peer["time_to_halt"] is None and peer["sessions_left_on_bad"] == 3000 and peer["bounces"] == 0
+    assert m["sessions_met_errors"] * 3 < peer["sessions_met_errors"]
+
+
+def test_the_guard_does_not_judge_a_build_as_good_as_its_baseline():
+    m = run(SimConfig(scenario="bad-build", envoys=6, sessions=3000, bad_errors=0.02, seed=4)).metrics
+    assert m["time_to_halt"] is None and m["halt_decided_after"] is None
+    assert m["sessions_left_on_bad"] == 3000 and m["bounces"] == 0 and m["steps_left"] == 0

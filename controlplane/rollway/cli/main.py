@@ -13,7 +13,7 @@ Subcommands:
 ``rollway envoy-run -- -c FILE``
     Exec Envoy with ``ENVOY_DYNAMIC_MODULES_SEARCH_PATH`` pointing at the installed module.
 
-``rollway simulate --scenario NAME [--strategy rollway|capacity|naive|all] [--json] [--plot F] [--trace F]``
+``rollway simulate --scenario NAME [--strategy rollway|capacity|naive|unguarded|all] [--json] [--plot F] [--trace F]``
     Simulate a deploy through lagging Envoys (rollway.tools.sim).
 
 ``rollway serve``, ``rollway routemap ...``, ``rollway status``, ``rollway serverset announce``
@@ -319,7 +319,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
         if importlib.util.find_spec("matplotlib") is None:   # checked before a long run, not after
             raise CommandError("--plot needs matplotlib: pip install 'rollway[plots]'")
-    strategies = list(sim.STRATEGIES) if args.strategy == "all" else [args.strategy]
+    strategies = list(sim.strategies_for(args.scenario)) if args.strategy == "all" else [args.strategy]
     results = {}
     for strategy in strategies:
         failures = tuple(("kill-leader", at) for at in args.kill_leader_at or []) + \
@@ -339,9 +339,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         shown = results.get("rollway") or next(iter(results.values()))
         sim.plot(shown, args.plot, f"{args.scenario}: sessions per version ({shown.metrics['strategy']}, "
                                    f"{args.envoys} Envoys lagging up to {args.lag_max:g} s)")
-    keys = ("bounces", "bounces_stale_caused", "sessions_bounced", "justified_returns", "refreshes_per_session_max",
-            "refreshes_per_session_max_fresh", "rollouts", "stale_moves", "leader_changes", "reconnects", "zero_capacity_requests", "requests_to_drained", "requests_to_draining", "overload_max",
-            "overload_p99", "overload_bound_max", "overload_violations", "stage_share_error_max", "requests")
+    keys: tuple[str, ...] = (
+        "bounces", "bounces_stale_caused", "sessions_bounced", "justified_returns", "refreshes_per_session_max",
+        "refreshes_per_session_max_fresh", "rollouts", "stale_moves", "leader_changes", "reconnects",
+        "zero_capacity_requests", "requests_to_drained", "requests_to_draining", "overload_max",
+        "overload_p99", "overload_bound_max", "overload_violations", "stage_share_error_max", "requests")
+    if args.scenario in sim.GUARDED:
+        keys += ("sessions_met_errors", "bad_responses", "time_to_halt", "halt_decided_after", "sessions_left_on_bad")
     if args.json:
         out = {s: r.metrics for s, r in results.items()}
         json.dump(out if len(out) > 1 else next(iter(out.values())), sys.stdout, indent=2, sort_keys=True)
@@ -351,7 +355,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
           f"{args.lag_max:g} s, seed {args.seed}")
     print(f"{'metric':28}" + "".join(f"{s:>12}" for s in results))
     for key in keys:
-        print(f"{key:28}" + "".join(f"{r.metrics[key]:>12}" for r in results.values()))
+        print(f"{key:28}" + "".join(f"{str(r.metrics[key]):>12}" for r in results.values()))
     return 0
 
 
@@ -452,10 +456,11 @@ def _add_envoy_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     simulate = sub.add_parser("simulate", help="simulate a deploy through a fleet of lagging Envoys")
-    from rollway.tools.sim import LIMITS, SCENARIOS, STRATEGIES
+    from rollway.tools.sim import GUARDED, LIMITS, SCENARIOS, STRATEGIES, UNGUARDED
 
-    simulate.add_argument("--scenario", required=True, choices=SCENARIOS + LIMITS)
-    simulate.add_argument("--strategy", default="rollway", choices=(*STRATEGIES, "all"))
+    simulate.add_argument("--scenario", required=True, choices=SCENARIOS + LIMITS + GUARDED)
+    simulate.add_argument("--strategy", default="rollway", choices=(*STRATEGIES, UNGUARDED, "all"),
+                          help="all: naive, capacity and rollway; for bad-build, unguarded and rollway")
     simulate.add_argument("--envoys", type=int, default=8)
     simulate.add_argument("--sessions", type=int, default=10000)
     simulate.add_argument("--lag-max", type=float, default=30.0,

@@ -21,7 +21,9 @@ Strategies compared on the same scenario and seed:
 
 - ``naive``: version = hash(id) % number of versions the stage has seen (no capacity);
 - ``capacity``: the core's capacity-ordered choice with no session affinity (no tiebreak);
-- ``rollway``: the full rules (wanted version, direction tiebreak, admission).
+- ``rollway``: the full rules (wanted version, direction tiebreak, admission);
+- ``unguarded``: the same without the route map's guard, the peer of ``bad-build`` (a new
+  version failing a share of its requests: ``rollway.tools.sim.badbuild``).
 
 What is measured: bounces and reloads in ``rollway.tools.sim.recount``, overload against
 the stated bound at the same tick in ``rollway.tools.sim.accounting``.
@@ -33,10 +35,18 @@ Usage::
     result.metrics["bounces"]
 """
 
+from rollway.tools.sim.doubles import UNGUARDED
 from rollway.tools.sim.model import After, Gate, SimConfig, SimResult, World
 from rollway.tools.sim.plot import plot
 from rollway.tools.sim.runner import STRATEGIES, run
-from rollway.tools.sim.scenarios import FINAL_VERSION, LIMITS, SCENARIOS, timeline
+from rollway.tools.sim.scenarios import FINAL_VERSION, GUARDED, LIMITS, SCENARIOS, timeline
 
-__all__ = ["FINAL_VERSION", "LIMITS", "SCENARIOS", "STRATEGIES", "After", "Gate", "SimConfig", "SimResult", "World", "plot",
-           "run", "timeline"]
+
+def strategies_for(scenario: str) -> tuple[str, ...]:
+    """The strategies a scenario is compared on: the guard against its unguarded peer for
+    ``bad-build``, the naive peers for the rest."""
+    return (UNGUARDED, "rollway") if scenario in GUARDED else STRATEGIES
+
+
+__all__ = ["FINAL_VERSION", "GUARDED", "LIMITS", "SCENARIOS", "STRATEGIES", "UNGUARDED", "After", "Gate", "SimConfig",
+           "SimResult", "World", "plot", "run", "strategies_for", "timeline"]

@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rollway import Router
 from rollway.model.admission import KnowsSets, known_versions
 from rollway.model.deploy_state import DeployState, Halt
 from rollway.model.filter_config import BlueGreenStage, FilterConfig, Way
+from rollway.model.guard import Health
 from rollway.model.routemap import parse_routemap
 from rollway.plane.decision import decide
 from rollway.sources.serverset import ServersetView
 from rollway.sources.view_policy import DebounceWindow, EmptyGrace
 from rollway.tools.sim.model import SimConfig, World
 from rollway.xds.cache import RETAINED
+
+UNGUARDED = "unguarded"     # the strategy: Rollway's rules without the route map's guard
 
 
 class SimulatedPlane:
@@ -68,12 +72,18 @@ class SimulatedPlane:
     def leading(self, t: float) -> bool:
         return t >= self.leader_down_until
 
-    def build(self, world: World, quorum: list[set], t: float) -> FilterConfig | None:
+    def build(self, world: World, quorum: list[set], t: float,
+              health: Mapping[tuple[str, str], Health] | None = None) -> FilterConfig | None:
         """The config for the current view and operator state; None when nothing changed.
-        The leader decides (``advance``); with no leader, followers render the stored
-        deploy state with their views (capacity moves, direction and admission stay as the
-        dead leader left them)."""
+        The leader decides (``advance``; the guard judges ``health``, the fleet's counts as
+        the leader has them); with no leader, followers render the stored deploy state with
+        their views (capacity moves, direction and admission stay as the dead leader left
+        them). The ``unguarded`` strategy: the same, without the route map's guard."""
         doc = json.loads(json.dumps(self.routemap.document))
+        if self.cfg.strategy == UNGUARDED:
+            doc.pop("guard", None)
+            for stage in doc["stages"]:
+                stage.pop("guard", None)
         for stage in doc["stages"]:
             stage["weight"] = world.weights.get(stage["name"], stage["weight"])
             if stage["mode"] == "blue_green":
@@ -81,7 +91,7 @@ class SimulatedPlane:
         routemap = parse_routemap(doc)
         views = {k: ServersetView(k, dict(caps), {}, int(sum(caps.values())), 0) for k, caps in self.view.items()}
         leading, generation = self.leading(t), self.state.generation
-        decision = decide(routemap, views, self.state, KnowsSets(quorum), leading=leading, now=t)
+        decision = decide(routemap, views, self.state, KnowsSets(quorum), leading=leading, now=t, health=health)
         config = decision.config
         if decision.write is not None:
             self.state = decision.write        # the simulated store takes every write

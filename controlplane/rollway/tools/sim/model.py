@@ -52,6 +52,13 @@ class SimConfig:
     ack_timeout: float = 30.0
     reconnect_rate: float = 0.02
     trace: bool = False         # keep a replayable trace (rollway.tools.sim.recount) and recount from it
+    # The ``bad-build`` scenario: the new version answers ``bad_errors`` of its requests with
+    # a 5xx, every other version ``errors`` (a 5xx commits nothing: no cookie, no reload).
+    # Envoys report each version's counts every ``report_interval`` seconds, reaching the
+    # leader one interval later (LRS, then the fleet records).
+    bad_errors: float = 0.3
+    errors: float = 0.02
+    report_interval: float = 2.0
 
     @property
     def drain_seconds(self) -> float:

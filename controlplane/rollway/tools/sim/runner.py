@@ -10,12 +10,15 @@ from collections import Counter
 from rollway import murmur3_32, new_routing_id
 from rollway.model.filter_config import FilterConfig, RollingStage, Way
 from rollway.tools.sim.accounting import Overload, Sessions
-from rollway.tools.sim.doubles import SimulatedEnvoy, SimulatedPlane
+from rollway.tools.sim.badbuild import BadBuildBook
+from rollway.tools.sim.doubles import UNGUARDED, SimulatedEnvoy, SimulatedPlane
 from rollway.tools.sim.model import DEPLOY, HALT, ROLLBACK, SWITCH, WEIGHTS, After, Gate, SimConfig, SimResult, World
 from rollway.tools.sim.recount import STALE_BOUNCES_PER_MOVE, Recount
-from rollway.tools.sim.scenarios import LIMITS, SCENARIOS, timeline, with_faults
+from rollway.tools.sim.scenarios import BAD_VERSION, GUARDED, LIMITS, SCENARIOS, timeline, with_faults
 
 STRATEGIES = ("naive", "capacity", "rollway")
+RULES = ("rollway", UNGUARDED)      # strategies that route by Rollway's rules
+ANY = "*"                           # a guard's rollback: turned back to whatever the baseline is
 NOW0 = 1_750_000_000
 
 
@@ -95,11 +98,11 @@ def run(cfg: SimConfig, events: list[tuple] | None = None, routemap: dict | None
     """Simulates ``cfg.scenario``, or the given steps ``[(timing, World)]`` over ``routemap``
     (for generated deploys); a timing is an absolute time, ``After(seconds)`` or
     ``Gate(extra)``."""
-    if cfg.strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+    if cfg.strategy not in STRATEGIES + (UNGUARDED,):
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES + (UNGUARDED,))}")
     if events is None:
-        if cfg.scenario not in SCENARIOS + LIMITS:
-            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS + LIMITS)}")
+        if cfg.scenario not in SCENARIOS + LIMITS + GUARDED:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS + LIMITS + GUARDED)}")
         cfg = with_faults(cfg)
         events, routemap = timeline(cfg, random.Random(cfg.seed + 1))
     assert routemap is not None, "steps given without their route map"
@@ -156,13 +159,18 @@ class _Run:
         self.rollback_announced: str | None = None   # a halt's rollback target, until the rollback is traced
         self.stale_envoy_seconds = 0.0        # summed over Envoys: how long each was out of the quorum
         self.traced_episode = self.world.episode
+        self.bad = BadBuildBook(cfg) if cfg.scenario in GUARDED else None
+        self.halts_traced: set[str] = set()
 
     def run(self) -> SimResult:
         cfg = self.cfg
         while (self.t <= self.end or self.changes or self.step < len(self.events)) and self.t <= self.give_up:
+            reported = self.bad is not None and self.bad.report(self.t)
             changed = self._take_steps()
             self._land_changes()
-            self._control_plane(changed)
+            self._control_plane(changed or reported)
+            if self.bad is not None and self.bad.halted_at is not None and self._halt_reached():
+                self.bad.reached(self.t)
             if self.gate_open_at is None and self._gate_open():
                 self.gate_open_at = self.t
             for key, caps in self.registered.items():
@@ -186,6 +194,12 @@ class _Run:
             out.update({(key.split("/")[0], v): False for v, c in caps.items() if c > 0})
         return out
 
+    def _halt_reached(self) -> bool:
+        """Every Envoy in the quorum routes on a config where the bad version is halted."""
+        return all(e.config is not None and all(v.halted for s in e.config.rolling_stages() for v in s.versions
+                                                if v.name == BAD_VERSION)
+                   for e in self.envoys if not self._stale(e))
+
     def _gate_open(self) -> bool:
         plane = self.plane
         if self.changes or not plane.view_current() or not plane.leading(self.t) or plane.waiting():
@@ -205,6 +219,10 @@ class _Run:
         """The deploy tool's steps that are due: each becomes host changes spread over
         ``cfg.spread``. Returns whether the operator's world changed (or nothing is out yet)."""
         changed = self.plane.current is None       # the first config goes out at once
+        if self.plane.state.halts and self.step < len(self.events) and isinstance(self.events[self.step][0], Gate):
+            # A halt stops the deploy tool (``rollway deploy wait`` exits 1): no more steps.
+            self.events = self.events[:self.step]
+            self.end = max(self.end, self.t + self.settle)
         while self.step < len(self.events) and self._due(self.events[self.step][0]):
             previous, self.world = self.world, self.events[self.step][1]
             world = self.world
@@ -311,17 +329,20 @@ class _Run:
         connected Envoy. The quorum: every Envoy but those silent for longer than the ACK
         timeout (a disconnected one still counts, with what it last ACKed)."""
         t, world, plane, envoys = self.t, self.world, self.plane, self.envoys
-        config = plane.build(world, [e.knows for e in envoys if not self._stale(e)], t)
+        config = plane.build(world, [e.knows for e in envoys if not self._stale(e)], t,
+                             health=self.bad.reported if self.bad is not None else None)
         if config is None:
             return
+        self._trace_guard_halts(config)
         if self.rollback_announced is not None:
             # An announced rollback starts moving sessions when the control plane turns the
             # deploy (capacity may show it before the tool's second half: a spot loss of the
             # halted version), so that is when the trace says it began, if it is earlier.
-            turned = [stage.name for stage in config.stages if isinstance(stage, RollingStage)
-                      and stage.direction.state is Way.ROLLBACK and stage.direction.target == self.rollback_announced]
-            for name in turned:
-                self._record({"t": t, "action": ROLLBACK, "stage": name, "target": self.rollback_announced})
+            turned = [stage for stage in config.stages if isinstance(stage, RollingStage)
+                      and stage.direction.state is Way.ROLLBACK
+                      and self.rollback_announced in (ANY, stage.direction.target)]
+            for stage in turned:
+                self._record({"t": t, "action": ROLLBACK, "stage": stage.name, "target": stage.direction.target})
             if turned:
                 self.rollback_announced = None
         if self.weights_asked is not None and _applies(config, self.weights_asked):
@@ -341,6 +362,22 @@ class _Run:
             for e in envoys:
                 if config is not None:
                     e.apply(config, world.episode, plane)
+
+    def _trace_guard_halts(self, config: FilterConfig) -> None:
+        """The guard's halts, as the trace names an operator's: a halt line per stage the
+        version is live in (one return from it is owed), and, for a rollback, the rollback
+        line once the deploy turns (the reload back belongs to it)."""
+        for version, halt in sorted(self.plane.state.halts.items()):
+            if version in self.halts_traced or halt.who != "guard":
+                continue
+            self.halts_traced.add(version)
+            if self.bad is not None:
+                self.bad.halted(self.t)
+            for stage in config.rolling_stages():
+                if version in stage.version_names():
+                    self._record({"t": self.t, "action": HALT, "stage": stage.name, "target": version})
+            if halt.rollback:
+                self.rollback_announced = ANY
 
     # -- the sessions -----------------------------------------------------------------------
 
@@ -376,7 +413,7 @@ class _Run:
         out_of_quorum = self._stale(envoy)
         if out_of_quorum:
             self.metrics["stale_decisions"] += len(sessions)
-        if cfg.strategy == "rollway":
+        if cfg.strategy in RULES:
             batch = envoy.router.route_many([ids[i] for i in sessions], [app[i] for i in sessions],
                                             NOW0 + self.t, version_cookies=[cookie[i] for i in sessions],
                                             stage_cookies=[stage_cookie[i] for i in sessions])
@@ -402,10 +439,12 @@ class _Run:
                 # refresh signal on a 5xx -- so the session stays where it was.
                 self.metrics["requests_to_drained"] += 1
                 continue
+            tick_versions.setdefault(stage, Counter())[v] += 1
+            if self.bad is not None and self.bad.fails(self.t, i, stage, v):
+                continue            # a 5xx commits nothing: no cookie, no reload
             if draining_only:
                 self.metrics["requests_to_draining"] += 1   # served by a draining host: committed
-            tick_versions.setdefault(stage, Counter())[v] += 1
-            told = refresh[j] if cfg.strategy == "rollway" else (app[i] is not None and app[i] != v
+            told = refresh[j] if cfg.strategy in RULES else (app[i] is not None and app[i] != v
                                                                  and cookie[i] != v)
             self._served(i, stage, v, told)
             # A trace line (kept with ``trace``), counted with the same fields either way.
@@ -470,4 +509,6 @@ class _Run:
             "final_versions": {v: sum(1 for x in book.last if x == v) for v in sorted({x for x in book.last if x})},
         })
         out.update(self.overload.metrics())
+        if self.bad is not None:
+            out.update(self.bad.metrics(sum(1 for x in book.last if x == BAD_VERSION)))
         return SimResult(out, self.series, self.trace)

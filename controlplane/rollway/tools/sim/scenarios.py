@@ -20,6 +20,10 @@ SCENARIOS = ("rolling", "rollback", "autoscale", "spot-loss", "third-version", "
 # Outside the operating rules, to show what breaking one costs (README, known limits): a
 # rollback that starts moving hosts back without announcing itself first.
 LIMITS = ("rollback-unannounced",)
+# The bad-build guard (issue 28): the new version fails a share of its requests; compared
+# with the same rules without the guard (strategy ``unguarded``), not with the naive peers.
+GUARDED = ("bad-build",)
+BAD_VERSION = "v2"
 FINAL_VERSION = {"rollback": "v1", "surge-rollback": "v1", "third-version": "v3", "rollback-unannounced": "v1"}
 
 
@@ -53,7 +57,29 @@ def timeline(cfg: SimConfig, rng: random.Random) -> tuple[list[tuple[float | Gat
         return _canary_ramp(cfg, tl)
     if cfg.scenario == "third-version":
         return _third_version(cfg, tl)
+    if cfg.scenario == "bad-build":
+        return _bad_build(cfg, tl)
     return _rolling(cfg, rng, tl)
+
+
+def _bad_build(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float | Gate, World]], dict]:
+    """A rolling deploy of a bad v2 over v1, paced by the deploy gate as ``rollway deploy
+    wait`` paces a tool: a halt stops the tool (``deploy wait`` exits 1), which leaves the
+    hosts as they are. Guarded with ``action: rollback``: v2's sessions go back to v1."""
+    h, b = cfg.hosts, cfg.batch
+    counts = {"v1": h, "v2": 0}
+    tl.emit({"prod": dict(counts)})
+    kind: str | None = DEPLOY
+    while counts["v1"] > 0:
+        tl.t += cfg.step_interval
+        n = min(b, counts["v1"])
+        counts["v1"] -= n
+        counts[BAD_VERSION] += n
+        tl.emit({"prod": dict(counts)}, kind, target=BAD_VERSION)
+        if kind is None:    # the tool's bake time after the gate opens, then the next step
+            tl.events[-1] = (Gate(cfg.step_interval), tl.events[-1][1])
+        kind = None
+    return tl.events, {"service": "web", "guard": {"action": "rollback"}, "stages": [PROD]}
 
 
 def _blue_green(cfg: SimConfig, tl: _Timeline) -> tuple[list[tuple[float | Gate, World]], dict]:

@@ -1,0 +1,265 @@
+"""The bad-build guard on real parts (issue 28): app hosts whose new version answers a share
+of requests with a 500, two stock Envoys fed over ADS by two control-plane replicas on one
+store (ZooKeeper, and the embedded file store), each Envoy reporting its load to its own
+replica, and browser sessions crossing between the Envoys on every request.
+
+The guard's input travels as it does in production: Envoy's load reports to the replica it
+is connected to, each replica's counts in its fleet record, the leader summing them."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rollway.envoy import bootstrap as ec
+from rollway.model.deploy_state import GUARD, DeployState
+from rollway.sources.serverset import member_json
+from rollway.tools.session import BrowserSession
+
+from conftest import wait_for
+from envoy_harness import EnvoyProcess, FailingBackend, free_port
+from harness import Replica
+
+pytestmark = [pytest.mark.envoy]
+
+TOKEN = "guard-operator-token"
+SESSIONS = 200
+
+
+class GuardedEdge:
+    """Replicas cp-a and cp-b on one store, Envoy edge-1 on cp-a and edge-2 on cp-b, and app
+    hosts per (stage, version) failing ``failing[version]`` requests in 100 (2 by default)."""
+
+    def __init__(self, tmp_path, store_url: str, routemap: dict, failing: dict[str, int]):
+        self.replicas = [Replica(store_url, token=TOKEN, replica_id=name) for name in ("cp-a", "cp-b")]
+        self.plane = self.replicas[0].plane
+        self.plane.push(json.dumps(routemap), 0, "alice", "web with a guard")
+        self.failing = failing
+        self.hosts: dict[str, FailingBackend] = {}
+        self.members: dict[str, object] = {}
+        self.envoys = []
+        for i, replica in enumerate(self.replicas):
+            listen, admin = free_port(), free_port()
+            bootstrap = ec.ads_bootstrap(xds_host="127.0.0.1", xds_port=replica.xds.port, node_id=f"edge-{i + 1}",
+                                         listen_port=listen, admin_port=admin)
+            self.envoys.append(EnvoyProcess(bootstrap, tmp_path, listen, admin))
+
+    def start(self) -> None:
+        """The Envoys, once the first hosts are announced."""
+        for envoy in self.envoys:
+            envoy.start()
+
+    def set_hosts(self, stage: str, counts: dict[str, int]) -> None:
+        """The deploy tool: ``stage`` runs exactly counts[version] hosts of each version."""
+        for version, count in counts.items():
+            for i in range(8):
+                key = f"{stage}.{version}#{i}"
+                if i < count and key not in self.members:
+                    if key not in self.hosts:
+                        self.hosts[key] = FailingBackend(key, self.failing.get(version, 2))
+                    self.members[key] = self.replicas[0].announce(
+                        f"/d/{stage}", member_json("127.0.0.1", self.hosts[key].port, version))
+                elif i >= count and key in self.members:
+                    self.members.pop(key).close()
+
+    def settled(self) -> bool:
+        """Both Envoys ACKed the current config and nothing waits for admission."""
+        config = self.plane.filter_config("web")
+        if config is None or any(True for _ in config.announced()):
+            return False
+        envoys = self.plane.fleet_status("web")
+        return len(envoys) == 2 and all(e["caught_up"] and not e["stale"] and e["generation"] == config.generation
+                                        for e in envoys)
+
+    def halted(self) -> dict:
+        data, _ = self.plane.store.read_deploy_state("web")
+        return DeployState.from_json(data).halts if data else {}
+
+    def halt_reached(self, version: str) -> bool:
+        """Every Envoy holds a config in which ``version`` is halted wherever it is live."""
+        config = self.plane.filter_config("web")
+        live = [v for s in config.rolling_stages() for v in s.versions if v.name == version]
+        return bool(live) and all(v.halted for v in live) and self.settled()
+
+    def visit(self, sessions: list[BrowserSession], log: dict, round_no: int) -> None:
+        """One request per session, each through the Envoy the other one used last time."""
+        for i, session in enumerate(sessions):
+            envoy = self.envoys[(i + round_no) % 2]
+            conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
+            try:
+                conn.request("GET", "/", headers=session.headers())
+                response = conn.getresponse()
+                body = response.read()
+                headers = response.getheaders()
+            finally:
+                conn.close()
+            backend = json.loads(body)["backend"] if response.status in (200, 500) else None
+            stage, version = backend.split("#")[0].split(".") if backend else (None, None)
+            refreshed = session.answered(response.status, headers, version)
+            log.setdefault(id(session), []).append((stage, version, response.status, refreshed is not None))
+
+    def rollway(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rollway.cli.main", *args, "--server",
+                               f"127.0.0.1:{self.replicas[0].server.api_port}"], capture_output=True, text=True,
+                              timeout=60)
+
+    def close(self) -> None:
+        for envoy in self.envoys:
+            envoy.stop()
+        for member in self.members.values():
+            member.close()
+        for replica in reversed(self.replicas):
+            replica.close()
+        for host in self.hosts.values():
+            host.close()
+
+
+@pytest.fixture
+def edges(tmp_path):
+    made = []
+
+    def make(store_url, routemap, failing) -> GuardedEdge:
+        made.append(GuardedEdge(tmp_path, store_url, routemap, failing))
+        return made[-1]
+
+    yield make
+    for edge in made:
+        edge.close()
+
+
+def strict_bounces(served: list[str], halted: str) -> int:
+    """Returns to a version the session had left, but the one return from the halted version
+    a rollback owes it (the simulator's recount allows the same one)."""
+    left, last, owed, bounces = set(), None, True, 0
+    for version in served:
+        if last is not None and version != last:
+            if version in left:
+                if last == halted and owed:
+                    owed = False
+                else:
+                    bounces += 1
+            left.add(last)
+        last = version
+    return bounces
+
+
+def rolling(name: str, weight: float, **extra) -> dict:
+    return {"name": name, "weight": weight, "mode": "rolling", "serverset": f"/d/{name}", **extra}
+
+
+def test_a_bad_build_is_halted_by_the_guard_and_its_sessions_go_back_once(edges, store_url):
+    edge = edges(store_url, {"service": "web", "guard": {"action": "rollback"}, "stages": [rolling("prod", 1)]},
+                 failing={"v2": 30})
+    edge.set_hosts("prod", {"v1": 4})
+    edge.start()
+    wait_for(edge.settled, timeout=60, what="v1 served by both Envoys")
+    sessions, log = [BrowserSession() for _ in range(SESSIONS)], {}
+    edge.visit(sessions, log, 0)
+    edge.set_hosts("prod", {"v1": 2, "v2": 2})                 # a deploy step: half the hosts on v2
+    wait_for(edge.settled, timeout=60, what="v2 admitted on both Envoys")
+    # The fleet's sessions move to v2 as its capacity says, and meet its 500s, until the
+    # guard (default min_requests 500 on each side) halts it.
+    round_no = 1
+    while not edge.halted() and round_no < 80:
+        edge.visit(sessions, log, round_no)
+        round_no += 1
+    halt = edge.halted().get("v2")
+    assert halt is not None and halt.who == GUARD and halt.rollback, edge.halted()
+    assert halt.measured.requests >= 500 and halt.measured.error_ratio > 0.2 > 0.05 > halt.measured.baseline_error_ratio
+    assert sum(1 for s in sessions if "v2" in s.served) > 20  # the deploy had really moved sessions
+    # The deploy tool stops: deploy wait exits 1 naming the version and the figures.
+    waited = edge.rollway("deploy", "wait", "web", "--timeout", "5")
+    assert waited.returncode == 1 and "version v2 is halted and rolled back by guard" in waited.stderr, waited.stderr
+    assert "vs baseline" in waited.stderr
+    status = json.loads(edge.rollway("status", "web", "--json").stdout)
+    v2 = next(v for s in status["stages"] for v in s["versions"] if v["name"] == "v2")
+    assert v2["halted"]["author"] == "guard" and v2["halted"]["requests"] >= 500
+    assert v2["halted"]["error_ratio"] > 0.2 and v2["halted"]["baseline_error_ratio"] < 0.05
+    wait_for(lambda: edge.halt_reached("v2"), timeout=60, what="the halt on both Envoys")
+    mark = {id(s): len(log[id(s)]) for s in sessions}
+    # After the halt reached the Envoys: fresh sessions never reach v2, sessions on v1 never
+    # move to it, and every session that was on v2 goes back to v1 once, told to reload
+    # once for it.
+    fresh = [BrowserSession() for _ in range(100)]
+    for extra in range(40):
+        edge.visit(sessions + fresh, log, round_no + extra)
+        if all(s.last == "v1" for s in sessions) and extra >= 3:
+            break
+    assert all(version != "v2" for s in fresh for _, version, _, _ in log[id(s)])
+    assert all(s.last == "v1" for s in sessions), [log[id(s)][-4:] for s in sessions if s.last != "v1"]
+    for s in sessions:
+        after = log[id(s)][mark[id(s)]:]
+        assert strict_bounces(s.served, "v2") == 0, s.served
+        seen = [version for _, version, _, _ in after]
+        back = seen.index("v1") if "v1" in seen else len(seen)
+        assert all(version == "v1" for version in seen[back:]), after            # once on v1, never v2 again
+        # One reload per move, onto where it moved: v1 -> v2 -> v1 at most (a session whose
+        # first page came from v2, its first answer from v1 having been a 500, moved once).
+        moves = [b for a, b in zip(s.served, s.served[1:]) if a != b]
+        refreshes = [version for _, version, _, refreshed in log[id(s)] if refreshed]
+        assert refreshes == moves and moves in ([], ["v1"], ["v2", "v1"]), log[id(s)]
+
+
+def test_a_build_halted_in_the_canary_gets_no_prod_sessions(edges, tmp_path):
+    # The canary judges sooner (its own min_requests): the override of the service's guard.
+    routemap = {"service": "web", "guard": {"action": "halt"},
+                "stages": [rolling("canary", 30, guard={"min_requests": 200}), rolling("prod", 70)]}
+    edge = edges(f"file://{tmp_path}/store", routemap, failing={"v2": 30})
+    edge.set_hosts("canary", {"v1": 2})
+    edge.set_hosts("prod", {"v1": 2})
+    edge.start()
+    wait_for(edge.settled, timeout=60, what="v1 served")
+    sessions, log = [BrowserSession() for _ in range(SESSIONS)], {}
+    edge.visit(sessions, log, 0)
+    edge.set_hosts("canary", {"v1": 1, "v2": 1})
+    wait_for(edge.settled, timeout=60, what="v2 admitted in the canary")
+    round_no = 1
+    while not edge.halted() and round_no < 80:
+        edge.visit(sessions, log, round_no)
+        round_no += 1
+    halt = edge.halted().get("v2")
+    assert halt is not None and halt.measured.stage == "canary" and not halt.rollback
+    in_canary = [s for s in sessions if s.last == "v2"]
+    # The deploy tool goes on to prod anyway: v2 is halted there too.
+    edge.set_hosts("prod", {"v1": 1, "v2": 1})
+    wait_for(lambda: edge.halt_reached("v2"), timeout=60, what="v2 halted in both stages on both Envoys")
+    mark = {id(s): len(log[id(s)]) for s in sessions}
+    for extra in range(10):
+        edge.visit(sessions, log, round_no + extra)
+    for s in sessions:
+        after = log[id(s)][mark[id(s)]:]
+        assert all((stage, version) != ("prod", "v2") for stage, version, _, _ in after), after
+        if s in in_canary:                      # halt, not rollback: its sessions stay
+            assert all(version == "v2" for _, version, _, _ in after), after
+        else:
+            assert all(version == "v1" for _, version, _, _ in after), after
+
+
+def test_no_false_halt_at_the_same_error_rate_and_a_small_canary_is_not_judged(edges, tmp_path):
+    routemap = {"service": "web", "guard": {}, "stages": [rolling("canary", 2), rolling("prod", 98)]}
+    # v2 fails as often as v1 in prod; in the canary it fails half its requests, but the
+    # canary serves too few for the guard to judge (min_requests 500).
+    edge = edges(f"file://{tmp_path}/store", routemap, failing={"v1": 2, "v2": 2})
+    edge.set_hosts("prod", {"v1": 2, "v2": 2})
+    edge.set_hosts("canary", {"v1": 1})
+    edge.start()
+    wait_for(edge.settled, timeout=60, what="v1 and v2 served")
+    canary_v2 = FailingBackend("canary.v2#0", 50)
+    edge.hosts["canary.v2#0"] = canary_v2
+    edge.set_hosts("canary", {"v1": 1, "v2": 1})
+    wait_for(edge.settled, timeout=60, what="the canary's v2 admitted")
+    sessions, log = [BrowserSession() for _ in range(SESSIONS)], {}
+    for round_no in range(40):                                  # 8,000 requests
+        edge.visit(sessions, log, round_no)
+    health = {}
+    wait_for(lambda: health.update(edge.plane.service("web").fleet.health()) or
+             health.get(("prod", "v2"), None) is not None and health[("prod", "v2")].requests > 3000,
+             timeout=30, what="the fleet's counts")
+    assert health[("prod", "v1")].requests > 3000                      # judged: both sides over min_requests
+    assert 0 < health[("canary", "v2")].requests < 500                 # not judged
+    assert health[("canary", "v2")].ratio > 0.3
+    assert edge.halted() == {}
