@@ -8,115 +8,18 @@ is connected to, each replica's counts in its fleet record, the leader summing t
 
 from __future__ import annotations
 
-import http.client
 import json
-import subprocess
-import sys
 
 import pytest
 
-from rollway.envoy import bootstrap as ec
-from rollway.model.deploy_state import GUARD, DeployState
-from rollway.sources.serverset import member_json
+from rollway.model.deploy_state import GUARD
 from rollway.tools.session import BrowserSession
 
 from conftest import wait_for
-from envoy_harness import EnvoyProcess, FailingBackend, free_port
-from harness import Replica
+from envoy_harness import FailingBackend
+from guarded_edge import SESSIONS, GuardedEdge, rolling
 
 pytestmark = [pytest.mark.envoy]
-
-TOKEN = "guard-operator-token"
-SESSIONS = 200
-
-
-class GuardedEdge:
-    """Replicas cp-a and cp-b on one store, Envoy edge-1 on cp-a and edge-2 on cp-b, and app
-    hosts per (stage, version) failing ``failing[version]`` requests in 100 (2 by default)."""
-
-    def __init__(self, tmp_path, store_url: str, routemap: dict, failing: dict[str, int]):
-        self.replicas = [Replica(store_url, token=TOKEN, replica_id=name) for name in ("cp-a", "cp-b")]
-        self.plane = self.replicas[0].plane
-        self.plane.push(json.dumps(routemap), 0, "alice", "web with a guard")
-        self.failing = failing
-        self.hosts: dict[str, FailingBackend] = {}
-        self.members: dict[str, object] = {}
-        self.envoys = []
-        for i, replica in enumerate(self.replicas):
-            listen, admin = free_port(), free_port()
-            bootstrap = ec.ads_bootstrap(xds_host="127.0.0.1", xds_port=replica.xds.port, node_id=f"edge-{i + 1}",
-                                         listen_port=listen, admin_port=admin)
-            self.envoys.append(EnvoyProcess(bootstrap, tmp_path, listen, admin))
-
-    def start(self) -> None:
-        """The Envoys, once the first hosts are announced."""
-        for envoy in self.envoys:
-            envoy.start()
-
-    def set_hosts(self, stage: str, counts: dict[str, int]) -> None:
-        """The deploy tool: ``stage`` runs exactly counts[version] hosts of each version."""
-        for version, count in counts.items():
-            for i in range(8):
-                key = f"{stage}.{version}#{i}"
-                if i < count and key not in self.members:
-                    if key not in self.hosts:
-                        self.hosts[key] = FailingBackend(key, self.failing.get(version, 2))
-                    self.members[key] = self.replicas[0].announce(
-                        f"/d/{stage}", member_json("127.0.0.1", self.hosts[key].port, version))
-                elif i >= count and key in self.members:
-                    self.members.pop(key).close()
-
-    def settled(self) -> bool:
-        """Both Envoys ACKed the current config and nothing waits for admission."""
-        config = self.plane.filter_config("web")
-        if config is None or any(True for _ in config.announced()):
-            return False
-        envoys = self.plane.fleet_status("web")
-        return len(envoys) == 2 and all(e["caught_up"] and not e["stale"] and e["generation"] == config.generation
-                                        for e in envoys)
-
-    def halted(self) -> dict:
-        data, _ = self.plane.store.read_deploy_state("web")
-        return DeployState.from_json(data).halts if data else {}
-
-    def halt_reached(self, version: str) -> bool:
-        """Every Envoy holds a config in which ``version`` is halted wherever it is live."""
-        config = self.plane.filter_config("web")
-        live = [v for s in config.rolling_stages() for v in s.versions if v.name == version]
-        return bool(live) and all(v.halted for v in live) and self.settled()
-
-    def visit(self, sessions: list[BrowserSession], log: dict, round_no: int) -> None:
-        """One request per session, each through the Envoy the other one used last time."""
-        for i, session in enumerate(sessions):
-            envoy = self.envoys[(i + round_no) % 2]
-            conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
-            try:
-                conn.request("GET", "/", headers=session.headers())
-                response = conn.getresponse()
-                body = response.read()
-                headers = response.getheaders()
-            finally:
-                conn.close()
-            backend = json.loads(body)["backend"] if response.status in (200, 500) else None
-            stage, version = backend.split("#")[0].split(".") if backend else (None, None)
-            refreshed = session.answered(response.status, headers, version)
-            log.setdefault(id(session), []).append((stage, version, response.status, refreshed is not None))
-
-    def rollway(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "rollway.cli.main", *args, "--server",
-                               f"127.0.0.1:{self.replicas[0].server.api_port}"], capture_output=True, text=True,
-                              timeout=60)
-
-    def close(self) -> None:
-        for envoy in self.envoys:
-            envoy.stop()
-        for member in self.members.values():
-            member.close()
-        for replica in reversed(self.replicas):
-            replica.close()
-        for host in self.hosts.values():
-            host.close()
-
 
 @pytest.fixture
 def edges(tmp_path):
@@ -145,10 +48,6 @@ def strict_bounces(served: list[str], halted: str) -> int:
             left.add(last)
         last = version
     return bounces
-
-
-def rolling(name: str, weight: float, **extra) -> dict:
-    return {"name": name, "weight": weight, "mode": "rolling", "serverset": f"/d/{name}", **extra}
 
 
 def test_a_bad_build_is_halted_by_the_guard_and_its_sessions_go_back_once(edges, store_url):
