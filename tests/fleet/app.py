@@ -1,6 +1,8 @@
 """An app host's server for the fleet test: answers every GET with its version and host.
 
-    python app.py --version v1 --port 8080 --host app3
+    python app.py --version v1 --port 8080 --host app3 [--fail-percent 30]
+
+``--fail-percent N``: a bad build, answering N % of requests (at random) with a 500.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import random
 import signal
 import sys
 
@@ -17,6 +20,7 @@ def main() -> None:
     parser.add_argument("--version", required=True)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", required=True)
+    parser.add_argument("--fail-percent", type=float, default=0.0)
     args = parser.parse_args()
     body = json.dumps({"version": args.version, "host": args.host}).encode()
 
@@ -32,7 +36,7 @@ def main() -> None:
                 self.send_header("content-length", "0")
                 self.end_headers()
                 return
-            self.send_response(200)
+            self.send_response(500 if random.random() * 100 < args.fail_percent else 200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.end_headers()

@@ -9,6 +9,9 @@ two hosts at a time, draining each host and waiting for the deploy gate. The Env
 two services (issue 27): ``web`` and ``api`` (its own host name, ``api.fleet.test``); every
 app host runs both, and each batch deploys both at once (web v1 -> v2, api a1 -> a2), so the
 two services' deploys overlap all the way, under the same faults; 100 more sessions call api.
+Then the tool deploys a bad third build (web v3, failing 30 % of requests) to two hosts:
+the route map's guard halts it and turns the deploy back, ``deploy wait`` exits 1 naming
+it, the tool puts v2 back, and every session that reached v3 returns once.
 
 During the deploy: the control-plane leader is SIGKILLed (and restarted later); a
 ZooKeeper server is stopped and later restarted; one Envoy's link to the control plane is
@@ -54,13 +57,19 @@ APPS = [f"app{i}" for i in range(1, 9)]
 STORE = "zk://" + ",".join(f"{z}:2181" for z in ZK) + "/rollway"
 SERVERS = ",".join(f"{cp}:7700" for cp in CPS)
 PATH = "/discovery/web/prod"
-ROUTEMAP = {"service": "web", "stages": [{"name": "prod", "weight": 100, "mode": "rolling", "serverset": PATH}]}
+# The guard judges sooner than by default (200 requests a side): the browsers send about 70
+# requests a second to web, a quarter of them to the bad build's two hosts.
+ROUTEMAP = {"service": "web", "guard": {"action": "rollback", "min_requests": 200},
+            "stages": [{"name": "prod", "weight": 100, "mode": "rolling", "serverset": PATH}]}
 API_PATH = "/discovery/api/prod"
 API_HOST = "api.fleet.test"
 API_ROUTEMAP = {"service": "api", "domains": [API_HOST],
                 "stages": [{"name": "prod", "weight": 100, "mode": "rolling", "serverset": API_PATH}]}
 API_PORT = 8081
-API_VERSION = {"v1": "a1", "v2": "a2"}      # api's version on a host that runs web's v1 or v2
+API_VERSION = {"v1": "a1", "v2": "a2", "v3": "a2"}   # api's version on a host that runs this web version
+BAD = "v3"                  # the bad third build: answers BAD_PERCENT % of requests with a 500
+BAD_PERCENT = 30
+BAD_HOSTS = ["app1", "app3"]
 SERVICES = "web,api"
 ZK_CLASSPATH = ":".join(["/etc/zookeeper/conf", "/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-api.jar",
                          "/usr/share/java/log4j-1.2.jar"])
@@ -141,10 +150,12 @@ class Fleet:
                             "--debounce", "0.2"])
 
     def start_app(self, app: str, version: str) -> None:
-        """The host's two apps: web ``version`` on 8080, api's matching version on 8081."""
+        """The host's two apps: web ``version`` on 8080 (the bad build failing), api's
+        matching version on 8081."""
         address = self.net.address[app]
         api = API_VERSION[version]
-        self.spawn(f"{app}-server", app, [PY, str(HERE / "app.py"), "--version", version, "--host", app])
+        self.spawn(f"{app}-server", app, [PY, str(HERE / "app.py"), "--version", version, "--host", app,
+                                          "--fail-percent", str(BAD_PERCENT if version == BAD else 0)])
         self.spawn(f"{app}-api-server", app, [PY, str(HERE / "app.py"), "--version", api, "--host", app,
                                               "--port", str(API_PORT)])
         self.probe("http", f"http://{app}:8080/", "--timeout", "30")
@@ -240,42 +251,74 @@ class Checked(threading.Thread):
         if self.error is not None:
             raise AssertionError(f"{what} failed: {self.error!r}") from self.error
 
-def deploy_host(fleet: Fleet, app: str) -> None:
+def deploy_host(fleet: Fleet, app: str, version: str = "v2") -> None:
     """Both apps of the host at once: each drained through its own service's gate."""
     fleet.operator("serverset", "drain", "--store", STORE, "--path", PATH, "--host", fleet.net.address[app],
                    "--port", "8080", "--service", "web", "--timeout", "60")
     fleet.operator("serverset", "drain", "--store", STORE, "--path", API_PATH, "--host", fleet.net.address[app],
                    "--port", str(API_PORT), "--service", "api", "--timeout", "60")
     fleet.stop_app(app)
-    fleet.start_app(app, "v2")
+    fleet.start_app(app, version)
 
 
 def analyse(lines: list[dict], events: list[dict], deploy_end: float) -> dict:
+    """Bounces counted strictly: a return to a version the session had left, but the one
+    return from the halted bad build that its rollback owes each session. Reloads per
+    rollout: v1 -> v2, then v2 -> v3 and v3 -> v2 (each at most one per session). The bad
+    build's 500s are listed apart from failed requests."""
     by_session: dict[int, list[dict]] = {}
     for r in sorted(lines, key=lambda r: r["t"]):
         by_session.setdefault(r["session"], []).append(r)
     bounces, refreshes, bounce_times = 0, {}, []
     for session, records in by_session.items():
         left: set[str] = set()
-        current = None
+        current, owed = None, True
         for r in records:
             if r.get("status") != 200:
                 continue
-            if r.get("refresh"):
-                refreshes[session] = refreshes.get(session, 0) + 1
             v = r["version"]
+            if r.get("refresh"):
+                key = (session, v, BAD in left or current == BAD)     # onto v2 again after v3: the rollback's
+                refreshes[key] = refreshes.get(key, 0) + 1
             if current is not None and v != current:
-                if v in left:
+                if v in left and not (current == BAD and owed):
                     bounces += 1
                     bounce_times.append(r["t"])
+                elif v in left:
+                    owed = False
                 left.add(current)
             current = v
-    failed = [r for r in lines if r.get("status") != 200]
+    bad_errors = [r for r in lines if r.get("status") == 500 and f'"version": "{BAD}"' in r.get("body", "")]
+    failed = [r for r in lines if r.get("status") != 200 and r not in bad_errors]
     final = {s: next((r["version"] for r in reversed(rs) if r.get("status") == 200), None)
              for s, rs in by_session.items()}
     return {"requests": len(lines), "failed": failed, "bounces": bounces, "bounce_times": bounce_times,
-            "refreshes_max": max(refreshes.values(), default=0), "sessions_refreshed": len(refreshes),
-            "final": final, "sessions": len(by_session)}
+            "refreshes_max": max(refreshes.values(), default=0), "sessions_refreshed": len({k[0] for k in refreshes}),
+            "final": final, "sessions": len(by_session), "bad_errors": bad_errors,
+            "sessions_met_bad": len({r["session"] for r in bad_errors}),
+            "back_from_bad": len({k[0] for k in refreshes if k[1] == "v2" and k[2]})}
+
+
+def deploy_a_bad_build(fleet: Fleet) -> dict:
+    """A third build, failing BAD_PERCENT % of its requests, deployed to BAD_HOSTS after v2:
+    the guard halts it and turns the deploy back, ``deploy wait`` exits 1 naming it, and the
+    deploy tool puts v2 back on those hosts (draining v3's, which the halt allows)."""
+    start = time.time()
+    for app in BAD_HOSTS:
+        deploy_host(fleet, app, BAD)
+
+    def halted() -> dict | None:
+        status = json.loads(fleet.operator("status", "web", "--json"))
+        return next((h for h in status["halts"] if h["version"] == BAD), None)
+    halt = wait_for(halted, timeout=120, what=f"the guard to halt {BAD}")
+    assert halt["author"] == "guard" and halt["rollback"] and halt["error_ratio"] > 0.15, halt
+    waited = fleet.net.run("deployer", [*ROLLWAY, "deploy", "wait", "web", "--timeout", "5", "--server",
+                                        f"{CPS[0]}:7700", "--tls-ca", fleet.ca], timeout=60, env=fleet.env)
+    assert waited.returncode == 1 and f"version {BAD} is halted and rolled back by guard" in waited.stderr, waited
+    for app in BAD_HOSTS:
+        deploy_host(fleet, app, "v2")
+    fleet.operator("deploy", "wait", "web", "--timeout", "90", "--allow-halted", timeout=120)
+    return {"halted_after_deploy_start": round(halt["time"] - start, 1), "figures": halt["figures"]}
 
 
 @pytest.fixture
@@ -415,6 +458,9 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
                 recent[r["session"]] = recent.get(r["session"], 0) + 1
         return len(recent) == SESSIONS + API_SESSIONS and min(recent.values()) >= 2
     wait_for(every_session_asked_twice_since, timeout=60, what="every session to ask twice on the final config")
+    guard = deploy_a_bad_build(fleet)
+    settled = time.time()
+    wait_for(every_session_asked_twice_since, timeout=90, what="every session to ask twice after the rollback")
     stop_file.write_text("stop")
     browsers.wait(60)
 
@@ -442,7 +488,9 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
                "refreshes_per_session_max": result["refreshes_max"], "sessions": result["sessions"],
                "sessions_on_v2": sum(1 for v in result["final"].values() if v == "v2"),
                "api_sessions_on_a2": sum(1 for v in result["final"].values() if v == "a2"),
-               "deploy_seconds": round(deploy_end - deploy_start, 1), "final_config": final}
+               "deploy_seconds": round(deploy_end - deploy_start, 1), "final_config": final,
+               "bad_build": {**guard, "sessions_met_its_500s": result["sessions_met_bad"],
+                             "its_500s": len(result["bad_errors"]), "sessions_back_from_it": result["back_from_bad"]}}
     print("\n" + "\n".join(table) + "\n" + json.dumps(summary, indent=1))
     (tmp_path / "faults.md").write_text("\n".join(table) + "\n")
 
@@ -455,6 +503,7 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
     assert result["bounces"] == 0, result["bounce_times"]
     assert result["refreshes_max"] <= 1
     assert result["sessions_refreshed"] > 0               # sessions did move to v2, told once
+    assert result["back_from_bad"] > 0 and result["bad_errors"]   # sessions met v3 and came back from it
     # Every web session on v2 and every api session on a2 (sessions SESSIONS.. are api's).
     assert all(v == ("v2" if s < SESSIONS else "a2") for s, v in result["final"].items()), result["final"]
     # The only failures allowed: requests in flight on app2's open connections when it
