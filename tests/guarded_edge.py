@@ -98,6 +98,15 @@ class GuardedEdge:
             refreshed = session.answered(response.status, headers, version)
             log.setdefault(id(session), []).append((stage, version, response.status, refreshed is not None))
 
+    def visit_until_halted(self, sessions: list[BrowserSession], log: dict, rounds: int = 80) -> int:
+        """Rounds of visits, from round 1, until the deploy state records a halt (at most
+        ``rounds``); returns the next round's number."""
+        round_no = 1
+        while not self.halted() and round_no < rounds:
+            self.visit(sessions, log, round_no)
+            round_no += 1
+        return round_no
+
     def rollway(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "rollway.cli.main", *args, "--server",
                                f"127.0.0.1:{self.replicas[0].server.api_port}"], capture_output=True, text=True,

@@ -62,10 +62,7 @@ def test_a_bad_build_is_halted_by_the_guard_and_its_sessions_go_back_once(edges,
     wait_for(edge.settled, timeout=60, what="v2 admitted on both Envoys")
     # The fleet's sessions move to v2 as its capacity says, and meet its 500s, until the
     # guard (default min_requests 500 on each side) halts it.
-    round_no = 1
-    while not edge.halted() and round_no < 80:
-        edge.visit(sessions, log, round_no)
-        round_no += 1
+    round_no = edge.visit_until_halted(sessions, log)
     halt = edge.halted().get("v2")
     assert halt is not None and halt.who == GUARD and halt.rollback, edge.halted()
     assert halt.measured.requests >= 500 and halt.measured.error_ratio > 0.2 > 0.05 > halt.measured.baseline_error_ratio
@@ -116,10 +113,7 @@ def test_a_build_halted_in_the_canary_gets_no_prod_sessions(edges, tmp_path):
     edge.visit(sessions, log, 0)
     edge.set_hosts("canary", {"v1": 1, "v2": 1})
     wait_for(edge.settled, timeout=60, what="v2 admitted in the canary")
-    round_no = 1
-    while not edge.halted() and round_no < 80:
-        edge.visit(sessions, log, round_no)
-        round_no += 1
+    round_no = edge.visit_until_halted(sessions, log)
     halt = edge.halted().get("v2")
     assert halt is not None and halt.measured.stage == "canary" and not halt.rollback
     in_canary = [s for s in sessions if s.last == "v2"]
