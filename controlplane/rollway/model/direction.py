@@ -73,8 +73,9 @@ class DirectionTracker:
     _observations: int = 0              # observations with a gain: the log's order
     _pending: list | None = None        # [state, target, since]: a change of way waiting to settle
     # A rollback an operator or the guard declared (``turn_back``), not read from capacity:
-    # it needs no half of a reversal in capacity to show before it moves anyone.
-    _declared: bool = False
+    # the observation count when it was, so capacity gained before it does not hold the
+    # rollback as half a reversal (gains after it still do: a deploy tool stepping forward again).
+    _declared_at: int | None = None
     _now: float | None = field(default=None, repr=False, compare=False)
     _halted: frozenset[str] | set[str] = field(default=frozenset(), repr=False, compare=False)   # this observation's
 
@@ -84,7 +85,7 @@ class DirectionTracker:
                 "order": list(self.order), "previous": self._previous, "net": dict(self._net),
                 "settle": self.settle, "pending": self._pending,
                 "gains": [list(g) for g in self._gains], "observations": self._observations,
-                **({"declared": True} if self._declared else {})}
+                **({"declared_at": self._declared_at} if self._declared_at is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> DirectionTracker:
@@ -96,7 +97,7 @@ class DirectionTracker:
         tracker._gains = [[int(g[0]), str(g[1]), float(g[2])] for g in d.get("gains") or []
                           if isinstance(g, list) and len(g) == 3]
         tracker._observations = int(d.get("observations", 0))
-        tracker._declared = bool(d.get("declared", False))
+        tracker._declared_at = int(d["declared_at"]) if d.get("declared_at") is not None else None
         pending = d.get("pending")
         tracker._pending = [pending[0], pending[1], float(pending[2])] if isinstance(pending, list) and \
             len(pending) == 3 else None
@@ -216,7 +217,7 @@ class DirectionTracker:
         # version just before: sessions moved v1 -> v3 would visit v2 on their way back, and
         # the deploy tool takes v2's hosts back to v1 too.
         self._enter(ROLLBACK, min(older, key=self.rank))
-        self._declared = True
+        self._declared_at = self._observations
         return True
 
     def changing(self) -> tuple[str, str | None] | None:
@@ -243,10 +244,10 @@ class DirectionTracker:
             # A change of way settling: move nobody meanwhile, but name where it is going,
             # so sessions on a version that is gone go there straight (not by hash).
             return STEADY, self._pending[1]
-        if self.state != STEADY and self.target is not None and self.target in self.order and not self._declared:
-            # (A declared rollback moves at once: nothing in capacity needs reading, and
-            # admission holds the reversal until every Envoy knows the halt.)
-            for version, hosts in self._gained_since_target().items():
+        if self.state != STEADY and self.target is not None and self.target in self.order:
+            # (A declared rollback moves at once: what capacity showed before it needs no
+            # reading, and admission holds the reversal until every Envoy knows the halt.)
+            for version, hosts in self._gained_since_target(after=self._declared_at).items():
                 # Half a reversal: capacity gained by a version on the other side of the
                 # target since the target last gained any, however little (a member may
                 # weigh less than one; found by the state machine) (the first half of a
@@ -260,9 +261,11 @@ class DirectionTracker:
                     return STEADY, self.target
         return self.state, self.target
 
-    def _gained_since_target(self) -> dict[str, float]:
-        """Hosts each other version gained since the target last gained any."""
+    def _gained_since_target(self, after: int | None = None) -> dict[str, float]:
+        """Hosts each other version gained since the target last gained any (and, with
+        ``after``, since that observation)."""
         last = max((seq for seq, v, _ in self._gains if v == self.target), default=-1)
+        last = max(last, after if after is not None else -1)
         out: dict[str, float] = {}
         for seq, version, hosts in self._gains:
             if seq > last and version != self.target:
@@ -290,7 +293,7 @@ class DirectionTracker:
 
     def _enter(self, state: str, target: str | None) -> None:
         self.state, self.target = state, target
-        self._declared = False
+        self._declared_at = None
         self._restart_evidence()
 
     def _consider(self, evidence: tuple[str, str], moved: float) -> None:

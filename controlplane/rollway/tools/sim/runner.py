@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 from rollway import murmur3_32, new_routing_id
+from rollway.model.deploy_state import GUARD
 from rollway.model.filter_config import FilterConfig, RollingStage, Way
 from rollway.tools.sim.accounting import Overload, Sessions
 from rollway.tools.sim.badbuild import BadBuildBook
@@ -219,8 +220,11 @@ class _Run:
         """The deploy tool's steps that are due: each becomes host changes spread over
         ``cfg.spread``. Returns whether the operator's world changed (or nothing is out yet)."""
         changed = self.plane.current is None       # the first config goes out at once
-        if self.plane.state.halts and self.step < len(self.events) and isinstance(self.events[self.step][0], Gate):
-            # A halt stops the deploy tool (``rollway deploy wait`` exits 1): no more steps.
+        if any(h.who == GUARD for h in self.plane.state.halts.values()) and self.step < len(self.events) \
+                and isinstance(self.events[self.step][0], Gate):
+            # The guard's halt stops the deploy tool (``rollway deploy wait`` exits 1): no
+            # more steps. (An operator's rollback is the tool's own: it goes on, with
+            # ``--allow-halted``.)
             self.events = self.events[:self.step]
             self.end = max(self.end, self.t + self.settle)
         while self.step < len(self.events) and self._due(self.events[self.step][0]):
@@ -368,7 +372,7 @@ class _Run:
         version is live in (one return from it is owed), and, for a rollback, the rollback
         line once the deploy turns (the reload back belongs to it)."""
         for version, halt in sorted(self.plane.state.halts.items()):
-            if version in self.halts_traced or halt.who != "guard":
+            if version in self.halts_traced or halt.who != GUARD:
                 continue
             self.halts_traced.add(version)
             if self.bad is not None:
