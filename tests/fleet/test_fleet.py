@@ -9,9 +9,10 @@ two hosts at a time, draining each host and waiting for the deploy gate. The Env
 two services (issue 27): ``web`` and ``api`` (its own host name, ``api.fleet.test``); every
 app host runs both, and each batch deploys both at once (web v1 -> v2, api a1 -> a2), so the
 two services' deploys overlap all the way, under the same faults; 100 more sessions call api.
-Then the tool deploys a bad third build (web v3, failing 30 % of requests) to two hosts:
-the route map's guard halts it and turns the deploy back, ``deploy wait`` exits 1 naming
-it, the tool puts v2 back, and every session that reached v3 returns once.
+Then the tool deploys a bad third build (web v3, failing 30 % of requests) to two hosts,
+while the leader is SIGKILLed again and a ZooKeeper server stops: the route map's guard
+halts it and turns the deploy back, ``deploy wait`` exits 1 naming it, the tool puts v2
+back, and every session that reached v3 returns once.
 
 During the deploy: the control-plane leader is SIGKILLed (and restarted later); a
 ZooKeeper server is stopped and later restarted; one Envoy's link to the control plane is
@@ -299,25 +300,48 @@ def analyse(lines: list[dict], events: list[dict], deploy_end: float) -> dict:
             "back_from_bad": len({k[0] for k in refreshes if k[1] == "v2" and k[2]})}
 
 
-def deploy_a_bad_build(fleet: Fleet) -> dict:
-    """A third build, failing BAD_PERCENT % of its requests, deployed to BAD_HOSTS after v2:
-    the guard halts it and turns the deploy back, ``deploy wait`` exits 1 naming it, and the
-    deploy tool puts v2 back on those hosts (draining v3's, which the halt allows)."""
+def deploy_a_bad_build(fleet: Fleet, fault) -> dict:
+    """A third build, failing BAD_PERCENT % of its requests, deployed to BAD_HOSTS after v2,
+    under faults again: the leader is SIGKILLed as the first bad host comes up and a
+    ZooKeeper server stops. The surviving replica's guard halts it and turns the deploy back
+    (the dead replica's counts went with it; its Envoys report to the survivor), ``deploy
+    wait`` exits 1 naming it, and the tool puts v2 back on those hosts (draining v3's, which
+    the halt allows). Then the ZooKeeper server and the replica come back."""
     start = time.time()
-    for app in BAD_HOSTS:
-        deploy_host(fleet, app, BAD)
+    deploy_host(fleet, BAD_HOSTS[0], BAD)
+    leader = fleet.leader()
+    assert leader in CPS, leader
+    survivor = next(cp for cp in CPS if cp != leader)
+    killed_at = time.time()
+    fleet.procs[leader].send_signal(signal.SIGKILL)
+    assert fleet.procs[leader].wait(10) == -signal.SIGKILL
+    fleet.converged(BOUNDS["leader"], not_on=leader)
+    kill = fault(f"control-plane leader ({leader}) SIGKILLed as the bad build came up", killed_at,
+                 bound=BOUNDS["leader"], converged_after=round(time.time() - killed_at, 2))
+    zk_stop = time.time()
+    zk_code = fleet.terminate("zk3")
+    assert zk_code == EXIT_ON_SIGTERM["zk"], zk_code
+    deploy_host(fleet, BAD_HOSTS[1], BAD)
 
     def halted() -> dict | None:
         status = json.loads(fleet.operator("status", "web", "--json"))
         return next((h for h in status["halts"] if h["version"] == BAD), None)
     halt = wait_for(halted, timeout=120, what=f"the guard to halt {BAD}")
     assert halt["author"] == "guard" and halt["rollback"] and halt["error_ratio"] > 0.15, halt
+    assert wait_for(lambda: fleet.leader() == survivor, timeout=BOUNDS["leader"], what="the survivor to lead")
+    kill["effect"] = f"{survivor} leads and halted {BAD} {round(halt['time'] - killed_at, 1)} s after the kill"
     waited = fleet.net.run("deployer", [*ROLLWAY, "deploy", "wait", "web", "--timeout", "5", "--server",
-                                        f"{CPS[0]}:7700", "--tls-ca", fleet.ca], timeout=60, env=fleet.env)
+                                        f"{survivor}:7700", "--tls-ca", fleet.ca], timeout=60, env=fleet.env)
     assert waited.returncode == 1 and f"version {BAD} is halted and rolled back by guard" in waited.stderr, waited
     for app in BAD_HOSTS:
         deploy_host(fleet, app, "v2")
     fleet.operator("deploy", "wait", "web", "--timeout", "90", "--allow-halted", timeout=120)
+    fleet.start_zookeeper("zk3")
+    fleet.start_replica(leader)
+    zk = fault("ZooKeeper server zk3 stopped during the bad build, restarted after its rollback", zk_stop,
+               time.time(), effect=f"zk3 exited {zk_code}", bound=BOUNDS["zk"])
+    fleet.converged(BOUNDS["zk"])
+    zk["converged_after"] = round(time.time() - zk["end"], 2)
     return {"halted_after_deploy_start": round(halt["time"] - start, 1), "figures": halt["figures"]}
 
 
@@ -458,7 +482,8 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
                 recent[r["session"]] = recent.get(r["session"], 0) + 1
         return len(recent) == SESSIONS + API_SESSIONS and min(recent.values()) >= 2
     wait_for(every_session_asked_twice_since, timeout=60, what="every session to ask twice on the final config")
-    guard = deploy_a_bad_build(fleet)
+    guard = deploy_a_bad_build(fleet, fault)
+    final = fleet.converged(BOUNDS["cut"])
     settled = time.time()
     wait_for(every_session_asked_twice_since, timeout=90, what="every session to ask twice after the rollback")
     stop_file.write_text("stop")
