@@ -28,7 +28,7 @@ class GuardedEdge:
     hosts per (stage, version) failing ``failing[version]`` requests in 100 (2 by default)."""
 
     def __init__(self, tmp_path, store_url: str, routemap: dict, failing: dict[str, int]):
-        self.replicas = [Replica(store_url, token=TOKEN, replica_id=name) for name in ("cp-a", "cp-b")]
+        self.replicas = [Replica(store_url, token=TOKEN, replica_id=name, dashboard=True) for name in ("cp-a", "cp-b")]
         self.plane = self.replicas[0].plane
         self.plane.push(json.dumps(routemap), 0, "alice", "web with a guard")
         self.failing = failing
@@ -106,6 +106,14 @@ class GuardedEdge:
             self.visit(sessions, log, round_no)
             round_no += 1
         return round_no
+
+    def metrics(self) -> str:
+        """cp-a's /metrics."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.replicas[0].server.http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
 
     def rollway(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "rollway.cli.main", *args, "--server",

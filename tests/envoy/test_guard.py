@@ -75,6 +75,13 @@ def test_a_bad_build_is_halted_by_the_guard_and_its_sessions_go_back_once(edges,
     v2 = next(v for s in status["stages"] for v in s["versions"] if v["name"] == "v2")
     assert v2["halted"]["author"] == "guard" and v2["halted"]["requests"] >= 500
     assert v2["halted"]["error_ratio"] > 0.2 and v2["halted"]["baseline_error_ratio"] < 0.05
+    # What the guard judged, as operators see it: the fleet's counts (both replicas' Envoys)
+    # and the halt, on either replica's /metrics.
+    counts = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in edge.metrics().splitlines()
+              if line.startswith(("rollway_version_requests{", "rollway_version_errors{"))
+              and 'stage="prod",version="v2"' in line}
+    assert counts["rollway_version_requests"] >= 500 and counts["rollway_version_errors"] >= 0.2 * 500, counts
+    assert 'reason="guard rollback",service="web",stage="prod",version="v2"} 1.0' in edge.metrics()
     wait_for(lambda: edge.halt_reached("v2"), timeout=60, what="the halt on both Envoys")
     mark = {id(s): len(log[id(s)]) for s in sessions}
     # After the halt reached the Envoys: fresh sessions never reach v2, sessions on v1 never

@@ -175,7 +175,8 @@ def dashboard_state(plane: ControlPlane, cache, sampler: TrafficSampler | None) 
                 "skipped_members": stage.skipped_members, "held_empty": stage.held_empty,
                 "versions": [{"name": v, "capacity": c, "members": m, "share": round(c / total, 4),
                               "halted": {"reason": halts[v].why, "author": halts[v].who, "rollback": halts[v].rollback,
-                                         "time": halts[v].at} if v in halts else None}
+                                         "time": halts[v].at, "figures": halts[v].figures or None}
+                              if v in halts else None}
                              for v, c, m in stage.versions]})
         envoys = plane.fleet_status(name)
         services.append({"service": name, "revision": view.revision, "generation": view.generation,
@@ -227,8 +228,13 @@ class ControlPlaneCollector(Collector):
         connected, behind, ack_latency, nacks, quorum, held = [], [], [], [], [], []
         stale: list[tuple[list[str], float]] = []
         halted: list[tuple[list[str], float]] = []
+        served: list[tuple[list[str], float]] = []
+        failed: list[tuple[list[str], float]] = []
         for name, service in _services(plane):
             halts = {h.version: h for h in plane.halts(name)}
+            for (stage_name, version), health in sorted(plane.fleet_health(name).items()):
+                served.append(([name, stage_name, version], health.requests))
+                failed.append(([name, stage_name, version], health.errors))
             view = service.view
             revisions.append(([name], view.revision))
             generations.append(([name], view.generation))
@@ -259,8 +265,13 @@ class ControlPlaneCollector(Collector):
         yield _gauge("rollway_capacity", "live capacity (sum of member weights) per stage and version",
                      stage_version, capacity)
         yield _gauge("rollway_members", "ALIVE serverset members per stage and version", stage_version, members)
-        yield _gauge("rollway_version_halted", "1 for each version halted (rollway deploy halt), per stage it "
+        yield _gauge("rollway_version_halted", "1 for each version halted (rollway deploy halt, or the guard), per stage it "
                      "is live in, and why", ["service", "stage", "version", "reason"], halted)
+        yield _gauge("rollway_version_requests", "requests each version completed, over every Envoy of the "
+                     "service (their load reports, since the version appeared or a replica started)",
+                     stage_version, served)
+        yield _gauge("rollway_version_errors", "of those, 5xx (or reset): what the route map's guard judges",
+                     stage_version, failed)
         yield _gauge("rollway_stage_direction", "deployment direction of each stage (1 for the current one)",
                      ["service", "stage", "state", "target"], direction)
         yield _gauge("rollway_serverset_skipped_members", "malformed serverset members skipped",

@@ -339,7 +339,9 @@ class ServiceController:
         """Writes this replica's fleet record if it changed. The plane calls it every 100 ms;
         a write is skipped until 20 times its own cost has passed since the last one, so the
         record of 5,000 Envoys (tens of ms to encode) takes a few percent of a core while
-        they ACK a push, and 5,000 ACKs cost a handful of writes, not 5,000."""
+        they ACK a push, and 5,000 ACKs cost a handful of writes, not 5,000. Under traffic
+        the Envoys' counts (the guard's input) change with every load report, so the record
+        is rewritten about once a second, within the same bound."""
         now = time.monotonic()
         with self.lock:
             if not self.fleet_dirty or self._fleet_record is None or now < self._next_flush:
@@ -919,6 +921,13 @@ class ControlPlane:
             return changed
         raise ConflictError(f"the deploy state of {service!r} kept changing during {self.CAS_ATTEMPTS} attempts; "
                             "try again")
+
+    def fleet_health(self, service: str) -> dict[tuple[str, str], Health]:
+        """(stage, version) -> requests and 5xx over every replica's Envoys, as the fleet
+        records show them (what the leader's guard judges)."""
+        controller = self.service(service)
+        with controller.lock:
+            return controller.fleet.health()
 
     def halts(self, service: str) -> list[Halt]:
         """The service's halted versions, as its controller last read them."""
