@@ -203,6 +203,13 @@ class ControlPlaneCollector(Collector):
         self.plane, self.cache = plane, cache
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._process()
+        yield from self._deploys()
+        yield from self._versions()
+        yield from self._envoys()
+
+    def _process(self) -> Iterator[Metric]:
+        """This replica: its store, readiness, xDS pushes and failures, broken route maps."""
         plane, cache = self.plane, self.cache
         state = plane.store.state
         yield _gauge("rollway_store_up", "1 while the store (ZooKeeper or directory) is connected", [],
@@ -224,17 +231,11 @@ class ControlPlaneCollector(Collector):
         yield _gauge("rollway_routemap_broken",
                      "1 for each service whose stored route map cannot be served (skipped, or its previous "
                      "revision served)", ["service"], [([name], 1.0) for name in sorted(plane.broken)])
-        revisions, generations, capacity, members, direction, skipped = [], [], [], [], [], []
-        connected, behind, ack_latency, nacks, quorum, held = [], [], [], [], [], []
-        stale: list[tuple[list[str], float]] = []
-        halted: list[tuple[list[str], float]] = []
-        served: list[tuple[list[str], float]] = []
-        failed: list[tuple[list[str], float]] = []
-        for name, service in _services(plane):
-            halts = {h.version: h for h in plane.halts(name)}
-            for (stage_name, version), health in sorted(plane.fleet_health(name).items()):
-                served.append(([name, stage_name, version], health.requests))
-                failed.append(([name, stage_name, version], health.errors))
+
+    def _deploys(self) -> Iterator[Metric]:
+        """Each service's route map, filter config, and per stage its capacity and direction."""
+        revisions, generations, capacity, members, direction, skipped, held = [], [], [], [], [], [], []
+        for name, service in _services(self.plane):
             view = service.view
             revisions.append(([name], view.revision))
             generations.append(([name], view.generation))
@@ -244,12 +245,51 @@ class ControlPlaneCollector(Collector):
                 for version, cap, count in stage.versions:
                     capacity.append(([name, stage.name, version], cap))
                     members.append(([name, stage.name, version], count))
-                    if version in halts:
-                        reason = "rollback" if halts[version].rollback else "halt"
-                        who = "guard" if halts[version].who == GUARD else "operator"
-                        halted.append(([name, stage.name, version, f"{who} {reason}"], 1.0))
                 direction.append(([name, stage.name, stage.direction, stage.target or ""], 1.0))
                 skipped.append(([name, stage.name], stage.skipped_members))
+        svc, stage_version = ["service"], ["service", "stage", "version"]
+        yield _gauge("rollway_routemap_revision", "route-map revision in force", svc, revisions)
+        yield _gauge("rollway_filter_config_generation", "filter configs built since start", svc, generations)
+        yield _gauge("rollway_capacity", "live capacity (sum of member weights) per stage and version",
+                     stage_version, capacity)
+        yield _gauge("rollway_members", "ALIVE serverset members per stage and version", stage_version, members)
+        yield _gauge("rollway_stage_direction", "deployment direction of each stage (1 for the current one)",
+                     ["service", "stage", "state", "target"], direction)
+        yield _gauge("rollway_serverset_skipped_members", "malformed serverset members skipped",
+                     ["service", "stage"], skipped)
+        yield _gauge("rollway_admission_held_versions",
+                     "versions announced but not yet admitted (waiting for every Envoy to know them)", svc, held)
+
+    def _versions(self) -> Iterator[Metric]:
+        """What the guard judges (each version's requests and 5xx over the fleet) and the
+        halts, the operator's and the guard's."""
+        plane = self.plane
+        halted, served, failed = [], [], []
+        for name, service in _services(plane):
+            halts = {h.version: h for h in plane.halts(name)}
+            for (stage_name, version), health in sorted(plane.fleet_health(name).items()):
+                served.append(([name, stage_name, version], health.requests))
+                failed.append(([name, stage_name, version], health.errors))
+            for stage in service.status():
+                for version in (v for v, _, _ in stage.versions if v in halts):
+                    reason = "rollback" if halts[version].rollback else "halt"
+                    who = "guard" if halts[version].who == GUARD else "operator"
+                    halted.append(([name, stage.name, version, f"{who} {reason}"], 1.0))
+        stage_version = ["service", "stage", "version"]
+        yield _gauge("rollway_version_halted", "1 for each version halted (rollway deploy halt, or the guard), per stage it "
+                     "is live in, and why", ["service", "stage", "version", "reason"], halted)
+        yield _gauge("rollway_version_requests", "requests each version completed, over every Envoy of the "
+                     "service (their load reports, since the version appeared or a replica started)",
+                     stage_version, served)
+        yield _gauge("rollway_version_errors", "of those, 5xx (or reset): what the route map's guard judges",
+                     stage_version, failed)
+
+    def _envoys(self) -> Iterator[Metric]:
+        """Each service's Envoys: connected here, in the quorum, stale, behind, NACKs."""
+        plane, cache = self.plane, self.cache
+        connected, behind, ack_latency, nacks, quorum = [], [], [], [], []
+        stale: list[tuple[list[str], float]] = []
+        for name, _ in _services(plane):
             envoys = cache.envoy_status(name) if cache is not None else []
             connected.append(([name], sum(1 for e in envoys if e["connected"])))
             fleet = plane.fleet_status(name)
@@ -259,28 +299,10 @@ class ControlPlaneCollector(Collector):
                 behind.append(([name, e["node_id"]], e["behind_seconds"]))
                 ack_latency.append(([name, e["node_id"]], e["last_ack_latency"]))
                 nacks.append(([name, e["node_id"]], e["nacks"]))
-        svc, stage_version = ["service"], ["service", "stage", "version"]
-        yield _gauge("rollway_routemap_revision", "route-map revision in force", svc, revisions)
-        yield _gauge("rollway_filter_config_generation", "filter configs built since start", svc, generations)
-        yield _gauge("rollway_capacity", "live capacity (sum of member weights) per stage and version",
-                     stage_version, capacity)
-        yield _gauge("rollway_members", "ALIVE serverset members per stage and version", stage_version, members)
-        yield _gauge("rollway_version_halted", "1 for each version halted (rollway deploy halt, or the guard), per stage it "
-                     "is live in, and why", ["service", "stage", "version", "reason"], halted)
-        yield _gauge("rollway_version_requests", "requests each version completed, over every Envoy of the "
-                     "service (their load reports, since the version appeared or a replica started)",
-                     stage_version, served)
-        yield _gauge("rollway_version_errors", "of those, 5xx (or reset): what the route map's guard judges",
-                     stage_version, failed)
-        yield _gauge("rollway_stage_direction", "deployment direction of each stage (1 for the current one)",
-                     ["service", "stage", "state", "target"], direction)
-        yield _gauge("rollway_serverset_skipped_members", "malformed serverset members skipped",
-                     ["service", "stage"], skipped)
+        svc = ["service"]
         yield _gauge("rollway_envoys_connected", "Envoys on an ADS stream to this replica", svc, connected)
         yield _gauge("rollway_envoys_quorum", "Envoys of the service (any replica) whose ACKs admission waits for",
                      svc, quorum)
-        yield _gauge("rollway_admission_held_versions",
-                     "versions announced but not yet admitted (waiting for every Envoy to know them)", svc, held)
         yield _gauge("rollway_envoy_stale",
                      "1 for each Envoy out of the quorum (no ACK of the newest config within --ack-timeout)",
                      ["service", "node", "replica", "reason"], stale)
