@@ -182,3 +182,35 @@ def test_a_bad_route_map_file_names_the_field(tmp_path):
     path.write_text(yaml.safe_dump(bad))
     out = rollway("routemap", "validate", str(path), "--local")
     assert out.returncode == 1 and "stages[0].mode: must be rolling or blue_green" in out.stderr
+
+
+@pytest.mark.parametrize("fmt,version_from,where", [
+    ("party", None, "/discovery/api/prod/v4"),
+    ("curator", "payload:build", "/discovery/api/prod"),
+    ("finagle", "path", "/discovery/api/prod/v4"),
+])
+def test_serverset_announce_writes_each_format_and_show_reads_it_back(store_url, fmt, version_from, where):
+    flags = ["--path", "/discovery/api/prod", "--format", fmt] + (["--version-from", version_from] if version_from else [])
+    agent = background("serverset", "announce", "--store", store_url, *flags, "--host", "127.0.0.1",
+                       "--port", "9100", "--version", "v4", "--count", "2")
+    try:
+        assert agent.stdout is not None
+        assert f"at {where}" in agent.stdout.readline()
+
+        def shown():
+            out = rollway("serverset", "show", "--store", store_url, *flags, "--json")
+            return json.loads(out.stdout) if out.returncode == 0 else None
+        doc = wait_for(lambda: (d := shown()) and d["alive"] == 2 and d, what="both members through show")
+        assert doc["capacity"] == {"v4": 2.0} and doc["skipped"] == 0
+        assert sorted(m["port"] for m in doc["members"]) == [9100, 9101]
+        human = rollway("serverset", "show", "--store", store_url, *flags)
+        assert "2 ALIVE member(s), 0 skipped" in human.stdout and "capacity of v4: 2" in human.stdout
+    finally:
+        assert stop(agent) == 0
+
+
+def test_serverset_flags_that_cannot_go_together_are_refused_before_anything_is_written(tmp_path):
+    refused = rollway("serverset", "announce", "--store", f"file://{tmp_path}/s", "--path", "/d", "--format", "party",
+                      "--version-from", "metadata:version", "--host", "127.0.0.1", "--port", "1", "--version", "v1")
+    assert refused.returncode == 2 and "--version-from" in refused.stderr and "party" in refused.stderr
+    assert not (tmp_path / "s" / "d").exists()

@@ -41,9 +41,9 @@ def views(routemap, capacity: dict[str, dict[str, float]]) -> dict[str, Serverse
     """Serverset views by watch key from ``{serverset path: {version: capacity}}``."""
     out = {}
     for stage in routemap.stages:
-        for key, path in stage.serversets().items():
-            caps = capacity.get(path, {})
-            out[key] = ServersetView(path, dict(caps), {v: (("10.0.0.1", 80, c),) for v, c in caps.items()},
+        for key, spec in stage.serversets().items():
+            caps = capacity.get(spec.path, {})
+            out[key] = ServersetView(spec.path, dict(caps), {v: (("10.0.0.1", 80, c),) for v, c in caps.items()},
                                      members=len(caps), skipped=0, time=0.0)
     return out
 

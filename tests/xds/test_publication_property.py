@@ -209,13 +209,13 @@ def refused_by_name_or_accepted_by_envoy(world, doc, members):
     world.plane.push(doc, world.store.read_routemap("web").revision, "test", "property")
     world.accepted += 1
     state = world.plane.service("web")
-    wanted = {key: path for stage in routemap.stages for key, path in stage.serversets().items()}
+    wanted = {key: spec.path for stage in routemap.stages for key, spec in stage.serversets().items()}
 
     def views_current() -> bool:
         with state.lock:
             views = dict(state.views)
         for key, path in wanted.items():
-            expect = build_view(path, {f"m{i}": d for i, d in enumerate(members[path])})
+            expect = build_view(path, {f"member_{i}": d for i, d in enumerate(members[path])})
             view = views.get(key)
             if view is None or (view.capacity, view.endpoints) != (expect.capacity, expect.endpoints):
                 return False

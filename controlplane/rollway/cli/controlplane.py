@@ -468,21 +468,36 @@ def _open_store(url: str, **options):
     return store
 
 
+def _serverset_spec(args):
+    """The serverset the flags name: --path, --format, --version-from (a route map's
+    ``serverset: {path, format, version}``)."""
+    from rollway.inputs import InputError
+    from rollway.sources.member_formats import Format, ServersetSpec, default_version_source
+
+    raw = {"path": args.path, "format": args.format,
+           "version": args.version_from or default_version_source(Format(args.format))}
+    try:
+        return ServersetSpec.from_config(raw, "serverset")
+    except InputError as error:
+        raise UsageError(str(error).replace("serverset.version", "--version-from")
+                         .replace("serverset.path", "--path")) from None
+
+
 def cmd_announce(args) -> int:
-    from rollway.inputs import InputError, check_zk_path
-    from rollway.sources.serverset import check_member
+    from rollway.inputs import InputError
+    from rollway.sources.member_formats import announcement
 
     if not 1 <= args.count <= MAX_ANNOUNCE:
         raise UsageError(f"--count {args.count}: announce from 1 to {MAX_ANNOUNCE} members")
+    spec = _serverset_spec(args)
     try:
-        check_zk_path(args.path, "--path")
-        members = [check_member(args.host, args.port + i, args.version, args.weight) for i in range(args.count)]
+        members = [announcement(spec, args.host, args.port + i, args.version, args.weight) for i in range(args.count)]
     except InputError as error:     # what a control plane would skip is never announced
         raise UsageError(str(error)) from None
     store = _open_store(args.store)
-    handles = [store.announce(args.path, data) for data in members]
-    print(f"rollway: announced {args.count} member(s) of version {args.version} at {args.path}; "
-          f"holding them until stopped", flush=True)
+    handles = [store.announce(m.path, m.data, m.name) for m in members]
+    print(f"rollway: announced {args.count} {spec.format.value} member(s) of version {args.version} at "
+          f"{members[0].path}; holding them until stopped", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -491,6 +506,38 @@ def cmd_announce(args) -> int:
         handle.close()
     store.stop()
     return 0
+
+
+def cmd_show(args) -> int:
+    """What Rollway reads from a serverset: each member, or why it is skipped, and the
+    capacity per version, exactly as the control plane's watcher counts them."""
+    from rollway.sources.serverset import build_view, read_members, read_now
+
+    spec = _serverset_spec(args)
+    store = _open_store(args.store)
+    try:
+        children = read_now(store, spec)
+    finally:
+        store.stop()
+    view = build_view(spec, children)
+    rows = [{"name": r.name, "host": r.member.host, "port": r.member.port, "version": r.member.version,
+             "weight": r.member.weight, "status": r.member.status} if r.member else {"name": r.name, "skipped": r.why}
+            for r in read_members(spec, children)]
+    doc = {"serverset": spec.to_json(), "members": rows, "alive": view.members, "skipped": view.skipped,
+           "capacity": view.capacity}
+
+    def human(d: dict) -> None:
+        print(f"serverset {spec}: {d['alive']} ALIVE member(s), {d['skipped']} skipped")
+        for row in d["members"]:
+            name = _inert(row["name"])
+            if "skipped" in row:
+                print(f"  {name}: skipped: {_inert(row['skipped'])}")
+            else:
+                print(f"  {name}: {row['version']} at {row['host']}:{row['port']} weight {row['weight']:g} "
+                      f"{row['status'] if row['status'] == 'ALIVE' else _inert(row['status'])}")
+        for version, capacity in sorted(d["capacity"].items()):
+            print(f"  capacity of {version}: {capacity:g}")
+    return _print(args, doc, human)
 
 
 def _wait_converged(args, service: str):
@@ -671,18 +718,33 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
+def _serverset_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--path", required=True, help="the serverset's path (its versions' parent with version from path)")
+    p.add_argument("--format", default="finagle", choices=("finagle", "party", "curator"),
+                   help="how members are written: Finagle/Aurora JSON, kazoo (Shallow)Party host:port, Curator JSON")
+    p.add_argument("--version-from", metavar="metadata:KEY|payload:KEY|path",
+                   help="where a member's version is (default: metadata:version, path for party, "
+                        "payload:version for curator)")
+
+
 def _add_serverset(sub: argparse._SubParsersAction) -> None:
     serverset = sub.add_parser("serverset", help="serverset tools")
     ssub = serverset.add_subparsers(dest="serverset_command", required=True)
     p = ssub.add_parser("announce", help="register members and hold them until stopped (a host agent)")
     p.add_argument("--store", required=True)
-    p.add_argument("--path", required=True)
+    _serverset_flags(p)
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--version", required=True)
     p.add_argument("--weight", type=float, default=1.0)
     p.add_argument("--count", type=int, default=1, help="members on consecutive ports from --port")
     p.set_defaults(func=cmd_announce)
+    p = ssub.add_parser("show", help="what Rollway reads from a serverset: each member or why it is skipped, "
+                                     "and the capacity per version")
+    p.add_argument("--store", required=True)
+    _serverset_flags(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_show)
     p = ssub.add_parser("drain", help="mark a host's member not-ALIVE, wait until no Envoy can route to it, "
                                       "then remove it (a STOP / termination lifecycle hook)")
     p.add_argument("--store", required=True)

@@ -9,12 +9,18 @@ A route map (YAML or JSON) describes one service::
     stages:
       - {name: canary, weight: 0.5, mode: rolling, serverset: /discovery/web/canary}
       - {name: prod, weight: 99.5, mode: rolling, serverset: /discovery/web/prod}
+      - {name: mobile, weight: 0, mode: rolling,    # members as other writers write them
+         serverset: {path: /discovery/web/mobile, format: party, version: path}}
       - name: legacy
         weight: 0
         mode: blue_green
         active: blue
         slots: {blue: {serverset: /discovery/web/legacy-blue}, green: {serverset: /discovery/web/legacy-green}}
     guard: {max_error_ratio: 0.05, min_requests: 500, action: halt}   # optional: the bad-build guard
+
+A ``serverset`` is a path (Finagle members, version in ``metadata.version``) or a mapping
+``{path, format: finagle | party | curator, version: metadata:<key> | payload:<key> | path}``
+(``rollway.sources.member_formats``).
 
 A rolling stage may carry its own ``guard``: the keys it names replace the service's (or the
 defaults, without a service guard). No ``guard`` anywhere: no guard.
@@ -33,9 +39,10 @@ from typing import Any, NoReturn
 
 import yaml
 
-from rollway.inputs import InputError, check_name, check_zk_path
+from rollway.inputs import InputError, check_name
 from rollway.model.filter_config import Mode
 from rollway.model.guard import Action, Guard
+from rollway.sources.member_formats import ServersetSpec
 
 NAME = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
 # A Host as Envoy's virtual hosts match it: exact, a wildcard standing for a non-empty start
@@ -56,13 +63,13 @@ class Stage:
     name: str
     weight: float
     mode: Mode
-    serverset: str | None = None           # rolling
-    slots: dict[str, str] = field(default_factory=dict)  # blue-green: slot -> serverset
+    serverset: ServersetSpec | None = None           # rolling
+    slots: dict[str, ServersetSpec] = field(default_factory=dict)  # blue-green: slot -> serverset
     active: str | None = None              # blue-green
     guard: Guard | None = None             # rolling: the service's guard, or this stage's override
 
-    def serversets(self) -> dict[str, str]:
-        """Watch key -> serverset path (the stage itself, or one per blue-green slot)."""
+    def serversets(self) -> dict[str, ServersetSpec]:
+        """Watch key -> serverset (the stage itself, or one per blue-green slot)."""
         if self.mode is Mode.ROLLING:
             assert self.serverset is not None  # parse_routemap requires it of a rolling stage
             return {self.name: self.serverset}
@@ -124,9 +131,10 @@ def _token(value: Any, path: str) -> str:
     return value.lower()
 
 
-def _zk_path(value: Any, path: str) -> str:
+def _serverset(value: Any, path: str) -> ServersetSpec:
+    """A path (Finagle members, version in metadata.version) or {path, format, version}."""
     try:
-        return check_zk_path(value, path)
+        return ServersetSpec.from_config(value, path)
     except InputError as error:
         raise RouteMapError(str(error)) from None
 
@@ -412,7 +420,7 @@ def _stages(raw_stages: Any, guard: Guard | None = None) -> tuple[list[Stage], l
         mode = raw["mode"]
         if mode == "rolling":
             stage = _rolling_stage(raw, path, name, weight)
-            normalised.append({"name": name, "weight": weight, "mode": mode, "serverset": stage.serverset})
+            normalised.append({"name": name, "weight": weight, "mode": mode, "serverset": stage.serverset.to_json() if stage.serverset else None})
             if "guard" in raw:
                 stage = replace(stage, guard=_guard(raw["guard"], f"{path}.guard", guard or Guard()))
                 normalised[-1]["guard"] = stage.guard.to_json() if stage.guard else None
@@ -424,7 +432,7 @@ def _stages(raw_stages: Any, guard: Guard | None = None) -> tuple[list[Stage], l
                       "once, and switching back is the operator's)")
             stage = _blue_green_stage(raw, path, name, weight)
             normalised.append({"name": name, "weight": weight, "mode": mode, "active": stage.active,
-                               "slots": {s: {"serverset": p} for s, p in stage.slots.items()}})
+                               "slots": {s: {"serverset": p.to_json()} for s, p in stage.slots.items()}})
         else:
             _fail(f"{path}.mode", f"must be rolling or blue_green (got {mode!r})")
         stages.append(stage)
@@ -437,7 +445,7 @@ def _rolling_stage(raw: dict, path: str, name: str, weight: float) -> Stage:
     for key in ("slots", "active"):
         if key in raw:
             _fail(f"{path}.{key}", "only blue_green stages have slots")
-    return Stage(name, weight, Mode.ROLLING, serverset=_zk_path(raw.get("serverset"), f"{path}.serverset"))
+    return Stage(name, weight, Mode.ROLLING, serverset=_serverset(raw.get("serverset"), f"{path}.serverset"))
 
 
 def _blue_green_stage(raw: dict, path: str, name: str, weight: float) -> Stage:
@@ -452,7 +460,7 @@ def _blue_green_stage(raw: dict, path: str, name: str, weight: float) -> Stage:
         if not isinstance(spec, dict):
             _fail(f"{path}.slots.{slot}", "must be a mapping with serverset")
         _check_keys(spec, {"serverset"}, set(), f"{path}.slots.{slot}")
-        slot_paths[slot] = _zk_path(spec.get("serverset"), f"{path}.slots.{slot}.serverset")
+        slot_paths[slot] = _serverset(spec.get("serverset"), f"{path}.slots.{slot}.serverset")
     active = raw.get("active")
     if active is None:
         _fail(f"{path}.active", "is required: which slot serves the stage")

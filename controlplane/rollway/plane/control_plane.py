@@ -56,7 +56,7 @@ from rollway.model.routemap import RouteMap, RouteMapError, collisions
 from rollway.model.validation import check_routemap
 from rollway.plane.decision import decide
 from rollway.plane.fleet_records import EnvoyReport, FleetView, decode_reports, encode_reports
-from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view
+from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view, read_now, read_view_once
 from rollway.sources.store import Campaign, ConflictError, FleetRecord, RecordError, RouteMapRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -233,16 +233,16 @@ class ServiceController:
             return self.fleet.duplicates()
 
     def _sync_watchers(self) -> None:
-        wanted = {key: path for stage in self.routemap.stages for key, path in stage.serversets().items()}
+        wanted = {key: spec for stage in self.routemap.stages for key, spec in stage.serversets().items()}
         with self.lock:
             for key in list(self.watchers):
-                if key not in wanted or self.watchers[key].path != wanted[key]:
+                if key not in wanted or self.watchers[key].spec != wanted[key]:
                     self.watchers.pop(key).stop()
                     self.views.pop(key, None)
             started = []
-            for key, path in wanted.items():
+            for key, spec in wanted.items():
                 if key not in self.watchers:
-                    watcher = ServersetWatcher(self.plane.store, path, lambda view: None,
+                    watcher = ServersetWatcher(self.plane.store, spec, lambda view: None,
                                                debounce=self.plane.debounce, empty_grace=self.plane.empty_grace)
                     watcher.on_view = functools.partial(self._on_view, key, watcher)
                     self.watchers[key] = watcher
@@ -435,10 +435,11 @@ class ServiceController:
         """Serversets whose view here differs from what the store holds now (read once):
         a change still in its debounce window, or not yet delivered."""
         with self.lock:
-            watched = {key: (w.path, self.views.get(key)) for key, w in self.watchers.items()}
+            watched = {key: (w.spec, self.views.get(key)) for key, w in self.watchers.items()}
         behind = []
-        for path, view in watched.values():
-            fresh = build_view(path, self.plane.store.read_members(path))
+        for spec, view in watched.values():
+            path = spec.path
+            fresh = build_view(spec, read_now(self.plane.store, spec))
             if view is None or (fresh.members and view.held_empty) or \
                     (not view.held_empty and (fresh.capacity, fresh.endpoints) != (view.capacity, view.endpoints)):
                 behind.append(f"serverset {path}: the control plane has not applied its latest change yet")
@@ -971,15 +972,16 @@ class ControlPlane:
         current_state = self.services.get(proposed.service)
         views: dict[str, ServersetView | None] = {}
         directions: dict[str, DirectionTracker] = {}
+        watched = {}
         if current_state is not None:
             with current_state.lock:
                 views.update(current_state.views)
                 directions.update(current_state.directions)
+                watched = {key: watcher.spec for key, watcher in current_state.watchers.items()}
         for stage in proposed.stages:
-            for key, path in stage.serversets().items():
-                view = views.get(key)
-                if view is None or view.path != path:
-                    views[key] = read_view_once(self.store, path)
+            for key, spec in stage.serversets().items():
+                if views.get(key) is None or watched.get(key) != spec:
+                    views[key] = read_view_once(self.store, spec)
         proposed_config = build_filter_config(proposed, views, directions, 1, None)
         n = sample_size or self.sample_size
         rng = random.Random(7)
@@ -1014,22 +1016,6 @@ def default_replica_id() -> str:
     """host-pid-random: unique per process, readable in status."""
     host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())[:40] or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-def read_view_once(store: Store, path: str, timeout: float = 5.0) -> ServersetView:
-    got = threading.Event()
-    box: dict[str, dict] = {}
-
-    def on_members(members: dict[str, bytes]) -> None:
-        box.setdefault("members", members)
-        got.set()
-
-    handle = store.watch_members(path, on_members)
-    try:
-        got.wait(timeout)
-    finally:
-        handle.close()
-    return build_view(path, box.get("members", {}))
 
 
 __all__ = ["ControlPlane", "ConflictError", "NotFound", "RouteMapError", "ServiceController", "StageStatus"]

@@ -1,8 +1,9 @@
 """The embedded store: a local directory with the ZooKeeper store's layout.
 
-- serversets: ``DIR/<path>/member_NNNNNNNNNN`` files. A member lives while its announcer
-  keeps the file fresh (heartbeat every lease/3); a file older than the lease counts as
-  gone, like an ephemeral znode whose session expired.
+- serversets: ``DIR/<path>/<member>`` files (``member_NNNNNNNNNN`` unless the announcer names
+  them), and ``DIR/<path>/<version>/`` directories where versions are child paths. A member
+  lives while its announcer keeps the file fresh (heartbeat every lease/3); a file older than
+  the lease counts as gone, like an ephemeral znode whose session expired.
 - route maps: ``DIR/rollway/<service>/routemap.json`` and ``history/<revision>.json``,
   written under an exclusive lock with the revision checked (compare-and-set), history
   first, then the current record by atomic rename.
@@ -37,6 +38,7 @@ from pathlib import Path
 from rollway.sources.store import (
     CONNECTED,
     Campaign,
+    ChildrenCallback,
     ConflictError,
     DeployStateCallback,
     FleetCallback,
@@ -96,7 +98,8 @@ class _Poller:
 
 
 def _member_key(name: str) -> str | None:
-    return name if name.startswith("member_") else None
+    """Every file but the store's own (dot files: locks, counters, files being written)."""
+    return None if name.startswith(".") else name
 
 
 def _fleet_key(name: str) -> str | None:
@@ -131,6 +134,8 @@ class _FileWatch(Handle):
             if self.key(entry.name) is None:
                 continue
             try:
+                if not entry.is_file():
+                    continue     # a version's child path, not a member
                 st = entry.stat()
             except FileNotFoundError:
                 continue
@@ -159,6 +164,33 @@ class _FileWatch(Handle):
 
     def close(self) -> None:
         self.closed = True
+
+
+class _ChildrenWatch(Handle):
+    """The names of a directory's subdirectories (a serverset's version paths)."""
+
+    def __init__(self, directory: Path, callback: ChildrenCallback):
+        self.directory, self.callback = directory, callback
+        self.seen: list[str] | None = None
+        self.closed = False
+
+    def poll(self) -> None:
+        if self.closed:
+            return
+        names = _subdirectories(self.directory)
+        if names != self.seen:
+            self.seen = names
+            self.callback(names)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _subdirectories(directory: Path) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+    except FileNotFoundError:
+        return []
 
 
 class _Member(Handle):
@@ -379,9 +411,23 @@ class FileStore(Store):
     def _watch_members(self, path: str, callback: MembersCallback) -> Handle:
         return self._watch(_FileWatch(self, self._dir(path), callback))
 
-    def _announce(self, path: str, data: bytes) -> Handle:
+    def _watch_children(self, path: str, callback: ChildrenCallback) -> Handle:
+        return self._watch(_ChildrenWatch(self._dir(path), callback))
+
+    def _read_children(self, path: str) -> list[str]:
+        return _subdirectories(self._dir(path))
+
+    def _announce(self, path: str, data: bytes, name: str | None) -> Handle:
         directory = self._dir(path)
         directory.mkdir(parents=True, exist_ok=True)
+        if name is not None:
+            target = directory / name
+            if target.exists() and time.time() - target.stat().st_mtime <= self.lease_seconds:
+                raise StoreError(f"member {name} of {path} exists")
+            _write_atomically(target, data)
+            with self._lock:
+                self._owned.add(target)
+            return _Member(self, target)
         with open(directory / ".sequence.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             existing = [int(p.name[7:]) for p in directory.glob("member_*") if p.name[7:].isdigit()]
@@ -400,10 +446,10 @@ class FileStore(Store):
     def _read_members(self, path: str) -> dict[str, bytes]:
         directory, now, out = self._dir(path), time.time(), {}
         for entry in (list(os.scandir(directory)) if directory.is_dir() else []):
-            if not entry.name.startswith("member_"):
+            if _member_key(entry.name) is None:
                 continue
             try:
-                if now - entry.stat().st_mtime <= self.lease_seconds:
+                if entry.is_file() and now - entry.stat().st_mtime <= self.lease_seconds:
                     out[entry.name] = Path(entry.path).read_bytes()
             except FileNotFoundError:
                 continue

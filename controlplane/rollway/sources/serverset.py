@@ -1,6 +1,7 @@
-"""Serverset members (Finagle/Aurora format) and a debounced watcher of one serverset.
+"""A serverset's members as capacity per version, and a debounced watcher of one serverset.
 
-Member znode data::
+A plain serverset holds Finagle members (other formats and version sources:
+``rollway.sources.member_formats``)::
 
     {"serviceEndpoint": {"host": "10.1.2.3", "port": 8080}, "additionalEndpoints": {},
      "status": "ALIVE", "shard": 0, "metadata": {"version": "a1b2c3d", "weight": "1"}}
@@ -23,79 +24,30 @@ one is believed. While the store is disconnected nothing changes at all::
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rollway.inputs import InputError, check_ip, check_port, check_version, check_weight
+from rollway.inputs import InputError, check_version
+from rollway.sources.member_formats import Member, ServersetSpec, accepts, member_json, read_member
 from rollway.sources.store import Handle, Store
 from rollway.sources.view_policy import DebounceWindow, EmptyGrace
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Member:
-    host: str
-    port: int
-    version: str
-    weight: float
-    status: str
-
-
-MAX_MEMBER_BYTES = 64 * 1024   # a member document; real ones are ~200 bytes
+__all__ = ["Member", "MemberReading", "ServersetSpec", "ServersetView", "ServersetWatcher", "VersionPathsWatch",
+           "build_view", "member_json", "parse_member", "version_paths", "read_members", "read_now", "read_once", "read_view_once",
+           "watch_serverset"]
 
 
 def parse_member(data: bytes) -> tuple[Member | None, str | None]:
-    """(member, None) or (None, why it was skipped)."""
-    if len(data) > MAX_MEMBER_BYTES:
-        return None, f"more than {MAX_MEMBER_BYTES} bytes"
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, "not JSON"
-    if not isinstance(doc, dict):
-        return None, "not a JSON object"
-    endpoint = doc.get("serviceEndpoint")
-    if not isinstance(endpoint, dict):
-        return None, "serviceEndpoint missing"
-    status = doc.get("status", "ALIVE")
-    if not isinstance(status, str):
-        return None, "status invalid"
-    metadata = doc.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        return None, "metadata invalid"
-    try:
-        host = check_ip(endpoint.get("host"), "serviceEndpoint.host")
-        port = check_port(endpoint.get("port"), "serviceEndpoint.port")
-        version = check_version(metadata.get("version"), "metadata.version")
-        weight = check_weight(metadata.get("weight", "1"), "metadata.weight")
-    except InputError as error:
-        return None, str(error)
-    return Member(host, port, version, weight, status), None
+    """(member, None) or (None, why it was skipped), for a plain (Finagle) serverset."""
+    return read_member(_PLAIN, "member_", data)
 
 
-def check_member(host: str, port: int, version: str, weight: float) -> bytes:
-    """The member document an announcer writes, refused (InputError) where the reader would
-    skip it: nothing is announced that no control plane would count."""
-    data = member_json(check_ip(host, "host"), check_port(port, "port"), check_version(version), weight)
-    member, why = parse_member(data)
-    if member is None:
-        raise InputError(why or "member refused")
-    return data
-
-
-def member_json(host: str, port: int, version: str, weight: float = 1.0, status: str = "ALIVE",
-                shard: int = 0) -> bytes:
-    """The full Finagle member document (writers always emit every field)."""
-    weight_text = str(int(weight)) if math.isfinite(weight) and float(weight).is_integer() else str(weight)
-    return json.dumps({"serviceEndpoint": {"host": host, "port": port}, "additionalEndpoints": {},
-                       "status": status, "shard": shard,
-                       "metadata": {"version": version, "weight": weight_text}}).encode()
+_PLAIN = ServersetSpec("/")
 
 
 @dataclass(frozen=True)
@@ -112,41 +64,188 @@ class ServersetView:
 ParseCache = dict[str, tuple[bytes, "Member | None", "str | None"]]
 
 
-def build_view(path: str, members: dict[str, bytes], cache: ParseCache | None = None) -> ServersetView:
-    """Aggregates members into capacity per version. With a ``cache`` (name -> (data,
+@dataclass(frozen=True)
+class MemberReading:
+    """One child of a serverset as its format reads it: the member, or why it was skipped."""
+    name: str                 # "<version>/<member>" where versions are child paths
+    member: Member | None
+    why: str | None
+
+
+def read_members(spec: ServersetSpec, members: dict[str, bytes], cache: ParseCache | None = None) -> list[MemberReading]:
+    """Every child the format counts as a member, read (a child it does not name as a member,
+    such as a Finagle serverset's lock node, is not listed). With a ``cache`` (name -> (data,
     parsed)), only members whose bytes changed are parsed again: one host changing in a
-    5,000-member serverset costs one JSON parse, not 5,000."""
-    capacity: dict[str, float] = {}
-    endpoints: dict[str, list[tuple[str, int, float]]] = {}
-    alive = skipped = 0
+    5,000-member serverset costs one parse, not 5,000."""
     if cache is not None:
         for gone in [n for n in cache if n not in members]:
             del cache[gone]
+    out = []
     for name in sorted(members):
+        version, _, child = name.rpartition("/") if spec.by_path else (None, "", name)
+        if not accepts(spec, child):
+            continue
         data = members[name]
         cached = cache.get(name) if cache is not None else None
         if cached is not None and cached[0] == data:
             member, why = cached[1], cached[2]
         else:
-            member, why = parse_member(data)
+            member, why = read_member(spec, child, data, version)
             if cache is not None:
                 cache[name] = (data, member, why)
+        out.append(MemberReading(name, member, why))
+    return out
+
+
+def build_view(spec: ServersetSpec | str, members: dict[str, bytes], cache: ParseCache | None = None) -> ServersetView:
+    """Aggregates members into capacity per version (names as ``read_members`` takes them)."""
+    spec = ServersetSpec.of(spec)
+    capacity: dict[str, float] = {}
+    endpoints: dict[str, list[tuple[str, int, float]]] = {}
+    alive = skipped = 0
+    for reading in read_members(spec, members, cache):
+        member = reading.member
         if member is None:
             skipped += 1
-            log.debug("serverset %s: skipping %s: %s", path, name, why)
+            log.debug("serverset %s: skipping %s: %s", spec.path, reading.name, reading.why)
             continue
         if member.status != "ALIVE":
             continue
         alive += 1
         capacity[member.version] = capacity.get(member.version, 0.0) + member.weight
         endpoints.setdefault(member.version, []).append((member.host, member.port, member.weight))
-    return ServersetView(path, capacity, {v: tuple(e) for v, e in endpoints.items()}, alive, skipped)
+    return ServersetView(spec.path, capacity, {v: tuple(e) for v, e in endpoints.items()}, alive, skipped)
+
+
+def watch_serverset(store: Store, spec: ServersetSpec, callback: Callable[[dict[str, bytes]], None]) -> Handle:
+    """The store's watch of a serverset's children: one path, or one per version path."""
+    if spec.by_path:
+        return VersionPathsWatch(store, spec.path, callback)
+    return store.watch_members(spec.path, callback)
+
+
+def read_once(store: Store, spec: ServersetSpec, timeout: float = 5.0) -> dict[str, bytes] | None:
+    """The serverset's children as a watch first delivers them, or None if the store gave
+    nothing within ``timeout`` (kazoo waits without end while it reconnects)."""
+    got = threading.Event()
+    box: dict[str, dict[str, bytes]] = {}
+
+    def first(members: dict[str, bytes]) -> None:
+        box.setdefault("members", members)
+        got.set()
+
+    handle = watch_serverset(store, spec, first)
+    try:
+        got.wait(timeout)
+    finally:
+        handle.close()
+    return box.get("members")
+
+
+def read_view_once(store: Store, spec: ServersetSpec | str, timeout: float = 5.0) -> ServersetView:
+    spec = ServersetSpec.of(spec)
+    return build_view(spec, read_once(store, spec, timeout) or {})
+
+
+MAX_VERSION_PATHS = 256   # version child paths one serverset watches (a deploy keeps a few live)
+
+
+def version_paths(names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(the child paths read as versions, {child not read: why}): a name that is not a
+    version, or beyond the last ``MAX_VERSION_PATHS`` by name."""
+    usable, refused = [], {}
+    for name in sorted(names):
+        try:
+            usable.append(check_version(name, "version path"))
+        except InputError as error:
+            refused[name] = str(error)
+    for name in usable[:-MAX_VERSION_PATHS]:
+        refused[name] = f"more than {MAX_VERSION_PATHS} version paths: only the last by name are read"
+    return usable[-MAX_VERSION_PATHS:], refused
+
+
+def read_now(store: Store, spec: ServersetSpec) -> dict[str, bytes]:
+    """The serverset's children read once, directly (names as ``read_members`` takes them)."""
+    if not spec.by_path:
+        return store.read_members(spec.path)
+    return {f"{version}/{name}": data for version in version_paths(store.read_children(spec.path))[0]
+            for name, data in store.read_members(f"{spec.path}/{version}").items()}
+
+
+class VersionPathsWatch(Handle):
+    """The members of every version child path of ``path`` (``<path>/<version>/<member>``),
+    as one {"<version>/<member>": data}: a child path that appears is watched at once, one that
+    goes is dropped. A child whose name is not a version, or beyond ``MAX_VERSION_PATHS``, is
+    not watched (logged once). Watches are the store's own, so they survive session loss."""
+
+    def __init__(self, store: Store, path: str, callback: Callable[[dict[str, bytes]], None]):
+        self.store, self.path, self.callback = store, path, callback
+        self._changing = threading.Lock()     # one change of the version list at a time
+        self._lock = threading.Lock()         # the members held, and delivery in order
+        self._handles: dict[str, Handle] = {}
+        self._members: dict[str, dict[str, bytes]] = {}
+        self._wanted: set[str] = set()
+        self._refused: set[str] = set()
+        self._starting = False                # new version watches are starting: deliver once after
+        self._closed = False
+        self._children = store.watch_children(path, self._on_versions)
+
+    def _usable(self, names: list[str]) -> list[str]:
+        usable, refused = version_paths(names)
+        for name, why in refused.items():
+            if name not in self._refused:
+                self._refused.add(name)
+                log.warning("serverset %s: not watching child %s: %s", self.path, name[:64], why)
+        return usable
+
+    def _on_versions(self, names: list[str]) -> None:
+        with self._changing:
+            if self._closed:
+                return
+            wanted = set(self._usable(names))
+            with self._lock:
+                self._wanted, self._starting = wanted, True
+                for gone in [v for v in self._members if v not in wanted]:
+                    del self._members[gone]
+            try:
+                for gone in [v for v in self._handles if v not in wanted]:
+                    self._handles.pop(gone).close()
+                for version in sorted(wanted - set(self._handles)):
+                    self._handles[version] = self.store.watch_members(
+                        f"{self.path}/{version}", functools.partial(self._on_members, version))
+            finally:
+                with self._lock:
+                    self._starting = False
+        self._deliver()
+
+    def _on_members(self, version: str, members: dict[str, bytes]) -> None:
+        with self._lock:
+            if version not in self._wanted:
+                return
+            self._members[version] = members
+        self._deliver()
+
+    def _deliver(self) -> None:
+        with self._lock:   # the callback only stores and schedules: it never calls back in
+            # While version watches start (each calls back at once), a view would lack the
+            # versions not yet read: one delivery follows them all.
+            if not self._closed and not self._starting:
+                self.callback({f"{v}/{n}": d for v, held in self._members.items() for n, d in held.items()})
+
+    def close(self) -> None:
+        with self._changing:
+            self._closed = True
+            self._children.close()
+            handles, self._handles = list(self._handles.values()), {}
+        for handle in handles:
+            handle.close()
 
 
 class ServersetWatcher:
-    def __init__(self, store: Store, path: str, on_view: Callable[[ServersetView], None], *,
+    def __init__(self, store: Store, spec: ServersetSpec | str, on_view: Callable[[ServersetView], None], *,
                  debounce: float = 0.05, empty_grace: float = 30.0):
-        self.store, self.path, self.on_view = store, path, on_view
+        self.spec = ServersetSpec.of(spec)
+        self.store, self.path, self.on_view = store, self.spec.path, on_view
         self.debounce, self.empty_grace = debounce, empty_grace
         self.view: ServersetView | None = None
         self._window = DebounceWindow(debounce)
@@ -158,7 +257,7 @@ class ServersetWatcher:
         self._parsed: ParseCache = {}
 
     def start(self) -> None:
-        self._handle = self.store.watch_members(self.path, self._on_members)
+        self._handle = watch_serverset(self.store, self.spec, self._on_members)
 
     def stop(self) -> None:
         if self._handle:
@@ -186,7 +285,7 @@ class ServersetWatcher:
             self._window.expire()
         if members is None:
             return
-        view = build_view(self.path, members, self._parsed)
+        view = build_view(self.spec, members, self._parsed)
         previous = self.view
         holds = self._grace.holds
         left = self._grace.hold_for(previous.members if previous else 0, view.members, time.time())

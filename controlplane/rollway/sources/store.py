@@ -4,10 +4,12 @@
 ``open_store("file:///var/lib/rollway")`` keeps the same things in a local directory
 (the embedded default for the quick start). Both provide:
 
-- serversets: ``watch_members(path, callback)`` calls ``callback({name: data})`` with the
-  whole current membership each time it changes; ``announce(path, data)`` registers a
-  member that lives as long as its handle (ZooKeeper: an ephemeral sequential znode; file
-  store: a file kept fresh by a heartbeat, ignored once stale);
+- serversets: ``watch_members(path, callback)`` calls ``callback({name: data})`` with every
+  child of ``path`` (whatever its format: the reader picks its members by name) each time
+  they change; ``watch_children(path, callback)`` calls ``callback([name])`` with the
+  child paths (versions laid out as paths); ``announce(path, data, name=None)`` registers a
+  member that lives as long as its handle (ZooKeeper: an ephemeral znode, ``member_``
+  sequential unless named; file store: a file kept fresh by a heartbeat, ignored once stale);
 - route maps: ``read_routemap``, ``write_routemap`` (compare-and-set on the revision, the
   history entry written in the same step), ``history``, ``services``;
 - deploy state, one opaque record per service: ``read_deploy_state`` -> (data, version),
@@ -46,6 +48,7 @@ from rollway.inputs import InputError, check_zk_path
 from rollway.inputs import check_name as check_name  # re-exported: the stores' name rule
 
 MembersCallback = Callable[[dict[str, bytes]], None]
+ChildrenCallback = Callable[[list[str]], None]
 StateCallback = Callable[[str], None]
 DeployStateCallback = Callable[[bytes | None, int], None]   # (data, version); (None, -1) when absent
 LeadershipCallback = Callable[[bool], None]
@@ -161,8 +164,10 @@ def check_member_path(path: str) -> str:
 
 class Serversets(Protocol):
     def watch_members(self, path: str, callback: MembersCallback) -> Handle: ...
-    def announce(self, path: str, data: bytes) -> Handle: ...
+    def watch_children(self, path: str, callback: ChildrenCallback) -> Handle: ...
+    def announce(self, path: str, data: bytes, name: str | None = None) -> Handle: ...
     def read_members(self, path: str) -> dict[str, bytes]: ...
+    def read_children(self, path: str) -> list[str]: ...
     def set_member(self, path: str, name: str, data: bytes) -> None: ...
     def remove_member(self, path: str, name: str) -> None: ...
 
@@ -245,17 +250,33 @@ class Store(abc.ABC):
         with self._errors(f"watching members of {path}"):
             return self._watch_members(path, callback)
 
-    def announce(self, path: str, data: bytes) -> Handle:
-        """Registers a member that lives as long as the handle."""
+    def watch_children(self, path: str, callback: ChildrenCallback) -> Handle:
+        """Calls ``callback([name])`` with the child paths of ``path`` (a serverset whose
+        versions are child paths) now and after every change, until closed."""
         path = check_member_path(path)
+        with self._errors(f"watching the children of {path}"):
+            return self._watch_children(path, callback)
+
+    def announce(self, path: str, data: bytes, name: str | None = None) -> Handle:
+        """Registers a member that lives as long as the handle: a ``member_`` sequential node,
+        or one called ``name`` (a Party or Curator member is named by its writer)."""
+        path = check_member_path(path)
+        if name is not None:
+            check_zk_path(f"{path}/{name}", "name")
         with self._errors(f"announcing a member of {path}"):
-            return self._announce(path, data)
+            return self._announce(path, data, name)
 
     def read_members(self, path: str) -> dict[str, bytes]:
-        """The serverset's live members now (name -> data), read once."""
+        """The serverset's live children now (name -> data), read once."""
         path = check_member_path(path)
         with self._errors(f"reading members of {path}"):
             return self._read_members(path)
+
+    def read_children(self, path: str) -> list[str]:
+        """The child paths of ``path`` now, read once."""
+        path = check_member_path(path)
+        with self._errors(f"listing the children of {path}"):
+            return self._read_children(path)
 
     def set_member(self, path: str, name: str, data: bytes) -> None:
         """Replaces a member's data (a deploy tool marking it not-ALIVE to drain it);
@@ -347,10 +368,16 @@ class Store(abc.ABC):
     def _watch_members(self, path: str, callback: MembersCallback) -> Handle: ...
 
     @abc.abstractmethod
-    def _announce(self, path: str, data: bytes) -> Handle: ...
+    def _watch_children(self, path: str, callback: ChildrenCallback) -> Handle: ...
+
+    @abc.abstractmethod
+    def _announce(self, path: str, data: bytes, name: str | None) -> Handle: ...
 
     @abc.abstractmethod
     def _read_members(self, path: str) -> dict[str, bytes]: ...
+
+    @abc.abstractmethod
+    def _read_children(self, path: str) -> list[str]: ...
 
     @abc.abstractmethod
     def _set_member(self, path: str, name: str, data: bytes) -> None: ...

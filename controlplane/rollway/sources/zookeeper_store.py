@@ -1,6 +1,8 @@
 """The ZooKeeper store (kazoo). Layout:
 
-- serversets: ``<path>/member_NNNNNNNNNN`` ephemeral sequential znodes (Finagle format);
+- serversets: ephemeral znodes under ``<path>``, whatever their format (``member_NNNNNNNNNN``
+  sequential ones for Finagle; Party and Curator members named by their writers), or under
+  ``<path>/<version>/`` where versions are child paths;
 - route maps: ``/rollway/<service>/routemap`` (the current record, JSON) and
   ``/rollway/<service>/history/<revision, 10 digits>``, written in one transaction that
   also checks the routemap znode's version, so two operators can never both win.
@@ -43,6 +45,7 @@ from rollway.sources.store import (
     LOST,
     SUSPENDED,
     Campaign,
+    ChildrenCallback,
     ConflictError,
     DeployStateCallback,
     FleetCallback,
@@ -61,12 +64,11 @@ OPERATION_TIMEOUT = 10.0   # seconds one route-map read or write may wait for Zo
 
 
 class _MemberWatch(Handle):
-    """{child: data} of the children of ``path`` whose names start with ``prefix``
-    (serversets: "member_"; fleet reports: every child)."""
+    """{child: data} of every child of ``path`` (a serverset's reader picks its members by its
+    format's names; a fleet's children are all records)."""
 
-    def __init__(self, store: ZooKeeperStore, path: str, callback: MembersCallback, prefix: str = "member_"):
+    def __init__(self, store: ZooKeeperStore, path: str, callback: MembersCallback):
         self.store, self.path, self.callback = store, path.rstrip("/") or "/", callback
-        self.prefix = prefix
         self.lock = threading.Lock()
         self.data: dict[str, bytes] = {}
         self.resync = True  # the first callback, and the first after an interruption, re-reads all
@@ -132,7 +134,7 @@ class _MemberWatch(Handle):
     def _on_children(self, children: list[str]):
         if self.closed:
             return False  # tells kazoo to stop watching
-        names = [c for c in children if c.startswith(self.prefix)]
+        names = list(children)
         try:
             with self.lock:
                 if self.resync:
@@ -156,19 +158,43 @@ class _MemberWatch(Handle):
         self.store.remove_state_listener(self._on_state)
 
 
+class _Children(Handle):
+    """kazoo's ChildrenWatch on ``path``: the child names now, on every change and after a
+    reconnect or session loss (kazoo re-registers it)."""
+
+    def __init__(self, store: ZooKeeperStore, path: str, callback: ChildrenCallback):
+        self.callback, self.closed = callback, False
+        store.client.ensure_path(path)
+        self.watch = ChildrenWatch(store.client, path, self._on_children)
+
+    def _on_children(self, children: list[str]):
+        if self.closed:
+            return False  # tells kazoo to stop watching
+        try:
+            self.callback(sorted(children))
+        except Exception:
+            log.exception("children callback failed")
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class _Member(Handle):
     """An announced member. Its ephemeral znode dies with the session, so after a session
-    loss the member is registered again (as a new sequential node) once reconnected, the
-    way a host agent keeps its host in the serverset."""
+    loss the member is registered again (a new sequential node, or its own name) once
+    reconnected, the way a host agent keeps its host in the serverset."""
 
-    def __init__(self, store: ZooKeeperStore, parent: str, data: bytes):
-        self.store, self.parent, self.data = store, parent, data
+    def __init__(self, store: ZooKeeperStore, parent: str, data: bytes, name: str | None = None):
+        self.store, self.parent, self.data, self.name = store, parent, data, name
         self.closed = False
         self.lost = False
         self.path = self._create()
         store.add_state_listener(self._on_state)
 
     def _create(self) -> str:
+        if self.name is not None:
+            return self.store.client.create(f"{self.parent}/{self.name}", self.data, ephemeral=True, makepath=True)
         return self.store.client.create(self.parent + "/member_", self.data, ephemeral=True, sequence=True,
                                         makepath=True)
 
@@ -488,14 +514,20 @@ class ZooKeeperStore(Store):
     def _watch_members(self, path: str, callback: MembersCallback) -> Handle:
         return _MemberWatch(self, path, callback)
 
-    def _announce(self, path: str, data: bytes) -> Handle:
-        return _Member(self, path, data)
+    def _watch_children(self, path: str, callback: ChildrenCallback) -> Handle:
+        return _Children(self, path, callback)
+
+    def _announce(self, path: str, data: bytes, name: str | None) -> Handle:
+        return _Member(self, path, data, name)
+
+    def _read_children(self, path: str) -> list[str]:
+        try:
+            return sorted(self.client.get_children(path))
+        except NoNodeError:
+            return []
 
     def _read_members(self, path: str) -> dict[str, bytes]:
-        try:
-            names = [n for n in self.client.get_children(path) if n.startswith("member_")]
-        except NoNodeError:
-            return {}
+        names = self._read_children(path)
         out = {}
         for name in names:
             try:
@@ -627,4 +659,4 @@ class ZooKeeperStore(Store):
         return _FleetRecord(self, f"{ROOT}/{service}/fleet/{replica}", data)
 
     def _watch_fleet(self, service: str, callback: FleetCallback) -> Handle:
-        return _MemberWatch(self, f"{ROOT}/{service}/fleet", callback, prefix="")
+        return _MemberWatch(self, f"{ROOT}/{service}/fleet", callback)
