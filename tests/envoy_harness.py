@@ -57,6 +57,7 @@ class FailingBackend:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True    # head and body in one round trip (rollway.envoy.process)
 
             def do_GET(self):
                 with backend.lock:
