@@ -67,6 +67,7 @@ enum Counter : size_t {
   kConfigsRejected,
   kMovesNotCommitted,
   kIdsUnavailable,
+  kKeyedByHeader,
   kCounterCount,
 };
 
@@ -86,6 +87,7 @@ constexpr const char* kCounterNames[kCounterCount] = {
     "configs_rejected",
     "moves_not_committed",
     "ids_unavailable",   // an id was due but the OS gave no random bytes: served without one
+    "keyed_by_header",   // a cookie-less client routed by its routing-key header (no cookie set)
 };
 
 constexpr size_t kNoCounter = static_cast<size_t>(-1);
@@ -441,6 +443,11 @@ bool read_request(HostStream host, const FilterConfig& config, RouteRequest& req
   request.version_cookie = cookies[1].value;
   request.stage_cookie = cookies[2].value;
   request.app_version = host.request_header(router.app_version_header);
+  // Looked up only for a service that names one; the core uses it only when the request has
+  // no valid routing-id cookie.
+  if (!router.routing_key_header.empty()) {
+    request.header_key = host.request_header(router.routing_key_header);
+  }
   if (router.override_secret.empty()) return false;
   size_t overrides = 0;
   request.override_value = host.request_header(router.override_header, 0, &overrides);
@@ -480,9 +487,10 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
     // tabs, and an older tab kept on its version must not send a new tab back to it. Page
     // loads and moves (a tab told to reload) write it.
     const bool kept_on_own_version = !request.app_version.empty() && !d.refresh;
-    const bool set_version_cookie = !same_name(request.version_cookie, version.name) &&
+    // A client keyed by its header keeps no cookies: none is set for it.
+    const bool set_version_cookie = !d.keyed && !same_name(request.version_cookie, version.name) &&
                                     (request.version_cookie.empty() || !kept_on_own_version);
-    const bool set_stage_cookie = !same_name(request.stage_cookie, router.stages[d.stage].name);
+    const bool set_stage_cookie = !d.keyed && !same_name(request.stage_cookie, router.stages[d.stage].name);
     stream.set_version_cookie = set_version_cookie;
     stream.set_stage_cookie = set_stage_cookie;
     stream.moved = d.reason == Reason::kMovedForward || d.reason == Reason::kMovedRollback ||
@@ -505,6 +513,7 @@ void on_request_headers(HostStream host, StreamFilter& stream) {
   if (has_override_header) host.remove_request_header(router.override_header);
   host.clear_route_cache();
 
+  if (d.keyed) host.count(config, kKeyedByHeader);
   if (d.minted || d.id_unavailable) {
     if (d.minted) {
       stream.minted = true;

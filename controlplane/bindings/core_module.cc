@@ -159,8 +159,10 @@ class PyRouter {
   PyDecision route(const py::object& routing_id, const py::object& wanted_version,
                    const std::optional<double>& now, const py::object& version_cookie,
                    const py::object& override_value,
-                   const std::optional<uint64_t>& random_bits, const py::object& stage_cookie) const {
+                   const std::optional<uint64_t>& random_bits, const py::object& stage_cookie,
+                   const py::object& header_key) const {
     RouteRequest request;
+    request.header_key = optional_view(header_key, "header_key");
     request.routing_id = optional_view(routing_id, "routing_id");
     request.app_version = optional_view(wanted_version, "wanted_version");
     request.version_cookie = optional_view(version_cookie, "version_cookie");
@@ -378,6 +380,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("refresh", [](const PyDecision& p) { return p.d.refresh; })
       .def_property_readonly("reason", [](const PyDecision& p) { return reason_name(p.d.reason); })
       .def_property_readonly("id_status", [](const PyDecision& p) { return id_status_name(p.d.id_status); })
+      .def_property_readonly("keyed", [](const PyDecision& p) { return p.d.keyed; })
       .def_property_readonly("override",
                              [](const PyDecision& p) { return override_status_name(p.d.override_status); })
       .def_property_readonly("stage_index", [](const PyDecision& p) { return p.d.stage; })
@@ -443,7 +446,8 @@ PYBIND11_MODULE(_core, m) {
       .def("route", &PyRouter::route, py::arg("routing_id") = py::none(),
            py::arg("wanted_version") = py::none(), py::arg("now") = py::none(), py::kw_only(),
            py::arg("version_cookie") = py::none(), py::arg("override") = py::none(),
-           py::arg("random_bits") = py::none(), py::arg("stage_cookie") = py::none())
+           py::arg("random_bits") = py::none(), py::arg("stage_cookie") = py::none(),
+           py::arg("header_key") = py::none())
       .def("route_many", &PyRouter::route_many, py::arg("routing_ids"),
            py::arg("wanted_versions") = py::none(), py::arg("now") = py::none(), py::kw_only(),
            py::arg("version_cookies") = py::none(), py::arg("stage_cookies") = py::none())

@@ -53,6 +53,9 @@ class Decision:
     @property
     def id_status(self) -> IdStatus: ...
     @property
+    def keyed(self) -> bool:
+        """Routed by the routing-key header (a cookie-less client): no cookie is set."""
+    @property
     def override(self) -> OverrideStatus: ...
     @property
     def stage_index(self) -> int: ...
@@ -113,6 +116,7 @@ class Router:
         override: str | None = None,
         random_bits: int | None = None,
         stage_cookie: str | None = None,
+        header_key: str | None = None,
     ) -> Decision: ...
     def route_many(
         self,

@@ -1,5 +1,6 @@
 // Filter-config parsing and validation. Runs once per config (ECDS update), never per
 // request, so clarity beats speed here: every error names the field that caused it.
+#include <cctype>
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -309,6 +310,14 @@ std::shared_ptr<const RouterConfig> parse_router_config(std::string_view text,
       config->token_key =
           derive_token_key(secret_for(secrets, config->signing_key_id, "routing_id.signing_key_id"));
       config->has_token_key = true;
+    }
+    if (const json* v = member(*rid, "header")) {
+      config->routing_key_header = as_token(*v, "routing_id.header");
+      for (char& c : config->routing_key_header) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (!config->has_token_key) {
+        fail("routing_id.header", "needs routing_id.signing_key_id: a client's key is hashed with the service's secret");
+      }
+      config->header_key = derive_header_key(secret_for(secrets, config->signing_key_id, "routing_id.signing_key_id"));
     }
   }
   if (const json* v = member(root, "cookie_path")) config->cookie_path = as_cookie_path(*v, "cookie_path");

@@ -275,7 +275,12 @@ Decision decide_impl(const RouterConfig& config, const RouteRequest& request, bo
   const ParsedToken token = parse_token(request.routing_id, request.now, config.ttl_seconds, key);
   d.id_status = token.status;
   std::string_view routing_key = token.routing_key;
-  if (token.status != IdStatus::kValid) {
+  char header_key[kRoutingKeyLength];
+  if (token.status != IdStatus::kValid && !config.routing_key_header.empty() &&
+      header_routing_key(config.header_key, request.header_key, header_key)) {
+    d.keyed = true;
+    routing_key = std::string_view(header_key, kRoutingKeyLength);
+  } else if (token.status != IdStatus::kValid) {
     d.new_id = fixed_random ? mint_token_with(request.now, key, random_bits)
                             : mint_token(request.now, key);
     d.minted = d.new_id.minted();

@@ -104,6 +104,29 @@ TokenKey derive_token_key(std::string_view secret) {
   return key;
 }
 
+TokenKey derive_header_key(std::string_view secret) {
+  // Its own domain: a header key's hash can never be a routing id's MAC, nor the reverse.
+  std::string material = "rollway-routing-key-header-v1:";
+  material.append(secret.data(), secret.size());
+  const Sha256Digest digest = sha256(material);
+  TokenKey key{};
+  for (size_t i = 0; i < key.bytes.size(); ++i) key.bytes[i] = digest[i];
+  return key;
+}
+
+bool header_routing_key(const TokenKey& key, std::string_view value, char (&out)[kRoutingKeyLength]) noexcept {
+  if (value.empty() || value.size() > kMaxHeaderKeyLength) return false;
+  for (const char c : value) {
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  uint64_t h = siphash24(key.bytes, value);
+  for (size_t i = kRoutingKeyLength; i-- > 0;) {
+    out[i] = kHexDigits[h & 0xf];
+    h >>= 4;
+  }
+  return true;
+}
+
 ParsedToken parse_token(std::string_view value, int64_t now, int64_t ttl_seconds,
                         const TokenKey* key) noexcept {
   ParsedToken result;

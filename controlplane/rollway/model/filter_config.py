@@ -218,9 +218,10 @@ class FilterConfig:
         return replace(self, generation=generation)
 
     def without_secrets(self) -> FilterConfig:
-        """For a router built here only to compare routing (no MAC checks needed)."""
+        """For a router built here only to compare routing (no MAC checks needed; the
+        routing-key header, whose hash needs the secret, is dropped with it)."""
         return replace(self, override=None, secrets_file=None,
-                       routing_id={k: v for k, v in self.routing_id.items() if k != "signing_key_id"})
+                       routing_id={k: v for k, v in self.routing_id.items() if k not in ("signing_key_id", "header")})
 
     # -- the filter's JSON --------------------------------------------------------------
 

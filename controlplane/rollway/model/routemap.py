@@ -5,7 +5,8 @@ A route map (YAML or JSON) describes one service::
     service: web
     domains: [www.example.test]     # the Host names it serves (default ["*"]: every one)
     path_prefix: /                  # the paths it serves on them (default /)
-    routing_id: {cookie: rw_rid, ttl_seconds: 86400}
+    routing_id: {cookie: rw_rid, ttl_seconds: 86400}  # + header: x-device-id (cookie-less clients;
+                                                      #   needs signing_key_id: the key is hashed with it)
     stages:
       - {name: canary, weight: 0.5, mode: rolling, serverset: /discovery/web/canary}
       - {name: prod, weight: 99.5, mode: rolling, serverset: /discovery/web/prod}
@@ -52,6 +53,12 @@ DOMAIN = re.compile(r"^(\*|\*[a-z0-9.-]*[a-z0-9]|[a-z0-9][a-z0-9.-]*\*|[a-z0-9](
 PATH_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+=:@%/-]{0,255}$")
 MAX_DOMAINS = 32
 TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+
+
+# Headers that cannot key a cookie-less client: the browser's own, and the ones Rollway reads
+# or writes for every request.
+RESERVED_HEADERS = frozenset({"cookie", "host", ":authority", "user-agent", "x-app-version", "x-rw-cluster",
+                              "x-rw-refresh", "x-rw-override", "x-forwarded-for"})
 
 
 class RouteMapError(ValueError):
@@ -255,6 +262,8 @@ def parse_routemap(text: str | bytes | dict) -> RouteMap:
     headers: dict[str, str] = {}
     if "headers" in doc:
         headers = out["headers"] = _headers(doc["headers"])
+    if routing_id.get("header") in {h.lower() for h in headers.values()}:
+        _fail("routing_id.header", f"{routing_id['header']!r} is one of this map's own headers")
     override: dict[str, Any] | None = None
     if "override" in doc:
         override = out["override"] = _override(doc["override"])
@@ -323,7 +332,7 @@ def _routing_id(rid: Any) -> dict[str, Any]:
     routing_id: dict[str, Any] = {"cookie": "rw_rid", "ttl_seconds": 86400}
     if not isinstance(rid, dict):
         _fail("routing_id", "must be a mapping")
-    _check_keys(rid, {"cookie", "ttl_seconds", "secure", "signing_key_id"}, set(), "routing_id")
+    _check_keys(rid, {"cookie", "ttl_seconds", "secure", "signing_key_id", "header"}, set(), "routing_id")
     if "cookie" in rid:
         routing_id["cookie"] = _token(rid["cookie"], "routing_id.cookie")
     if "ttl_seconds" in rid:
@@ -334,6 +343,14 @@ def _routing_id(rid: Any) -> dict[str, Any]:
         routing_id["secure"] = rid["secure"]
     if "signing_key_id" in rid:
         routing_id["signing_key_id"] = _name(rid["signing_key_id"], "routing_id.signing_key_id")
+    if "header" in rid:
+        header = _token(rid["header"], "routing_id.header").lower()
+        if header in RESERVED_HEADERS:
+            _fail("routing_id.header", f"{header!r} is not a client's own key (a header the browser or Rollway sets)")
+        if "signing_key_id" not in routing_id:
+            _fail("routing_id.header", "needs routing_id.signing_key_id: a client's key is hashed with the service's "
+                  "secret, so no client can pick its stage or version by choosing its key")
+        routing_id["header"] = header
     return routing_id
 
 

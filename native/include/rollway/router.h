@@ -116,6 +116,10 @@ struct RouterConfig {
   std::string signing_key_id;  // empty: tokens are not signed
   bool has_token_key = false;
   TokenKey token_key{};
+  // A header that keys clients without a valid routing-id cookie (routing_id.header); empty:
+  // none. Its values are hashed with header_key, derived from the signing key's secret.
+  std::string routing_key_header;
+  TokenKey header_key{};
 
   std::string version_cookie = "rw_ver";
   // Names the stage a session was last routed to. Only consulted while a stage-weight change
@@ -168,6 +172,7 @@ struct RouteRequest {
   std::string_view version_cookie;  // version cookie value, may be empty
   std::string_view stage_cookie;    // stage cookie value, may be empty
   std::string_view override_value;  // override header, may be empty
+  std::string_view header_key;      // the routing-key header's value, may be empty
   int64_t now = 0;                  // unix seconds
 };
 
@@ -178,6 +183,7 @@ struct Decision {
   IdStatus id_status = IdStatus::kAbsent;
   OverrideStatus override_status = OverrideStatus::kNone;
   bool minted = false;   // new_id must be sent with Set-Cookie
+  bool keyed = false;    // routed by the routing-key header: no cookie is set for it
   bool id_unavailable = false;  // an id was due but the OS gave no random bytes: none minted
   bool refresh = false;  // tell the client to reload onto the routed version
   MintedToken new_id;
@@ -185,8 +191,9 @@ struct Decision {
   bool routed() const { return stage >= 0 && version >= 0; }
 };
 
-// The decision. Mints a new routing id when the cookie is absent, malformed, expired or
-// forged, and routes with the new id.
+// The decision. Without a valid routing-id cookie, a usable routing-key header (when the
+// config names one) keys the request and nothing is minted; otherwise a new routing id is
+// minted (the cookie was absent, malformed, expired or forged) and routes the request.
 Decision decide(const RouterConfig& config, const RouteRequest& request) noexcept;
 // Same, with the random bits of a minted id given (deterministic tests and simulations).
 Decision decide_with_random(const RouterConfig& config, const RouteRequest& request,

@@ -42,6 +42,17 @@ struct TokenKey {
 };
 TokenKey derive_token_key(std::string_view secret);
 
+// Cookie-less clients (an app that keeps no cookies) name a key of their own in a header
+// (a device id). The router hashes SipHash-2-4(service key, header value) instead of a
+// token's random routing key, so a client choosing its key cannot choose where it lands.
+// A value is used only if it is 1..kMaxHeaderKeyLength visible ASCII characters; anything
+// else is treated as absent.
+constexpr size_t kMaxHeaderKeyLength = 128;
+TokenKey derive_header_key(std::string_view secret);
+// Writes the request's routing key (kRoutingKeyLength hex digits) into `out`; false, writing
+// nothing, for a value that is empty, too long or not visible ASCII.
+bool header_routing_key(const TokenKey& key, std::string_view value, char (&out)[kRoutingKeyLength]) noexcept;
+
 struct ParsedToken {
   IdStatus status = IdStatus::kAbsent;
   uint32_t issued_at = 0;
