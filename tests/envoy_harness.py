@@ -7,10 +7,14 @@ Envoy's own log, so the test fails loudly instead of skipping.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import http.server
 import json
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -20,7 +24,8 @@ from rollway.envoy.process import EnvoyProcess as _EnvoyProcess
 from rollway.envoy.process import envoy_binary, free_port, json_backend, stop_process
 
 ENVOY_BINARY = envoy_binary()
-__all__ = ["Backends", "EnvoyProcess", "FailingBackend", "Response", "free_port", "stop_process", "wait_until", "ENVOY_BINARY"]
+__all__ = ["Backends", "EnvoyProcess", "FailingBackend", "Response", "WebSocketBackend", "free_port", "open_websocket",
+           "stop_process", "wait_until", "ENVOY_BINARY"]
 
 
 class Backends:
@@ -81,6 +86,88 @@ class FailingBackend:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class WebSocketBackend:
+    """An app host that answers GET with its name (JSON) and accepts WebSocket upgrades,
+    holding each socket open, echoing what it is sent, until the client closes it.
+    ``open`` is how many sockets it holds now."""
+
+    GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # RFC 6455's handshake constant
+
+    def __init__(self, name: str):
+        self.name, self.open, self.accepted = name, 0, 0
+        self.lock = threading.Lock()
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def do_GET(self):
+                if self.headers.get("upgrade", "").lower() != "websocket":
+                    body = json.dumps({"backend": backend.name}).encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                key = self.headers.get("sec-websocket-key", "")
+                accept = base64.b64encode(hashlib.sha1((key + backend.GUID).encode()).digest()).decode()
+                self.send_response(101)
+                self.send_header("upgrade", "websocket")
+                self.send_header("connection", "Upgrade")
+                self.send_header("sec-websocket-accept", accept)
+                self.end_headers()
+                self.wfile.flush()
+                with backend.lock:
+                    backend.open += 1
+                    backend.accepted += 1
+                try:
+                    while True:          # echo raw bytes until the client goes
+                        data = self.connection.recv(4096)
+                        if not data:
+                            break
+                        self.connection.sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    with backend.lock:
+                        backend.open -= 1
+                    self.close_connection = True
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def open_websocket(port: int, path: str = "/ws", headers: Mapping[str, str] | None = None) -> socket.socket:
+    """A WebSocket through the listener at ``port``: the upgrade's 101 read, the socket
+    returned open (frames are the caller's; closing the socket ends it)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", f"host: 127.0.0.1:{port}", "upgrade: websocket", "connection: Upgrade",
+             f"sec-websocket-key: {key}", "sec-websocket-version: 13"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise OSError(f"the listener closed the upgrade: {head[:200]!r}")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise OSError(f"no upgrade: {head[:200]!r}")
+    return sock
 
 
 @dataclass

@@ -91,6 +91,22 @@ def check_port(value: object, argument: str) -> int:
     return value
 
 
+def check_endpoint(value: object, argument: str) -> tuple[str, int]:
+    """``host:port`` text (an IPv6 host in brackets, ``[::1]:8080``) as (IP, port)."""
+    text = value if isinstance(value, str) else ""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or len(port) > 5:
+        raise InputError(f"{argument}: is not host:port (got {_shown(value)})")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return check_ip(host, argument), check_port(int(port), argument)
+
+
+def endpoint_text(host: str, port: int) -> str:
+    """(host, port) as ``check_endpoint`` reads it back."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def check_weight(value: object, argument: str) -> float:
     """A member's weight: a finite number from 0 to MAX_MEMBER_WEIGHT."""
     try:

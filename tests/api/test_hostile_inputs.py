@@ -242,10 +242,10 @@ def test_a_snapshot_that_fails_to_build_keeps_the_last_good_one_and_is_shown(sta
                              tmp_path, listen, admin).start()
         real = cache_module.build_resources
 
-        def failing(config, endpoints, listener, cache=None):
+        def failing(config, endpoints, listener, cache=None, draining=None):
             if any(e for eps in endpoints.values() for e in eps if e[1] == 9999):
                 raise ValueError("injected: this snapshot cannot be built")
-            return real(config, endpoints, listener, cache=cache)
+            return real(config, endpoints, listener, cache=cache, draining=draining)
 
         monkeypatch.setattr(cache_module, "build_resources", failing)
         stack.announce("/discovery/web/prod", member_json("127.0.0.1", 9999, "v1"))

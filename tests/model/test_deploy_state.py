@@ -88,7 +88,7 @@ def test_fleet_reports_merge_by_node_and_outlive_a_dead_replica_by_one_timeout()
     knows = frozenset({("prod", "v1")})
     fleet = FleetView(ack_timeout=30)
     fleet.set_replica("r1", {"e1": EnvoyReport("e1", "r1", True, knows)}, now=0)
-    replica, decoded, _ = decode_reports(encode_reports("r1", fleet.reports["r1"]))
+    replica, decoded, *_ = decode_reports(encode_reports("r1", fleet.reports["r1"]))
     assert replica == "r1" and decoded == fleet.reports["r1"]
     # e1 moves to r2; r1 still lists it as disconnected: the live connection counts, once.
     fleet.set_replica("r1", {"e1": EnvoyReport("e1", "r1", False, knows, since=5)}, now=5)

@@ -36,7 +36,7 @@ from concurrent import futures
 
 import grpc
 
-from rollway.inputs import InputError, printable
+from rollway.inputs import InputError, check_endpoint, endpoint_text, printable
 from rollway.model.deploy_state import Halt
 from rollway.model.routemap import RouteMapError
 from rollway.plane.control_plane import BrokenRecord, ControlPlane, NotFound
@@ -45,9 +45,11 @@ from rollway.proto import routemap_pb2 as pb
 from rollway.proto import routemap_pb2_grpc as pb_grpc
 from rollway.sources.store import ConflictError, RecordError, RouteMapRecord, StoreError
 from rollway.tls import ServerTLS, is_loopback
+from rollway.xds.health import REPORT_INTERVAL
 
 log = logging.getLogger(__name__)
 DEFAULT_WAIT, MAX_WAIT = 30.0, 3600.0   # WaitConverged's timeout: default and bound (seconds)
+MAX_ENDPOINTS = 1000      # endpoints one OpenRequests call asks about (a deploy batch is a few)
 # Validate needs no token and costs CPU and memory in proportion to its sample (20 million
 # took 22 s and 3.5 GB): the sample is capped, and so are the Validates running at once.
 MAX_SAMPLE, MAX_VALIDATING = 1_000_000, 2
@@ -179,6 +181,18 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
 
     def ListServices(self, request, context):  # noqa: N802
         return self._run(context, lambda: services_message(self.plane))
+
+    def OpenRequests(self, request, context):  # noqa: N802
+        if len(request.endpoints) > MAX_ENDPOINTS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"endpoints: at most {MAX_ENDPOINTS}")
+        try:
+            endpoints = [check_endpoint(e, "endpoints") for e in request.endpoints]
+        except InputError as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        counts, unreported = self._run(context, lambda: self.plane.open_requests(request.service, endpoints))
+        return pb.OpenRequestsResponse(
+            endpoints=[pb.EndpointRequests(endpoint=endpoint_text(h, p), requests=n) for (h, p), n in counts.items()],
+            unreported=unreported, report_interval_seconds=REPORT_INTERVAL)
 
     def Get(self, request, context):  # noqa: N802
         return revision_message(self._run(context, lambda: self.plane.get(request.service, request.revision)))

@@ -22,7 +22,7 @@ import grpc
 import yaml
 
 from rollway.cli.errors import CommandError, UsageError
-from rollway.inputs import printable
+from rollway.inputs import endpoint_text, printable
 
 if TYPE_CHECKING:
     from rollway.server import ServerOptions
@@ -451,6 +451,8 @@ def cmd_deploy_resume(args) -> int:
 # -- serverset announce -------------------------------------------------------------------------
 
 MAX_ANNOUNCE = 1000   # members one announcer holds: a host agent announces one or a few
+DEFAULT_DRAIN_TIMEOUT = 30.0    # a termination grace period's worth; long-lived connections ask for more
+MAX_DRAIN_TIMEOUT = 24 * 3600.0
 
 
 def _open_store(url: str, **options):
@@ -551,6 +553,41 @@ def _wait_converged(args, service: str):
     return wait
 
 
+class _Idle:
+    """The drain's third step through the operator API: polls what every Envoy has open to
+    the endpoints until nothing is, or ``deadline`` seconds pass. A zero is trusted only once
+    every Envoy could have reported after the gate (two report intervals and a fleet-record
+    write), and only with a fresh report from every Envoy in the quorum."""
+
+    POLL = 0.5
+
+    def __init__(self, args, service: str, endpoints: list[str], deadline: float):
+        self.args, self.service, self.endpoints, self.deadline = args, service, endpoints, deadline
+        self.open: dict[str, int] = {}         # what was still open when it gave up
+        self.unreported: list[str] = []
+        self.waited = 0.0
+
+    def __call__(self) -> bool:
+        from rollway.proto import routemap_pb2 as pb
+
+        start = time.monotonic()
+        trusted_from = None
+        request = pb.OpenRequestsRequest(service=self.service, endpoints=self.endpoints)
+        while True:
+            answer = _call(lambda: _stub(self.args).OpenRequests(request, timeout=30))
+            now = time.monotonic()
+            if trusted_from is None:
+                trusted_from = start + 2 * answer.report_interval_seconds + 1.0
+            self.open = {e.endpoint: e.requests for e in answer.endpoints if e.requests}
+            self.unreported = list(answer.unreported)
+            self.waited = now - start
+            if now >= trusted_from and not self.open and not self.unreported:
+                return True
+            if now - start >= self.deadline:
+                return False
+            time.sleep(self.POLL)
+
+
 def _halted_versions(args, service: str) -> frozenset[str]:
     """The service's halted versions, from one status read."""
     from rollway.proto import routemap_pb2 as pb
@@ -574,19 +611,34 @@ def cmd_drain(args) -> int:
         check_name(args.service, "--service")
     except InputError as error:
         raise UsageError(str(error)) from None
+    if not 0 <= args.drain_timeout <= MAX_DRAIN_TIMEOUT:
+        raise UsageError(f"--drain-timeout {args.drain_timeout:g}: from 0 (do not wait for open requests) to "
+                         f"{MAX_DRAIN_TIMEOUT:g} seconds")
     halted = _halted_versions(args, args.service)
+    idle = _Idle(args, args.service, [endpoint_text(args.host, args.port)], args.drain_timeout) \
+        if args.drain_timeout > 0 else None
     store = _open_store(args.store)
     try:
         names = drain(store, args.path, [(args.host, args.port)], _wait_converged(args, args.service), halted,
-                      args.force)
+                      args.force, idle)
     except DrainError as error:
         print(f"rollway: {error}", file=sys.stderr)
         return 1
     finally:
         store.stop()
-    return _print(args, {"drained": names, "path": args.path, "host": args.host, "port": args.port},
-                  lambda d: print(f"rollway: drained {args.host}:{args.port} from {args.path} "
-                                  f"({len(names)} member(s)); no Envoy routes to it any more"))
+    left = sum(idle.open.values()) if idle else 0
+    doc = {"drained": names, "path": args.path, "host": args.host, "port": args.port,
+           "open_at_removal": left, "unreported": idle.unreported if idle else [],
+           "waited_seconds": round(idle.waited, 1) if idle else 0.0}
+
+    def human(d: dict) -> None:
+        if idle is not None and (left or idle.unreported):
+            print(f"rollway: the drain deadline ({args.drain_timeout:g} s) passed with {left} request(s) still open"
+                  + (f" and no load report from {', '.join(idle.unreported[:5])}" if idle.unreported else ""),
+                  file=sys.stderr)
+        print(f"rollway: drained {args.host}:{args.port} from {args.path} ({len(names)} member(s)); "
+              f"no Envoy routes to it any more")
+    return _print(args, doc, human)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -753,6 +805,9 @@ def _add_serverset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--service", required=True, help="the service whose route map names this serverset")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the fleet (default 60)")
+    p.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT, metavar="S",
+                   help="then wait up to S seconds until no Envoy has a request or a WebSocket/EventSource "
+                        f"open to the host (default {DEFAULT_DRAIN_TIMEOUT:g}; 0: do not wait)")
     p.add_argument("--force", action="store_true",
                    help="drain even the last hosts of the versions that are not halted (their sessions stay put)")
     _client_flags(p)

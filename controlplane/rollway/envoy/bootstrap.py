@@ -91,6 +91,10 @@ def ecds_resource(filter_config: Mapping | str) -> dict:
 # an app host that finds the cluster header naming a version it does not run answers 421
 # without acting on the request (README, "Running Rollway across hosts"), and another host
 # of the version the session wants serves it.
+# No route timeout: Envoy's default (15 s until the whole response) cuts every EventSource
+# stream and long download; a hung upstream is still cut by the edge's stream idle timeout
+# (300 s without a byte either way; WebSockets are never subject to the route timeout).
+STREAMS = {"timeout": "0s"}
 RETRY_POLICY = {
     "retry_on": "connect-failure,refused-stream,retriable-status-codes",
     "retriable_status_codes": [421],
@@ -123,7 +127,7 @@ def route_config(cluster_header: str = DEFAULT_CLUSTER_HEADER, name: str = "roll
             "domains": ["*"],
             "routes": [
                 {"match": {"prefix": "/", "headers": [{"name": cluster_header, "present_match": True}]},
-                 "route": {"cluster_header": cluster_header, "retry_policy": RETRY_POLICY}},
+                 "route": {"cluster_header": cluster_header, "retry_policy": RETRY_POLICY, **STREAMS}},
                 {"match": {"prefix": "/"},
                  "direct_response": {"status": 503, "body": {"inline_string": "rollway: no capacity\n"}}},
             ],
@@ -205,7 +209,7 @@ def _service_routes(placement: Placement, by_name: bool) -> list[dict]:
     per_route = {FILTER_NAME: route_service_config(placement.service, by_name=by_name)}
     return [
         {"match": {**match, "headers": [{"name": placement.cluster_header, "present_match": True}]},
-         "route": {"cluster_header": placement.cluster_header, "retry_policy": RETRY_POLICY},
+         "route": {"cluster_header": placement.cluster_header, "retry_policy": RETRY_POLICY, **STREAMS},
          "typed_per_filter_config": per_route},
         {"match": dict(match),
          "direct_response": {"status": 503, "body": {"inline_string": "rollway: no capacity\n"}},

@@ -79,6 +79,8 @@ class EdgeOptions:
             "request_headers_timeout": _duration(self.request_headers_timeout_seconds),
             "stream_idle_timeout": _duration(self.stream_idle_timeout_seconds),
             "request_timeout": _duration(self.request_timeout_seconds),
+            # Apps behind the edge hold WebSockets; a drain waits for them (rollway serverset drain).
+            "upgrade_configs": [{"upgrade_type": "websocket"}],
             "common_http_protocol_options": {
                 "idle_timeout": _duration(self.idle_timeout_seconds),
                 "headers_with_underscores_action": self.headers_with_underscores_action,

@@ -98,6 +98,19 @@ def _blue_green_stage(service: str, stage: StagePlan, views: Mapping[str, Server
     return BlueGreenStage(stage.name, stage.weight, stage.active, slots)
 
 
+def draining_by_cluster(routemap: RouteMap, views: Mapping[str, ServersetView | None]) -> dict[str, tuple]:
+    """Cluster name -> ((host, port), ...) of the members being drained: Envoy keeps them
+    as DRAINING (no new requests) so their open requests stay counted until they go."""
+    out: dict[str, list] = {}
+    for stage in routemap.stages:
+        for key, _ in stage.serversets().items():
+            view = views.get(key)
+            for version, eps in (view.draining.items() if view else []):
+                target = version if stage.mode is Mode.ROLLING else key.partition("/")[2]
+                out.setdefault(cluster_name(routemap.service, stage.name, target), []).extend(eps)
+    return {cluster: tuple(sorted(set(eps))) for cluster, eps in out.items()}
+
+
 def endpoints_by_cluster(routemap: RouteMap, views: Mapping[str, ServersetView | None]) -> dict[str, list]:
     """Cluster name -> [(host, port, weight)] for every cluster the filter config may name."""
     out: dict[str, list] = {}

@@ -48,10 +48,11 @@ from rollway import Router, new_routing_id
 from rollway.inputs import InputError, check_name, check_text, check_version, printable
 from rollway.model.deploy_state import GUARD, MAX_HALTS, DeployState, Halt
 from rollway.model.direction import DirectionTracker
+from rollway.model.endpoint_load import Endpoint, EndpointLoad
 from rollway.model.filter_config import FilterConfig, Mode
 from rollway.model.fleet_knowledge import NOBODY
 from rollway.model.guard import Health
-from rollway.model.publication import build_filter_config, endpoints_by_cluster
+from rollway.model.publication import build_filter_config, draining_by_cluster, endpoints_by_cluster
 from rollway.model.routemap import RouteMap, RouteMapError, collisions
 from rollway.model.validation import check_routemap
 from rollway.plane.decision import decide
@@ -99,6 +100,7 @@ class ServiceView:
     updated: float = 0.0
     domains: tuple[str, ...] = ("*",)           # where it lives on an Envoy that fronts several
     path_prefix: str = "/"
+    draining: Mapping[str, tuple] = field(default_factory=dict)    # cluster -> (host, port)... being drained
 
 
 class EnvoySource(Protocol):
@@ -109,6 +111,8 @@ class EnvoySource(Protocol):
     def gated_versions(self, service: str) -> tuple[str, ...] | None: ...
 
     def version_health(self, service: str) -> dict[tuple[str, str], Health]: ...
+
+    def endpoint_load(self, service: str) -> EndpointLoad: ...
 
 
 class ViewSink(Protocol):
@@ -133,6 +137,9 @@ class _NoEnvoys:
 
     def version_health(self, service: str) -> dict[tuple[str, str], Health]:
         return {}
+
+    def endpoint_load(self, service: str) -> EndpointLoad:
+        return EndpointLoad()
 
     def publish(self, view: ServiceView) -> None:
         pass
@@ -165,6 +172,7 @@ class ServiceController:
         self.fleet_dirty = False
         self.config: FilterConfig | None = None
         self.endpoints: dict[str, list] = {}    # cluster -> endpoints of the config served
+        self.draining: dict[str, tuple] = {}    # cluster -> endpoints being drained
         self.updated = time.time()
         self.view = ServiceView(record.service, record.revision, updated=self.updated,
                                 domains=self.routemap.domains, path_prefix=self.routemap.path_prefix)
@@ -225,7 +233,7 @@ class ServiceController:
         config = self.config
         self.view = ServiceView(self.service, self.record.revision, config.generation if config else 0, config,
                                 {k: tuple(v) for k, v in self.endpoints.items()}, self.updated,
-                                self.routemap.domains, self.routemap.path_prefix)
+                                self.routemap.domains, self.routemap.path_prefix, dict(self.draining))
 
     def duplicates(self) -> list[str]:
         """Node ids more than one Envoy uses (a misconfiguration status names)."""
@@ -315,6 +323,7 @@ class ServiceController:
                     continue
                 changed |= self.fleet.set_replica(replica, record.envoys)
                 changed |= self.fleet.set_health(replica, record.health) and self.leading
+                self.fleet.set_load(replica, record.load)
         if changed:
             self.plane.schedule(self.service, delay=0.02)
 
@@ -343,13 +352,16 @@ class ServiceController:
         the Envoys' counts (the guard's input) change with every load report, so the record
         is rewritten about once a second, within the same bound."""
         now = time.monotonic()
+        own_load = self.plane.endpoint_load(self.service)
         with self.lock:
+            if self.fleet.set_load(self.plane.replica_id, own_load):
+                self.fleet_dirty = True
             if not self.fleet_dirty or self._fleet_record is None or now < self._next_flush:
                 return
             self.fleet_dirty = False
             reports = dict(self.local_reports)
             health = self.fleet.counts.get(self.plane.replica_id, {})
-        data = encode_reports(self.plane.replica_id, reports, health)
+        data = encode_reports(self.plane.replica_id, reports, health, own_load)
         self._next_flush = now + min(1.0, 20 * (time.monotonic() - now))
         try:
             self._fleet_record.update(data)
@@ -417,9 +429,10 @@ class ServiceController:
                                 " and rolled it back" if halt.rollback else "", halt.why, halt.figures)
         with self.lock:
             endpoints = endpoints_by_cluster(self.routemap, self.views)
-            if config == self.config and endpoints == self.endpoints:
+            draining = draining_by_cluster(self.routemap, self.views)
+            if config == self.config and endpoints == self.endpoints and draining == self.draining:
                 return
-            self.config, self.endpoints = config, endpoints
+            self.config, self.endpoints, self.draining = config, endpoints, draining
             self.updated = time.time()
             self._replace_view()
         self.plane._notify(self.service)
@@ -702,6 +715,10 @@ class ControlPlane:
         """(stage, version) -> what this replica's Envoys reported ``service`` served."""
         return self._envoys.version_health(service)
 
+    def endpoint_load(self, service: str) -> EndpointLoad:
+        """What this replica's Envoys have open now to ``service``'s endpoints."""
+        return self._envoys.endpoint_load(service)
+
     def snapshot_versions(self, service: str) -> tuple | None:
         """The content versions the deploy gate compares, of the current snapshot."""
         return self._envoys.gated_versions(service)
@@ -922,6 +939,16 @@ class ControlPlane:
             return changed
         raise ConflictError(f"the deploy state of {service!r} kept changing during {self.CAS_ATTEMPTS} attempts; "
                             "try again")
+
+    def open_requests(self, service: str, endpoints: list[Endpoint]) -> tuple[dict[Endpoint, int], list[str]]:
+        """What a drain waits on: the requests every Envoy in the quorum has open now to each
+        of ``endpoints`` (their latest load reports, over every replica's fleet record), and
+        the Envoys in the quorum with no fresh load report (their word is missing)."""
+        controller = self.service(service)
+        with controller.lock:
+            load = controller.fleet.load()
+            quorum = [r.node_id for r in controller.fleet.quorum()]
+        return {e: load.open.get(e, 0) for e in endpoints}, sorted(n for n in quorum if n not in load.reported)
 
     def fleet_health(self, service: str) -> dict[tuple[str, str], Health]:
         """(stage, version) -> requests and 5xx over every replica's Envoys, as the fleet

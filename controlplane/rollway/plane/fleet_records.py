@@ -34,10 +34,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
+from rollway.model.endpoint_load import EndpointLoad
 from rollway.model.fleet_knowledge import FleetKnowledge
 from rollway.model.guard import Health
 
 MAX_HEALTH = 4096             # (stage, version) counts read from one replica's record
+MAX_OPEN_ENDPOINTS = 4096     # endpoints with open requests read from one replica's record
+MAX_OPEN_COUNT = 10 ** 9      # requests one record may claim open to one endpoint
 MAX_HEALTH_COUNT = 10 ** 15   # requests one record may claim for one version
 
 
@@ -65,9 +68,11 @@ class ReplicaRecord(NamedTuple):
     replica: str
     envoys: dict[str, EnvoyReport]
     health: dict[tuple[str, str], Health]
+    load: EndpointLoad = EndpointLoad()
 
 
-def encode_reports(replica: str, reports: dict[str, EnvoyReport], health: VersionHealth | None = None) -> bytes:
+def encode_reports(replica: str, reports: dict[str, EnvoyReport], health: VersionHealth | None = None,
+                   load: EndpointLoad | None = None) -> bytes:
     """One replica's record: identical knows sets (Envoys that ACKed the same config) are
     written once, so 5,000 Envoys cost one key list per config, not 5,000; ``health``: its
     Envoys' counts per (stage, version)."""
@@ -80,8 +85,10 @@ def encode_reports(replica: str, reports: dict[str, EnvoyReport], health: Versio
                            "versions": list(r.versions)}
     knows = [sorted([list(k) for k in keys]) for keys, _ in sorted(tables.items(), key=lambda kv: kv[1])]
     counts = [[stage, version, h.requests, h.errors] for (stage, version), h in sorted((health or {}).items())]
-    return json.dumps({"replica": replica, "knows": knows, "envoys": envoys, "health": counts},
-                      sort_keys=True).encode()
+    load = load or EndpointLoad()
+    opened = [[host, port, n] for (host, port), n in sorted(load.open.items())]
+    return json.dumps({"replica": replica, "knows": knows, "envoys": envoys, "health": counts, "open": opened,
+                       "reported": sorted(load.reported)}, sort_keys=True).encode()
 
 
 def decode_reports(data: bytes) -> ReplicaRecord:
@@ -100,7 +107,10 @@ def decode_reports(data: bytes) -> ReplicaRecord:
     for stage, version, requests, errors in doc.get("health", [])[:MAX_HEALTH]:
         requests = max(0, min(int(requests), MAX_HEALTH_COUNT))
         health[(str(stage), str(version))] = Health(requests, max(0, min(int(errors), requests)))
-    return ReplicaRecord(replica, out, health)
+    opened = {(str(host), int(port)): max(0, min(int(n), MAX_OPEN_COUNT))
+              for host, port, n in doc.get("open", [])[:MAX_OPEN_ENDPOINTS]}
+    reported = frozenset(str(n) for n in doc.get("reported", []) if str(n) in out)   # its own Envoys only
+    return ReplicaRecord(replica, out, health, EndpointLoad(opened, reported))
 
 
 @dataclass
@@ -111,6 +121,22 @@ class FleetView:
     knowledge: FleetKnowledge = field(default_factory=FleetKnowledge)
     effective: dict[str, EnvoyReport] = field(default_factory=dict)            # node -> the report that counts
     counts: dict[str, dict[tuple[str, str], Health]] = field(default_factory=dict)  # replica -> its Envoys' counts
+    loads: dict[str, EndpointLoad] = field(default_factory=dict)  # replica -> what its Envoys have open now
+
+    def set_load(self, replica: str, load: EndpointLoad) -> bool:
+        """Replaces what ``replica``'s Envoys have open; returns whether it changed."""
+        if self.loads.get(replica) == load:
+            return False
+        self.loads[replica] = load
+        return True
+
+    def load(self) -> EndpointLoad:
+        """Requests open to each endpoint over every replica's Envoys, and the Envoys whose
+        reports that is."""
+        total = EndpointLoad()
+        for load in self.loads.values():
+            total = total.plus(load)
+        return total
 
     def set_health(self, replica: str, health: VersionHealth) -> bool:
         """Replaces ``replica``'s counts; returns whether they changed."""
@@ -156,6 +182,7 @@ class FleetView:
         """A replica's record vanished: its Envoys stay, disconnected, for one ACK timeout."""
         now = time.time() if now is None else now
         self.counts.pop(replica, None)
+        self.loads.pop(replica, None)
         old = self.reports.pop(replica, {})
         for node_id, report in old.items():
             if not report.stale:          # in the quorum, connected or not: it still routes

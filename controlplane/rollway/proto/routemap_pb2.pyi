@@ -6,6 +6,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class OpenRequestsRequest(_message.Message):
+    __slots__ = ("service", "endpoints")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    endpoints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service: _Optional[str] = ..., endpoints: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EndpointRequests(_message.Message):
+    __slots__ = ("endpoint", "requests")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    requests: int
+    def __init__(self, endpoint: _Optional[str] = ..., requests: _Optional[int] = ...) -> None: ...
+
+class OpenRequestsResponse(_message.Message):
+    __slots__ = ("endpoints", "unreported", "report_interval_seconds")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    UNREPORTED_FIELD_NUMBER: _ClassVar[int]
+    REPORT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointRequests]
+    unreported: _containers.RepeatedScalarFieldContainer[str]
+    report_interval_seconds: float
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[EndpointRequests, _Mapping]]] = ..., unreported: _Optional[_Iterable[str]] = ..., report_interval_seconds: _Optional[float] = ...) -> None: ...
+
 class ListServicesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -84,6 +84,11 @@ class RouteMapServiceStub:
                 request_serializer=rollway_dot_proto_dot_routemap__pb2.ListServicesRequest.SerializeToString,
                 response_deserializer=rollway_dot_proto_dot_routemap__pb2.ListServicesResponse.FromString,
                 _registered_method=True)
+        self.OpenRequests = channel.unary_unary(
+                '/rollway.v1.RouteMapService/OpenRequests',
+                request_serializer=rollway_dot_proto_dot_routemap__pb2.OpenRequestsRequest.SerializeToString,
+                response_deserializer=rollway_dot_proto_dot_routemap__pb2.OpenRequestsResponse.FromString,
+                _registered_method=True)
 
 
 class RouteMapServiceServicer:
@@ -164,6 +169,15 @@ class RouteMapServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenRequests(self, request, context):
+        """What a drain waits on: the requests (and upgraded connections) every Envoy in the
+        quorum has open now to each endpoint, from their latest load reports, and the Envoys in
+        the quorum whose fresh report is missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteMapServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +230,11 @@ def add_RouteMapServiceServicer_to_server(servicer, server):
                     servicer.ListServices,
                     request_deserializer=rollway_dot_proto_dot_routemap__pb2.ListServicesRequest.FromString,
                     response_serializer=rollway_dot_proto_dot_routemap__pb2.ListServicesResponse.SerializeToString,
+            ),
+            'OpenRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenRequests,
+                    request_deserializer=rollway_dot_proto_dot_routemap__pb2.OpenRequestsRequest.FromString,
+                    response_serializer=rollway_dot_proto_dot_routemap__pb2.OpenRequestsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -488,6 +507,33 @@ class RouteMapService:
             '/rollway.v1.RouteMapService/ListServices',
             rollway_dot_proto_dot_routemap__pb2.ListServicesRequest.SerializeToString,
             rollway_dot_proto_dot_routemap__pb2.ListServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rollway.v1.RouteMapService/OpenRequests',
+            rollway_dot_proto_dot_routemap__pb2.OpenRequestsRequest.SerializeToString,
+            rollway_dot_proto_dot_routemap__pb2.OpenRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

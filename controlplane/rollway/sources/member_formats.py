@@ -36,9 +36,21 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from rollway.inputs import InputError, check_ip, check_port, check_version, check_weight, check_zk_path
+from rollway.inputs import (
+    InputError,
+    check_endpoint,
+    check_ip,
+    check_port,
+    check_version,
+    check_weight,
+    check_zk_path,
+    endpoint_text,
+)
 
 MAX_MEMBER_BYTES = 64 * 1024   # a member document; real ones are ~200 bytes
+# A Finagle member a deploy tool is draining (``rollway serverset drain``): out of capacity,
+# still listed to Envoy (as DRAINING) so its open requests are seen until it goes.
+DRAINING = "STOPPING"
 DEFAULT_VERSION = "metadata:version"
 
 
@@ -222,11 +234,8 @@ def _party(name: str, data: bytes, by_path: str | None) -> Member:
     shallow = _SHALLOW_PARTY.fullmatch(name)
     if not text and shallow:          # a ShallowParty member carries its identifier in its name too
         text = shallow.group(1)
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or len(port) > 5:
-        raise InputError(f"not host:port text (got {text[:64]!r})")
-    host = check_ip(host[1:-1] if host.startswith("[") and host.endswith("]") else host, "host")
-    return Member(host, check_port(int(port), "port"), check_version(by_path, "version path"), 1.0, "ALIVE")
+    host, port = check_endpoint(text, "host:port text")
+    return Member(host, port, check_version(by_path, "version path"), 1.0, "ALIVE")
 
 
 # -- writing (the announcer's side) -------------------------------------------------------------
@@ -265,7 +274,7 @@ def announcement(spec: ServersetSpec, host: str, port: int, version: str, weight
     if spec.format is Format.PARTY:
         if weight != 1.0:
             raise InputError("weight: a party member weighs 1 (its data is host:port only)")
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        shown = endpoint_text(host, port)
         made = Announcement(path, f"{uuid.uuid4().hex}-{shown}", shown.encode())
     elif spec.format is Format.CURATOR:
         instance = str(uuid.uuid4())

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rollway.inputs import InputError, check_version
-from rollway.sources.member_formats import Member, ServersetSpec, accepts, member_json, read_member
+from rollway.sources.member_formats import DRAINING, Member, ServersetSpec, accepts, member_json, read_member
 from rollway.sources.store import Handle, Store
 from rollway.sources.view_policy import DebounceWindow, EmptyGrace
 
@@ -59,6 +59,9 @@ class ServersetView:
     skipped: int                                 # malformed members in this snapshot
     held_empty: bool = False                     # an empty view is being held back
     time: float = field(default_factory=time.time)
+    # version -> (host, port) of members being drained (status STOPPING): no capacity, but
+    # Envoy keeps them (DRAINING) so their open requests are counted until they go.
+    draining: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
 
 ParseCache = dict[str, tuple[bytes, "Member | None", "str | None"]]
@@ -102,6 +105,7 @@ def build_view(spec: ServersetSpec | str, members: dict[str, bytes], cache: Pars
     spec = ServersetSpec.of(spec)
     capacity: dict[str, float] = {}
     endpoints: dict[str, list[tuple[str, int, float]]] = {}
+    draining: dict[str, list[tuple[str, int]]] = {}
     alive = skipped = 0
     for reading in read_members(spec, members, cache):
         member = reading.member
@@ -109,12 +113,15 @@ def build_view(spec: ServersetSpec | str, members: dict[str, bytes], cache: Pars
             skipped += 1
             log.debug("serverset %s: skipping %s: %s", spec.path, reading.name, reading.why)
             continue
+        if member.status == DRAINING:
+            draining.setdefault(member.version, []).append((member.host, member.port))
         if member.status != "ALIVE":
             continue
         alive += 1
         capacity[member.version] = capacity.get(member.version, 0.0) + member.weight
         endpoints.setdefault(member.version, []).append((member.host, member.port, member.weight))
-    return ServersetView(spec.path, capacity, {v: tuple(e) for v, e in endpoints.items()}, alive, skipped)
+    return ServersetView(spec.path, capacity, {v: tuple(e) for v, e in endpoints.items()}, alive, skipped,
+                         draining={v: tuple(e) for v, e in draining.items()})
 
 
 def watch_serverset(store: Store, spec: ServersetSpec, callback: Callable[[dict[str, bytes]], None]) -> Handle:
@@ -297,7 +304,7 @@ class ServersetWatcher:
             log.warning("serverset %s went from %d members to none; holding the last view for %.0fs",
                         self.path, previous.members, self.empty_grace)
         self._publish(ServersetView(previous.path, previous.capacity, previous.endpoints, previous.members,
-                                    view.skipped, held_empty=True))
+                                    view.skipped, held_empty=True, draining=previous.draining))
         # Look again when the grace period ends, even if nothing else changes.
         retry = threading.Timer(left + 0.01, self._on_members, args=(members,))
         retry.daemon = True

@@ -2,13 +2,16 @@
 an autoscaling group runs before it terminates an instance):
 
 1. mark the host's member not-ALIVE (``STOPPING``): the control plane drops it from
-   capacity and endpoints;
-2. wait until every Envoy in the quorum holds a config without it (the deploy gate);
-3. remove the member. The host can stop: no Envoy routes to it any more.
+   capacity, and Envoy keeps it as DRAINING (no new request goes to it);
+2. wait until every Envoy in the quorum holds that config (the deploy gate);
+3. with ``idle``, wait until no Envoy has a request or an upgraded connection (a WebSocket,
+   an EventSource) open to it, up to the drain deadline (``idle`` decides both);
+4. remove the member. The host can stop: no Envoy routes to it any more.
 
 Usage::
 
-    drain(store, "/discovery/web/prod", [("10.1.2.3", 8080)], wait=lambda: gate(timeout=60))
+    drain(store, "/discovery/web/prod", [("10.1.2.3", 8080)], wait=lambda: gate(timeout=60),
+          idle=lambda: wait_idle(deadline=300))
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from rollway.sources.member_formats import DRAINING
 from rollway.sources.store import Store
-
-DRAINING = "STOPPING"
 
 
 class DrainError(RuntimeError):
@@ -55,13 +57,14 @@ def _alive_versions(store: Store, path: str, leaving: set[str]) -> set[str]:
 
 def drain(store: Store, path: str, endpoints: list[tuple[str, int]],
           wait: Callable[[], tuple[bool, list[str]]], halted: frozenset[str] | set[str] = frozenset(),
-          force: bool = False) -> list[str]:
+          force: bool = False, idle: Callable[[], object] | None = None) -> list[str]:
     """Drains every member of ``path`` at the given host:port endpoints (a deploy batch at
     once: one wait); returns their names. ``wait()`` blocks until converged and returns
     (converged, outstanding). Raises DrainError, leaving the members not-ALIVE, if an
     endpoint has no member or the fleet does not converge; and, unless ``force``, changing
     nothing, if it would leave only ``halted`` versions at ``path`` (the baseline's last
-    hosts while the new version is halted: its sessions could go nowhere)."""
+    hosts while the new version is halted: its sessions could go nowhere). ``idle()``, once
+    the fleet converged, blocks until nothing is open to the endpoints or its deadline."""
     members: dict[str, dict] = {}
     for host, port in endpoints:
         found = members_at(store, path, host, port)
@@ -81,6 +84,8 @@ def drain(store: Store, path: str, endpoints: list[tuple[str, int]],
     if not converged:
         raise DrainError(f"{names} marked {DRAINING}, but the fleet has not converged; outstanding: "
                          + "; ".join(outstanding))
+    if idle is not None:
+        idle()
     for name in members:
         store.remove_member(path, name)
     return sorted(members)

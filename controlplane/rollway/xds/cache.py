@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -27,11 +28,12 @@ from envoy_data_plane.google.protobuf import Any
 
 from rollway.envoy import bootstrap as ec
 from rollway.model.admission import known_versions
+from rollway.model.endpoint_load import EndpointLoad
 from rollway.model.filter_config import FilterConfig
 from rollway.model.guard import Health
 from rollway.plane.control_plane import ControlPlane, NotFound, ServiceView
 from rollway.xds.fronting import FrontedSnapshot, component_version, compose, placement_of
-from rollway.xds.health import HealthBook
+from rollway.xds.health import HealthBook, LoadBook
 from rollway.xds.ledger import GATED, SHORT, AckLedger, EnvoyNode
 from rollway.xds.resources import (
     EXTENSION,
@@ -92,6 +94,7 @@ class SnapshotCache:
         self._served_clusters: tuple[int, frozenset[str]] = (-1, frozenset())   # (epoch, clusters)
         # What the Envoys' load reports say each cluster served (rollway.xds.health).
         self.health = HealthBook(known=self.serves_cluster)
+        self.load = LoadBook()
         self.views: dict[str, ServiceView] = {}     # what the plane handed over, per service
         self.loop: asyncio.AbstractEventLoop | None = None
         plane.attach(self)
@@ -140,7 +143,7 @@ class SnapshotCache:
             if config is None:
                 raise NotFound(f"service {service!r} has no filter config yet")
             try:
-                fresh = build_resources(config, endpoints, listener, cache=self.encoded)
+                fresh = build_resources(config, endpoints, listener, cache=self.encoded, draining=view.draining)
             except Exception as error:
                 # Nothing that fails here may reach a stream (it would end it, and Envoy
                 # would reconnect in a loop getting nothing): the last good snapshot keeps
@@ -262,6 +265,14 @@ class SnapshotCache:
         totals = self.health.totals()
         return {(stage.name, v.name): totals[v.cluster] for stage in view.config.rolling_stages()
                 for v in stage.versions if v.cluster in totals}
+
+    def endpoint_load(self, service: str) -> EndpointLoad:
+        """What this replica's Envoys' latest load reports say is open now to each endpoint
+        of ``service`` (its clusters, those being drained included)."""
+        view = self.views.get(service)
+        if view is None:
+            return EndpointLoad()
+        return self.load.snapshot(set(view.endpoints) | set(view.draining), time.monotonic())
 
     def gated_versions(self, service: str) -> tuple[str, ...] | None:
         """The content versions of what the deploy gate compares (CDS, EDS, ECDS) in this

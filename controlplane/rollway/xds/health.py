@@ -27,8 +27,9 @@ Usage::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
+from rollway.model.endpoint_load import EndpointLoad
 from rollway.model.guard import Health
 
 MAX_CLUSTERS = 4096          # clusters read from one report
@@ -74,4 +75,52 @@ class HealthBook:
                 del self._totals[cluster]
 
 
-__all__ = ["HealthBook", "MAX_CLUSTERS", "REPORT_INTERVAL"]
+MAX_ENDPOINTS = 4096         # endpoints with open requests read from one report
+MAX_OPEN = 1_000_000         # requests one Envoy may claim open to one endpoint
+# A load report younger than this is an Envoy's word on what is open now (it reports every
+# REPORT_INTERVAL; one interval of slack for a report in flight or a timer that drifts).
+FRESH_REPORT = 2 * REPORT_INTERVAL
+
+
+class LoadBook:
+    """What each Envoy's latest load report says is open now to each endpoint (Envoy's
+    ``rq_active`` gauge per host: a request in progress, an upgraded WebSocket, a streaming
+    response, until it ends). Kept per Envoy and replaced by its next report, never summed
+    over time; an Envoy whose load stream ends is forgotten. Only endpoints with something
+    open are kept, at most MAX_ENDPOINTS per report, counts clamped to MAX_OPEN."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self._latest: dict[str, tuple[float, dict[tuple[str, str, int], int]]] = {}
+
+    def report(self, node_id: str, entries: Iterable[tuple[str, str, int, int]], now: float) -> None:
+        """``entries``: (cluster, host, port, requests open) from one report."""
+        held: dict[tuple[str, str, int], int] = {}
+        for i, (cluster, host, port, count) in enumerate(entries):
+            if i >= MAX_ENDPOINTS:
+                break
+            if count > 0:
+                held[(cluster, host, port)] = min(int(count), MAX_OPEN)
+        with self.lock:
+            self._latest[node_id] = (now, held)
+
+    def forget(self, node_id: str) -> None:
+        with self.lock:
+            self._latest.pop(node_id, None)
+
+    def snapshot(self, clusters: Collection[str], now: float) -> EndpointLoad:
+        """The open requests to endpoints of ``clusters``, from fresh reports only."""
+        open_: dict[tuple[str, int], int] = {}
+        reported = set()
+        with self.lock:
+            for node_id, (at, held) in self._latest.items():
+                if now - at > FRESH_REPORT:
+                    continue
+                reported.add(node_id)
+                for (cluster, host, port), count in held.items():
+                    if cluster in clusters:
+                        open_[(host, port)] = open_.get((host, port), 0) + count
+        return EndpointLoad(open_, frozenset(reported))
+
+
+__all__ = ["EndpointLoad", "FRESH_REPORT", "HealthBook", "LoadBook", "MAX_CLUSTERS", "REPORT_INTERVAL"]

@@ -80,15 +80,23 @@ def listener_dict(listen_port: int, address: str = DEFAULT_LISTEN_ADDRESS, edge:
 
 
 def cluster_dict(name: str, edge: EdgeOptions | None = None) -> dict:
+    # No panic routing: with most of a version's hosts DRAINING (a drain batch), Envoy's
+    # default (50 %) would spread new requests over the draining hosts too.
     return {"name": name, "type": "EDS", "connect_timeout": "1s",
             "eds_cluster_config": {"eds_config": ADS, "service_name": name}, **(edge or EdgeOptions()).cluster(),
-            **ec.UPSTREAM_RESILIENCE}
+            **ec.UPSTREAM_RESILIENCE, "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}}}
 
 
-def assignment_dict(name: str, endpoints: Sequence[tuple[str, int, float]]) -> dict:
+def assignment_dict(name: str, endpoints: Sequence[tuple[str, int, float]],
+                    draining: Sequence[tuple[str, int]] = ()) -> dict:
+    """The cluster's endpoints, and the ones being drained as DRAINING: Envoy sends them no
+    new request and keeps counting (and reporting) what is still open to them."""
+    serving = {(h, p) for h, p, _ in endpoints}
     return {"cluster_name": name, "endpoints": [{"lb_endpoints": [
         {"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}},
-         "load_balancing_weight": max(1, int(round(w)))} for h, p, w in endpoints]}]}
+         "load_balancing_weight": max(1, int(round(w)))} for h, p, w in endpoints] + [
+        {"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}},
+         "health_status": "DRAINING"} for h, p in draining if (h, p) not in serving]}]}
 
 
 @dataclass(frozen=True)
@@ -139,7 +147,7 @@ def fronted_extension(texts: Sequence[str], cache: dict) -> bytes:
 
 
 def build_resources(filter_config: FilterConfig, endpoints: Mapping[str, Sequence], listener: int | ListenerSpec,
-                    cache: dict | None = None) -> Resources:
+                    cache: dict | None = None, draining: Mapping[str, Sequence] | None = None) -> Resources:
     """All resources for one service and listener (a port, or a ListenerSpec). ``cache``
     maps a resource's canonical JSON to its bytes, so unchanged resources are not
     serialized again (bounded: cleared past CACHE_LIMIT entries). The route takes the
@@ -152,12 +160,16 @@ def build_resources(filter_config: FilterConfig, endpoints: Mapping[str, Sequenc
     def encode(kind, doc: dict) -> bytes:
         return encode_cached(cache, kind, doc)
 
-    clusters = sorted(filter_config.picked_clusters())
+    draining = draining or {}
+    # A version being drained away may have left the filter config: its cluster stays while
+    # its hosts drain, so the requests still open to them end normally and are reported.
+    clusters = sorted(filter_config.picked_clusters() | set(draining))
     by_type = {
         LISTENER: {"rollway_ingress": encode(Listener, listener_dict(spec.port, spec.address, spec.edge))},
         ROUTE: {ROUTE_NAME: encode(RouteConfiguration, ec.route_config(cluster_header, ROUTE_NAME))},
         CLUSTER: {name: encode(Cluster, cluster_dict(name, spec.edge)) for name in clusters},
-        ENDPOINT: {name: encode(ClusterLoadAssignment, assignment_dict(name, endpoints.get(name, [])))
+        ENDPOINT: {name: encode(ClusterLoadAssignment, assignment_dict(name, endpoints.get(name, []),
+                                                                       draining.get(name, ())))
                    for name in clusters},
         EXTENSION: {ec.FILTER_NAME: encode(TypedExtensionConfig, {
             "name": ec.FILTER_NAME, "typed_config": ec.filter_typed_config(filter_config.to_text(), by_name=True)})},

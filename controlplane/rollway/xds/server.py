@@ -209,32 +209,45 @@ class LoadReportingServicer:
 
     def __init__(self, cache: SnapshotCache):
         self.cache = cache
-        self.answer = bytes(LoadStatsResponse(send_all_clusters=True,
+        # Per endpoint too: what is open to each host is what a drain waits on.
+        self.answer = bytes(LoadStatsResponse(send_all_clusters=True, report_endpoint_granularity=True,
                                               load_reporting_interval=timedelta(seconds=REPORT_INTERVAL)))
 
     async def stream(self, request_iterator, context):
         node_id = None
         last = float("-inf")
-        async for report in request_iterator:
-            now = time.monotonic()
-            if node_id is not None and now - last < REPORT_INTERVAL / 2:
-                # Envoy reports every REPORT_INTERVAL; a stream reporting faster is not one,
-                # and would make the server parse without bound. Dropped, counted.
-                self.cache.health.throttled += 1
-                continue
-            last = now
-            if node_id is None:
-                node_id = report.node.id
-                if not self.cache.ledger.has_node(node_id):
-                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                        "rollway: load reports only from an Envoy with an ADS stream here")
-                    return
-                yield self.answer
-            self.cache.health.add(node_id, (
-                (c.cluster_name, sum(s.total_successful_requests + s.total_error_requests
-                                     for s in c.upstream_locality_stats),
-                 sum(s.total_error_requests for s in c.upstream_locality_stats))
-                for c in report.cluster_stats))
+        try:
+            async for report in request_iterator:
+                now = time.monotonic()
+                if node_id is not None and now - last < REPORT_INTERVAL / 2:
+                    # Envoy reports every REPORT_INTERVAL; a stream reporting faster is not one,
+                    # and would make the server parse without bound. Dropped, counted.
+                    self.cache.health.throttled += 1
+                    continue
+                last = now
+                if node_id is None:
+                    if not self.cache.ledger.has_node(report.node.id):
+                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                            "rollway: load reports only from an Envoy with an ADS stream here")
+                        return
+                    node_id = report.node.id
+                    yield self.answer
+                self._take(node_id, report, now)
+        finally:
+            if node_id is not None:
+                self.cache.load.forget(node_id)   # no stream, no word on what is open
+
+    def _take(self, node_id: str, report, now: float) -> None:
+        self.cache.health.add(node_id, (
+            (c.cluster_name, sum(s.total_successful_requests + s.total_error_requests
+                                 for s in c.upstream_locality_stats),
+             sum(s.total_error_requests for s in c.upstream_locality_stats))
+            for c in report.cluster_stats))
+        self.cache.load.report(node_id, (
+            (c.cluster_name, e.address.socket_address.address, e.address.socket_address.port_value,
+             e.total_requests_in_progress)
+            for c in report.cluster_stats for s in c.upstream_locality_stats for e in s.upstream_endpoint_stats),
+            now)
 
 
 _WAKE = object()

@@ -43,11 +43,18 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
     message("DiscoveryResponse", [("version_info", 1, _F.TYPE_STRING, one, ""),
                                   ("type_url", 4, _F.TYPE_STRING, one, ""), ("nonce", 5, _F.TYPE_STRING, one, "")])
     # Load reports (LRS): per cluster, per locality, the requests completed since the last
-    # report, and how many of them failed (5xx, reset).
+    # report, and how many of them failed (5xx, reset); per endpoint (the server asks for
+    # endpoint granularity), the requests open to it now.
+    message("SocketAddress", [("address", 2, _F.TYPE_STRING, one, ""), ("port_value", 3, _F.TYPE_UINT32, one, "")])
+    message("Address", [("socket_address", 1, _F.TYPE_MESSAGE, one, ".rollway.xds_wire.SocketAddress")])
+    message("UpstreamEndpointStats", [("address", 1, _F.TYPE_MESSAGE, one, ".rollway.xds_wire.Address"),
+                                      ("total_requests_in_progress", 3, _F.TYPE_UINT64, one, "")])
     message("UpstreamLocalityStats", [("total_successful_requests", 2, _F.TYPE_UINT64, one, ""),
                                       ("total_requests_in_progress", 3, _F.TYPE_UINT64, one, ""),
                                       ("total_error_requests", 4, _F.TYPE_UINT64, one, ""),
-                                      ("total_issued_requests", 7, _F.TYPE_UINT64, one, "")])
+                                      ("upstream_endpoint_stats", 7, _F.TYPE_MESSAGE, many,
+                                       ".rollway.xds_wire.UpstreamEndpointStats"),
+                                      ("total_issued_requests", 8, _F.TYPE_UINT64, one, "")])
     message("ClusterStats", [("cluster_name", 1, _F.TYPE_STRING, one, ""),
                              ("upstream_locality_stats", 2, _F.TYPE_MESSAGE, many,
                               ".rollway.xds_wire.UpstreamLocalityStats")])
