@@ -439,3 +439,62 @@ def test_one_origin_two_apps_keep_their_own_versions_and_a_deploy_of_one_reloads
         envoy.stop()
         for app in admin_apps.values():
             app.stop()
+
+
+def page_load_record(driver) -> dict:
+    """The current load's record (its stream's versions and opens), waiting out a reload."""
+    return page_loads(driver)[-1]
+
+
+def test_a_tab_told_to_reload_moves_its_event_stream_to_the_new_version_once(tmp_path, apps, ports):
+    """The demo page with an EventSource (``?stream=1``) on v1. v2 takes over: the tab's next
+    API call is told to reload (at its next navigation, the default), and rollway.js moves the
+    stream at once, once: the page's EventSource object opens again, on v2, the v1 host's
+    stream is closed, and the page itself does not reload."""
+    stack = Stack(tmp_path, apps, ports, filter_config({"v1": 10}))
+    driver = start_chromium()
+    try:
+        driver.get(stack.url("/?stream=1&poll=500"))
+        wait_until(lambda: page_load_record(driver).get("stream") == ["v1"], timeout=15, what="the stream on v1")
+        assert apps["v1"].streams == 1 and apps["v2"].streams == 0
+        stack.deploy_step(filter_config({"v1": 0, "v2": 10}, "forward", "v2"))
+        wait_until(lambda: page_load_record(driver).get("stream") == ["v1", "v2"], timeout=20,
+                   what="the stream moved to v2")
+        wait_until(lambda: apps["v1"].streams == 0, timeout=15, what="the v1 host's stream closed")
+        time.sleep(3)                                   # more API calls, each told nothing new
+        record = page_load_record(driver)
+        assert record["opens"] == 2, record             # opened, and reopened once
+        assert record["stream"] == ["v1", "v2"]
+        assert len(page_loads(driver)) == 1             # the page itself waits for a navigation
+        assert apps["v2"].streams == 1
+        state = json.loads(driver.execute_script("return sessionStorage.getItem('rollway-demo')"))
+        assert state["told"] == ["v2"]
+    finally:
+        driver.quit()
+        stack.stop()
+
+
+def test_reconnect_false_leaves_the_stream_where_it_is(tmp_path, apps, ports):
+    stack = Stack(tmp_path, apps, ports, filter_config({"v1": 10}))
+    driver = start_chromium()
+    try:
+        driver.get(stack.url("/?poll=0"))
+        result = driver.execute_async_script("""const done = arguments[arguments.length - 1];
+            const version = rollwayDemo.rollway.version;
+            rollwayDemo.rollway.uninstall();
+            import('/rollway.js').then(async m => {
+              m.install({version, reconnect: false});
+              const native = EventSource === window.EventSource && String(EventSource).includes('[native code]');
+              const stream = new EventSource('/api/events');
+              let opens = 0;
+              stream.onopen = () => { opens += 1; };
+              await new Promise(r => setTimeout(r, 800));
+              await fetch('/api/always?target=v2');
+              await new Promise(r => setTimeout(r, 1500));
+              stream.close();
+              done({native, opens});
+            });""")
+        assert result == {"native": True, "opens": 1}, result
+    finally:
+        driver.quit()
+        stack.stop()

@@ -1,8 +1,9 @@
 """The demo's app host: one version of a small web app, with a real page and an API.
 
 ``GET /rollway.js`` is the package's ``rollway.js``; ``GET /api/...`` answers JSON with the
-version and host that served it and the ``x-app-version`` the request carried; any other
-``GET`` is the page. The page renders its version (``<meta name="rollway-version">``),
+version and host that served it and the ``x-app-version`` the request carried;
+``GET /api/events`` is an EventSource stream of the same, one event every half second,
+until the client goes; any other ``GET`` is the page. The page renders its version (``<meta name="rollway-version">``),
 installs ``rollway.js`` and calls the API with ``fetch``; it keeps what happened to its tab
 in ``sessionStorage`` (``rollway-demo``: each load and its cause, the versions its API
 calls were served by, failed calls, the reloads it was told about), which survives its reloads, so a driver can read it.
@@ -11,7 +12,9 @@ The page's query string sets its behaviour: ``policy`` (``navigation``, the defa
 ``immediate``), ``meta=0`` (no version tag: ``rollway.js`` falls back to the version cookie
 as it was at load), ``poll`` (ms between API calls, default 1000; 0: none) and ``navigate``
 (ms between in-app navigations, a ``pushState`` like a single-page app's router; default
-none).
+none) and ``stream=1`` (an ``EventSource`` on ``/api/events``: each load records the versions
+its stream was served by and how often it opened, which ``rollway.js``'s reconnect moves
+off the old version once when the tab is told to reload).
 
 An API called from pages of other origins (``cors_origins``) answers their preflight,
 allows credentials and the app-version header, and exposes the refresh header, which is what such an API
@@ -101,6 +104,18 @@ document.addEventListener("click", (event) => {
   }
 });
 
+if (query.get("stream") === "1") {
+  const load = log.loads[log.loads.length - 1];
+  Object.assign(load, { opens: 0, stream: [] });
+  const events = new EventSource("/api/events");
+  events.addEventListener("open", () => { load.opens += 1; save(); });
+  events.onmessage = (message) => {
+    const served = JSON.parse(message.data).version;
+    if (load.stream[load.stream.length - 1] !== served) load.stream.push(served);
+    save();
+  };
+}
+
 const poll = Number(query.get("poll") ?? 1000);
 if (poll > 0) (async function loop() { await call(); setTimeout(loop, poll); })();
 const every = Number(query.get("navigate") || 0);
@@ -119,6 +134,8 @@ class WebApp:
         from rollway import web
 
         self.version, self.name, self.cors_origins = version, name, set(cors_origins)
+        self.stopping = threading.Event()
+        self.streams = 0            # event streams open now
         self.prefix = prefix        # an app served under a path prefix (/admin): stripped first
         self.scripts = {"/rollway.js": web.source("module").encode(),
                         "/rollway.classic.js": web.source("classic").encode()}
@@ -138,6 +155,7 @@ class WebApp:
                          "app_version": headers.get("x-app-version")}
 
     def stop(self) -> None:
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -162,10 +180,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = url.path[len(self.app.prefix):] if self.app.prefix and url.path.startswith(self.app.prefix) else url.path
         if path in self.app.scripts:
             return self._send(200, "text/javascript", self.app.scripts[path])
+        if path == "/api/events":
+            return self._stream()
         if path.startswith("/api/"):
             status, extra, body = self.app.api(path, parse_qs(url.query), self.headers)
             return self._send(status, "application/json", json.dumps(body).encode(), extra)
         return self._send(200, "text/html; charset=utf-8", self.app.page(parse_qs(url.query)))
+
+    def _stream(self) -> None:
+        """Server-sent events, chunked, until the client goes or the app stops."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-store")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        event = json.dumps({"version": self.app.version, "host": self.app.name}).encode()
+        self.app.streams += 1
+        try:
+            while not self.app.stopping.is_set():
+                data = b"data: " + event + b"\n\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+                self.app.stopping.wait(0.5)
+        except OSError:
+            pass            # the client went
+        finally:
+            self.app.streams -= 1
+            self.close_connection = True
 
     def do_OPTIONS(self) -> None:
         """A CORS preflight from an allowed origin: the app-version header may be sent."""

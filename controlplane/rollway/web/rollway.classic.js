@@ -15,7 +15,10 @@
 //   import { install } from "/rollway.js";
 //   install();   // the version from <meta name="rollway-version">, else the rw_ver cookie
 //
-// EventSource and WebSocket cannot set headers: their requests carry the rw_ver cookie.
+// EventSource and WebSocket cannot set headers: their requests carry the rw_ver cookie. A
+// tab told to reload reconnects its app's EventSources and WebSockets once (the page keeps
+// its objects: they see a new "open"), so they leave the old version's hosts, which a
+// deploy drains, without waiting for the reload (`reconnect: false` turns this off).
 //
 // One domain, several apps (`/` and `/admin`, each rolled by Rollway on its own): give each
 // page its own paths (`pathPrefix`, and `excludePrefixes` for the other apps under it). Its
@@ -27,7 +30,7 @@ let installed = null;
 
 function loadedVersion(cookie) {
   const meta = /** @type {HTMLMetaElement | null} */ (document.querySelector('meta[name="rollway-version"]'));
-  if (meta && meta.content) return meta.content;
+  if (meta?.content) return meta.content;
   for (const part of document.cookie.split(";")) {
     const eq = part.indexOf("=");
     if (eq > 0 && part.slice(0, eq).trim() === cookie) return part.slice(eq + 1).trim();   // a version name: no escapes
@@ -61,7 +64,7 @@ function claim(target) {
  */
 function install(options = {}) {
   if (installed) return installed;
-  /** @type {Required<Omit<import("./rollway.js").InstallOptions, "version">> & {version?: string}} */
+  /** @type {Required<Omit<import("./rollway.js").InstallOptions, "version" | "reconnect">> & {version?: string, reconnect?: boolean}} */
   const o = {
     appVersionHeader: "x-app-version", refreshHeader: "x-rw-refresh", versionCookie: "rw_ver",
     onRefresh: "navigation", apiOrigins: [], pathPrefix: "/", excludePrefixes: [],
@@ -70,7 +73,7 @@ function install(options = {}) {
   for (const [key, value] of Object.entries(options)) if (value !== undefined) o[key] = value;
   const header = o.appVersionHeader.toLowerCase();
   const version = o.version || loadedVersion(o.versionCookie);
-  const origins = new Set([location.origin].concat(o.apiOrigins.map((u) => new URL(u).origin)));
+  const origins = new Set([location.origin, ...o.apiOrigins.map((u) => new URL(u).origin)]);
   // "/admin" holds /admin and /admin/..., not /administrator (as the route matches).
   const under = (path, prefix) => prefix === "/" || path === prefix || path.startsWith(prefix.replace(/\/$/, "") + "/");
   const ours = (url) => {
@@ -85,6 +88,58 @@ function install(options = {}) {
   };
   const handled = new Set();
   let pending = "";
+  /** @type {Set<any>} */
+  const live = new Set();   // this app's long-lived connections, as the page holds them
+  const natives = { EventSource, WebSocket };
+  // The page's `new EventSource(url)` / `new WebSocket(url)`: the same object for the page,
+  // over a native connection it can swap for a new one (`m`, once per version it is told of).
+  // Listeners go to the native connection (and come along to the next); `on<event>`
+  // handlers are called through the native one's.
+  const wrap = (/** @type {any} */ Native, /** @type {string[]} */ types) => {
+    const Wrapped = class {
+      constructor(/** @type {any} */ url, /** @type {any} */ init) {
+        this.u = url, this.i = init, this.a = [];
+        this.c();
+        if (ours(url)) live.add(this);
+      }
+      c(/** @type {any} */ binaryType) {
+        const n = (this.n = new Native(this.u, this.i));
+        if (binaryType) n.binaryType = binaryType;
+        types.forEach((t) => (n["on" + t] = (/** @type {any} */ e) => n == this.n && this["on" + t]?.call(this, e)));
+        this.a.forEach((/** @type {any[]} */ a) => n.addEventListener(...a));
+      }
+      addEventListener(/** @type {any[]} */ ...a) {
+        this.a.push(a);
+        this.n.addEventListener(...a);
+      }
+      removeEventListener(/** @type {any[]} */ ...a) {
+        this.a = this.a.filter((/** @type {any[]} */ [t, f]) => t != a[0] || f != a[1]);
+        this.n.removeEventListener(...a);
+      }
+      m() {
+        const n = this.n;
+        if (n.readyState > 1) return;
+        this.c(n.binaryType);
+        this.a.forEach((/** @type {any[]} */ a) => n.removeEventListener(...a));   // the old one's close is not the page's
+        n.close();
+      }
+      close(/** @type {any[]} */ ...a) {
+        live.delete(this);
+        this.n.close(...a);
+      }
+      send(/** @type {any} */ data) { this.n.send(data); }
+      set binaryType(v) { this.n.binaryType = v; }
+      get binaryType() { return this.n.binaryType; }
+    };
+    // The rest of the page's view of the connection is the native one's, read through.
+    for (const k of ["readyState", "url", "protocol"]) {
+      Object.defineProperty(Wrapped.prototype, k, { get() { return this.n[k]; } });
+    }
+    return Native && Object.assign(Wrapped, Native);   // its constants (OPEN, CLOSED, ...) are enumerable
+  };
+  const events = ["open", "message", "error"];
+  if (o.reconnect !== false) Object.assign(globalThis, {
+    EventSource: wrap(natives.EventSource, events), WebSocket: wrap(natives.WebSocket, [...events, "close"]) });
 
   const told = (status, target) => {
     // A version name as route maps allow it; anything else is not a signal from Rollway.
@@ -93,16 +148,17 @@ function install(options = {}) {
     handled.add(target);
     const event = { version: target, from: version, reload: () => claim(target) && (location.reload(), true) };
     if (typeof o.onRefresh === "function") o.onRefresh(event);
-    else if (o.onRefresh === "immediate") event.reload();
-    else pending = target;
+    else if (o.onRefresh !== "immediate") pending = target;
+    else if (event.reload()) return;   // the tab goes: its connections with it
+    live.forEach((c) => c.m());
   };
 
   const fetch0 = globalThis.fetch;
-  globalThis.fetch = function (input, init) {
-    const request = input instanceof Request ? input : null;
-    const mine = ours(request ? request.url : input);
+  globalThis.fetch = function (/** @type {any} */ input, init) {
+    // A Request carries its URL and headers; a string or a URL has neither.
+    const mine = ours(input?.url || input);
     if (version && mine) {
-      const headers = new Headers((init && init.headers) || (request && request.headers) || undefined);
+      const headers = new Headers(init?.headers || input?.headers);
       if (!headers.has(header)) headers.set(header, version);
       init = { ...init, headers };
     }
@@ -126,8 +182,8 @@ function install(options = {}) {
   };
   xhr.send = function () {
     const s = state.get(this);
-    if (s && s.ours && version && !s.set) setRequestHeader.call(this, header, version);
-    if (s && s.ours) this.addEventListener("loadend", () => told(this.status, this.getResponseHeader(o.refreshHeader)));
+    if (s?.ours && version && !s.set) setRequestHeader.call(this, header, version);
+    if (s?.ours) this.addEventListener("loadend", () => told(this.status, this.getResponseHeader(o.refreshHeader)));
     return send.apply(this, arguments);
   };
 
@@ -153,6 +209,7 @@ function install(options = {}) {
       globalThis.fetch = fetch0;
       Object.assign(xhr, { open, send, setRequestHeader });
       history.pushState = pushState;
+      Object.assign(globalThis, natives);
       removeEventListener("popstate", onPop);
       removeEventListener("pagehide", onHide);
       installed = null;

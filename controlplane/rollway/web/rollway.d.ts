@@ -41,6 +41,12 @@ export interface InstallOptions {
   pathPrefix?: string;
   /** Other apps' prefixes under `pathPrefix` (`["/admin"]` for the app at `/`); default none. */
   excludePrefixes?: string[];
+  /**
+   * Reconnect this app's EventSources and WebSockets once when the tab is told to reload
+   * (default `true`): they leave the old version's hosts, which a deploy drains, at once. The
+   * page keeps its objects; they fire a new `open`. `false` leaves the constructors alone.
+   */
+  reconnect?: boolean;
 }
 
 export interface Installed {
