@@ -20,20 +20,39 @@ from envoy_harness import free_port, stop_process
 CLASSPATH = ":".join([
     "/etc/zookeeper/conf", "/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-api.jar",
     "/usr/share/java/log4j-1.2.jar",
+    # Netty for TLS clients (secureClientPort): zookeeper.jar's manifest names some of its
+    # jars, not these.
+    "/usr/share/java/netty-codec.jar", "/usr/share/java/netty-resolver.jar",
+    "/usr/share/java/netty-transport-native-unix-common.jar",
 ])
 
 
+def tls_config(cert: str, key: str, ca: str, keystore: Path) -> str:
+    """zoo.cfg lines for clients over TLS only (``secureClientPort``), with Netty, PEM key and
+    trust stores, and client certificates required."""
+    keystore.write_text(Path(key).read_text() + Path(cert).read_text())
+    return ("serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n"
+            f"ssl.keyStore.location={keystore}\nssl.keyStore.type=PEM\n"
+            f"ssl.trustStore.location={ca}\nssl.trustStore.type=PEM\n"
+            "ssl.clientAuth=need\nssl.clientHostnameVerification=false\n")
+
+
 class ZooKeeperServer:
-    def __init__(self, workdir: Path):
+    """``tls`` (server certificate, its key, the CA): clients over TLS only, on
+    ``secure_port``; the plaintext port then answers nothing but ``ruok`` (readiness)."""
+
+    def __init__(self, workdir: Path, tls: tuple[str, str, str] | None = None):
         self.workdir = workdir
         self.port = free_port()
+        self.secure_port = free_port() if tls else None
         self.data = workdir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "zoo.cfg"
         self.config.write_text(
             f"tickTime=200\ndataDir={self.data}\nclientPort={self.port}\nclientPortAddress=127.0.0.1\n"
             "admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\n"
-            "minSessionTimeout=400\nmaxSessionTimeout=30000\n")
+            "minSessionTimeout=400\nmaxSessionTimeout=30000\n"
+            + (f"secureClientPort={self.secure_port}\n" + tls_config(*tls, workdir / "keystore.pem") if tls else ""))
         self.process: subprocess.Popen | None = None
         self.log = workdir / "zookeeper.log"
 

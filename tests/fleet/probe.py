@@ -167,6 +167,39 @@ def zk_down(hostport: str, timeout: float) -> int:
     return 1
 
 
+def zk_locked(hosts: str, secure: str, chroot: str) -> int:
+    """What a client without credentials gets from the locked-down ensemble: each write it
+    tries refused (NoAuth) on the plaintext port, and no session at all on the TLS port."""
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoAuthError
+
+    refused = []
+    client = KazooClient(hosts=hosts + chroot)
+    client.start(timeout=30)
+    try:
+        for name, attempt in (("route map", lambda: client.set("/rollway/web/routemap", b"{}")),
+                              ("deploy state", lambda: client.set("/rollway/web/deploy", b"{}")),
+                              ("serverset", lambda: client.create("/discovery/web/prod/member_9999999999", b"{}"))):
+            try:
+                attempt()
+            except NoAuthError:
+                refused.append(name)
+    finally:
+        client.stop()
+        client.close()
+    plaintext = KazooClient(hosts=secure, connection_retry={"max_tries": 1})
+    try:
+        plaintext.start(timeout=5)
+        reached = True
+    except Exception:
+        reached = False
+    finally:
+        plaintext.stop()
+        plaintext.close()
+    print(json.dumps({"refused": refused, "plaintext_reached_tls": reached}))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -197,6 +230,10 @@ def main() -> int:
     p = sub.add_parser("zk-down")
     p.add_argument("hostport")
     p.add_argument("--timeout", type=float, default=20)
+    p = sub.add_parser("zk-locked")
+    p.add_argument("hosts")
+    p.add_argument("secure")
+    p.add_argument("chroot")
     p = sub.add_parser("leader")
     p.add_argument("servers")
     p.add_argument("ca")
@@ -209,6 +246,8 @@ def main() -> int:
         return wait_gone(args.hosts, args.path, args.address, args.timeout)
     if args.what == "away":
         return away(args.servers.split(","), args.ca, args.node, args.timeout)
+    if args.what == "zk-locked":
+        return zk_locked(args.hosts, args.secure, args.chroot)
     if args.what == "zk-down":
         return zk_down(args.hostport, args.timeout)
     if args.what == "converged":

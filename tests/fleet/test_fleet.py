@@ -47,6 +47,7 @@ from netns import Network
 
 from conftest import wait_for
 from pki import CA
+from zk_harness import CLASSPATH, tls_config
 
 pytestmark = [pytest.mark.fleet, pytest.mark.envoy, pytest.mark.zookeeper]
 
@@ -55,7 +56,12 @@ ZK = [f"zk{i}" for i in (1, 2, 3)]
 CPS = ["cp1", "cp2"]
 ENVOYS = ["env1", "env2", "env3"]
 APPS = [f"app{i}" for i in range(1, 9)]
-STORE = "zk://" + ",".join(f"{z}:2181" for z in ZK) + "/rollway"
+# ZooKeeper locked down (issue 29): clients over TLS on 2281 with certificates, Rollway's
+# znodes writable by the control plane's identity only, the serversets by the hosts'. The
+# plaintext port stays for ZooKeeper's ruok probes and to show what a stranger gets.
+STORE = "zk+tls://" + ",".join(f"{z}:2281" for z in ZK) + "/rollway"
+ZK_PLAINTEXT = ",".join(f"{z}:2181" for z in ZK)
+IDENTITIES = {"cp": ("rollway-cp", "fleet-cp-5b9e1c"), "hosts": ("web-hosts", "fleet-hosts-c4d27a")}
 SERVERS = ",".join(f"{cp}:7700" for cp in CPS)
 PATH = "/discovery/web/prod"
 # The guard judges sooner than by default (200 requests a side): the browsers send about 70
@@ -72,8 +78,7 @@ BAD = "v3"                  # the bad third build: answers BAD_PERCENT % of requ
 BAD_PERCENT = 30
 BAD_HOSTS = ["app1", "app3"]
 SERVICES = "web,api"
-ZK_CLASSPATH = ":".join(["/etc/zookeeper/conf", "/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-api.jar",
-                         "/usr/share/java/log4j-1.2.jar"])
+ZK_CLASSPATH = CLASSPATH            # the packaged jars, Netty's for TLS among them
 SESSIONS = 200
 API_SESSIONS = 100
 PY = sys.executable
@@ -102,8 +107,20 @@ class Fleet:
         self.ca = ca.cert
         self.certs = {cp: ca.issue(cp, dns=(cp,), ips=(self.net.address[cp],)) for cp in CPS}
         self.certs.update({e: ca.issue(e, client=True) for e in ENVOYS})
+        self.zk_certs = {z: ca.issue(z, dns=(z,), ips=(self.net.address[z],)) for z in ZK}
+        self.zk_clients = {who: ca.issue(f"{who}-zk", client=True) for who in IDENTITIES}
+        for who, (user, password) in IDENTITIES.items():
+            auth = workdir / f"{who}.auth"
+            auth.write_text(f"{user}:{password}\n")
+            auth.chmod(0o600)
         self.token = workdir / "token"
         self.token.write_text("fleet-operator-token\n")
+
+    def zk_flags(self, who: str) -> list[str]:
+        """A store client's identity (``cp`` or ``hosts``) and TLS to the ensemble."""
+        cert = self.zk_clients[who]
+        return ["--zk-auth-file", str(self.dir / f"{who}.auth"), "--zk-tls-ca", self.ca, "--zk-tls-cert", cert.cert,
+                "--zk-tls-key", cert.key]
 
     def log(self, name: str) -> Path:
         return self.dir / f"{name}.log"
@@ -136,7 +153,8 @@ class Fleet:
         config.write_text(
             f"tickTime=500\ninitLimit=20\nsyncLimit=10\ndataDir={data}\nclientPort=2181\n"
             "admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\nquorumListenOnAllIPs=true\n"
-            "minSessionTimeout=1000\nmaxSessionTimeout=30000\n"
+            "minSessionTimeout=1000\nmaxSessionTimeout=30000\nsecureClientPort=2281\n"
+            + tls_config(self.zk_certs[name].cert, self.zk_certs[name].key, self.ca, data / "keystore.pem")
             + "".join(f"server.{i + 1}={z}:2888:3888\n" for i, z in enumerate(ZK)))
         self.spawn(name, name, [shutil.which("java") or "java", "-Xmx128m", "-cp", ZK_CLASSPATH,
                                 f"-Dzookeeper.log.dir={data}", "org.apache.zookeeper.server.quorum.QuorumPeerMain",
@@ -144,7 +162,8 @@ class Fleet:
 
     def start_replica(self, cp: str) -> None:
         cert = self.certs[cp]
-        self.spawn(cp, cp, [*ROLLWAY, "serve", "--store", STORE, "--replica-id", cp, "--api-host", "0.0.0.0",
+        self.spawn(cp, cp, [*ROLLWAY, "serve", "--store", STORE, *self.zk_flags("cp"), "--replica-id", cp,
+                            "--api-host", "0.0.0.0",
                             "--xds-host", "0.0.0.0", "--http-port", "7780", "--token-file", str(self.token),
                             "--tls-cert", cert.cert, "--tls-key", cert.key, "--tls-client-ca", self.ca,
                             "--session-timeout", "4", "--ack-timeout", "10", "--startup-grace", "2",
@@ -161,9 +180,11 @@ class Fleet:
                                               "--port", str(API_PORT)])
         self.probe("http", f"http://{app}:8080/", "--timeout", "30")
         self.probe("http", f"http://{app}:{API_PORT}/", "--timeout", "30")
-        self.spawn(f"{app}-announce", app, [*ROLLWAY, "serverset", "announce", "--store", STORE, "--path", PATH,
+        self.spawn(f"{app}-announce", app, [*ROLLWAY, "serverset", "announce", "--store", STORE,
+                                            *self.zk_flags("hosts"), "--path", PATH,
                                             "--host", address, "--port", "8080", "--version", version])
-        self.spawn(f"{app}-api-announce", app, [*ROLLWAY, "serverset", "announce", "--store", STORE, "--path",
+        self.spawn(f"{app}-api-announce", app, [*ROLLWAY, "serverset", "announce", "--store", STORE,
+                                                *self.zk_flags("hosts"), "--path",
                                                 API_PATH, "--host", address, "--port", str(API_PORT), "--version",
                                                 api])
 
@@ -254,10 +275,12 @@ class Checked(threading.Thread):
 
 def deploy_host(fleet: Fleet, app: str, version: str = "v2") -> None:
     """Both apps of the host at once: each drained through its own service's gate."""
-    fleet.operator("serverset", "drain", "--store", STORE, "--path", PATH, "--host", fleet.net.address[app],
-                   "--port", "8080", "--service", "web", "--timeout", "60")
-    fleet.operator("serverset", "drain", "--store", STORE, "--path", API_PATH, "--host", fleet.net.address[app],
-                   "--port", str(API_PORT), "--service", "api", "--timeout", "60")
+    fleet.operator("serverset", "drain", "--store", STORE, *fleet.zk_flags("hosts"), "--path", PATH,
+                   "--host", fleet.net.address[app],
+                   "--port", "8080", "--service", "web", "--timeout", "60", "--drain-timeout", "10")
+    fleet.operator("serverset", "drain", "--store", STORE, *fleet.zk_flags("hosts"), "--path", API_PATH,
+                   "--host", fleet.net.address[app],
+                   "--port", str(API_PORT), "--service", "api", "--timeout", "60", "--drain-timeout", "10")
     fleet.stop_app(app)
     fleet.start_app(app, version)
 
@@ -357,7 +380,7 @@ def fleet(tmp_path):
 def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
     for z in ZK:
         fleet.start_zookeeper(z)
-    fleet.probe("zk", ",".join(f"{z}:2181" for z in ZK), "--timeout", "90", timeout=120)
+    fleet.probe("zk", ZK_PLAINTEXT, "--timeout", "90", timeout=120)
     for cp in CPS:
         fleet.start_replica(cp)
     for app in APPS:
@@ -373,6 +396,10 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
         fleet.run("browser", [PY, str(HERE / "probe.py"), "http", f"http://{envoy}:10000/", "--timeout", "60"],
                   timeout=90)
     fleet.converged()
+    # A stranger on the network, without credentials: no write to Rollway's znodes nor to a
+    # serverset on the plaintext port, no session at all on the TLS port.
+    locked = json.loads(fleet.probe("zk-locked", ZK_PLAINTEXT, STORE.split("//")[1].split("/")[0], "/rollway"))
+    assert locked == {"refused": ["route map", "deploy state", "serverset"], "plaintext_reached_tls": False}, locked
     stop_file = tmp_path / "stop-browsers"
     requests_path = tmp_path / "requests.jsonl"
     browsers = fleet.spawn("browsers", "browser", [PY, str(HERE / "browsers.py"), "--envoys", ",".join(ENVOYS),
@@ -545,3 +572,6 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
     print("exit codes on SIGTERM:", json.dumps(codes, sort_keys=True))
     assert codes == expected, {k: (codes[k], expected[k]) for k in codes if codes[k] != expected[k]}
     assert fleet.net.running() == {}
+    # The ZooKeeper passwords reached no log of any process of the fleet.
+    logs = "".join(path.read_text(errors="replace") for path in tmp_path.rglob("*.log"))
+    assert logs and not [who for who, (_, password) in IDENTITIES.items() if password in logs]

@@ -105,7 +105,43 @@ def _session_options(url: str, session_timeout: float | None) -> dict:
     """--session-timeout for either store: ZooKeeper's session, the file store's lease."""
     if session_timeout is None:
         return {}
-    return {"session_timeout": session_timeout} if url.startswith("zk:") else {"lease_seconds": session_timeout}
+    return {"session_timeout": session_timeout} if url.startswith("zk") else {"lease_seconds": session_timeout}
+
+
+def _store_security(args, url: str) -> dict:
+    """--zk-auth-file and --zk-tls-*: the store's identity and TLS (ZooKeeper only). The
+    credentials are read from their file here; they appear nowhere else (no flag, no log)."""
+    from rollway.inputs import InputError
+    from rollway.sources.zk_security import ZkTls, read_credentials
+
+    tls_flags = (args.zk_tls_ca, args.zk_tls_cert, args.zk_tls_key)
+    if not url.startswith("zk"):
+        if args.zk_auth_file or any(tls_flags):
+            raise UsageError("--zk-auth-file and --zk-tls-*: only for a zk:// or zk+tls:// store")
+        return {}
+    options: dict = {}
+    try:
+        if args.zk_auth_file:
+            options["credentials"], warning = read_credentials(args.zk_auth_file)
+            if warning:
+                print(f"rollway: warning: {warning}", file=sys.stderr)
+        if url.startswith("zk+tls:") or any(tls_flags):
+            options["tls"] = ZkTls(*tls_flags).check()
+    except InputError as error:
+        raise UsageError(str(error)) from None
+    if "tls" in options and url.startswith("zk:"):
+        raise UsageError("--zk-tls-*: name the store zk+tls://HOST:PORT (ZooKeeper's secureClientPort)")
+    return options
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    """What every command that opens the store takes: its identity and TLS."""
+    p.add_argument("--zk-auth-file", metavar="FILE",
+                   help="ZooKeeper digest credentials, one line user:password (chmod 600); this process's znodes "
+                        "get ACLs only this identity may change")
+    p.add_argument("--zk-tls-ca", metavar="FILE", help="(zk+tls://) the CA that signs ZooKeeper's certificates")
+    p.add_argument("--zk-tls-cert", metavar="FILE", help="(zk+tls://) this client's certificate (with --zk-tls-key)")
+    p.add_argument("--zk-tls-key", metavar="FILE")
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -127,7 +163,8 @@ def serve_options(args) -> ServerOptions:
             raise CommandError(str(error)) from None
     plane = PlaneOptions(debounce=args.debounce, empty_grace=args.empty_grace, secrets_file=args.secrets_file,
                          ack_timeout=args.ack_timeout, replica_id=args.replica_id, startup_grace=args.startup_grace)
-    return ServerOptions(args.store, plane, _session_options(args.store, args.session_timeout),
+    store_options = {**_session_options(args.store, args.session_timeout), **_store_security(args, args.store)}
+    return ServerOptions(args.store, plane, store_options,
                          api_host=args.api_host, api_port=args.api_port, token=token, tls=tls,
                          xds_host=args.xds_host, xds_port=args.xds_port, http_host=args.http_host,
                          http_port=args.http_port)
@@ -496,7 +533,7 @@ def cmd_announce(args) -> int:
         members = [announcement(spec, args.host, args.port + i, args.version, args.weight) for i in range(args.count)]
     except InputError as error:     # what a control plane would skip is never announced
         raise UsageError(str(error)) from None
-    store = _open_store(args.store)
+    store = _open_store(args.store, **_store_security(args, args.store))
     handles = [store.announce(m.path, m.data, m.name) for m in members]
     print(f"rollway: announced {args.count} {spec.format.value} member(s) of version {args.version} at "
           f"{members[0].path}; holding them until stopped", flush=True)
@@ -516,7 +553,7 @@ def cmd_show(args) -> int:
     from rollway.sources.serverset import build_view, read_members, read_now
 
     spec = _serverset_spec(args)
-    store = _open_store(args.store)
+    store = _open_store(args.store, **_store_security(args, args.store))
     try:
         children = read_now(store, spec)
     finally:
@@ -617,7 +654,7 @@ def cmd_drain(args) -> int:
     halted = _halted_versions(args, args.service)
     idle = _Idle(args, args.service, [endpoint_text(args.host, args.port)], args.drain_timeout) \
         if args.drain_timeout > 0 else None
-    store = _open_store(args.store)
+    store = _open_store(args.store, **_store_security(args, args.store))
     try:
         names = drain(store, args.path, [(args.host, args.port)], _wait_converged(args, args.service), halted,
                       args.force, idle)
@@ -669,7 +706,8 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the control plane and its operator API")
-    serve.add_argument("--store", required=True, help="zk://HOST:PORT[/chroot] or file://DIR")
+    serve.add_argument("--store", required=True, help="zk://HOST:PORT[/chroot], zk+tls://... or file://DIR")
+    _store_flags(serve)
     serve.add_argument("--api-port", type=int, default=7700)
     serve.add_argument("--api-host", default="127.0.0.1",
                        help="operator API bind address (default 127.0.0.1; off loopback, use TLS)")
@@ -784,6 +822,7 @@ def _add_serverset(sub: argparse._SubParsersAction) -> None:
     ssub = serverset.add_subparsers(dest="serverset_command", required=True)
     p = ssub.add_parser("announce", help="register members and hold them until stopped (a host agent)")
     p.add_argument("--store", required=True)
+    _store_flags(p)
     _serverset_flags(p)
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
@@ -794,12 +833,14 @@ def _add_serverset(sub: argparse._SubParsersAction) -> None:
     p = ssub.add_parser("show", help="what Rollway reads from a serverset: each member or why it is skipped, "
                                      "and the capacity per version")
     p.add_argument("--store", required=True)
+    _store_flags(p)
     _serverset_flags(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_show)
     p = ssub.add_parser("drain", help="mark a host's member not-ALIVE, wait until no Envoy can route to it, "
                                       "then remove it (a STOP / termination lifecycle hook)")
     p.add_argument("--store", required=True)
+    _store_flags(p)
     p.add_argument("--path", required=True)
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)

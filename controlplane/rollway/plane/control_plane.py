@@ -540,6 +540,7 @@ class ControlPlane:
         # Services whose newest snapshot did not build (the xDS cache serves the last good
         # one), and why: reported by the cache through ``report_snapshot``.
         self.snapshot_failures: dict[str, str] = {}
+        self.store_problems: list[str] = []         # what keeps the store from being locked down (at start)
         self._listeners: list[Listener] = []
         # What this replica's xDS layer says of its Envoys: nothing until one attaches.
         self._envoys: XdsLayer = _NoEnvoys()
@@ -553,6 +554,13 @@ class ControlPlane:
 
     def start(self, refresh_interval: float = 1.0) -> None:
         self._sync_routemaps()
+        # Reported at start, once: a store anyone may write is an operator's to fix.
+        try:
+            self.store_problems = self.store.security_problems(self.store.services())
+        except StoreError as error:
+            self.store_problems = [f"ZooKeeper ACLs could not be read: {error}"]
+        for problem in self.store_problems:
+            log.warning("store: %s", problem)
         # Replicas follow each other's pushes by re-reading route-map revisions; the same
         # loop works for both stores and bounds the lag to refresh_interval.
 

@@ -242,6 +242,11 @@ class Store(abc.ABC):
         end (kazoo while reconnecting) bounds it here."""
         return self._errors(what)
 
+    def security_problems(self, services: list[str]) -> list[str]:
+        """What keeps this store from being locked down (ZooKeeper: credentials and ACLs;
+        the file store: the directory's permissions are the operating system's)."""
+        return []
+
     # -- serversets ------------------------------------------------------------------------
 
     def watch_members(self, path: str, callback: MembersCallback) -> Handle:
@@ -417,12 +422,17 @@ class Store(abc.ABC):
 
 
 def open_store(url: str, **options) -> Store:
+    """``zk://HOST:PORT[,HOST:PORT][/chroot]`` (``zk+tls://``: over TLS; options
+    ``credentials`` and ``tls``: ``rollway.sources.zk_security``) or ``file://DIR``."""
     parsed = urlparse(url)
-    if parsed.scheme == "zk":
+    if parsed.scheme in ("zk", "zk+tls"):
+        from rollway.sources.zk_security import ZkTls
         from rollway.sources.zookeeper_store import ZooKeeperStore
 
         if not parsed.netloc:
-            raise ValueError(f"store {url!r}: expected zk://HOST:PORT[,HOST:PORT][/chroot]")
+            raise ValueError(f"store {url!r}: expected {parsed.scheme}://HOST:PORT[,HOST:PORT][/chroot]")
+        if parsed.scheme == "zk+tls" and options.get("tls") is None:
+            options["tls"] = ZkTls()          # the system's CAs
         return ZooKeeperStore(parsed.netloc, parsed.path or "", url=url, **options)
     if parsed.scheme == "file":
         from rollway.sources.file_store import FileStore
@@ -431,4 +441,4 @@ def open_store(url: str, **options) -> Store:
         if not root:
             raise ValueError(f"store {url!r}: expected file:///path/to/dir")
         return FileStore(root, url=url, **options)
-    raise ValueError(f"store {url!r}: use zk://HOST:PORT[/chroot] or file://DIR")
+    raise ValueError(f"store {url!r}: use zk://HOST:PORT[/chroot], zk+tls://HOST:PORT[/chroot] or file://DIR")

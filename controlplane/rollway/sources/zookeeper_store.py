@@ -39,6 +39,7 @@ from kazoo.exceptions import (
 )
 from kazoo.protocol.states import EventType
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from kazoo.security import OPEN_ACL_UNSAFE
 
 from rollway.sources.store import (
     CONNECTED,
@@ -57,10 +58,35 @@ from rollway.sources.store import (
     Store,
     StoreError,
 )
+from rollway.sources.zk_security import ZkCredentials, ZkTls, acl_problems
 
 log = logging.getLogger(__name__)
 ROOT = "/rollway"
 OPERATION_TIMEOUT = 10.0   # seconds one route-map read or write may wait for ZooKeeper
+
+
+class _WhilePresent:
+    """Starts ``watch()`` (a ChildrenWatch) whenever ``path`` exists, and calls ``absent()``
+    while it does not. A reader never creates the path it reads: under a locked-down store a
+    serverset path is its announcers' to create, with their ACL (``zk_security``), and one
+    made by the control plane would lock them out. kazoo's ChildrenWatch stops for good when
+    its node goes; this starts a new one when the node comes back."""
+
+    def __init__(self, store: ZooKeeperStore, path: str, watch, absent):
+        self.watch, self.absent = watch, absent
+        self.children = None
+        self.closed = False
+        self.presence = DataWatch(store.client, path, self._on_presence)
+
+    def _on_presence(self, data, stat, event=None):  # 3 parameters: kazoo then calls it just once
+        if self.closed:
+            return False
+        if stat is None:
+            self.children = None
+            self.absent()
+        elif self.children is None:
+            self.children = self.watch()
+        return None
 
 
 class _MemberWatch(Handle):
@@ -77,8 +103,14 @@ class _MemberWatch(Handle):
         self.taken = 0          # snapshots taken (under self.lock)
         self.delivered: tuple[int, dict[str, bytes] | None] = (0, None)
         store.add_state_listener(self._on_state)
-        store.client.ensure_path(self.path)
-        self.watch = ChildrenWatch(store.client, self.path, self._on_children)
+        self.presence = _WhilePresent(store, self.path, lambda: ChildrenWatch(store.client, self.path, self._on_children),
+                                      self._on_absent)
+
+    def _on_absent(self) -> None:
+        with self.lock:
+            self.data, self.resync = {}, True
+            snapshot = self._snapshot()
+        self._deliver(snapshot)
 
     def _on_state(self, state: str) -> None:
         if state != CONNECTED:
@@ -88,6 +120,8 @@ class _MemberWatch(Handle):
             # but data may have (and after a session loss no data watch is left): re-read.
             try:
                 self._on_children(self.store.client.get_children(self.path))
+            except NoNodeError:
+                pass         # not there (yet): its presence watch tells
             except Exception as error:
                 log.warning("%s: could not resync after reconnecting: %s", self.path, error)
 
@@ -155,6 +189,7 @@ class _MemberWatch(Handle):
 
     def close(self) -> None:
         self.closed = True
+        self.presence.closed = True
         self.store.remove_state_listener(self._on_state)
 
 
@@ -164,8 +199,8 @@ class _Children(Handle):
 
     def __init__(self, store: ZooKeeperStore, path: str, callback: ChildrenCallback):
         self.callback, self.closed = callback, False
-        store.client.ensure_path(path)
-        self.watch = ChildrenWatch(store.client, path, self._on_children)
+        self.presence = _WhilePresent(store, path, lambda: ChildrenWatch(store.client, path, self._on_children),
+                                      lambda: self._on_children([]))
 
     def _on_children(self, children: list[str]):
         if self.closed:
@@ -178,6 +213,7 @@ class _Children(Handle):
 
     def close(self) -> None:
         self.closed = True
+        self.presence.closed = True
 
 
 class _Member(Handle):
@@ -463,12 +499,15 @@ class _FleetRecord(FleetRecord):
 
 
 class ZooKeeperStore(Store):
-    def __init__(self, hosts: str, chroot: str = "", *, url: str | None = None, session_timeout: float = 10.0):
+    def __init__(self, hosts: str, chroot: str = "", *, url: str | None = None, session_timeout: float = 10.0,
+                 credentials: ZkCredentials | None = None, tls: ZkTls | None = None):
         super().__init__()
         self.url = url or f"zk://{hosts}{chroot}"
         self.hosts, self.chroot = hosts, chroot.rstrip("/")
+        self.credentials, self.tls = credentials, tls
         self.client = KazooClient(hosts=hosts + chroot, timeout=session_timeout,
-                                  connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0})
+                                  connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
+                                  **self._security())
         self.client.add_listener(self._on_kazoo_state)
         self._campaigns: set[_Campaign] = set()
 
@@ -488,13 +527,40 @@ class ZooKeeperStore(Store):
         # Listeners must not block kazoo's event thread.
         threading.Thread(target=self._set_state, args=(mapped,), daemon=True).start()
 
+    def _security(self) -> dict:
+        """kazoo's options for this store's identity (its znodes' ACL) and TLS."""
+        options: dict = {}
+        if self.credentials is not None:
+            options.update(auth_data=self.credentials.auth_data(), default_acl=self.credentials.acl())
+        if self.tls is not None:
+            options.update(self.tls.kazoo_options())
+        return options
+
+    def security_problems(self, services: list[str]) -> list[str]:
+        """What a locked-down store would not show: no credentials, or Rollway znodes anyone
+        may change (``zk_security.acl_problems``), for ``/rollway`` and each service's."""
+        if self.credentials is None:
+            return ["ZooKeeper: no credentials (--zk-auth-file): any client that reaches ZooKeeper can rewrite "
+                    "route maps, deploy state and serversets"]
+        problems = []
+        paths = [ROOT] + [f"{ROOT}/{s}/{part}" for s in services for part in ("", "routemap", "history", "deploy")]
+        for path in paths:
+            path = path.rstrip("/")
+            try:
+                acls, _ = self.client.get_acls(path)
+            except NoNodeError:
+                continue
+            problems += acl_problems(path, acls, self.credentials)
+        return problems
+
     def start(self, timeout: float = 15.0) -> None:
         try:
             if self.chroot:  # kazoo needs the chroot to exist before it is used
-                bootstrap = KazooClient(hosts=self.hosts, timeout=10)
+                bootstrap = KazooClient(hosts=self.hosts, timeout=10, **self._security())
                 bootstrap.start(timeout=timeout)
                 try:
-                    bootstrap.ensure_path(self.chroot)
+                    # Open: other identities (announcers) make their paths beneath it.
+                    bootstrap.ensure_path(self.chroot, acl=OPEN_ACL_UNSAFE)
                 finally:
                     bootstrap.stop()
                     bootstrap.close()
