@@ -47,6 +47,16 @@ class Backends:
             server.server_close()
 
 
+def send_json(handler: http.server.BaseHTTPRequestHandler, status: int, doc: dict) -> None:
+    """An answer of a test app host: ``doc`` as JSON, with its length."""
+    body = json.dumps(doc).encode()
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class FailingBackend:
     """An app host that answers a request with a 500 with probability ``per_hundred`` / 100
     (at random, seeded by its name: a fixed pattern would fail the same session every round
@@ -68,12 +78,7 @@ class FailingBackend:
                 with backend.lock:
                     backend.count += 1
                     failing = backend.rng.random() * 100 < backend.per_hundred
-                body = json.dumps({"backend": backend.name}).encode()
-                self.send_response(500 if failing else 200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, 500 if failing else 200, {"backend": backend.name})
 
             def log_message(self, *_):
                 pass
@@ -106,13 +111,7 @@ class WebSocketBackend:
 
             def do_GET(self):
                 if self.headers.get("upgrade", "").lower() != "websocket":
-                    body = json.dumps({"backend": backend.name}).encode()
-                    self.send_response(200)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
+                    return send_json(self, 200, {"backend": backend.name})
                 key = self.headers.get("sec-websocket-key", "")
                 accept = base64.b64encode(hashlib.sha1((key + backend.GUID).encode()).digest()).decode()
                 self.send_response(101)

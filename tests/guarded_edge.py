@@ -17,7 +17,7 @@ from rollway.sources.serverset import member_json
 from rollway.tools.session import BrowserSession
 
 from envoy_harness import EnvoyProcess, FailingBackend, free_port
-from harness import Replica
+from harness import Replica, fleet_holds
 
 TOKEN = "guard-operator-token"
 SESSIONS = 200
@@ -62,12 +62,7 @@ class GuardedEdge:
 
     def settled(self) -> bool:
         """Both Envoys ACKed the current config and nothing waits for admission."""
-        config = self.plane.filter_config("web")
-        if config is None or any(True for _ in config.announced()):
-            return False
-        envoys = self.plane.fleet_status("web")
-        return len(envoys) == 2 and all(e["caught_up"] and not e["stale"] and e["generation"] == config.generation
-                                        for e in envoys)
+        return fleet_holds(self.plane, "web", envoys=2)
 
     def halted(self) -> dict:
         data, _ = self.plane.store.read_deploy_state("web")

@@ -53,3 +53,18 @@ class Replica:
         for channel in self.channels:
             channel.close()
         self.server.stop()
+
+
+def fleet_holds(plane, service: str, capacity: dict[str, float] | None = None, envoys: int | None = None) -> bool:
+    """``service``'s config names exactly ``capacity`` per version (its rolling stages; None:
+    whatever it is), nothing waits for admission, and every Envoy (exactly ``envoys`` of
+    them, when given) ACKed it."""
+    config = plane.filter_config(service)
+    if config is None or any(True for _ in config.announced()):
+        return False
+    if capacity is not None and {v.name: v.capacity for s in config.rolling_stages() for v in s.versions} != capacity:
+        return False
+    statuses = plane.fleet_status(service)
+    if envoys is not None and len(statuses) != envoys:
+        return False
+    return all(e["caught_up"] and not e["stale"] and e["generation"] == config.generation for e in statuses)

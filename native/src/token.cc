@@ -93,10 +93,12 @@ const char* id_status_name(IdStatus status) {
   return "unknown";
 }
 
-TokenKey derive_token_key(std::string_view secret) {
-  // Domain-separated so the same operator secret can never produce a MAC that is valid in
-  // another context (the override HMAC uses the raw secret).
-  std::string material = "rollway-routing-id-v1:";
+namespace {
+
+// SHA-256(domain + secret), cut to a SipHash key: the same operator secret gives unrelated
+// keys in different domains.
+TokenKey derive_key(std::string_view domain, std::string_view secret) {
+  std::string material(domain);
   material.append(secret.data(), secret.size());
   const Sha256Digest digest = sha256(material);
   TokenKey key{};
@@ -104,14 +106,17 @@ TokenKey derive_token_key(std::string_view secret) {
   return key;
 }
 
+}  // namespace
+
+TokenKey derive_token_key(std::string_view secret) {
+  // Domain-separated so the same operator secret can never produce a MAC that is valid in
+  // another context (the override HMAC uses the raw secret).
+  return derive_key("rollway-routing-id-v1:", secret);
+}
+
 TokenKey derive_header_key(std::string_view secret) {
   // Its own domain: a header key's hash can never be a routing id's MAC, nor the reverse.
-  std::string material = "rollway-routing-key-header-v1:";
-  material.append(secret.data(), secret.size());
-  const Sha256Digest digest = sha256(material);
-  TokenKey key{};
-  for (size_t i = 0; i < key.bytes.size(); ++i) key.bytes[i] = digest[i];
-  return key;
+  return derive_key("rollway-routing-key-header-v1:", secret);
 }
 
 bool header_routing_key(const TokenKey& key, std::string_view value, char (&out)[kRoutingKeyLength]) noexcept {

@@ -20,7 +20,7 @@ from rollway.tools.session import BrowserSession
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
-from harness import Replica
+from harness import Replica, fleet_holds
 
 pytestmark = [pytest.mark.envoy]
 HOSTS = 4
@@ -81,15 +81,7 @@ class Edge:
         wait_for(lambda: self.serves(want), timeout=30, what=f"{want} in the Envoy's config")
 
     def serves(self, want: dict[str, float]) -> bool:
-        config = self.plane.filter_config("web")
-        if config is None or any(True for _ in config.announced()):
-            return False
-        have = {v.name: v.capacity for s in config.rolling_stages() for v in s.versions}
-        envoys = self.plane.fleet_status("web")
-        if not self.started:
-            return have == want
-        return have == want and len(envoys) == 1 and all(
-            e["caught_up"] and e["generation"] == config.generation for e in envoys)
+        return fleet_holds(self.plane, "web", want, envoys=1 if self.started else None)
 
     def visit(self, client: DeviceClient) -> str | None:
         response = self.envoy.get("/", client.headers())

@@ -19,7 +19,7 @@ from rollway.sources.serverset import member_json
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, WebSocketBackend, free_port, open_websocket
-from harness import Replica
+from harness import Replica, fleet_holds
 
 pytestmark = [pytest.mark.envoy]
 PATH = "/d/prod"
@@ -47,18 +47,11 @@ class Edge:
         for name in ("v1#1", "v2#0"):
             self.members[name] = self.replica.announce(PATH, member_json(*self.plain.address(name),
                                                                          name.split("#")[0]))
-        wait_for(lambda: self.capacity() == {"v1": 2.0, "v2": 1.0} and self.settled(), timeout=30,
+        wait_for(lambda: self.holds({"v1": 2.0, "v2": 1.0}), timeout=30,
                  what="v1 on two hosts and v2 on one, on the Envoy")
 
-    def capacity(self) -> dict[str, float]:
-        config = self.plane.filter_config("web")
-        return {v.name: v.capacity for s in config.rolling_stages() for v in s.versions} if config else {}
-
-    def settled(self) -> bool:
-        config = self.plane.filter_config("web")
-        envoys = self.plane.fleet_status("web")
-        return config is not None and not any(True for _ in config.announced()) and len(envoys) == 1 and \
-            all(e["caught_up"] and e["generation"] == config.generation for e in envoys)
+    def holds(self, capacity: dict[str, float]) -> bool:
+        return fleet_holds(self.plane, "web", capacity, envoys=1)
 
     def ws_member_present(self) -> bool:
         return any(json.loads(d)["serviceEndpoint"]["port"] == self.ws.port
@@ -88,7 +81,7 @@ def edge(tmp_path):
 
 def open_on_the_ws_host(edge: Edge):
     """A WebSocket through Envoy while the WebSocket host is v1's only host."""
-    wait_for(lambda: edge.capacity() == {"v1": 1.0} and edge.settled(), timeout=30, what="v1 on the WebSocket host")
+    wait_for(lambda: edge.holds({"v1": 1.0}), timeout=30, what="v1 on the WebSocket host")
     sock = open_websocket(edge.envoy.listen_port)
     sock.sendall(b"ping")
     assert sock.recv(16) == b"ping"           # through Envoy to the host, and back
@@ -104,8 +97,7 @@ def test_a_drain_waits_for_the_open_websocket_and_removes_the_member_once_it_clo
     drain = edge.drain("--drain-timeout", "120")
     try:
         # Marked STOPPING, the fleet converged (no new request goes to the host) ...
-        wait_for(lambda: edge.capacity() == {"v1": 1.0, "v2": 1.0} and edge.settled(), timeout=30,
-                 what="the WebSocket host out of capacity")
+        wait_for(lambda: edge.holds({"v1": 1.0, "v2": 1.0}), timeout=30, what="the WebSocket host out of capacity")
         for _ in range(20):                    # ... requests go elsewhere, and the socket stays
             response = edge.envoy.get("/")
             assert response.status == 200 and response.json["backend"] != "v1#ws"

@@ -20,7 +20,7 @@ from rollway.tools.session import BrowserSession
 
 from conftest import wait_for
 from envoy_harness import Backends, EnvoyProcess, free_port
-from harness import Replica
+from harness import Replica, fleet_holds
 
 pytestmark = [pytest.mark.envoy, pytest.mark.zookeeper]
 HOSTS = 4
@@ -92,17 +92,6 @@ def edge(tmp_path, zookeeper):
     writer_client.close()
 
 
-def capacity_served(replica: Replica, want: dict[str, float]) -> bool:
-    """The config names exactly ``want`` and the Envoy holds it."""
-    config = replica.plane.filter_config("web")
-    if config is None or any(True for _ in config.announced()):
-        return False
-    have = {v.name: v.capacity for s in config.rolling_stages() for v in s.versions}
-    envoys = replica.plane.fleet_status("web")
-    return have == want and len(envoys) == 1 and all(
-        e["caught_up"] and e["generation"] == config.generation for e in envoys)
-
-
 @pytest.mark.parametrize("kind", sorted(SPECS))
 def test_a_real_writers_serverset_is_routed_through_a_rolling_deploy_without_a_bounce(edge, kind):
     client, replica, backends, envoy = edge
@@ -119,7 +108,7 @@ def test_a_real_writers_serverset_is_routed_through_a_rolling_deploy_without_a_b
             writer.join("v2", ports[f"v2#{step - 1}"])
             writer.leave("v1", ports[f"v1#{step - 1}"])
         want = {v: float(n) for v, n in (("v1", HOSTS - step), ("v2", step)) if n}
-        wait_for(lambda want=want: capacity_served(replica, want), timeout=30,
+        wait_for(lambda want=want: fleet_holds(replica.plane, "web", want, envoys=1), timeout=30,
                  what=f"{kind}: step {step} ({want}) in the Envoy's config")
         for _ in range(2):
             for session in sessions:

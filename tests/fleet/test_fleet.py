@@ -377,7 +377,9 @@ def fleet(tmp_path):
         made.net.close()
 
 
-def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
+def bring_up(fleet: Fleet, tmp_path: Path) -> None:
+    """The ensemble, both replicas, every app host on v1, both route maps, every Envoy
+    serving: the fleet converged before the first browser."""
     for z in ZK:
         fleet.start_zookeeper(z)
     fleet.probe("zk", ZK_PLAINTEXT, "--timeout", "90", timeout=120)
@@ -396,10 +398,18 @@ def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
         fleet.run("browser", [PY, str(HERE / "probe.py"), "http", f"http://{envoy}:10000/", "--timeout", "60"],
                   timeout=90)
     fleet.converged()
-    # A stranger on the network, without credentials: no write to Rollway's znodes nor to a
-    # serverset on the plaintext port, no session at all on the TLS port.
+
+
+def assert_zookeeper_locked_down(fleet: Fleet) -> None:
+    """A stranger on the network, without credentials: no write to Rollway's znodes nor to a
+    serverset on the plaintext port, no session at all on the TLS port."""
     locked = json.loads(fleet.probe("zk-locked", ZK_PLAINTEXT, STORE.split("//")[1].split("/")[0], "/rollway"))
     assert locked == {"refused": ["route map", "deploy state", "serverset"], "plaintext_reached_tls": False}, locked
+
+
+def test_a_rolling_deploy_across_hosts_survives_faults(fleet, tmp_path):
+    bring_up(fleet, tmp_path)
+    assert_zookeeper_locked_down(fleet)
     stop_file = tmp_path / "stop-browsers"
     requests_path = tmp_path / "requests.jsonl"
     browsers = fleet.spawn("browsers", "browser", [PY, str(HERE / "browsers.py"), "--envoys", ",".join(ENVOYS),

@@ -353,9 +353,19 @@ class ServiceController:
         is rewritten about once a second, within the same bound."""
         now = time.monotonic()
         own_load = self.plane.endpoint_load(self.service)
+        own_health = self.plane.version_health(self.service)
+        judge = False
         with self.lock:
             if self.fleet.set_load(self.plane.replica_id, own_load):
                 self.fleet_dirty = True
+            if self.fleet.set_health(self.plane.replica_id, own_health):
+                # This replica's Envoys' counts moved: into its record, and, on the leader of
+                # a guarded service, to the guard now rather than at the next decision.
+                self.fleet_dirty = True
+                judge = self.leading and any(stage.guard is not None for stage in self.routemap.stages)
+        if judge:
+            self.plane.schedule(self.service)
+        with self.lock:
             if not self.fleet_dirty or self._fleet_record is None or now < self._next_flush:
                 return
             self.fleet_dirty = False

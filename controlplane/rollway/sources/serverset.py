@@ -75,43 +75,48 @@ class MemberReading:
     why: str | None
 
 
-def read_members(spec: ServersetSpec, members: dict[str, bytes], cache: ParseCache | None = None) -> list[MemberReading]:
-    """Every child the format counts as a member, read (a child it does not name as a member,
-    such as a Finagle serverset's lock node, is not listed). With a ``cache`` (name -> (data,
-    parsed)), only members whose bytes changed are parsed again: one host changing in a
-    5,000-member serverset costs one parse, not 5,000."""
-    if cache is not None:
-        for gone in [n for n in cache if n not in members]:
-            del cache[gone]
-    out = []
-    for name in sorted(members):
-        version, _, child = name.rpartition("/") if spec.by_path else (None, "", name)
-        if not accepts(spec, child):
-            continue
-        data = members[name]
-        cached = cache.get(name) if cache is not None else None
-        if cached is not None and cached[0] == data:
-            member, why = cached[1], cached[2]
-        else:
-            member, why = read_member(spec, child, data, version)
-            if cache is not None:
-                cache[name] = (data, member, why)
-        out.append(MemberReading(name, member, why))
-    return out
+def _read(spec: ServersetSpec, name: str, data: bytes) -> tuple[Member | None, str | None]:
+    """One child as the format reads it: (member, None), (None, why it is skipped), or
+    (None, None) for a child the format does not name as a member (a Finagle serverset's lock
+    node): not listed, not counted. Where versions are child paths the name is
+    ``<version>/<member>``."""
+    version, _, child = name.rpartition("/") if spec.by_path else (None, "", name)
+    if not accepts(spec, child):
+        return None, None
+    return read_member(spec, child, data, version)
+
+
+def read_members(spec: ServersetSpec, members: dict[str, bytes]) -> list[MemberReading]:
+    """Every child the format counts as a member, read (``rollway serverset show``)."""
+    readings = (MemberReading(name, *_read(spec, name, members[name])) for name in sorted(members))
+    return [r for r in readings if r.member is not None or r.why is not None]
 
 
 def build_view(spec: ServersetSpec | str, members: dict[str, bytes], cache: ParseCache | None = None) -> ServersetView:
-    """Aggregates members into capacity per version (names as ``read_members`` takes them)."""
+    """Aggregates members into capacity per version. With a ``cache`` (name -> (data,
+    parsed)), only children whose bytes changed are read again: one host changing in a
+    5,000-member serverset costs one parse, not 5,000."""
     spec = ServersetSpec.of(spec)
     capacity: dict[str, float] = {}
     endpoints: dict[str, list[tuple[str, int, float]]] = {}
     draining: dict[str, list[tuple[str, int]]] = {}
     alive = skipped = 0
-    for reading in read_members(spec, members, cache):
-        member = reading.member
+    if cache is not None:
+        for gone in [n for n in cache if n not in members]:
+            del cache[gone]
+    for name in sorted(members):
+        data = members[name]
+        cached = cache.get(name) if cache is not None else None
+        if cached is not None and cached[0] == data:
+            member, why = cached[1], cached[2]
+        else:
+            member, why = _read(spec, name, data)
+            if cache is not None:
+                cache[name] = (data, member, why)
         if member is None:
-            skipped += 1
-            log.debug("serverset %s: skipping %s: %s", spec.path, reading.name, reading.why)
+            if why is not None:
+                skipped += 1
+                log.debug("serverset %s: skipping %s: %s", spec.path, name, why)
             continue
         if member.status == DRAINING:
             draining.setdefault(member.version, []).append((member.host, member.port))
