@@ -8,7 +8,8 @@ HTTP/1.1 keep-alive, every request carrying one of 1,000 valid routing-id cookie
 
   (a) baseline: a route to one fixed cluster, no filter
   (b) weighted_clusters: Envoy's own random split (no affinity)
-  (c) rollway: the dynamic-module filter (cookie -> core decision -> cluster header)
+  (c) rollway: the dynamic module (its cluster specifier decides while Envoy resolves the
+      route; its HTTP filter writes the decision: the check header, counters, cookies)
   (c1) rollway, one live version: the same filter doing the same work, but all capacity on
       v1, so the upstream fan-out equals (a)'s and the ratio is the filter's own cost
       (splitting traffic over two clusters costs extra by itself: compare (b) with (a))
@@ -27,7 +28,14 @@ same returning browsers as wrk's. More scenarios, measured the same way:
 
   (e) floor: a dynamic module whose hooks do nothing (what any module costs)
   (f) floor: a module that only sets a fixed cluster header and clears the route cache
-      (what routing by cluster header costs; benchmarks/modules/floor_module.cc)
+      (what routing by cluster header costs, Rollway's design before issue 30;
+      benchmarks/modules/floor_module.cc); every header-routed row (f, f2, d, e) routes by
+      the cluster header, as Rollway's route did
+  (h) floor: a module cluster specifier that names a fixed cluster, no HTTP filter
+  (h+e) floor: (h) plus a no-op HTTP filter (what the specifier design costs any module)
+  (h+e+w) floor: (h+e) where the specifier also fetches the request's headers and the filter
+      appends the cluster header app hosts check: every call Envoy makes for Rollway's
+      design, with no routing logic
   (f2) the design not taken: envoy.lb metadata + subset load balancing (see below)
   (g) Envoy's own peer: stateful_session (cookie) + weighted_clusters
   (a0) (a) without the retry policy every other route carries
@@ -35,18 +43,22 @@ same returning browsers as wrk's. More scenarios, measured the same way:
       two get_header calls or by one get_headers call
 
 Each Envoy process draws its own hash seeds, so one scenario measured in two processes
-differs by up to ~0.1%: (c) and (f), the pair the 2,000-instruction budget is about, are
-measured 3 times each (--repeat), alternating, and the medians reported with their range.
+differs by up to ~0.1%: (c), (f) and (h+e+w), the rows the targets compare, are measured 3
+times each (--repeat), alternating, and the medians reported with their range.
 Its last line: `rollway: N instructions/request, floor (f) F, rollway - floor D, X.XXx fixed
-cluster, Y.YYx lua`.
+cluster, Y.YYx lua, floor (h) H, rollway - floor (h) E` (D against the header design's
+floor, negative when below it; E against the specifier's).
 
 Measured alternatives (issue 3 asks to try them before settling):
 - clear_route_cluster_cache instead of clear_route_cache: does not re-read a cluster_header
   once the route is resolved, so requests stay on the fallback route: not usable.
 - the cluster-specifier extension (decision during route resolution, no re-resolution):
-  built as an experiment, 77.7 us/req vs the filter's 74.1 and baseline's 70.9 in the same
-  run; it is not cheaper (Envoy builds a delegating route per request) and could not set
-  the response cookies anyway, so the filter stays.
+  tried in issue 3 alone (77.7 us/req vs the filter's 74.1); issue 30 pairs it with the
+  filter (the specifier decides, the filter writes), which counts ~4k fewer instructions
+  than the cluster-header floor (f). Inside it: Envoy's lookup of a header by name
+  (get_request_header_value) cost ~2,000 a call (it builds the header map's lazy index),
+  fetching all headers once ~850; appending the check header (add_header) 954 where
+  set_header (a lookup by name) cost 1,452.
 - labelled counters: ~12 us/req; replaced by counters defined per name at config time. Target (issue 3): rollway CPU/request <= 1.05 x baseline and below lua.
 
 Measured in instructions (issue 15; worker thread, callgrind):
@@ -190,11 +202,24 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
     router = hcm["http_filters"][-1]
     if kind in ("rollway", "rollway1"):
         return doc
+    floor_module = {"name": "floor", "module": {"local": {"filename": FLOOR_MODULES.get(kind, "")}}}
+    if kind in ("spec", "spec_noop", "spec_write"):   # the specifier floors: Envoy's cost of a module naming the cluster
+        specifier = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["inline_cluster_specifier_plugin"]
+        specifier["extension"]["typed_config"]["dynamic_module_config"] = floor_module
+        if kind == "spec":
+            hcm["http_filters"] = [router]
+        else:
+            hcm["http_filters"][0]["typed_config"] = {
+                **hcm["http_filters"][0]["typed_config"], "filter_name": "floor", "dynamic_module_config": floor_module,
+                "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "{}"}}
+        return doc
+    # Every other row routes by a cluster header, as Rollway did before issue 30: the route
+    # takes the header's cluster, else a 503.
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = HEADER_ROUTES
     if kind in ("noop", "fixed", "subset", "read_name", "read_all"):   # the floors: a module with no logic
         rollway_filter = hcm["http_filters"][0]
         rollway_filter["typed_config"] = {
-            **rollway_filter["typed_config"], "filter_name": "floor",
-            "dynamic_module_config": {"name": "floor", "module": {"local": {"filename": FLOOR_MODULES[kind]}}},
+            **rollway_filter["typed_config"], "filter_name": "floor", "dynamic_module_config": floor_module,
             "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "{}"}}
         if kind == "noop":   # nothing sets the cluster header: route like (a)
             hcm["route_config"]["virtual_hosts"][0]["routes"] = [
@@ -229,6 +254,12 @@ def proxy_bootstrap(kind: str, backends: dict[str, int], listen: int, admin: int
     if kind != "bare":
         vhost["routes"][0]["route"]["retry_policy"] = ec.RETRY_POLICY
     return doc
+
+
+HEADER_ROUTES = [
+    {"match": {"prefix": "/", "headers": [{"name": ec.DEFAULT_CLUSTER_HEADER, "present_match": True}]},
+     "route": {"cluster_header": ec.DEFAULT_CLUSTER_HEADER, "retry_policy": ec.RETRY_POLICY, **ec.STREAMS}},
+    {"match": {"prefix": "/"}, "direct_response": {"status": 503, "body": {"inline_string": ec.NO_CAPACITY_BODY}}}]
 
 
 def subset_routing(doc: dict, hcm: dict, backends: dict[str, int]) -> None:
@@ -278,11 +309,13 @@ NAMES = {"baseline": "(a) fixed cluster", "bare": "(a0) (a), no retry policy", "
          "fixed": "(f) fixed cluster header", "subset": "(f2) metadata+header floor",
          "stateful": "(g) stateful_session+wc", "read_name": "(f-name) (f) + 2 get_header",
          "read_all": "(f-all) (f) + get_headers", "many1": "(c-1) rollway, 1 service by route",
-         "many2": "(c-2) rollway, 1 of 2 services by route", "many20": "(c-20) rollway, 1 of 20 services by route"}
+         "many2": "(c-2) rollway, 1 of 2 services by route", "many20": "(c-20) rollway, 1 of 20 services by route",
+         "spec": "(h) fixed cluster specifier", "spec_noop": "(h+e) (h) + no-op filter",
+         "spec_write": "(h+e+w) + read, check header"}
 # One Envoy fronting N services (issue 27): the measured one on every host, the others on hosts of their own.
 MANY = {"many1": 1, "many2": 2, "many20": 20}
 CPU_KINDS = ["baseline", "weighted", "rollway", "rollway1", "lua"]
-ALL_KINDS = CPU_KINDS + ["bare", "noop", "fixed", "subset", "stateful", *MANY]
+ALL_KINDS = CPU_KINDS + ["bare", "noop", "fixed", "spec", "spec_noop", "spec_write", "subset", "stateful", *MANY]
 READ_KINDS = ["read_name", "read_all"]   # --only: how reading the request's headers costs
 
 # What Chromium sends on a page load besides Host and Cookie (--browser-headers).
@@ -303,7 +336,9 @@ def build_floor_modules(work: Path) -> None:
     for kind, flags in (("noop", []), ("fixed", ["-DFIXED_CLUSTER=web.prod.v1"]),
                         ("subset", ["-DSUBSET_CLUSTER=web.prod.v1"]),
                         ("read_name", ["-DFIXED_CLUSTER=web.prod.v1", "-DREAD_BY_NAME"]),
-                        ("read_all", ["-DFIXED_CLUSTER=web.prod.v1", "-DREAD_ALL"])):
+                        ("read_all", ["-DFIXED_CLUSTER=web.prod.v1", "-DREAD_ALL"]),
+                        ("spec", ["-DSPECIFIER_CLUSTER=web.prod.v1"]), ("spec_noop", ["-DSPECIFIER_CLUSTER=web.prod.v1"]),
+                        ("spec_write", ["-DSPECIFIER_CLUSTER=web.prod.v1", "-DCHECK_HEADER"])):
         out = work / f"libfloor_{kind}.so"
         built = subprocess.run(["g++", "-O2", "-shared", "-fPIC", f"-I{include}", *flags, "-o", str(out), str(source)],
                                capture_output=True, text=True, check=False)
@@ -463,9 +498,9 @@ def main() -> int:
         if args.instructions:
             # Each Envoy process draws its own hash seeds, so the same scenario measured in two
             # processes differs by up to ~0.1% (~200 instructions): the pair the budget is
-            # about, (c) and (f), is measured --repeat times, alternating, and the median kept.
+            # about, (c), (f) and (h+e+w), is measured --repeat times, alternating, and the median kept.
             runs: dict[str, list[float]] = {k: [] for k in kinds}
-            repeated = [k for k in ("rollway", "fixed") if k in kinds]
+            repeated = [k for k in ("rollway", "fixed", "spec_write") if k in kinds]
             for kind in kinds:
                 runs[kind].append(measure_instructions(kind, ports, filter_config, cookies, work, 1000, args.requests,
                                                        BROWSER_HEADERS if args.browser_headers else None))
@@ -524,17 +559,27 @@ def main() -> int:
           f"{'met' if rollway_cpu < lua_cpu else 'MISSED'} ({rollway_cpu / lua_cpu:.3f}x of lua)")
     if args.instructions and "fixed" in instructions:
         ours, floor, lua = instructions["rollway"], instructions["fixed"], instructions["lua"]
-        print(f"instructions: rollway - floor (f) <= 2,000: {'met' if ours - floor <= 2000 else 'MISSED'}; "
-              f"<= 1.08x fixed cluster: {'met' if ours <= 1.08 * base_instr else 'MISSED'}; "
+        print(f"instructions: <= 1.05x fixed cluster: {'met' if ours <= 1.05 * base_instr else 'MISSED'}; "
+              f"below the header design's floor (f): {'met' if ours < floor else 'MISSED'}; "
               f"below lua: {'met' if ours < lua else 'MISSED'}")
+        if {"spec_noop", "spec_write"} <= instructions.keys():
+            print(f"the specifier design's floors: (h+e) {instructions['spec_noop']:,.0f} "
+                  f"({instructions['spec_noop'] / base_instr:.3f}x), (h+e+w) {instructions['spec_write']:,.0f} "
+                  f"({instructions['spec_write'] / base_instr:.3f}x); Rollway's routing logic above (h+e+w): "
+                  f"{ours - instructions['spec_write']:,.0f}")
         if "subset" in instructions:
             print(f"routing by envoy.lb metadata instead (f2, its floor): {instructions['subset']:,.0f}, "
                   f"{instructions['subset'] - floor:+,.0f} against the cluster-header floor (f)")
         if {"rollway", "fixed"} <= spread.keys():
-            print(f"(c) and (f) measured {args.repeat} times each, medians above: (c) {spread['rollway'][0]:,.0f}.."
-                  f"{spread['rollway'][1]:,.0f}, (f) {spread['fixed'][0]:,.0f}..{spread['fixed'][1]:,.0f}")
+            print(f"(c), (f) and (h+e+w) measured {args.repeat} times each, medians above: (c) "
+                  f"{spread['rollway'][0]:,.0f}..{spread['rollway'][1]:,.0f}, (f) {spread['fixed'][0]:,.0f}.."
+                  f"{spread['fixed'][1]:,.0f}"
+                  + (f", (h+e+w) {spread['spec_write'][0]:,.0f}..{spread['spec_write'][1]:,.0f}"
+                     if "spec_write" in spread else ""))
+        spec = instructions.get("spec")
         print(f"rollway: {ours:,.0f} instructions/request, floor (f) {floor:,.0f}, rollway - floor {ours - floor:,.0f}, "
-              f"{ours / base_instr:.2f}x fixed cluster, {ours / lua:.2f}x lua")
+              f"{ours / base_instr:.2f}x fixed cluster, {ours / lua:.2f}x lua"
+              + (f", floor (h) {spec:,.0f}, rollway - floor (h) {ours - spec:,.0f}" if spec else ""))
     return 0
 
 

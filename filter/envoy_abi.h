@@ -109,4 +109,33 @@ void envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level level
 // outlives the stream.
 const void* envoy_dynamic_module_callback_get_most_specific_route_config(void* filter_envoy_ptr);
 
+// ---- the cluster specifier (envoy.router.cluster_specifier_plugin.dynamic_modules) ----
+// Each takes the selection context Envoy passed to envoy_dynamic_module_on_cluster_specifier_select,
+// valid only during that call.
+
+// One request header as Envoy hands it out: pointers into its header map.
+struct envoy_dynamic_module_type_envoy_http_header {
+  const char* key_ptr;
+  size_t key_length;
+  const char* value_ptr;
+  size_t value_length;
+};
+
+// The number of request headers, and all of them (`result` must hold that many). Result
+// memory: Envoy's, valid during the select call.
+size_t envoy_dynamic_module_callback_cluster_specifier_get_request_headers_size(void* context_envoy_ptr);
+bool envoy_dynamic_module_callback_cluster_specifier_get_request_headers(
+    void* context_envoy_ptr, envoy_dynamic_module_type_envoy_http_header* result);
+
+// Like http_get_header for the request being routed. Result memory: Envoy's, valid during
+// the select call.
+bool envoy_dynamic_module_callback_cluster_specifier_get_request_header_value(
+    void* context_envoy_ptr, envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_envoy_buffer* result,
+    size_t index, size_t* total_count_out);
+
+// Names the upstream cluster (Envoy copies the name). A cluster that does not exist fails the
+// request with the route's cluster-not-found code (503).
+void envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(void* context_envoy_ptr,
+                                                                     envoy_dynamic_module_type_module_buffer cluster_name);
+
 }  // extern "C"

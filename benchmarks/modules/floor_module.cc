@@ -11,6 +11,12 @@
 // cluster header the app checks, without clearing the route cache: the route is resolved
 // once, to one cluster per service, and the subset load balancer picks the version's
 // endpoints by their metadata (the design measured against header routing, not used).
+// With SPECIFIER_CLUSTER (floors h, h+e) the module is also a cluster specifier that names
+// that constant while Envoy resolves the route (Envoy's cost of routing from a module with no
+// second resolution); its HTTP filter hooks do nothing. With CHECK_HEADER as well (floor
+// h+e+w) the filter's request hook appends the cluster header app hosts check, and the
+// specifier first fetches the request's headers: every call Envoy makes for Rollway's
+// design, with no routing logic.
 // With READ_BY_NAME or READ_ALL as well as FIXED_CLUSTER (floors f-name, f-all) the hook
 // first reads the Cookie and app-version headers, by two get_header calls or by one
 // get_headers call and a scan: the two ways the ABI offers to read a request.
@@ -49,7 +55,13 @@ EXPORT void envoy_dynamic_module_on_http_filter_config_destroy(void*) noexcept {
 EXPORT void* envoy_dynamic_module_on_http_filter_new(void*, void*) noexcept { return &g_filter; }
 
 EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envoy, void*, bool) noexcept {
-#if defined(SUBSET_CLUSTER)
+#if defined(CHECK_HEADER)
+  static constexpr char kCheckHeader[] = "x-rw-cluster";
+  static constexpr char kCheckCluster[] = STR(SPECIFIER_CLUSTER);
+  envoy_dynamic_module_callback_http_add_header(filter_envoy, envoy_dynamic_module_type_http_header_type_RequestHeader,
+                                                {kCheckHeader, sizeof(kCheckHeader) - 1},
+                                                {kCheckCluster, sizeof(kCheckCluster) - 1});
+#elif defined(SUBSET_CLUSTER)
   static constexpr char kNamespace[] = "envoy.lb";
   static constexpr char kKey[] = "rw_cluster";
   static constexpr char kHeader[] = "x-rw-cluster";
@@ -92,6 +104,25 @@ EXPORT int envoy_dynamic_module_on_http_filter_request_headers(void* filter_envo
   return kEnvoyFilterContinue;
 }
 EXPORT int envoy_dynamic_module_on_http_filter_response_headers(void*, void*, bool) noexcept { return 0; }
+#if defined(SPECIFIER_CLUSTER)
+EXPORT const void* envoy_dynamic_module_on_cluster_specifier_config_new(void*, envoy_dynamic_module_type_envoy_buffer,
+                                                                        envoy_dynamic_module_type_envoy_buffer) noexcept {
+  return &g_filter;
+}
+EXPORT void envoy_dynamic_module_on_cluster_specifier_config_destroy(const void*) noexcept {}
+EXPORT bool envoy_dynamic_module_on_cluster_specifier_select(const void*, void* context) noexcept {
+  static constexpr char kCluster[] = STR(SPECIFIER_CLUSTER);
+#if defined(CHECK_HEADER)
+  envoy_dynamic_module_type_envoy_http_header headers[64];
+  const size_t count = envoy_dynamic_module_callback_cluster_specifier_get_request_headers_size(context);
+  if (count <= 64 && envoy_dynamic_module_callback_cluster_specifier_get_request_headers(context, headers)) {
+    for (size_t i = 0; i < count; ++i) g_read_bytes = g_read_bytes + headers[i].value_length;
+  }
+#endif
+  envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(context, {kCluster, sizeof(kCluster) - 1});
+  return true;
+}
+#endif
 EXPORT int envoy_dynamic_module_on_http_filter_request_body(void*, void*, bool) noexcept { return 0; }
 EXPORT int envoy_dynamic_module_on_http_filter_request_trailers(void*, void*) noexcept { return 0; }
 EXPORT int envoy_dynamic_module_on_http_filter_response_body(void*, void*, bool) noexcept { return 0; }

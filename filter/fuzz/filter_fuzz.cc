@@ -15,6 +15,15 @@
 // under /api), one naming a service the config lacks, or an operator's own route. Then each
 // service's clusters and cookies are its own, a route naming no known service loses the
 // cluster header, and an operator's route is left exactly as it came.
+//
+// Most inputs (by their length) are routed as Envoy 1.40 routes them: the route's cluster
+// specifier decides while the route is resolved, then the filter is made and writes that
+// decision; then the cluster Envoy routes by is the one the specifier named, the header app
+// hosts check says the same, and the route is resolved once (a client's own cluster header
+// naming a real cluster makes the filter decide and resolve again). Some inputs resolve a route
+// whose decision no filter takes first (it must never reach another request); the rest
+// reach the filter with no decision (a route resolved without the specifier), and the filter
+// decides and has the route resolved again, to the cluster it chose.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -32,7 +41,12 @@ struct Buffer {
 void* envoy_dynamic_module_on_http_filter_config_new(void*, Buffer, Buffer);
 void* envoy_dynamic_module_on_http_filter_new(void*, void*);
 const void* envoy_dynamic_module_on_http_filter_per_route_config_new(Buffer, Buffer);
+const void* envoy_dynamic_module_on_cluster_specifier_config_new(void*, Buffer, Buffer);
+bool envoy_dynamic_module_on_cluster_specifier_select(const void*, void*);
 void fake_set_route_config(const void*);
+void fake_set_specifier(bool (*)(const void*, void*), const void*);
+bool fake_resolve_route(void);
+const char* fake_selected_cluster(void);
 int envoy_dynamic_module_on_http_filter_request_headers(void*, void*, bool);
 int envoy_dynamic_module_on_http_filter_response_headers(void*, void*, bool);
 void envoy_dynamic_module_on_http_filter_destroy(void*);
@@ -79,16 +93,25 @@ void* config() {
   return made;
 }
 
-// Two services, web (at /) and api (its cookies under /api), and the routes that name them.
+// Two services, site (at /, its clusters web.*) and api (its cookies under /api), and the
+// routes that name them, with their cluster specifiers.
 struct Many {
   void* config;
-  const void* routes[3];   // web, api, a service the config lacks
+  const void* routes[3];      // site, api, a service the config lacks
+  const void* specifiers[3];  // the same three
 };
+
+const void* specifier_for(const char* json) {
+  const void* made = envoy_dynamic_module_on_cluster_specifier_config_new(reinterpret_cast<void*>(3), {"rollway", 7},
+                                                                         {json, strlen(json)});
+  if (made == nullptr) abort();
+  return made;
+}
 
 const Many& many() {
   static const Many made = [] {
     const std::string json = R"({"services": [
-      {"service": "web", "generation": 1, "routing_id": {"cookie": "rw_rid", "ttl_seconds": 86400},
+      {"service": "site", "generation": 1, "routing_id": {"cookie": "rw_rid", "ttl_seconds": 86400},
        "stages": [{"name": "prod", "weight": 1, "mode": "rolling", "direction": {"state": "forward", "target": "v2"},
                    "versions": [{"name": "v1", "capacity": 1, "cluster": "web.prod.v1"},
                                 {"name": "v2", "capacity": 1, "cluster": "web.prod.v2"}]}]},
@@ -101,10 +124,11 @@ const Many& many() {
     Many out{};
     out.config = envoy_dynamic_module_on_http_filter_config_new(reinterpret_cast<void*>(1), {"rollway", 7},
                                                                 {json.data(), json.size()});
-    const char* names[] = {R"({"service": "web"})", R"({"service": "api"})", R"({"service": "gone"})"};
+    const char* names[] = {R"({"service": "site"})", R"({"service": "api"})", R"({"service": "gone"})"};
     for (int i = 0; i < 3; ++i) {
       out.routes[i] = envoy_dynamic_module_on_http_filter_per_route_config_new({"rollway", 7}, {names[i], strlen(names[i])});
       if (out.routes[i] == nullptr) abort();
+      out.specifiers[i] = specifier_for(names[i]);
     }
     if (out.config == nullptr) abort();
     return out;
@@ -148,22 +172,48 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int route = count > 6 ? (parts[6].empty() ? 3 : static_cast<unsigned char>(parts[6][0]) % 4) : -1;
   void* const filter_config = route < 0 ? config() : many().config;
   fake_set_route_config(route >= 0 && route < 3 ? many().routes[route] : nullptr);
+  static const void* const web_specifier = specifier_for(R"({"service": "web"})");
+  // An operator's route has no specifier; every other route has its service's.
+  fake_set_specifier(route == 3 ? nullptr : envoy_dynamic_module_on_cluster_specifier_select,
+                     route < 0 ? web_specifier : route < 3 ? many().specifiers[route] : nullptr);
+  const bool by_specifier = route != 3 && size % 4 != 0;   // else: a route resolved without it
   const std::string_view service = route == 0 ? "web" : route == 1 ? "api" : "";
   fake_reset_stream();
   const char* const names[] = {"cookie", "cookie", "x-app-version", "x-rw-override", "x-rw-cluster"};
   for (size_t i = 0; i < count && i < 5; ++i) {
     if (i > 0 || !parts[i].empty()) fake_add_header(kRequest, names[i], parts[i].data(), parts[i].size());
   }
+  if (by_specifier && size % 7 == 0) fake_resolve_route();   // a decision no filter takes
+  const bool named = by_specifier && fake_resolve_route();
+  const std::string chosen = fake_selected_cluster();
   void* stream = envoy_dynamic_module_on_http_filter_new(filter_config, reinterpret_cast<void*>(2));
   if (stream == nullptr) abort();
   envoy_dynamic_module_on_http_filter_request_headers(reinterpret_cast<void*>(2), stream, true);
 
   const size_t clusters = fake_header_count(kRequest, "x-rw-cluster");
+  // The cluster Envoy routes by (the last selection) is the one the header names, or none.
+  const std::string routed_by = fake_selected_cluster();
+  if (route != 3 && route != 2) {
+    if (clusters == 1 ? routed_by != fake_header(kRequest, "x-rw-cluster", 0) : !routed_by.empty()) abort();
+  }
   if (route == 3) {   // an operator's route: left exactly as it came
     if (fake_route_cache_clears() != 0) abort();
     const bool sent = count > 4;
     if (clusters != (sent ? 1u : 0u)) abort();
     if (sent && std::string_view(fake_header(kRequest, "x-rw-cluster", 0)) != parts[4]) abort();
+  } else if (by_specifier && route != 2) {   // decided once, at route resolution
+    // ... unless the client sent a cluster header naming one of the service's clusters: the
+    // specifier keeps that (a retry's re-selection looks the same) and decides nothing, and
+    // the filter decides and routes by its own decision instead.
+    const bool sent_known = count > 4 && (route < 0 ? known_cluster(parts[4])
+                                                    : route == 0 ? parts[4] == "web.prod.v1" || parts[4] == "web.prod.v2"
+                                                                 : parts[4] == "api.prod.a1" || parts[4] == "api.prod.a2");
+    if (fake_route_cache_clears() != (sent_known ? 1 : 0) || named != !chosen.empty()) abort();
+    if (!sent_known && routed_by != chosen) abort();
+    if (route < 0 && fake_header_count(kRequest, "x-rw-override") != 0) abort();   // never forwarded upstream
+    if (clusters > 1 || (clusters == 1 && !known_cluster(fake_header(kRequest, "x-rw-cluster", 0), service))) abort();
+    if (route == 0 && clusters == 1 && std::string_view(fake_header(kRequest, "x-rw-cluster", 0)).substr(0, 4) != "web.") abort();
+    if (route == 1 && clusters == 1 && std::string_view(fake_header(kRequest, "x-rw-cluster", 0)).substr(0, 4) != "api.") abort();
   } else {
     if (fake_route_cache_clears() != 1) abort();
     if (route < 0 && fake_header_count(kRequest, "x-rw-override") != 0) abort();   // never forwarded upstream

@@ -108,6 +108,24 @@ def test_a_spoofed_cluster_header_is_ignored(envoy_5050):
         assert r.json["headers"]["x-rw-cluster"] == "web.prod.v1"
 
 
+def test_the_cluster_specifier_decides_once_and_the_filter_writes_its_decision(envoy_5050):
+    """Envoy resolves the route once, with the cluster the specifier named; the filter takes
+    that decision (cookies, the app's check header, counters) and never decides again."""
+    before = envoy_5050.stats()
+    sessions = [envoy_5050.get("/").set_cookies()["rw_rid"] for _ in range(10)]   # minted at resolution
+    for rid in sessions * 3:
+        r = envoy_5050.get("/", {"cookie": cookie_header(rid)})
+        expected = envoy_5050.router.route(rid, now=time.time())
+        assert r.json["backend"] == expected.version
+        assert r.json["headers"]["x-rw-cluster"] == expected.cluster
+    after = envoy_5050.stats()
+    routed = sum(after.get(f"rollway.requests.stage.prod.version.{v}", 0) -
+                 before.get(f"rollway.requests.stage.prod.version.{v}", 0) for v in VERSIONS)
+    assert routed == 40
+    assert after["rollway.ids_minted"] - before.get("rollway.ids_minted", 0) == 10
+    assert after.get("rollway.decided_in_filter", 0) == 0
+
+
 @pytest.mark.parametrize("bad", ["garbage", "1" + "0" * 24 + "x", '"quoted"', "1" + "z" * 24])
 def test_a_malformed_cookie_gets_a_fresh_id(envoy_5050, bad):
     r = envoy_5050.get("/", {"cookie": f"rw_rid={bad}"})

@@ -36,6 +36,14 @@ void envoy_dynamic_module_on_http_filter_destroy(void* filter);
 const void* envoy_dynamic_module_on_http_filter_per_route_config_new(buffer name, buffer config);
 void envoy_dynamic_module_on_http_filter_per_route_config_destroy(const void* config);
 
+const void* envoy_dynamic_module_on_cluster_specifier_config_new(void* config_envoy, buffer name, buffer config);
+void envoy_dynamic_module_on_cluster_specifier_config_destroy(const void* config);
+bool envoy_dynamic_module_on_cluster_specifier_select(const void* config, void* context);
+void fake_set_specifier(void* hook, const void* config);
+bool fake_resolve_route(void);
+const char* fake_selected_cluster(void);
+int fake_selections(void);
+
 void fake_set_route_config(const void* config);
 void fake_reset_stream(void);
 void fake_reset_all(void);
@@ -356,3 +364,162 @@ def test_a_bad_per_route_config_rejects_the_route_table(libs, config):
     host, module = libs
     assert route_config_new(module, config) == ffi.NULL
     assert b"per-route config rejected" in ffi.string(host.fake_last_log())
+
+
+# ---- the cluster specifier: the decision while Envoy resolves the route ----
+
+def specifier_new(module, config: bytes):
+    k1, name_buf = buf(b"rollway")
+    k2, config_buf = buf(config)
+    return module.envoy_dynamic_module_on_cluster_specifier_config_new(ffi.cast("void*", 0x3), name_buf, config_buf)
+
+
+@pytest.fixture
+def specifier(libs):
+    """The route's cluster specifier for "web", run by the fake host as Envoy runs it."""
+    host, module = libs
+    spec = specifier_new(module, b'{"service": "web"}')
+    assert spec != ffi.NULL
+    host.fake_set_specifier(ffi.cast("void*", ffi.addressof(module, "envoy_dynamic_module_on_cluster_specifier_select")),
+                            spec)
+    yield spec
+    host.fake_set_specifier(ffi.NULL, ffi.NULL)
+    module.envoy_dynamic_module_on_cluster_specifier_config_destroy(spec)
+
+
+def resolved_stream(host, module, config, headers: list[tuple[str, str]]) -> tuple[Stream, bool]:
+    """One request as Envoy 1.40 runs it: the route is resolved (the specifier selects), then
+    the stream's filter is made and sees the request headers."""
+    host.fake_reset_stream()
+    for key, value in headers:
+        host.fake_add_header(REQUEST, key.encode(), value.encode(), len(value.encode()))
+    named = host.fake_resolve_route()
+    stream = Stream.__new__(Stream)
+    stream.host, stream.module = host, module
+    stream.filter = module.envoy_dynamic_module_on_http_filter_new(config, ffi.cast("void*", 0x2))
+    assert module.envoy_dynamic_module_on_http_filter_request_headers(ffi.cast("void*", 0x2), stream.filter, True) == 0
+    return stream, named
+
+
+def selected(host) -> str:
+    return ffi.string(host.fake_selected_cluster()).decode()
+
+
+def test_the_specifier_decides_at_route_resolution_and_the_filter_writes_that_decision(libs, config, specifier):
+    host, module = libs
+    s, named = resolved_stream(host, module, config, [("x-rw-cluster", "web.prod.v9")])   # a client's own value
+    assert named and selected(host) in ("web.prod.v1", "web.prod.v2")
+    assert s.headers(REQUEST, "x-rw-cluster") == [selected(host)]     # the check header: the cluster chosen
+    assert host.fake_route_cache_clears() == 0                         # resolved once
+    s.respond()
+    rid = [c for c in s.headers(RESPONSE, "set-cookie") if c.startswith("rw_rid=")]
+    assert len(rid) == 1 and host.fake_counter(b"ids_minted") == 1
+    # The session returns: the same version, no cookie, still decided once.
+    token = rid[0].split(";")[0]
+    first = selected(host)
+    s, _ = resolved_stream(host, module, config, [("cookie", token)])
+    assert selected(host) == first and s.headers(REQUEST, "x-rw-cluster") == [first]
+    s.respond()
+    assert not any(c.startswith("rw_rid=") for c in s.headers(RESPONSE, "set-cookie"))
+    assert host.fake_counter(b"decided_in_filter") == 0
+
+
+def test_without_a_decision_from_the_specifier_the_filter_decides_and_the_route_follows_it(libs, config, specifier):
+    """A stream whose filter finds nothing parked (its route was resolved before, by no
+    specifier): the filter decides, writes the header, and has the route resolved again; the
+    specifier then names the filter's cluster instead of deciding a second time."""
+    host, module = libs
+    host.fake_reset_stream()
+    s = Stream(host, module, config)
+    selections = host.fake_selections()
+    s.request([("x-rw-cluster", "web.prod.v9")])
+    cluster = s.header(REQUEST, "x-rw-cluster")
+    assert cluster in ("web.prod.v1", "web.prod.v2")
+    assert host.fake_route_cache_clears() == 1 and host.fake_selections() == selections + 1
+    assert selected(host) == cluster
+    assert host.fake_counter(b"decided_in_filter") == 1 and host.fake_counter(b"ids_minted") == 1
+    s.respond()
+
+
+def test_a_client_naming_a_real_cluster_gets_the_filters_own_decision_and_a_retry_keeps_its_version(
+        libs, config, specifier):
+    """The specifier keeps the cluster a request's cluster header names (a retry re-selecting
+    after the filter wrote it). A client sending that header itself gets nothing parked: the
+    filter decides and routes by its own decision, so the header never picks the cluster."""
+    host, module = libs
+    s, _ = resolved_stream(host, module, config, [])
+    mine = selected(host)
+    s.respond()
+    token = [c for c in s.headers(RESPONSE, "set-cookie") if c.startswith("rw_rid=")][0].split(";")[0]
+    other = "web.prod.v2" if mine == "web.prod.v1" else "web.prod.v1"
+    s, named = resolved_stream(host, module, config, [("cookie", token), ("x-rw-cluster", other)])
+    assert s.headers(REQUEST, "x-rw-cluster") == [mine] and selected(host) == mine
+    assert host.fake_counter(b"decided_in_filter") == 1 and host.fake_route_cache_clears() == 1
+    s.respond()
+    # A retry re-selects the route of a request the filter has seen: same cluster, no decision.
+    minted = host.fake_counter(b"ids_minted")
+    s, _ = resolved_stream(host, module, config, [])
+    first = selected(host)
+    assert host.fake_resolve_route() and selected(host) == first
+    assert host.fake_counter(b"ids_minted") == minted + 1
+    s.respond()
+
+
+def test_a_decision_no_filter_took_is_never_given_to_another_request(libs, config, specifier):
+    """Envoy resolved a route but made no filter after it (or resolved it again for a stream
+    whose filter exists): the next resolution frees that decision, and each stream gets the
+    decision made for its own request."""
+    host, module = libs
+    host.fake_reset_stream()
+    assert host.fake_resolve_route()                                   # parked, never taken: minted an id
+    s, _ = resolved_stream(host, module, config, [("cookie", "rw_rid=garbage")])
+    s.respond()
+    assert host.fake_counter(b"bad_cookies.reason.malformed") == 1     # this request's own decision
+    assert len([c for c in s.headers(RESPONSE, "set-cookie") if c.startswith("rw_rid=")]) == 1
+    assert host.fake_counter(b"decided_in_filter") == 0
+
+
+def test_the_specifier_follows_the_filter_config_updates(libs, specifier):
+    """Each accepted filter config publishes its service; a newer one replaces it; one that
+    goes away while newest leaves the specifier without a config (no cluster: 503). A stream
+    whose filter config is not the one the specifier decided with decides again itself."""
+    host, module = libs
+    host.fake_reset_all()
+    old = config_new(module, b"rollway", json.dumps(make_config({"v1": 1, "v2": 0})).encode())
+    assert old != ffi.NULL
+    host.fake_reset_stream()
+    assert host.fake_resolve_route() and selected(host) == "web.prod.v1"
+    new = config_new(module, b"rollway", json.dumps(make_config({"v1": 0, "v2": 1})).encode())
+    assert new != ffi.NULL
+    s, _ = resolved_stream(host, module, new, [])
+    assert selected(host) == "web.prod.v2" and s.header(REQUEST, "x-rw-cluster") == "web.prod.v2"
+    s.respond()
+    s, _ = resolved_stream(host, module, old, [])                      # a stream of the old config
+    assert s.header(REQUEST, "x-rw-cluster") == "web.prod.v1" and selected(host) == "web.prod.v1"
+    assert host.fake_counter(b"decided_in_filter") == 1
+    s.respond()
+    module.envoy_dynamic_module_on_http_filter_config_destroy(new)
+    host.fake_reset_stream()
+    assert not host.fake_resolve_route() and selected(host) == ""     # the newest went: no config
+    module.envoy_dynamic_module_on_http_filter_config_destroy(old)
+
+
+def test_a_specifier_for_a_service_no_filter_config_has_names_no_cluster(libs, config):
+    host, module = libs
+    spec = specifier_new(module, b'{"service": "nobody"}')
+    assert spec != ffi.NULL
+    host.fake_set_specifier(ffi.cast("void*", ffi.addressof(module, "envoy_dynamic_module_on_cluster_specifier_select")),
+                            spec)
+    try:
+        host.fake_reset_stream()
+        assert not host.fake_resolve_route() and selected(host) == ""
+    finally:
+        host.fake_set_specifier(ffi.NULL, ffi.NULL)
+        module.envoy_dynamic_module_on_cluster_specifier_config_destroy(spec)
+
+
+@pytest.mark.parametrize("config", [b"{}", b"not json", b'{"service": 3}', b'{"service": "web", "x": 1}'])
+def test_a_bad_specifier_config_rejects_the_route_table(libs, config):
+    host, module = libs
+    assert specifier_new(module, config) == ffi.NULL
+    assert b"cluster specifier config rejected" in ffi.string(host.fake_last_log())

@@ -84,13 +84,73 @@ bool envoy_dynamic_module_callback_http_add_header(void* filter, int kind, buffe
   return map_add(&maps[kind], key, value);
 }
 
-void envoy_dynamic_module_callback_http_clear_route_cache(void* filter) { (void)filter; ++route_cache_clears; }
+static int route_cached;
+void envoy_dynamic_module_callback_http_clear_route_cache(void* filter) {
+  (void)filter;
+  ++route_cache_clears;
+  route_cached = 0;
+}
+
+/* The route's cluster specifier (set by the test: the module's select hook and the object
+   its cluster_specifier_config_new made), run the way Envoy runs it: when the route is
+   resolved (fake_resolve_route, as Envoy does before it makes the filters) and again when
+   the filter asks for the route after clearing the route cache. */
+typedef bool (*select_hook)(const void* config, void* context);
+static select_hook specifier_select;
+static const void* specifier_config;
+static char selected_cluster[KEY_MAX];
+static int selections;
+
+void fake_set_specifier(select_hook hook, const void* config) { specifier_select = hook; specifier_config = config; }
+
+/* Envoy resolving the route: the specifier selects. Returns whether it named a cluster. */
+bool fake_resolve_route(void) {
+  route_cached = 1;
+  selected_cluster[0] = 0;
+  if (specifier_select == NULL) return false;
+  ++selections;
+  return specifier_select(specifier_config, &selected_cluster);
+}
+const char* fake_selected_cluster(void) { return selected_cluster; }
+int fake_selections(void) { return selections; }
+
+bool envoy_dynamic_module_callback_cluster_specifier_get_request_header_value(void* context, buffer key, buffer* out,
+                                                                             size_t index, size_t* count) {
+  (void)context;
+  return envoy_dynamic_module_callback_http_get_header(NULL, 0, key, out, index, count);
+}
+
+typedef struct { const char* key; size_t key_length; const char* value; size_t value_length; } http_header;
+
+size_t envoy_dynamic_module_callback_cluster_specifier_get_request_headers_size(void* context) {
+  (void)context;
+  return maps[0].count;
+}
+
+bool envoy_dynamic_module_callback_cluster_specifier_get_request_headers(void* context, http_header* out) {
+  (void)context;
+  for (size_t i = 0; i < maps[0].count; ++i) {
+    out[i].key = maps[0].items[i].key;
+    out[i].key_length = strlen(maps[0].items[i].key);
+    out[i].value = maps[0].items[i].value;
+    out[i].value_length = maps[0].items[i].length;
+  }
+  return true;
+}
+
+void envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(void* context, buffer name) {
+  char* out = context;
+  size_t n = name.length < KEY_MAX - 1 ? name.length : KEY_MAX - 1;
+  memcpy(out, name.ptr, n);
+  out[n] = 0;
+}
 
 /* The route's per-route config object for this stream (set by the test, as Envoy would
    hand back what the module's per_route_config_new made), or NULL. */
 static const void* route_config;
 const void* envoy_dynamic_module_callback_get_most_specific_route_config(void* filter) {
   (void)filter;
+  if (!route_cached) fake_resolve_route();
   return route_config;
 }
 void fake_set_route_config(const void* config) { route_config = config; }
@@ -149,6 +209,8 @@ void fake_reset_stream(void) {
     maps[k].count = 0;
   }
   route_cache_clears = 0;
+  route_cached = 0;
+  selected_cluster[0] = 0;
 }
 
 void fake_reset_all(void) {

@@ -37,15 +37,16 @@ def test_a_built_snapshot_passes_and_reads_back_to_the_filter_config():
     assert served_filter_config(by_type).to_json() == CONFIG
 
 
-def test_the_route_takes_the_cluster_from_the_header_the_route_map_names():
-    config = {**CONFIG, "headers": {"cluster": "x-edge-cluster"}}
-    by_type = snapshot(config)
-    check_snapshot(by_type)           # before: the route kept x-rw-cluster and every request got a 503
-    default_route = RouteConfiguration.from_dict(ec.route_config("x-rw-cluster", "rollway"))
-    wrong = {**by_type, ROUTE: {"rollway": bytes(default_route)}}
-    with pytest.raises(ConsistencyError, match="takes the cluster from 'x-rw-cluster', the filter writes "
-                                               "'x-edge-cluster'"):
-        check_snapshot(wrong)
+def test_the_route_picks_the_cluster_with_the_specifier_for_the_filter_configs_service():
+    by_type = snapshot()
+    other = RouteConfiguration.from_dict(ec.route_config("api", "rollway", by_name=True))
+    with pytest.raises(ConsistencyError, match="the route's cluster specifier is for 'api', the filter config for 'web'"):
+        check_snapshot({**by_type, ROUTE: {"rollway": bytes(other)}})
+    header_route = RouteConfiguration.from_dict({"name": "rollway", "virtual_hosts": [{
+        "name": "rollway", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster_header": "x-rw-cluster"}}]}]})
+    with pytest.raises(ConsistencyError, match="no route picks its cluster with Rollway's cluster specifier for 'web'"):
+        check_snapshot({**by_type, ROUTE: {"rollway": bytes(header_route)}})
 
 
 def test_a_cluster_the_filter_may_pick_without_cds_is_caught():

@@ -1,8 +1,10 @@
 """Envoy bootstraps for Rollway: static (no control plane) and ADS (everything over xDS).
 
-The filter is Envoy's dynamic-module HTTP filter loading ``librollway_filter.so``; the
-route sends each request to the cluster named in the header the filter writes, and falls
-back to a 503 when the filter found no capacity (it then removes the header)::
+The module ``librollway_filter.so`` is two Envoy extensions: the route's cluster specifier
+(``inline_cluster_specifier_plugin``), which decides while Envoy resolves the route and names
+the cluster, and the HTTP filter, which writes what the decision means (the cluster header
+app hosts check, the cookies, the refresh header). No capacity: no cluster is named, and the
+route answers 503 ``rollway: no capacity``::
 
     from rollway.envoy import bootstrap as envoy_config
     doc = envoy_config.static_bootstrap(filter_config, {"web.prod.v1": [("127.0.0.1", 8081)]},
@@ -33,6 +35,10 @@ HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connectio
             "HttpConnectionManager")
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 ECDS_RESOURCE_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+SPECIFIER_TYPE = ("type.googleapis.com/envoy.extensions.router.cluster_specifiers.dynamic_modules.v3."
+                  "DynamicModuleClusterSpecifier")
+STRING_VALUE_TYPE = "type.googleapis.com/google.protobuf.StringValue"
+NO_CAPACITY_BODY = "rollway: no capacity\n"
 DEFAULT_CLUSTER_HEADER = "x-rw-cluster"
 METRICS_NAMESPACE = "rollway"
 
@@ -65,8 +71,7 @@ def filter_typed_config(filter_config: Mapping | str, *, by_name: bool = False) 
     ``librollway_filter.so`` in ``$ENVOY_DYNAMIC_MODULES_SEARCH_PATH``. The control plane
     sends it by name, since its own install path means nothing on another host."""
     value = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
-    module = {"name": MODULE_NAME} if by_name else \
-        {"name": MODULE_NAME, "module": {"local": {"filename": filter_library_path()}}}
+    module = _module(by_name)
     return {
         "@type": FILTER_TYPE,
         # Our own stats namespace: counters appear as rollway.<name> (Prometheus:
@@ -119,20 +124,39 @@ UPSTREAM_RESILIENCE = {
 }
 
 
-def route_config(cluster_header: str = DEFAULT_CLUSTER_HEADER, name: str = "rollway") -> dict:
-    return {
-        "name": name,
-        "virtual_hosts": [{
-            "name": "rollway",
-            "domains": ["*"],
-            "routes": [
-                {"match": {"prefix": "/", "headers": [{"name": cluster_header, "present_match": True}]},
-                 "route": {"cluster_header": cluster_header, "retry_policy": RETRY_POLICY, **STREAMS}},
-                {"match": {"prefix": "/"},
-                 "direct_response": {"status": 503, "body": {"inline_string": "rollway: no capacity\n"}}},
-            ],
-        }],
-    }
+def _module(by_name: bool) -> dict:
+    """The module by name (resolved on the Envoy's host) or by this install's path."""
+    return {"name": MODULE_NAME} if by_name else \
+        {"name": MODULE_NAME, "module": {"local": {"filename": filter_library_path()}}}
+
+
+def cluster_specifier(service: str, *, by_name: bool = False) -> dict:
+    """The route's cluster specifier: Rollway's module deciding for ``service`` while Envoy
+    resolves the route. Its config only names the service; the routing config is the one
+    the filter config (ECDS) brings."""
+    return {"extension": {"name": FILTER_NAME, "typed_config": {
+        "@type": SPECIFIER_TYPE, "dynamic_module_config": _module(by_name), "specifier_name": FILTER_NAME,
+        "specifier_config": {"@type": STRING_VALUE_TYPE, "value": json.dumps({"service": service})}}}}
+
+
+def service_route(service: str, match: Mapping, *, by_name: bool = False) -> dict:
+    """A route whose cluster Rollway picks for ``service``: retried on another host of the
+    same version, no route timeout. A request no version can take gets no cluster, and the
+    connection manager's local reply (``NO_CAPACITY``) answers it 503."""
+    return {"match": dict(match), "route": {"inline_cluster_specifier_plugin": cluster_specifier(service, by_name=by_name),
+                                            "retry_policy": RETRY_POLICY, **STREAMS}}
+
+
+# The 503 of a request no version can take (the specifier named no cluster: Envoy's "NC"),
+# with Rollway's body, as the route's own 503 had before the specifier.
+NO_CAPACITY = {"mappers": [{"filter": {"response_flag_filter": {"flags": ["NC"]}}, "status_code": 503,
+                            "body": {"inline_string": NO_CAPACITY_BODY}}]}
+
+
+def route_config(service: str, name: str = "rollway", *, by_name: bool = False) -> dict:
+    """One service on every domain and path."""
+    return {"name": name, "virtual_hosts": [{"name": "rollway", "domains": ["*"],
+                                             "routes": [service_route(service, {"prefix": "/"}, by_name=by_name)]}]}
 
 
 @dataclass(frozen=True)
@@ -192,29 +216,19 @@ class OwnRoutes:
 
 
 def route_service_config(service: str, *, by_name: bool = False) -> dict:
-    """The per-route config that names a route's service to the filter."""
-    module = {"name": MODULE_NAME} if by_name else \
-        {"name": MODULE_NAME, "module": {"local": {"filename": filter_library_path()}}}
-    return {"@type": PER_ROUTE_TYPE, "dynamic_module_config": module, "filter_name": FILTER_NAME,
-            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                              "value": json.dumps({"service": service})}}
+    """The per-route config that names a route's service to the filter (an Envoy fronting
+    several: the filter tells Rollway's routes from an operator's own by it)."""
+    return {"@type": PER_ROUTE_TYPE, "dynamic_module_config": _module(by_name), "filter_name": FILTER_NAME,
+            "filter_config": {"@type": STRING_VALUE_TYPE, "value": json.dumps({"service": service})}}
 
 
 def _service_routes(placement: Placement, by_name: bool) -> list[dict]:
-    """A service's two routes on one domain: to the cluster the filter wrote, else 503 (no
-    capacity). Both carry the per-route config: the filter reads it before its header
-    exists (the first route resolution matches the second route)."""
+    """A service's route on one domain, with the per-route config naming its service."""
     match: dict[str, object] = {"prefix": "/"} if placement.path_prefix == "/" else \
         {"path_separated_prefix": placement.path_prefix}
-    per_route = {FILTER_NAME: route_service_config(placement.service, by_name=by_name)}
-    return [
-        {"match": {**match, "headers": [{"name": placement.cluster_header, "present_match": True}]},
-         "route": {"cluster_header": placement.cluster_header, "retry_policy": RETRY_POLICY, **STREAMS},
-         "typed_per_filter_config": per_route},
-        {"match": dict(match),
-         "direct_response": {"status": 503, "body": {"inline_string": "rollway: no capacity\n"}},
-         "typed_per_filter_config": per_route},
-    ]
+    route = service_route(placement.service, match, by_name=by_name)
+    route["typed_per_filter_config"] = {FILTER_NAME: route_service_config(placement.service, by_name=by_name)}
+    return [route]
 
 
 def services_route_config(placements: Iterable[Placement], *, by_name: bool = False,
@@ -262,6 +276,7 @@ def ingress_listener(address: str, port: int, rollway_filter: dict, route: dict,
                 "@type": HCM_TYPE,
                 "stat_prefix": "ingress",
                 **edge.connection_manager(),
+                "local_reply_config": NO_CAPACITY,
                 **route,
                 "http_filters": [rollway_filter,
                                  {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
@@ -290,7 +305,7 @@ def static_cluster(name: str, endpoints: Iterable[tuple[str, int]]) -> dict:
 # (rollway.service.<S>.requests...), read as rollway_service.
 _COUNTERS = ("requests|reloads|moves|ids_minted|bad_cookies|forward_moves|rollback_moves|tiebreak_kept|"
              "unavailable_moves|refresh_signals|overrides_applied|overrides_rejected|no_capacity|configs_rejected|"
-             "moves_not_committed|ids_unavailable")
+             "moves_not_committed|ids_unavailable|keyed_by_header|decided_in_filter")
 STATS_TAGS = [
     {"tag_name": "rollway_service",
      "regex": rf"^rollway\.(service\.(.+?)\.)(?:{_COUNTERS})(?:\.|$)"},
@@ -316,7 +331,7 @@ def _admin(admin_port: int, address: str = "127.0.0.1") -> dict:
 
 def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterable[tuple[str, int]]], *,
                      listen_port: int, admin_port: int, ecds_path: str | None = None,
-                     cluster_header: str = DEFAULT_CLUSTER_HEADER, node_id: str = "rollway-static",
+                     node_id: str = "rollway-static",
                      listen_address: str = "127.0.0.1", admin_address: str = "127.0.0.1",
                      edge: EdgeOptions | None = None, placements: Iterable[Placement] | None = None,
                      extra_routes: Mapping[str, list] | None = None,
@@ -341,12 +356,17 @@ def static_bootstrap(filter_config: Mapping | str, clusters: Mapping[str, Iterab
         "overload_manager": edge.overload_manager(),
         "static_resources": {
             "listeners": [ingress_listener(listen_address, listen_port, rollway_filter, {"route_config": (
-                route_config(cluster_header) if placements is None else
+                route_config(_service_of(filter_config)) if placements is None else
                 services_route_config(placements, extra_routes=extra_routes, extra_virtual_hosts=extra_virtual_hosts))},
                 edge)],
             "clusters": [_upstream_cluster(name, eps, edge) for name, eps in clusters.items()],
         },
     }
+
+
+def _service_of(filter_config: Mapping | str) -> str:
+    doc = json.loads(filter_config) if isinstance(filter_config, str) else filter_config
+    return str(doc["service"])
 
 
 def write_ecds_file(path: str, filter_config: Mapping | str, version: str | None = None) -> None:

@@ -1,8 +1,8 @@
 """The snapshot consistency check: decode what a snapshot serves, as Envoy will read it,
 and compare it with what the filter may pick.
 
-The filter writes a cluster name into a request header; the route must take the cluster
-from that same header; every cluster the filter may pick must be a CDS cluster; every EDS
+The route must pick its cluster with Rollway's cluster specifier for the filter config's
+service; every cluster the filter may pick must be a CDS cluster; every EDS
 cluster's service name must be served as a ClusterLoadAssignment of that name. A snapshot
 that breaks any of these would be half-applied by Envoy (requests 503 or routed nowhere),
 so the cache withholds it and keeps serving the previous one.
@@ -24,6 +24,8 @@ from envoy_data_plane.envoy.extensions.filters.http.dynamic_modules.v3 import Dy
 from envoy_data_plane.google.protobuf import StringValue
 
 from rollway.envoy import bootstrap as ec
+from rollway.envoy.specifier_proto import TYPE_URL as SPECIFIER_TYPE
+from rollway.envoy.specifier_proto import DynamicModuleClusterSpecifier
 from rollway.model.filter_config import FilterConfig
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -53,8 +55,6 @@ def check_snapshot(by_type: dict[str, dict[str, bytes]], route_name: str = "roll
         config = served_filter_config(by_type)
     except (KeyError, ValueError, TypeError) as error:
         raise ConsistencyError(f"the filter config (ECDS) cannot be read back: {error!r}") from None
-    header = config.cluster_header(ec.DEFAULT_CLUSTER_HEADER)
-
     clusters = {name: Cluster.parse(body) for name, body in by_type.get(CLUSTER, {}).items()}
     endpoints = by_type.get(ENDPOINT, {})
     for name in sorted(config.picked_clusters()):
@@ -74,20 +74,36 @@ def check_snapshot(by_type: dict[str, dict[str, bytes]], route_name: str = "roll
     if route is None:
         problems.append(f"no route configuration {route_name!r}")
     else:
-        takes_header = False
+        specified = False
         for host in RouteConfiguration.parse(route).virtual_hosts:
             for entry in host.routes:
                 action = entry.route
                 if action is None:
                     continue
-                if action.cluster_header:
-                    if action.cluster_header != header:
-                        problems.append(f"the route takes the cluster from {action.cluster_header!r}, "
-                                        f"the filter writes {header!r}")
-                    takes_header = True
+                if action.inline_cluster_specifier_plugin is not None:
+                    specified_for = _specified_service(action.inline_cluster_specifier_plugin)
+                    if specified_for != config.service:
+                        problems.append(f"the route's cluster specifier is for {specified_for!r}, "
+                                        f"the filter config for {config.service!r}")
+                    specified = True
                 elif action.cluster and action.cluster not in clusters:
                     problems.append(f"the route names cluster {action.cluster!r}, which has no CDS cluster")
-        if not takes_header:
-            problems.append(f"no route takes the cluster from the filter's header {header!r}")
+        if not specified:
+            problems.append(f"no route picks its cluster with Rollway's cluster specifier for {config.service!r}")
     if problems:
         raise ConsistencyError("; ".join(problems))
+
+
+def _specified_service(plugin) -> str | None:
+    """The service a route's cluster specifier names, or None when it is not Rollway's."""
+    extension = plugin.extension
+    if extension is None or extension.typed_config is None or extension.typed_config.type_url != SPECIFIER_TYPE:
+        return None
+    specifier = DynamicModuleClusterSpecifier.parse(extension.typed_config.value)
+    if specifier.specifier_config is None:
+        return None
+    try:
+        doc = json.loads(StringValue.parse(specifier.specifier_config.value).value)
+    except ValueError:
+        return None
+    return doc.get("service") if isinstance(doc, dict) else None

@@ -3,7 +3,7 @@
 
 Each Envoy (node.cluster = the service it fronts; node.metadata: listen_address,
 listen_port and edge options for its listener) gets: one listener with the Rollway filter (its config over ECDS) and the router, the
-route (cluster taken from the filter's header, 503 when absent), one EDS cluster per
+route (cluster picked by Rollway's cluster specifier for the service), one EDS cluster per
 (stage, version) and blue-green slot, their endpoints, and the filter config.
 """
 
@@ -25,6 +25,7 @@ from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
 from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
 
+import rollway.envoy.specifier_proto  # noqa: F401  (the route's cluster specifier)
 from rollway.envoy import bootstrap as ec
 from rollway.envoy.edge import EdgeOptions
 from rollway.model.filter_config import FilterConfig
@@ -150,12 +151,10 @@ def build_resources(filter_config: FilterConfig, endpoints: Mapping[str, Sequenc
                     cache: dict | None = None, draining: Mapping[str, Sequence] | None = None) -> Resources:
     """All resources for one service and listener (a port, or a ListenerSpec). ``cache``
     maps a resource's canonical JSON to its bytes, so unchanged resources are not
-    serialized again (bounded: cleared past CACHE_LIMIT entries). The route takes the
-    cluster from the header the route map names (``headers.cluster``), the one the filter
-    writes. The filter module goes by name: the Envoy's host resolves it."""
+    serialized again (bounded: cleared past CACHE_LIMIT entries). The route's cluster
+    specifier names the service; the module goes by name: the Envoy's host resolves it."""
     cache = {} if cache is None else cache
     spec = listener if isinstance(listener, ListenerSpec) else ListenerSpec(port=listener)
-    cluster_header = filter_config.cluster_header(ec.DEFAULT_CLUSTER_HEADER)
 
     def encode(kind, doc: dict) -> bytes:
         return encode_cached(cache, kind, doc)
@@ -166,7 +165,8 @@ def build_resources(filter_config: FilterConfig, endpoints: Mapping[str, Sequenc
     clusters = sorted(filter_config.picked_clusters() | set(draining))
     by_type = {
         LISTENER: {"rollway_ingress": encode(Listener, listener_dict(spec.port, spec.address, spec.edge))},
-        ROUTE: {ROUTE_NAME: encode(RouteConfiguration, ec.route_config(cluster_header, ROUTE_NAME))},
+        ROUTE: {ROUTE_NAME: encode(RouteConfiguration, ec.route_config(filter_config.service, ROUTE_NAME,
+                                                                       by_name=True))},
         CLUSTER: {name: encode(Cluster, cluster_dict(name, spec.edge)) for name in clusters},
         ENDPOINT: {name: encode(ClusterLoadAssignment, assignment_dict(name, endpoints.get(name, []),
                                                                        draining.get(name, ())))
