@@ -13,7 +13,7 @@ APT_PACKAGES := g++ cmake nlohmann-json3-dev zookeeper wrk clang libclang-rt-14-
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find native filter controlplane -type f \( -name '*.cc' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name '*.proto' -o -name '*.html' -o -name '*.js' -o -name '*.ts' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo lint test test-unit fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-fronting bench-guard bench-sim sim-table sim-soak bench-clientjs bench-envoy-instructions clean
+.PHONY: setup demo lint test test-unit fleet-test bench-core bench-envoy bench-controlplane bench-xds bench-fronting bench-guard bench-sim sim-table sim-soak bench-clientjs bench-envoy-instructions bench-soak clean
 
 setup: $(STAMPS)/installed
 
@@ -73,6 +73,11 @@ bench-controlplane: setup
 
 bench-xds: setup
 	$(VPY) benchmarks/xds.py
+
+# Memory under churn: 50,000 serverset changes through `rollway serve` with two real Envoys
+# attached, RSS printed as it goes (about 5 minutes).
+bench-soak: setup
+	$(VPY) benchmarks/soak.py
 
 # One edge, many apps: 100 Envoys fronting 50 services vs fronting 1 (about 1 minute).
 bench-fronting: setup

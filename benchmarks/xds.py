@@ -109,7 +109,7 @@ def fan_out(n: int, rounds: int) -> tuple[list[float], float]:
             times.append(time.perf_counter() - start)
         config = plane.filter_config("web")
         t = time.perf_counter()
-        build_resources(config, {}, 10000, cache={})
+        build_resources(config, {}, 10000)
         serialize = time.perf_counter() - t
     finally:
         clients.kill()

@@ -126,6 +126,31 @@ def test_the_cluster_specifier_decides_once_and_the_filter_writes_its_decision(e
     assert after.get("rollway.decided_in_filter", 0) == 0
 
 
+def test_a_route_without_the_specifier_is_routed_by_the_filters_own_decision(tmp_path, backends):
+    """A hand-written route that takes the cluster from the header (Rollway's route before
+    issue 30): the filter finds no decision from a specifier, decides itself, writes the
+    header and has the route resolved again, so the session still lands by its cookie."""
+    config = filter_config({"v1": 50, "v2": 50})
+    listen, admin = free_port(), free_port()
+    bootstrap = envoy_config.static_bootstrap(config, clusters(backends), listen_port=listen, admin_port=admin)
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+        {"match": {"prefix": "/", "headers": [{"name": "x-rw-cluster", "present_match": True}]},
+         "route": {"cluster_header": "x-rw-cluster"}},
+        {"match": {"prefix": "/"}, "direct_response": {"status": 503}}]
+    proc = EnvoyProcess(bootstrap, tmp_path, listen, admin).start()
+    try:
+        router = rollway.Router(json.dumps(config))
+        for rid in [rollway.new_routing_id() for _ in range(12)]:
+            r = proc.get("/", {"cookie": cookie_header(rid)})
+            expected = router.route(rid, now=time.time())
+            assert r.status == 200 and r.json["backend"] == expected.version
+            assert r.json["headers"]["x-rw-cluster"] == expected.cluster
+        assert proc.stats()["rollway.decided_in_filter"] == 12
+    finally:
+        proc.stop()
+
+
 @pytest.mark.parametrize("bad", ["garbage", "1" + "0" * 24 + "x", '"quoted"', "1" + "z" * 24])
 def test_a_malformed_cookie_gets_a_fresh_id(envoy_5050, bad):
     r = envoy_5050.get("/", {"cookie": f"rw_rid={bad}"})

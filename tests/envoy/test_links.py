@@ -217,7 +217,7 @@ def test_the_control_plane_names_the_module_and_builds_the_listener_the_envoy_as
 
     example = Path(__file__).parents[2] / "envoy-config" / "filter-config.example.json"
     edge = EdgeOptions.parse({"xff_num_trusted_hops": 2})
-    resources = build_resources(FilterConfig.from_json(json.loads(example.read_text())), {}, ListenerSpec(8080, "10.1.2.3", edge), cache={})
+    resources = build_resources(FilterConfig.from_json(json.loads(example.read_text())), {}, ListenerSpec(8080, "10.1.2.3", edge))
 
     ecds = TypedExtensionConfig().parse(resources.by_type["type.googleapis.com/envoy.config.core.v3."
                                                           "TypedExtensionConfig"]["rollway"]).to_dict()

@@ -412,3 +412,19 @@ def test_a_newer_build_deployed_after_a_rollback_is_not_turned_back_by_the_halt(
     at_rest = DirectionTracker()
     at_rest.observe({"v1": 5, "v2": 5})
     assert at_rest.state == "steady" and at_rest.turn_back("v2", {"v1": 5, "v2": 5}) and at_rest.target == "v1"
+
+
+def test_the_version_order_is_bounded_over_a_year_of_deploys_and_keeps_what_is_live():
+    """Each deploy replaces one version with the next; after 1,000 deploys the order holds at
+    most ORDER_LIMIT versions, oldest first, and the live ones are still ordered old -> new,
+    so a deploy after them still reads as forward."""
+    from rollway.model.direction import ORDER_LIMIT
+    tracker = DirectionTracker()
+    for n in range(1000):
+        old, new = f"v{n}", f"v{n + 1}"
+        for k in range(0, 11, 5):
+            tracker.observe({old: 10 - k, new: k})
+    assert len(tracker.order) <= ORDER_LIMIT
+    assert tracker.order[-2:] == ["v999", "v1000"]
+    assert tracker.observe({"v1000": 5, "v1001": 5}) == ("forward", "v1001")
+    assert tracker.rank("v1000") < tracker.rank("v1001")

@@ -176,6 +176,17 @@ def test_each_replicas_counts_travel_in_its_fleet_record_and_the_leader_sums_the
     assert fleet.health() == {("prod", "v2"): Health(300, 90)}
 
 
+def test_a_replica_with_no_envoys_is_forgotten_with_its_record():
+    """A replica whose record carries counts but no Envoys is in no report; when its record
+    goes, its counts and loads go too (they were kept forever, and judged by the guard)."""
+    fleet = FleetView()
+    fleet.set_replica("r1", {})
+    fleet.set_health("r1", {("prod", "v2"): Health(300, 90)})
+    assert "r1" in fleet.replicas()
+    fleet.drop_replica("r1")
+    assert fleet.replicas() == set() and fleet.health() == {}
+
+
 def test_a_fleet_records_counts_are_bounded_and_clamped():
     doc = json.loads(encode_reports("r1", {}))
     doc["health"] = [["prod", "v2", -5, 3], ["prod", "v3", 10, 99]] + \

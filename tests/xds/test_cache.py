@@ -80,3 +80,33 @@ def test_listeners_asked_for_are_bounded_per_service(cache):
         cache.snapshot("web", ListenerSpec(port=port))
     assert len([k for k in cache.configs if k[0] == "web"]) <= MAX_LISTENERS
     assert len([k for k in cache.snapshots if k[0] == "web"]) <= MAX_LISTENERS
+
+
+def test_serialized_resources_and_responses_stay_bounded_under_endpoint_churn(cache):
+    """Every serverset change makes new endpoints and a new filter config: the encoded
+    resources and the serialized responses kept for reuse stay within their bounds however
+    many changes pass (before issue 30 every change left ~2.4 KB behind until 20,000 entries)."""
+    from rollway.xds.cache import RESPONSES
+    from rollway.xds.resources import ENDPOINT, EncodeCache, build_resources
+    small = EncodeCache(limit=64)
+    config = cache.plane.services["web"].config
+    for n in range(500):
+        endpoints = {"web.prod.v1": [("10.0.0.1", 8000 + n, 1)]}
+        resources = build_resources(config, endpoints, 10000, cache=small)
+        cache.response(ENDPOINT, resources, ())
+        assert len(small) <= 64
+    assert len(cache.responses) <= RESPONSES
+    # The newest is kept and served from the cache: the same bytes again.
+    again = build_resources(config, {"web.prod.v1": [("10.0.0.1", 8499, 1)]}, 10000, cache=small)
+    assert again.by_type[ENDPOINT] == resources.by_type[ENDPOINT]
+    assert cache.response(ENDPOINT, again, ()) == cache.response(ENDPOINT, resources, ())
+
+
+def test_the_encode_cache_forgets_the_least_recently_used():
+    from rollway.xds.resources import EncodeCache
+    lru = EncodeCache(limit=3)
+    for key in (b"a", b"b", b"c"):
+        lru.put(key, key * 2)
+    assert lru.get(b"a") == b"aa"          # a is now the most recent
+    lru.put(b"d", b"dd")
+    assert lru.get(b"b") is None and lru.get(b"a") == b"aa" and len(lru) == 3

@@ -123,9 +123,15 @@ class TrafficSampler:
         for node_id in list(self._last):
             if node_id not in envoys:
                 del self._last[node_id]
+        # Bounded: services the plane serves (a node names its own, which may be anything),
+        # and versions with traffic (an Envoy keeps every version's counter until it restarts).
+        served = set(self.cache.views)
+        for service in [s for s in self.samples if s not in served]:
+            del self.samples[service]
         for service, rates in totals.items():
-            self.samples.setdefault(service, deque(maxlen=self.keep)).append(
-                (round(now, 3), {k: round(v, 2) for k, v in rates.items()}))
+            if service in served:
+                self.samples.setdefault(service, deque(maxlen=self.keep)).append(
+                    (round(now, 3), {k: round(v, 2) for k, v in rates.items() if v > 0}))
 
     def series(self, service: str) -> dict:
         points = list(self.samples.get(service, ()))

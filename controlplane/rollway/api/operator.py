@@ -29,7 +29,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import queue
 import threading
 import time
 from concurrent import futures
@@ -270,22 +269,22 @@ class RouteMapServicer(pb_grpc.RouteMapServiceServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"{self.max_waiters} WaitConverged or WatchStatus calls are already waiting; "
                           "try again later")
-        changes: queue.Queue[str | None] = queue.Queue()
-        listener = lambda name: changes.put(name) if name == service else None  # noqa: E731
+        # Publications set a flag, not a queue: a client slow to read gets the status as it
+        # is when it reads, however many publications passed (nothing piles up).
+        changed, cancelled = threading.Event(), threading.Event()
+        listener = lambda name: changed.set() if name == service else None  # noqa: E731
         self.plane.add_listener(listener)
         # A client that reads one status and cancels (``rollway status``) frees its place at
         # once, not at the next poll.
-        context.add_callback(lambda: changes.put(None))
+        context.add_callback(lambda: (cancelled.set(), changed.set()))
         try:
             yield status_message(self.plane, service)
-            while context.is_active():
-                try:
-                    if changes.get(timeout=0.5) is None:
-                        return
-                except queue.Empty:
+            while context.is_active() and not cancelled.is_set():
+                if not changed.wait(0.5):
                     continue
-                while not changes.empty():  # coalesce a burst into one message
-                    changes.get_nowait()
+                changed.clear()
+                if cancelled.is_set():
+                    return
                 yield status_message(self.plane, service)
         finally:
             self.plane.remove_listener(listener)

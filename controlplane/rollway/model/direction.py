@@ -53,6 +53,12 @@ from dataclasses import dataclass, field
 STEADY, FORWARD, ROLLBACK = "steady", "forward", "rollback"
 EPSILON = 1e-9     # share changes below this are float noise (proportional scaling)
 GAIN_LOG = 64      # gross gains remembered (observations with a gain)
+# Versions remembered in ``order`` (oldest first). Past it, the oldest that nothing refers
+# to any more (no capacity, not the target or a pending one, not halted, no net or gross
+# gain on record) are forgotten: a year of deploys is thousands of versions, and the order is
+# in the deploy record. A version that returns after being forgotten is ordered as new,
+# which can only matter after 256 newer versions came and went.
+ORDER_LIMIT = 256
 
 
 @dataclass
@@ -106,6 +112,19 @@ class DirectionTracker:
     def rank(self, version: str) -> int:
         return self.order.index(version)
 
+    def _forget_oldest(self, capacities: dict[str, float]) -> None:
+        """Trims ``order`` to ORDER_LIMIT, oldest first, keeping every version still referred to."""
+        keep = set(capacities) | set(self._net) | {g[1] for g in self._gains} | set(self._halted)
+        keep |= {v for v in (self.target, self._pending[1] if self._pending else None) if v is not None}
+        excess = len(self.order) - ORDER_LIMIT
+        dropped: set[str] = set()
+        for version in self.order:
+            if len(dropped) >= excess:
+                break
+            if version not in keep:
+                dropped.add(version)
+        self.order = [v for v in self.order if v not in dropped]
+
     def observe(self, capacities: dict[str, float], now: float | None = None,
                 halted: frozenset[str] | set[str] = frozenset()) -> tuple[str, str | None]:
         """The stage's capacities now (``now``: a clock in seconds; without one a retarget
@@ -117,6 +136,8 @@ class DirectionTracker:
         for version in capacities:
             if version not in self.order:
                 self.order.append(version)
+        if len(self.order) > ORDER_LIMIT:
+            self._forget_oldest(capacities)
         previous = self._previous
         self._previous = dict(capacities)
         if previous is None:

@@ -57,7 +57,7 @@ from rollway.model.routemap import RouteMap, RouteMapError, collisions
 from rollway.model.validation import check_routemap
 from rollway.plane.decision import decide
 from rollway.plane.fleet_records import EnvoyReport, FleetView, decode_reports, encode_reports
-from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view, read_now, read_view_once
+from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view, read_now
 from rollway.sources.store import Campaign, ConflictError, FleetRecord, RecordError, RouteMapRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ class ServiceController:
     def _on_fleet(self, records: dict[str, bytes]) -> None:
         changed = False
         with self.lock:
-            for replica in [r for r in self.fleet.reports if r not in records and r != self.plane.replica_id]:
+            for replica in [r for r in self.fleet.replicas() if r not in records and r != self.plane.replica_id]:
                 changed |= self.fleet.drop_replica(replica)
             for replica, data in records.items():
                 if replica == self.plane.replica_id:
@@ -1026,7 +1026,12 @@ class ControlPlane:
         for stage in proposed.stages:
             for key, spec in stage.serversets().items():
                 if views.get(key) is None or watched.get(key) != spec:
-                    views[key] = read_view_once(self.store, spec)
+                    # Read once, with no watch left behind (a dry run can name any path).
+                    try:
+                        members = read_now(self.store, spec)
+                    except StoreError:
+                        members = {}
+                    views[key] = build_view(spec, members)
         proposed_config = build_filter_config(proposed, views, directions, 1, None)
         n = sample_size or self.sample_size
         rng = random.Random(7)

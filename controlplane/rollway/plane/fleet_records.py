@@ -178,6 +178,11 @@ class FleetView:
         self._forget_vanished(replica, node_id)
         return self._refresh({node_id}, time.time() if now is None else now)
 
+    def replicas(self) -> set[str]:
+        """Every replica anything is held for (reports, counts or loads): a replica whose
+        record went must go from all three (one that never had an Envoy is in no report)."""
+        return set(self.reports) | set(self.counts) | set(self.loads)
+
     def drop_replica(self, replica: str, now: float | None = None) -> bool:
         """A replica's record vanished: its Envoys stay, disconnected, for one ACK timeout."""
         now = time.time() if now is None else now

@@ -206,8 +206,8 @@ class VersionPathsWatch(Handle):
         usable, refused = version_paths(names)
         for name, why in refused.items():
             if name not in self._refused:
-                self._refused.add(name)
                 log.warning("serverset %s: not watching child %s: %s", self.path, name[:64], why)
+        self._refused = set(refused)      # only what is refused now: bounded by the children
         return usable
 
     def _on_versions(self, names: list[str]) -> None:

@@ -39,6 +39,7 @@ from rollway.xds.resources import (
     EXTENSION,
     TYPES,
     ConsistencyError,
+    EncodeCache,
     ListenerSpec,
     Resources,
     build_resources,
@@ -48,6 +49,7 @@ from rollway.xds.resources import (
 
 log = logging.getLogger(__name__)
 RETAINED = 32    # filter configs per service whose ACKs still say what an Envoy knows
+RESPONSES = 1024  # serialized DiscoveryResponses kept (SnapshotCache.responses)
 MAX_LISTENERS = 256   # distinct listeners (address, port, edge options) built per service at once
 MAX_FRONTED_SETS = 256   # distinct (services, listener) an Envoy fronting several can ask for, kept at once
 
@@ -78,8 +80,11 @@ class SnapshotCache:
         # the parts composed and the result; per chosen set of config versions, the ECDS.
         self.fronted_sets: OrderedDict[tuple, tuple[tuple, FrontedSnapshot]] = OrderedDict()
         self.fronted_ecds: OrderedDict[str, Resources] = OrderedDict()
-        self.encoded: dict = {}          # canonical JSON -> bytes, shared by all snapshots
-        self.responses: dict = {}        # (type, version, names) -> DiscoveryResponse bytes
+        self.encoded = EncodeCache()     # serialized resources, shared by all snapshots (bounded)
+        # (type, version, names, subset) -> (nonce, DiscoveryResponse bytes): each response is
+        # serialized once for every stream that asks for the same thing. The RESPONSES most
+        # recently used (what the streams hold now is asked for on every push).
+        self.responses: OrderedDict[tuple, tuple[str, bytes]] = OrderedDict()
         self.pushes: dict[str, int] = {SHORT[t]: 0 for t in TYPES}   # responses sent, per type
         self.consistency_failures = 0
         # Per (service, listener) the last snapshot that built, served while a newer one
@@ -293,6 +298,7 @@ class SnapshotCache:
         key = (type_url, version, names, subset)
         cached = self.responses.get(key)
         if cached is not None:
+            self.responses.move_to_end(key)
             return cached
         available = resources.by_type[type_url]
         chosen = [n for n in subset if n in available] if subset is not None else \
@@ -300,9 +306,9 @@ class SnapshotCache:
         nonce = f"{SHORT[type_url]}-{version}-{abs(hash((names, subset))) % 10**8}"
         body = bytes(DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce,
                                        resources=[Any(type_url=type_url, value=available[n]) for n in chosen]))
-        if len(self.responses) > 4096:
-            self.responses.clear()
         self.responses[key] = (nonce, body)
+        while len(self.responses) > RESPONSES:
+            self.responses.popitem(last=False)
         return nonce, body
 
     def publish(self, view: ServiceView) -> None:

@@ -123,6 +123,9 @@ class FrontingFeed:
             for name in (names or available):
                 if name in available:
                     self._endpoints_held[name] = hash(available[name])
+            # Only assignments still served: a retired version's go (bounded by the snapshot).
+            for gone in [n for n in self._endpoints_held if n not in available]:
+                del self._endpoints_held[gone]
         if type_url == EXTENSION:
             self._chosen_sent = dict(chosen)
             current = fronted.components[EXTENSION]
