@@ -58,8 +58,19 @@ class AdsClient:
         return self
 
     def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        """Ends the stream and its loop: the task is cancelled and finishes (its channel
+        closed) on the loop before the loop stops, or it would be destroyed pending."""
+        async def finish() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self.task is not None and self.thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(finish(), self.loop).result(5)
+            except Exception:   # a loop that does not finish in time is stopped all the same
+                pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         if not self.thread.is_alive():

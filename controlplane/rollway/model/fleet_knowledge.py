@@ -24,6 +24,9 @@ class FleetKnowledge:
     def __init__(self) -> None:
         self.knows: dict[str, frozenset[Key]] = {}     # Envoy in the quorum -> keys it holds
         self.counts: Counter[Key] = Counter()
+        # Times a key became known to every Envoy in the quorum (an Envoy learning it, or the
+        # last one lacking it leaving): only then can a decision waiting for the fleet move.
+        self.completions = 0
 
     def __len__(self) -> int:
         return len(self.knows)
@@ -40,11 +43,15 @@ class FleetKnowledge:
         if old is None:
             self.counts.update(knows)
         else:
-            self.counts.update(knows - old)
+            learned = knows - old
+            self.counts.update(learned)
             self.counts.subtract(old - knows)
             for key in old - knows:
                 if self.counts[key] <= 0:
                     del self.counts[key]
+            size = len(self.knows)
+            if any(self.counts[key] >= size for key in learned):
+                self.completions += 1
         return True
 
     def remove(self, envoy: str) -> bool:
@@ -55,6 +62,9 @@ class FleetKnowledge:
         for key in old:
             if self.counts[key] <= 0:
                 del self.counts[key]
+        size = len(self.knows)
+        if any(count >= size for key, count in self.counts.items() if key not in old):   # it was the last lacking them
+            self.completions += 1
         return True
 
     def all_know(self, key: Key) -> bool:

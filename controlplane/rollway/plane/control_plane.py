@@ -56,7 +56,7 @@ from rollway.model.publication import build_filter_config, draining_by_cluster, 
 from rollway.model.routemap import RouteMap, RouteMapError, collisions
 from rollway.model.validation import check_routemap
 from rollway.plane.decision import decide
-from rollway.plane.fleet_records import EnvoyReport, FleetView, decode_reports, encode_reports
+from rollway.plane.fleet_records import EnvoyReport, FleetView, RecordEncoder, decode_reports, encode_reports
 from rollway.sources.serverset import ServersetView, ServersetWatcher, build_view, read_now
 from rollway.sources.store import Campaign, ConflictError, FleetRecord, RecordError, RouteMapRecord, Store, StoreError
 
@@ -179,6 +179,7 @@ class ServiceController:
         self.write_failures = 0
         self._handles: list = []
         self._fleet_record: FleetRecord | None = None
+        self._encoder = RecordEncoder()       # the fleet record, re-encoding only the Envoys that changed
         self._campaign: Campaign | None = None
         self._next_flush = 0.0                # monotonic time before which the fleet record is not rewritten
         self._deciding = threading.Lock()   # one recomputation at a time (worker, start, apply)
@@ -331,6 +332,7 @@ class ServiceController:
         """From this replica's ACK ledger: what connected Envoys now hold."""
         changed = False
         with self.lock:
+            completions = self.fleet.knowledge.completions
             for node_id, report in reports.items():
                 if report is None:
                     self.local_reports.pop(node_id, None)
@@ -339,10 +341,13 @@ class ServiceController:
                 changed |= self.fleet.set_report(self.plane.replica_id, node_id, report)
             self.fleet_dirty = True
             waiting = self.leading and self.config is not None and self.deploy.admission.waiting(self.config)
+            complete = self.fleet.knowledge.completions != completions
         if changed and waiting:
             # Only a step waiting for the fleet can be released by an ACK; 5,000 ACKs of a
             # push arrive over a second or so, and one decision per 20 ms keeps up with them.
-            self.plane.schedule(self.service, delay=0.02)
+            # The ACK that makes a key known to the whole quorum is decided on at once: the
+            # push's next step does not wait out the 20 ms.
+            self.plane.schedule(self.service, delay=0.0 if complete else 0.02)
 
     def flush_fleet(self) -> None:
         """Writes this replica's fleet record if it changed. The plane calls it every 100 ms;
@@ -371,7 +376,7 @@ class ServiceController:
             self.fleet_dirty = False
             reports = dict(self.local_reports)
             health = self.fleet.counts.get(self.plane.replica_id, {})
-        data = encode_reports(self.plane.replica_id, reports, health, own_load)
+        data = self._encoder.encode(self.plane.replica_id, reports, health, own_load)
         self._next_flush = now + min(1.0, 20 * (time.monotonic() - now))
         try:
             self._fleet_record.update(data)

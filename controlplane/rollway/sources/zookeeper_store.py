@@ -80,6 +80,10 @@ def _unwatch(client, path: str, *functions) -> None:
             held.difference_update(functions)
 
 
+def _stopped_watch(*_args) -> bool:
+    return False
+
+
 def _stop_watch(client, watch) -> None:
     """Stops a kazoo DataWatch or ChildrenWatch the way it stops itself when its function
     returns False (recipe/watchers.py): function dropped, session listener removed, and its
@@ -87,7 +91,9 @@ def _stop_watch(client, watch) -> None:
     if watch is None:
         return
     watch._stopped = True
-    watch._func = None
+    # Not None: a call already past its _stopped check on kazoo's thread would call it.
+    # Returning False is how a watch function asks kazoo to stop.
+    watch._func = _stopped_watch
     listener = getattr(watch, "_session_watcher", None)
     if listener is not None:
         client.remove_listener(listener)

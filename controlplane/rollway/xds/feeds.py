@@ -34,15 +34,23 @@ class SingleFeed:
     def __init__(self, cache: SnapshotCache, node: EnvoyNode):
         self.cache, self.node = cache, node
         self.services = (node.service,)
+        self._memo: tuple[int, Resources | None] = (-1, None)   # (cache epoch, what it served then)
 
     def connect(self) -> None:
         self.cache.ledger.connect(self.node)
 
     def resources(self) -> Resources | None:
+        # Asked a few times per message: the cache's answer changes only with a new view
+        # (its epoch), so a stream takes the cache's locks once per view, not per message.
+        epoch = self.cache.epoch
+        if self._memo[0] == epoch:
+            return self._memo[1]
         try:
-            return self.cache.snapshot(self.node.service, self.node.listener)
+            resources: Resources | None = self.cache.snapshot(self.node.service, self.node.listener)
         except NotFound:
-            return None
+            resources = None
+        self._memo = (epoch, resources)
+        return resources
 
     def subset(self, type_url: str, resources: Resources, names: tuple[str, ...]) -> tuple[str, ...] | None:
         return None        # the whole of what is asked for

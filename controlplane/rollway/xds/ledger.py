@@ -79,6 +79,7 @@ class EnvoyNode:
 
     behind: set = field(default_factory=set)   # types whose last send it has not ACKed
     clusters: set = field(default_factory=set)  # the CDS clusters of the last snapshot it was offered
+    offered: object = field(default=None, repr=False, compare=False)   # the snapshot's cluster map they came from
     warm: set = field(default_factory=set)      # clusters whose endpoints it has ACKed (EDS)
 
     @property
