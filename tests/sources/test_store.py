@@ -65,34 +65,6 @@ def test_members_are_announced_watched_changed_and_removed(store_url, open_store
     watch.close()
 
 
-def test_closed_watches_leave_nothing_behind_in_kazoo(zookeeper, open_stores):
-    """A member watch closed (a route map that stops reading a serverset, or anything read
-    once) leaves no session listener and refers to nothing; a reconnect's resync sets no
-    second data watch on a member (each used to last as long as the member)."""
-    store = open_stores(f"zk://{zookeeper.hosts}/bounds-{time.time_ns()}")
-    store.announce(PATH, member_json("10.0.0.1", 8000, "v1"))
-    client = store.client
-    listeners = len(client.state_listeners)
-    for _ in range(20):
-        seen: list[dict] = []
-        watch = store.watch_members(PATH, seen.append)
-        wait_for(lambda: seen and len(seen[-1]) == 1, what="the member")
-        watch.close()
-        assert watch.data == {} and watch.watching == {}
-    assert len(client.state_listeners) <= listeners + 1
-    assert all(not held for held in client._data_watchers.values())   # nothing of a closed watch
-    seen = []
-    watch = store.watch_members(PATH, seen.append)
-    wait_for(lambda: seen, what="the member")
-    name = next(iter(seen[-1]))
-    for _ in range(5):
-        watch._on_state("suspended")
-        watch._on_state("connected")              # a resync, as after a reconnect
-    held = [w for p, ws in client._data_watchers.items() if p.endswith(f"{PATH}/{name}") for w in ws]
-    assert len(held) == 1 and set(watch.watching) == {name}, client._data_watchers
-    watch.close()
-
-
 def test_route_maps_are_compare_and_set_with_their_history(store_url, open_stores):
     store = open_stores(store_url)
     assert store.read_routemap("web") is None and store.history("web") == [] and store.services() == []

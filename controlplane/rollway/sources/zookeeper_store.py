@@ -65,41 +65,6 @@ ROOT = "/rollway"
 OPERATION_TIMEOUT = 10.0   # seconds one route-map read or write may wait for ZooKeeper
 
 
-# Closing a watch, with kazoo 2.11's internals (pinned in pyproject.toml): kazoo has no call
-# to forget a watch before ZooKeeper fires it, and a serverset's node may never change again.
-
-def _unwatch(client, path: str, *functions) -> None:
-    """Forgets watch functions kazoo holds for ``path`` (by the chrooted path, in
-    ``_data_watchers``/``_child_watchers``, until ZooKeeper fires the watch): a closed
-    watch's function, and all it refers to, would otherwise live until the node changes.
-    When ZooKeeper does fire, kazoo finds nothing to call."""
-    full = (client.chroot or "") + path
-    for table in (client._data_watchers, client._child_watchers):
-        held = table.get(full)
-        if held:
-            held.difference_update(functions)
-
-
-def _stopped_watch(*_args) -> bool:
-    return False
-
-
-def _stop_watch(client, watch) -> None:
-    """Stops a kazoo DataWatch or ChildrenWatch the way it stops itself when its function
-    returns False (recipe/watchers.py): function dropped, session listener removed, and its
-    ZooKeeper watch forgotten."""
-    if watch is None:
-        return
-    watch._stopped = True
-    # Not None: a call already past its _stopped check on kazoo's thread would call it.
-    # Returning False is how a watch function asks kazoo to stop.
-    watch._func = _stopped_watch
-    listener = getattr(watch, "_session_watcher", None)
-    if listener is not None:
-        client.remove_listener(listener)
-    _unwatch(client, watch._path, watch._watcher)
-
-
 class _WhilePresent:
     """Starts ``watch()`` (a ChildrenWatch) whenever ``path`` exists, and calls ``absent()``
     while it does not. A reader never creates the path it reads: under a locked-down store a
@@ -108,19 +73,10 @@ class _WhilePresent:
     its node goes; this starts a new one when the node comes back."""
 
     def __init__(self, store: ZooKeeperStore, path: str, watch, absent):
-        self.client = store.client
         self.watch, self.absent = watch, absent
         self.children = None
         self.closed = False
         self.presence = DataWatch(store.client, path, self._on_presence)
-
-    def close(self) -> None:
-        """Stops both watches now: a kazoo watch otherwise stays registered (holding what its
-        function refers to) until its node next changes, which a serverset's node rarely does."""
-        self.closed = True
-        _stop_watch(self.client, self.presence)
-        _stop_watch(self.client, self.children)
-        self.children = None
 
     def _on_presence(self, data, stat, event=None):  # 3 parameters: kazoo then calls it just once
         if self.closed:
@@ -141,10 +97,6 @@ class _MemberWatch(Handle):
         self.store, self.path, self.callback = store, path.rstrip("/") or "/", callback
         self.lock = threading.Lock()
         self.data: dict[str, bytes] = {}
-        # Children with a data watch set, and its function: one per child, however many
-        # resyncs (each resync re-read every child with a new watch, and duplicates lived as
-        # long as the child).
-        self.watching: dict[str, object] = {}
         self.resync = True  # the first callback, and the first after an interruption, re-reads all
         self.closed = False
         self.deliver_lock = threading.Lock()
@@ -188,24 +140,17 @@ class _MemberWatch(Handle):
             self.callback(view)
 
     def _fetch(self, names: list[str]) -> dict[str, bytes]:
-        pending = {}
-        for name in names:
-            watch = None
-            if name not in self.watching:
-                watch = self.watching[name] = self._data_watch(name)
-            pending[name] = self.store.client.get_async(f"{self.path}/{name}", watch=watch)
+        pending = {n: self.store.client.get_async(f"{self.path}/{n}", watch=self._data_watch(n)) for n in names}
         out = {}
         for name, result in pending.items():
             try:
                 out[name] = result.get(timeout=30)[0]
             except NoNodeError:
-                self.watching.pop(name, None)   # gone between the listing and the read: no watch set
+                pass  # gone between the listing and the read
         return out
 
     def _data_watch(self, name: str):
         def on_data(event) -> None:
-            if self.watching.get(name) is on_data:
-                del self.watching[name]      # a watch fires once (also when kazoo drops it)
             if self.closed or event.type != EventType.CHANGED:
                 return
             try:
@@ -244,14 +189,8 @@ class _MemberWatch(Handle):
 
     def close(self) -> None:
         self.closed = True
-        self.presence.close()
+        self.presence.closed = True
         self.store.remove_state_listener(self._on_state)
-        self.callback = _ignore
-        with self.lock:
-            self.data = {}
-            for name, function in list(self.watching.items()):
-                _unwatch(self.store.client, f"{self.path}/{name}", function)
-            self.watching.clear()
 
 
 class _Children(Handle):
@@ -274,12 +213,7 @@ class _Children(Handle):
 
     def close(self) -> None:
         self.closed = True
-        self.presence.close()
-        self.callback = _ignore
-
-
-def _ignore(*_args) -> None:
-    """The callback of a closed watch: it refers to nothing."""
+        self.presence.closed = True
 
 
 class _Member(Handle):
