@@ -153,7 +153,6 @@ def decide(wanted: FilterConfig, state: AdmissionState, fleet: Fleet | Iterable[
     for table in (state.directions, state.holding, state.active_slots, state.next_slots, state.ways):
         for gone in [n for n in table if n not in names]:
             del table[gone]
-    state.versions.difference_update({k for k in state.versions if k[0] not in names})   # stages gone
 
 
 def _decide_direction(stage: RollingStage, state: AdmissionState, fleet: Fleet) -> None:
