@@ -205,6 +205,15 @@ class FilterConfig:
         """Every cluster the filter may write into the cluster header."""
         return {cluster for s in self.stages for cluster in s.clusters}
 
+    def routed_clusters(self) -> frozenset[str]:
+        """The clusters the filter sends requests to: those of versions and slots with
+        capacity (one with none is listed for ordering only and takes no request)."""
+        out: set[str] = set()
+        for stage in self.stages:
+            entries = stage.versions if isinstance(stage, RollingStage) else stage.slots.values()
+            out.update(e.cluster for e in entries if e.capacity > 0)
+        return frozenset(out)
+
     def cluster_header(self, default: str) -> str:
         return self.headers.get("cluster", default)
 

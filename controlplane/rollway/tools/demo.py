@@ -109,8 +109,8 @@ class Browser(BrowserSession):
             response = conn.getresponse()
             body = response.read()
             status, header_list = response.status, response.getheaders()
-        except OSError:
-            self.failed()
+        except OSError as error:
+            self.failed(f"{type(error).__name__}: {error}")
             return None
         finally:
             conn.close()
@@ -118,7 +118,7 @@ class Browser(BrowserSession):
         if status == 200:
             answer = json.loads(body)
             version, self.served_stage = answer["version"], answer["host"].split("-", 1)[0]
-        self.answered(status, header_list, version)
+        self.answered(status, header_list, version, body)
         return version
 
 
@@ -390,6 +390,7 @@ class Demo:
             "sessions": len(self.browsers),
             "requests": sum(b.requests for b in self.browsers),
             "errors": sum(b.errors for b in self.browsers),
+            "error_kinds": error_kinds(self.browsers),
             "final_versions": final,
             "app_versions": {v: sum(1 for b in self.browsers if b.app_version == v)
                              for v in sorted({b.app_version or "none" for b in self.browsers})},
@@ -411,6 +412,7 @@ class Demo:
                 and all(set(v) == {API_NEW} for v in api_live.values()),
                 "sessions": len(apis), "requests": sum(b.requests for b in apis),
                 "errors": sum(b.errors for b in apis),
+                "error_kinds": error_kinds(apis),
                 "final_versions": dict(Counter(b.last or "none" for b in apis)),
                 "bounces": sum(b.bounces for b in apis),
                 "moves_per_session_max": max((b.moves for b in apis), default=0),
@@ -483,6 +485,14 @@ class Demo:
                   f"dashboard: http://127.0.0.1:{self.dashboard.port}/   Ctrl-C stops everything",
                   f"the app: {self.app_url()} (open it: the page reloads once onto {NEW})", ""]
         return "\n".join(lines)
+
+
+def error_kinds(browsers: list[Browser]) -> dict[str, int]:
+    """Why the sessions' requests failed, summed: a failed run says which error it was."""
+    total: Counter[str] = Counter()
+    for browser in browsers:
+        total.update(browser.error_kinds)
+    return dict(total)
 
 
 def tab_summary(states: list[dict], policies: list[str]) -> dict:

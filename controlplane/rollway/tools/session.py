@@ -35,6 +35,7 @@ class BrowserSession:
     refreshes: int = 0
     requests: int = 0
     errors: int = 0                       # no answer, or not 200
+    error_kinds: dict[str, int] = field(default_factory=dict)   # "status 503", "OSError: ...": why
     keep: int | None = None               # how many served versions to remember (None: all)
 
     @property
@@ -56,11 +57,16 @@ class BrowserSession:
                 name, _, rest = value.partition("=")
                 self.cookies[name.strip()] = rest.split(";", 1)[0]
 
-    def failed(self) -> None:
+    def failed(self, why: str = "no answer") -> None:
         """No answer at all (the connection failed)."""
-        self.errors += 1
+        self._error(why)
 
-    def answered(self, status: int, headers: Iterable[tuple[str, str]], version: str | None) -> str | None:
+    def _error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
+    def answered(self, status: int, headers: Iterable[tuple[str, str]], version: str | None,
+                 body: bytes = b"") -> str | None:
         """A response: its cookies are kept whatever its status; a 200 from ``version`` is
         counted (move, bounce) and reloads the page when told. Returns what it reloaded
         onto, if anything."""
@@ -68,7 +74,9 @@ class BrowserSession:
         self.requests += 1
         self.take_cookies(headers)
         if status != 200 or version is None:
-            self.errors += 1
+            # Envoy's local replies say why ("no healthy upstream", "rollway: no capacity").
+            detail = body[:100].decode("utf-8", "replace").strip() if status != 200 else "no version"
+            self._error(f"status {status}: {detail}" if detail else f"status {status}")
             return None
         last = self.last
         if last is not None and version != last:

@@ -60,6 +60,7 @@ class RetainedConfig(NamedTuple):
     knows: frozenset
     generation: int
     text: str
+    routed: frozenset = frozenset()      # FilterConfig.routed_clusters
 
 
 class SnapshotCache:
@@ -180,7 +181,7 @@ class SnapshotCache:
             self.configs[key] = config
             recent = self.recent.setdefault(service, OrderedDict())
             recent[fresh.versions[EXTENSION]] = RetainedConfig(frozenset(known_versions(config)), config.generation,
-                                                               config.to_text())
+                                                               config.to_text(), fresh.routed)
             recent.move_to_end(fresh.versions[EXTENSION])
             while len(recent) > RETAINED:
                 recent.popitem(last=False)
@@ -237,19 +238,22 @@ class SnapshotCache:
         with self.lock:
             ecds = self.fronted_ecds.get(version)
             if ecds is None:
-                texts = []
+                texts: list[str] = []
+                routed: set[str] = set()
                 for service in sorted(chosen):
                     retained = self._retained(service, chosen[service])
                     if retained is None:
                         return None
                     texts.append(retained.text)
+                    routed |= retained.routed
                 ecds = Resources({EXTENSION: {ec.FILTER_NAME: fronted_extension(texts, self.encoded)}},
-                                 {EXTENSION: version})
+                                 {EXTENSION: version}, frozenset(routed))
                 self.fronted_ecds[version] = ecds
                 while len(self.fronted_ecds) > MAX_FRONTED_SETS:
                     self.fronted_ecds.popitem(last=False)
             self.fronted_ecds.move_to_end(version)
-        return Resources({**fronted.by_type, **ecds.by_type}, {**fronted.versions, **ecds.versions})
+        return Resources({**fronted.by_type, **ecds.by_type}, {**fronted.versions, **ecds.versions},
+                         ecds.routed, fronted.serving)
 
     def serves_cluster(self, name: str) -> bool:
         """Whether a config this replica serves may route to cluster ``name``."""

@@ -69,6 +69,7 @@ class FrontedSnapshot:
     by_type: dict[str, dict[str, bytes]]            # listener, route, clusters, endpoints
     versions: dict[str, str]
     components: dict[str, dict[str, str]]           # type -> service -> that service's version
+    serving: frozenset[str] = frozenset()           # every part's ``Resources.serving``
 
 
 @dataclass
@@ -144,5 +145,6 @@ def compose(parts: Mapping[str, Resources], route_bytes: bytes) -> FrontedSnapsh
             components[kind][service] = resources.versions[kind]
     versions = {LISTENER: content_version(by_type[LISTENER]), ROUTE: content_version(by_type[ROUTE]),
                 CLUSTER: component_version(components[CLUSTER]), ENDPOINT: component_version(components[ENDPOINT])}
-    return FrontedSnapshot(services, by_type, versions, components)
+    serving = frozenset().union(*(parts[s].serving for s in services))
+    return FrontedSnapshot(services, by_type, versions, components, serving)
 

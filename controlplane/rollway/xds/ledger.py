@@ -81,6 +81,7 @@ class EnvoyNode:
     clusters: set = field(default_factory=set)  # the CDS clusters of the last snapshot it was offered
     offered: object = field(default=None, repr=False, compare=False)   # the snapshot's cluster map they came from
     warm: set = field(default_factory=set)      # clusters whose endpoints it has ACKed (EDS)
+    serving: frozenset = frozenset()            # clusters the last endpoints sent give a host taking requests
 
     @property
     def listener(self) -> ListenerSpec:

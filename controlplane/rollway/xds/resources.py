@@ -63,9 +63,13 @@ CACHE_LIMIT = 4096                    # encoded resources kept for reuse (Encode
 @dataclass(frozen=True)
 class Resources:
     """name -> serialized resource, per type; and a version per type derived from content,
-    so every replica that sees the same state announces the same versions."""
+    so every replica that sees the same state announces the same versions. ``routed`` and
+    ``serving`` order a push (``XdsServer._ordered``): the clusters the filter config sends
+    requests to, and the clusters whose endpoints include one that takes new requests."""
     by_type: dict[str, dict[str, bytes]]
     versions: dict[str, str]
+    routed: frozenset[str] = frozenset()
+    serving: frozenset[str] = frozenset()
 
 
 def content_version(resources: dict[str, bytes]) -> str:
@@ -213,4 +217,5 @@ def build_resources(filter_config: FilterConfig, endpoints: Mapping[str, Sequenc
     if cache.get(checked) is None:
         check_snapshot(by_type, ROUTE_NAME)
         cache.put(checked, b"")
-    return Resources(by_type, versions)
+    return Resources(by_type, versions, filter_config.routed_clusters(),
+                     frozenset(name for name in clusters if endpoints.get(name)))

@@ -182,7 +182,12 @@ class AdsServicer:
         """Make before break: clusters and endpoints go out before a filter config that
         routes to new ones (which waits for them to be warm: ``_maybe_response``), and a
         filter config that stops routing to a cluster goes out before the cluster is
-        removed, so no request is routed to a cluster Envoy lacks."""
+        removed, so no request is routed to a cluster Envoy lacks. Per cluster, not only
+        per cluster set: the filter config also goes first whenever every cluster it routes
+        to has a host taking requests in the endpoints this Envoy was last sent. A drain
+        marks a version's last hosts DRAINING in the same snapshot that stops routing to it;
+        endpoints first, Envoy would send that version's requests to no healthy host ("no
+        healthy upstream", a 503) until the filter config came (found by the demo)."""
         items = list(subscriptions.items())
         if feed is None or EXTENSION not in subscriptions:
             return items
@@ -201,7 +206,7 @@ class AdsServicer:
             return items
         ecds = [(t, n) for t, n in items if t == EXTENSION]
         rest = [(t, n) for t, n in items if t != EXTENSION]
-        return ecds + rest if removing else rest + ecds
+        return ecds + rest if removing or resources.routed <= node.serving else rest + ecds
 
     def _owed(self, feed: Feed, subscriptions: dict) -> bool:
         """Whether a response is owed on any subscription (what ``_maybe_response`` would send)."""
@@ -236,6 +241,8 @@ class AdsServicer:
         version = resources.versions[type_url]
         nonce, body = self.cache.response(type_url, resources, names, feed.subset(type_url, resources, names))
         feed.sent(type_url, version, nonce, names)
+        if type_url == ENDPOINT:
+            feed.node.serving = resources.serving.intersection(names)
         self.cache.pushes[SHORT[type_url]] += 1
         return body
 
