@@ -65,6 +65,54 @@ def test_members_are_announced_watched_changed_and_removed(store_url, open_store
     watch.close()
 
 
+def test_zookeeper_watches_are_one_per_member_and_none_once_closed(zookeeper, open_stores):
+    """kazoo holds one data-watch function per member however many resyncs (each used to add
+    one more, living as long as the member), a member's change is still seen after resyncs
+    and after a session loss (when kazoo has dropped every watch), and a closed watch leaves
+    nothing in kazoo's table."""
+    from zk_harness import expire_session
+
+    url = f"zk://{zookeeper.hosts}/bounds-{time.time_ns()}"
+    store, writer = open_stores(url, session_timeout=2), open_stores(url)
+    member = writer.announce(PATH, member_json("10.0.0.1", 8000, "v1"))
+    client = store.client
+    listeners = len(client.state_listeners)
+
+    def held(name: str) -> list:
+        return [f for p, fs in client._data_watchers.items() if p.endswith(f"{PATH}/{name}") for f in fs]
+
+    for _ in range(10):
+        seen: list[dict] = []
+        watch = store.watch_members(PATH, seen.append)
+        wait_for(lambda: seen and len(seen[-1]) == 1, what="the member")
+        watch.close()
+        assert watch.data == {} and watch.watchers == {}
+    # Nothing of a closed watch: no data or child watch function, no session listener.
+    assert all(not functions for functions in client._data_watchers.values()), client._data_watchers
+    assert all(not functions for functions in client._child_watchers.values()), client._child_watchers
+    assert len(client.state_listeners) == listeners
+
+    seen = []
+    watch = store.watch_members(PATH, seen.append)
+    wait_for(lambda: seen and len(seen[-1]) == 1, what="the member")
+    name = next(iter(seen[-1]))
+    for _ in range(5):
+        watch._on_state("suspended")
+        watch._on_state("connected")              # a resync, as after a reconnect
+    assert len(held(name)) == 1 and set(watch.watchers) == {name}
+    writer.set_member(PATH, name, member_json("10.0.0.1", 8000, "v1", status="STOPPING"))
+    wait_for(lambda: b"STOPPING" in seen[-1][name], timeout=5, what="the change after resyncs")
+    expire_session(client, zookeeper.hosts)       # kazoo drops every watch; the resync sets them again
+    wait_for(lambda: store.state == "connected", timeout=10, what="a new session")
+    writer.set_member(PATH, name, member_json("10.0.0.1", 8000, "v1"))
+    wait_for(lambda: b"ALIVE" in seen[-1][name], timeout=10, what="the change after a session loss")
+    assert len(held(name)) == 1
+    member.close()
+    wait_for(lambda: seen[-1] == {}, timeout=5, what="the member to go")
+    assert watch.watchers == {} and held(name) == []
+    watch.close()
+
+
 def test_route_maps_are_compare_and_set_with_their_history(store_url, open_stores):
     store = open_stores(store_url)
     assert store.read_routemap("web") is None and store.history("web") == [] and store.services() == []

@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
@@ -37,7 +37,7 @@ from kazoo.exceptions import (
     NoNodeError,
     SessionExpiredError,
 )
-from kazoo.protocol.states import EventType
+from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.security import OPEN_ACL_UNSAFE
 
@@ -65,6 +65,36 @@ ROOT = "/rollway"
 OPERATION_TIMEOUT = 10.0   # seconds one route-map read or write may wait for ZooKeeper
 
 
+# Closing a watch. kazoo has no call to forget a watch before ZooKeeper fires it, and a
+# serverset's node may never change again: a closed watch's functions (and all they refer
+# to) would stay in kazoo's tables, a session listener with them. These use kazoo's own
+# fields where they exist and do nothing where a release lacks them (the watch then goes at
+# its node's next event, as before).
+
+def _forget(client: KazooClient, path: str, *functions: object) -> None:
+    """Takes ``functions`` out of kazoo's watch tables for ``path`` (unchrooted)."""
+    full = (client.chroot or "") + path
+    for table in (getattr(client, "_data_watchers", {}), getattr(client, "_child_watchers", {})):
+        held = table.get(full)
+        if held:
+            held.difference_update(functions)
+
+
+def _stop_recipe(client: KazooClient, recipe: DataWatch | ChildrenWatch | None) -> None:
+    """Stops a kazoo DataWatch or ChildrenWatch now, as it stops itself when its function
+    returns False (kazoo/recipe/watchers.py): no more calls, its session listener removed,
+    its ZooKeeper watch forgotten."""
+    if recipe is None or not hasattr(recipe, "_stopped"):
+        return
+    recipe._stopped = True
+    listener = getattr(recipe, "_session_watcher", None)
+    if listener is not None:
+        client.remove_listener(listener)
+    path, watcher = getattr(recipe, "_path", None), getattr(recipe, "_watcher", None)
+    if isinstance(path, str) and watcher is not None:
+        _forget(client, path, watcher)
+
+
 class _WhilePresent:
     """Starts ``watch()`` (a ChildrenWatch) whenever ``path`` exists, and calls ``absent()``
     while it does not. A reader never creates the path it reads: under a locked-down store a
@@ -73,10 +103,17 @@ class _WhilePresent:
     its node goes; this starts a new one when the node comes back."""
 
     def __init__(self, store: ZooKeeperStore, path: str, watch, absent):
+        self.client = store.client
         self.watch, self.absent = watch, absent
         self.children = None
         self.closed = False
         self.presence = DataWatch(store.client, path, self._on_presence)
+
+    def close(self) -> None:
+        self.closed = True
+        _stop_recipe(self.client, self.presence)
+        _stop_recipe(self.client, self.children)
+        self.children = None
 
     def _on_presence(self, data, stat, event=None):  # 3 parameters: kazoo then calls it just once
         if self.closed:
@@ -97,6 +134,12 @@ class _MemberWatch(Handle):
         self.store, self.path, self.callback = store, path.rstrip("/") or "/", callback
         self.lock = threading.Lock()
         self.data: dict[str, bytes] = {}
+        # One data-watch function per child, passed again by every read of it: kazoo keeps a
+        # path's watch functions in a set, so a resync (which re-reads every child after a
+        # reconnect) re-registers the same function instead of adding one more per resync.
+        # Always passed, never skipped: after a session loss kazoo has dropped them all, and
+        # a read without a watch would leave that child unwatched.
+        self.watchers: dict[str, Callable[[WatchedEvent], None]] = {}
         self.resync = True  # the first callback, and the first after an interruption, re-reads all
         self.closed = False
         self.deliver_lock = threading.Lock()
@@ -140,18 +183,23 @@ class _MemberWatch(Handle):
             self.callback(view)
 
     def _fetch(self, names: list[str]) -> dict[str, bytes]:
-        pending = {n: self.store.client.get_async(f"{self.path}/{n}", watch=self._data_watch(n)) for n in names}
+        pending = {}
+        for name in names:
+            watch = self.watchers.get(name) or self.watchers.setdefault(name, self._data_watch(name))
+            pending[name] = self.store.client.get_async(f"{self.path}/{name}", watch=watch)
         out = {}
         for name, result in pending.items():
             try:
                 out[name] = result.get(timeout=30)[0]
             except NoNodeError:
-                pass  # gone between the listing and the read
+                self.watchers.pop(name, None)   # gone between the listing and the read: no watch set
         return out
 
-    def _data_watch(self, name: str):
-        def on_data(event) -> None:
-            if self.closed or event.type != EventType.CHANGED:
+    def _data_watch(self, name: str) -> Callable[[WatchedEvent], None]:
+        def on_data(event: WatchedEvent) -> None:
+            # DELETED too: a child deleted and made again under the same name (a member a
+            # writer names) between two listings needs its watch set again; the read says.
+            if self.closed or event.type not in (EventType.CHANGED, EventType.DELETED):
                 return
             try:
                 fresh = self._fetch([name])
@@ -174,10 +222,13 @@ class _MemberWatch(Handle):
                 if self.resync:
                     self.data = self._fetch(names)
                     self.resync = False
+                    for gone in set(self.watchers) - set(names):
+                        self.watchers.pop(gone, None)
                 else:
                     current = set(names)
                     for gone in set(self.data) - current:
                         del self.data[gone]
+                        self.watchers.pop(gone, None)
                     self.data.update(self._fetch([n for n in names if n not in self.data]))
                 snapshot = self._snapshot()
         except Exception as error:  # keep the last good view; the reconnect resyncs
@@ -189,8 +240,15 @@ class _MemberWatch(Handle):
 
     def close(self) -> None:
         self.closed = True
-        self.presence.closed = True
+        self.presence.close()
         self.store.remove_state_listener(self._on_state)
+        # kazoo would keep this watch's functions (and this object) until each child next
+        # changes, which a serverset member may never do: take them out of its table.
+        with self.lock:
+            self.data = {}
+            watchers, self.watchers = self.watchers, {}
+        for name, function in watchers.items():
+            _forget(self.store.client, f"{self.path}/{name}", function)
 
 
 class _Children(Handle):
@@ -213,7 +271,7 @@ class _Children(Handle):
 
     def close(self) -> None:
         self.closed = True
-        self.presence.closed = True
+        self.presence.close()
 
 
 class _Member(Handle):
