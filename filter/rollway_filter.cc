@@ -602,8 +602,9 @@ struct StreamPool {
   const std::string* forced_cluster;  // NULL while forcing: no capacity
 };
 // initial-exec: a direct %fs access instead of a __tls_get_addr call per stream. The module's
-// whole TLS block is under 200 bytes (168 in the 1.40 build: `readelf -l`, PT_TLS), well inside the static TLS glibc keeps for dlopen'd
-// libraries (a module that could not get it would fail to load, loudly, not misbehave).
+// whole TLS block is under 200 bytes (168 in this build: `readelf -l`, PT_TLS), well inside
+// the static TLS glibc keeps for dlopen'd libraries (a module that could not get it would
+// fail to load, loudly, not misbehave).
 __attribute__((tls_model("initial-exec"))) thread_local StreamPool stream_pool;  // zero-initialized
 constexpr size_t kPooledStreams = 1024;
 
