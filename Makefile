@@ -30,7 +30,12 @@ $(STAMPS)/system: Makefile
 	fi
 	@touch $@
 
+# A venv another interpreter made (an older checkout's, from python3 on PATH) is made again:
+# venv cannot switch an existing one (its ensurepip fails).
 $(STAMPS)/venv: $(STAMPS)/system
+	@if [ -e $(VENV)/bin/python3 ] && [ "$$(readlink -f $(VENV)/bin/python3)" != "$$(readlink -f "$$(command -v $(PYTHON))")" ]; then \
+	  echo "$(VENV) was made by $$(readlink -f $(VENV)/bin/python3): making it again with $(PYTHON)"; rm -rf $(VENV); \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	@touch $@
