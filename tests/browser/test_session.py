@@ -3,7 +3,7 @@ move, a bounce and a refresh, and what a session sends."""
 
 from __future__ import annotations
 
-from rollway.tools.session import BrowserSession
+from rollway.tools.session import MAX_ERROR_KINDS, BrowserSession
 
 
 def test_a_session_keeps_cookies_loads_once_and_reloads_when_told():
@@ -36,3 +36,14 @@ def test_a_long_lived_session_remembers_a_bounded_history():
     for i in range(10):
         s.answered(200, [], f"v{i % 2}")
     assert len(s.served) == 3 and s.bounces == 8
+
+
+def test_failures_say_why_and_their_reasons_are_bounded():
+    s = BrowserSession()
+    s.answered(503, [], None, b"no healthy upstream")
+    s.failed("TimeoutError: timed out")
+    assert s.error_kinds == {"status 503: no healthy upstream": 1, "TimeoutError: timed out": 1}
+    for i in range(100):                         # a body that differs every time
+        s.answered(500, [], None, f"request {i} failed".encode())
+    assert len(s.error_kinds) == MAX_ERROR_KINDS + 1 and s.error_kinds["other"] == 100 - (MAX_ERROR_KINDS - 2)
+    assert s.errors == 102

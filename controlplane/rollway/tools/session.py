@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 APP_VERSION_HEADER = "x-app-version"
 REFRESH_HEADER = "x-rw-refresh"
+MAX_ERROR_KINDS = 32        # distinct failure reasons one session keeps apart
 
 
 @dataclass
@@ -63,6 +64,10 @@ class BrowserSession:
 
     def _error(self, kind: str) -> None:
         self.errors += 1
+        # A body or an error message may differ every time: past MAX_ERROR_KINDS distinct
+        # ones, the rest are counted together.
+        if kind not in self.error_kinds and len(self.error_kinds) >= MAX_ERROR_KINDS:
+            kind = "other"
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
 
     def answered(self, status: int, headers: Iterable[tuple[str, str]], version: str | None,
